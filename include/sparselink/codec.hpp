@@ -1,0 +1,146 @@
+// Wire format v1: encoding and decoding of packets. docs/wire-format.md is the authority on
+// the bytes; this header is the API. Decoding never trusts a length: every field is checked
+// against the buffer and the limits before anything is read or allocated.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sparselink/contract.hpp"
+#include "sparselink/routing.hpp"
+#include "sparselink/status.hpp"
+#include "sparselink/types.hpp"
+
+namespace sparselink {
+
+inline constexpr uint32_t kPacketMagic = 0x4B4C5053;  // bytes "SPLK"
+inline constexpr uint8_t kWireFormatVersion = 1;
+
+enum class PacketKind : uint8_t {
+  kActivation = 0,  // routed forward activation: indices + tiered values (+ rest tier)
+  kGradient = 1,    // mask-routed gradient: values only, at the activation's kept positions
+  kSummary = 2,     // receiver summary: per-unit mean |gradient|, fp16
+  kContract = 3,    // a contract announcement
+};
+inline constexpr size_t kNumPacketKinds = 4;
+std::string_view PacketKindName(PacketKind k);
+
+// Section identifiers inside a packet (each appears at most once, in this order).
+enum class SectionId : uint8_t {
+  kIndex = 1,          // kept positions (bitmap or delta-varint)
+  kTierBits = 2,       // 1 bit per kept entry, 1 = lossy; present only when both tiers are used
+  kFullValues = 3,     // full tier values (per-row scales first where the codec has them)
+  kLossyValues = 4,    // lossy tier values (likewise)
+  kRestBits = 5,       // kSign1: 1 bit per non-kept entry
+  kRestCentroids = 6,  // kSign1: 2 fp32 per row
+  kGradientValues = 7, // gradient packet values
+  kSummaryValues = 8,  // summary packet values (fp16 per unit)
+  kContractBody = 9,   // contract packet body
+};
+
+struct EncodeOptions {
+  IndexCodec index_codec = IndexCodec::kAuto;
+  bool zstd = false;       // compress each section with zstd when that makes it smaller
+  int zstd_level = 3;
+};
+
+// Refuse before allocation anything larger than these.
+struct DecodeLimits {
+  uint64_t max_packet_bytes = 1ull << 30;
+  uint64_t max_entries = 1ull << 31;  // rows * cols
+};
+
+// The fixed header, as decoded. Field meanings: docs/wire-format.md.
+struct PacketHeader {
+  uint8_t version = kWireFormatVersion;
+  PacketKind kind = PacketKind::kActivation;
+  Granularity granularity = Granularity::kElement;
+  IndexCodec index_codec = IndexCodec::kBitmap;
+  ValueCodec full_codec = ValueCodec::kFp32;
+  ValueCodec lossy_codec = ValueCodec::kInt8;
+  RestPolicy rest = RestPolicy::kDrop;
+  uint32_t boundary = 0;
+  uint32_t contract_version = 0;
+  uint64_t step = 0;
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+  uint64_t count_full = 0;   // kept entries in the full tier (gradient: values; summary: units)
+  uint64_t count_lossy = 0;  // kept entries in the lossy tier
+};
+
+struct SectionInfo {
+  SectionId id;
+  bool zstd;
+  uint32_t offset;       // of the stored bytes, from the start of the packet
+  uint32_t stored_bytes;
+  uint32_t raw_bytes;
+};
+
+// Everything `inspect` shows: header, sections, sizes, checksum status.
+struct PacketInfo {
+  PacketHeader header;
+  std::vector<SectionInfo> sections;
+  uint64_t wire_bytes = 0;
+  uint64_t dense_bytes = 0;  // rows * cols * 4
+  uint64_t checksum = 0;     // as stored
+  bool checksum_ok = false;
+};
+
+// Identification of the packet being encoded.
+struct PacketLabel {
+  uint32_t boundary = 0;
+  uint32_t contract_version = 0;
+  uint64_t step = 0;
+};
+
+// Encoders append nothing to `out` on error; on success `out` holds exactly one packet.
+// Each allocates `out` (reusing capacity). Thread-safe (no shared state).
+Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
+                        const PacketLabel& label, const EncodeOptions& options,
+                        std::vector<uint8_t>* out);
+// `values` are the gradient at the kept positions of `mask` (GatherAtMask order).
+Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
+                      const PacketLabel& label, const EncodeOptions& options,
+                      std::vector<uint8_t>* out);
+// Receiver summary: per-unit mean |g| (non-negative, finite), sent as fp16.
+Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
+                     std::vector<uint8_t>* out);
+Status EncodeContract(const Contract& contract, const PacketLabel& label,
+                      std::vector<uint8_t>* out);
+
+// Parses and checks header, section table and checksum; reads no section payload.
+Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet,
+                                 const DecodeLimits& limits = {});
+
+// Full decoders. Each verifies kind, checksum and every length; the routed tensor comes back
+// with values dequantized to fp32 and passes RoutedTensor::Validate.
+Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
+                                      const DecodeLimits& limits = {},
+                                      PacketInfo* info = nullptr);
+// `mask` is the receiver's own copy of the activation it sent; its shape and kept count must
+// match the header.
+Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet,
+                                          const RoutedTensor& mask,
+                                          const DecodeLimits& limits = {},
+                                          PacketInfo* info = nullptr);
+Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,
+                                         const DecodeLimits& limits = {},
+                                         PacketInfo* info = nullptr);
+Result<Contract> DecodeContract(std::span<const uint8_t> packet,
+                                const DecodeLimits& limits = {});
+
+// Value codecs on their own (used by the packet codec and by tests): encode `count` values
+// split in rows by `row_counts` (sum == values.size()), per-row scales first where the codec
+// has them; decode the inverse. Decode checks `bytes.size()` against the expected size.
+void EncodeValues(ValueCodec codec, std::span<const float> values,
+                  std::span<const uint32_t> row_counts, std::vector<uint8_t>* out);
+Status DecodeValues(ValueCodec codec, std::span<const uint8_t> bytes,
+                    std::span<const uint32_t> row_counts, std::vector<float>* values);
+
+// XXH3-64 of `bytes`, seed 0: the packet trailer.
+uint64_t PacketChecksum(std::span<const uint8_t> bytes);
+
+}  // namespace sparselink

@@ -1,0 +1,168 @@
+// Sparsity contracts and their negotiation.
+//
+// A Contract is the agreement for one boundary: what share of the entries cross (keep), how
+// many of those at full precision (keep_full), with which codecs, at which granularity, under
+// which version, and which constraint decided it (bound_by). Fractions inside, percent for
+// people: KeepFromPercent / Contract::keep_percent convert at the edge.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sparselink/sensitivity.hpp"
+#include "sparselink/status.hpp"
+#include "sparselink/types.hpp"
+
+namespace sparselink {
+
+// The one catalogue of reasons a keep value is what it is. Every proposal, counter, cap and
+// refusal carries one, so "why is this boundary at 7%?" always has a printable answer.
+enum class BoundBy : uint8_t {
+  kFixed = 0,           // set by the user, never negotiated
+  kSenderCoverage,      // sender's sensitivity coverage of tau_send
+  kReceiverCoverage,    // receiver's sensitivity coverage of tau_recv (raised the sender's)
+  kFloor,               // options.keep_min
+  kCeiling,             // options.keep_max
+  kSenderLinkBudget,    // sender's link bytes per step
+  kReceiverCompute,     // receiver's compute budget (entries per step)
+  kReceiverBuffer,      // receiver's buffer bytes
+  kHysteresis,          // change smaller than options.hysteresis: previous contract kept
+  kSharedBudget,        // BudgetAllocator's share of a link budget shared by boundaries
+  kBudgetBelowFloor,    // refusal: the caps leave less than keep_min; previous contract kept
+};
+inline constexpr size_t kNumBoundBy = 11;
+std::string_view BoundByName(BoundBy b);
+
+// Converts a user-facing percentage in (0, 100] to a fraction. Error names `field`.
+Result<double> KeepFromPercent(double percent, std::string_view field = "keep_percent");
+
+struct Contract {
+  uint32_t boundary = 0;
+  uint32_t version = 0;          // bumps by one on every change; packets carry it
+  double keep = 1.0;             // share of entries that cross, in (0, 1]
+  double keep_full = 1.0;        // of the kept, share at full precision, in [0, 1]
+  ValueCodec full_codec = ValueCodec::kFp32;
+  ValueCodec lossy_codec = ValueCodec::kInt8;
+  RestPolicy rest = RestPolicy::kDrop;
+  Granularity granularity = Granularity::kElement;
+  BoundBy bound_by = BoundBy::kFixed;
+
+  double keep_percent() const { return keep * 100.0; }
+  // Every field in range; errors name the field ("contract.keep = 0: must be in (0, 1]").
+  Status Validate() const;
+  // "b0 v3 keep=7.50% full=50% fp32/int8 element drop (sender_coverage)".
+  std::string ToString() const;
+};
+
+// Entries kept out of n under `keep`: floor(n * keep), computed so that binary rounding of
+// keep never loses one (0.3 * 10 is 3, not 2). The seed's `int(n * contract / 100)`.
+size_t KeptCount(size_t n, double keep);
+// Of `kept` entries, how many go at full precision: floor(kept * keep_full), same care.
+size_t FullCount(size_t kept, double keep_full);
+
+// Wire bytes one step of `rows x cols` activations costs under `contract` (forward packet,
+// with the smaller index codec, header and checksum included), plus the mask-routed gradient
+// in `gradient_codec` when `with_gradient`. A model, not a measurement: value, tier and
+// bitmap bytes are exact; delta-varint indices are estimated from the mean gap, so the total
+// is within a few percent of the codec's output (tests check it). Does not allocate.
+double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, bool with_gradient,
+                         ValueCodec gradient_codec = ValueCodec::kFp32);
+
+struct NegotiatorOptions {
+  double tau_send = 0.95;    // sender keeps the units covering this share of its sensitivity
+  double tau_recv = 0.95;    // receiver asks for the units covering this share of its own
+  double keep_min = 0.01;    // floor, in (0, 1]
+  double keep_max = 1.0;     // ceiling, in [keep_min, 1]
+  double hysteresis = 0.005; // |new - old| keep below this keeps the old contract
+};
+
+// What the sender brings to a negotiation.
+struct SenderView {
+  const SensitivityMap* map = nullptr;  // required; its values() are used
+  double link_bytes_per_step = std::numeric_limits<double>::infinity();
+};
+
+// What the receiver brings. Its map is its own view of the importance of its inputs (e.g.
+// weight column norms times its own output sensitivity); null means "no opinion".
+struct ReceiverView {
+  const SensitivityMap* map = nullptr;
+  double compute_entries_per_step = std::numeric_limits<double>::infinity();
+  double buffer_bytes = std::numeric_limits<double>::infinity();
+};
+
+enum class NegotiationState : uint8_t { kProposed = 0, kCountered, kAgreed, kRefused };
+std::string_view NegotiationStateName(NegotiationState s);
+
+// One negotiation, as it went: each state it passed through, in order, with the keep and
+// reason at that point, and the contract in force afterwards.
+struct NegotiationRecord {
+  struct Stage {
+    NegotiationState state;
+    double keep;
+    BoundBy reason;
+  };
+  uint64_t step = 0;
+  std::vector<Stage> stages;  // Proposed, Countered, then Agreed or Refused
+  Contract contract;          // in force after this negotiation
+  bool changed = false;       // contract.version moved
+};
+
+// Negotiates the contract of one boundary. Not thread-safe.
+class Negotiator {
+ public:
+  // `initial` gives the codecs, granularity and starting keep; its version is kept.
+  static Result<Negotiator> Create(const NegotiatorOptions& options, const Contract& initial);
+
+  // Runs Proposed -> Countered -> Agreed/Refused once, through this one function:
+  //  1. proposal: keep_s = Coverage(sender map, tau_send), capped by the link budget
+  //     (largest keep whose EstimateStepBytes fits), reason kSenderCoverage or kSenderLinkBudget;
+  //  2. counter: keep = max(keep_s, Coverage(receiver map, tau_recv)), then capped by the
+  //     receiver's compute (entries) and buffer (bytes) budgets;
+  //  3. agreement: clamp to [keep_min, keep_max]; refused (old contract kept, reason
+  //     kBudgetBelowFloor) when the caps are below keep_min; hysteresis keeps the old contract
+  //     when the change is below options.hysteresis. A change bumps the version.
+  // `rows` and `cols` are the shape of one step's activation. Appends to history().
+  Result<NegotiationRecord> Negotiate(const SenderView& sender, const ReceiverView& receiver,
+                                      size_t rows, size_t cols, uint64_t step);
+
+  const Contract& contract() const { return contract_; }
+  const std::vector<NegotiationRecord>& history() const { return history_; }
+  const NegotiatorOptions& options() const { return options_; }
+
+ private:
+  Negotiator(const NegotiatorOptions& options, const Contract& initial)
+      : options_(options), contract_(initial) {}
+  NegotiatorOptions options_;
+  Contract contract_;
+  std::vector<NegotiationRecord> history_;
+};
+
+// Splits one link budget (bytes per step) across several boundaries by the greatest marginal
+// sensitivity covered per byte: greedy water-filling over each boundary's coverage curve.
+struct BoundaryDemand {
+  std::span<const float> sensitivity;  // the boundary's map values (one per unit)
+  size_t rows = 0;                     // rows per step
+  size_t cols = 0;                     // neurons (cols) of the activation
+  double bytes_per_entry = 0;          // wire bytes of one kept entry (values + index share)
+  double keep_min = 0.01;              // floor for this boundary
+};
+
+struct Allocation {
+  std::vector<double> keep;      // per boundary, in [keep_min, 1]
+  std::vector<double> bytes;     // per boundary, modelled bytes per step at that keep
+  std::vector<BoundBy> bound_by; // kSharedBudget, kFloor (budget below the floors), kCeiling
+  double total_bytes = 0;
+};
+
+// Each boundary first gets its floor; the rest of the budget goes unit by unit to the unit
+// with the highest (normalized sensitivity share) / (bytes of that unit), ties to the lower
+// boundary index then the lower unit index. Deterministic. O(U log U) in the total units U.
+// Errors: empty demands, bad sizes, negative or non-finite budget.
+Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, double budget_bytes);
+
+}  // namespace sparselink

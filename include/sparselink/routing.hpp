@@ -1,0 +1,103 @@
+// The routing engine: scores every entry of an activation, keeps the most important under a
+// contract, assigns precision tiers, and on the far side scatters back to a dense tensor.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sparselink/contract.hpp"
+#include "sparselink/sensitivity.hpp"
+#include "sparselink/status.hpp"
+#include "sparselink/types.hpp"
+
+namespace sparselink {
+
+// How entries are scored.
+enum class ScorePolicy : uint8_t {
+  kSensitivity = 0,  // |a_ij| * (eps + S_unit(j)); needs a map
+  kMagnitude = 1,    // |a_ij|
+  kRandom = 2,       // a hash of (seed, step, row, col): the control experiment
+};
+inline constexpr size_t kNumScorePolicies = 3;
+std::string_view ScorePolicyName(ScorePolicy p);
+Result<ScorePolicy> ParseScorePolicy(std::string_view name);
+
+struct RouterOptions {
+  ScorePolicy policy = ScorePolicy::kSensitivity;
+  double eps = 1e-3;  // keeps units the map has not scored yet alive; >= 0
+  uint64_t seed = 0;  // for kRandom
+  NonFinitePolicy non_finite = NonFinitePolicy::kReject;
+};
+
+// The routed form of one activation: which entries cross, in which tier, with which values.
+//
+// Element granularity: row r's kept columns are indices[row_offsets[r] .. row_offsets[r+1]),
+// ascending. Unit granularity: one set of kept columns shared by every row, stored once
+// (row_offsets = {0, n}); values are then rows x n, row-major.
+// values and tiers run parallel to the kept entries in row-major order (tier is kFull or
+// kLossy). With RestPolicy::kSign1, rest_bits holds one bit per non-kept entry in row-major
+// order (LSB first, 1 = positive side) and rest_centroids two floats per row
+// (positive-side mean, other-side mean).
+struct RoutedTensor {
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+  Granularity granularity = Granularity::kElement;
+  RestPolicy rest = RestPolicy::kDrop;
+  std::vector<uint32_t> row_offsets;  // element: rows + 1 entries; unit: 2 entries
+  std::vector<uint32_t> indices;      // kept columns
+  std::vector<float> values;          // kept values (full precision; quantized by the codec)
+  std::vector<Tier> tiers;            // per kept entry
+  std::vector<uint8_t> rest_bits;     // kSign1 only
+  std::vector<float> rest_centroids;  // kSign1 only: 2 per row
+
+  // Kept entries in all rows (for unit granularity: rows * kept columns).
+  size_t num_kept() const { return values.size(); }
+  size_t num_kept_in_row(size_t r) const;
+  // Kept columns of row r (for unit granularity, the shared set).
+  std::span<const uint32_t> RowIndices(size_t r) const;
+  size_t CountTier(Tier t) const;
+  // All structural invariants: sizes agree, indices ascending and < cols, tiers valid.
+  // Used by the decoder on untrusted input; errors name the field.
+  Status Validate() const;
+};
+
+// Thread-safe for concurrent Route calls on different outputs (no shared mutable state).
+class Router {
+ public:
+  static Result<Router> Create(const RouterOptions& options);
+
+  // Routes `activation` (rows x cols) under `contract`. `map` must have num_neurons == cols
+  // for kSensitivity (and is ignored otherwise). `step` seeds kRandom.
+  //  - element granularity: in each row keep k = KeptCount(cols, keep) entries of highest
+  //    score, ties to the lower column; of those FullCount(k, keep_full) highest go kFull;
+  //  - unit granularity: a unit's score is the sum over the batch and its columns of the
+  //    entry scores; keep KeptCount(num_units, keep) units (all their columns), tiers per unit.
+  // Reference implementation: std::nth_element per row. Allocates `out`'s vectors (reusing
+  // their capacity). Errors: shape, non-finite, invalid contract, missing map.
+  Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
+               uint64_t step, RoutedTensor* out) const;
+  Result<RoutedTensor> Route(ConstMatrix activation, const SensitivityMap* map,
+                             const Contract& contract, uint64_t step) const;
+
+  const RouterOptions& options() const { return options_; }
+
+ private:
+  explicit Router(const RouterOptions& options) : options_(options) {}
+  RouterOptions options_;
+};
+
+// Receiver side: writes the dense tensor (rows x cols) with kept values in place, the rest
+// tier's centroids where kSign1, and zeros elsewhere. `out` must be rows x cols.
+Status Scatter(const RoutedTensor& routed, MutableMatrix out);
+
+// Backward: the gradient at the kept positions of `mask`, in the same order as mask.values
+// (the index set is known to both sides, so no indices travel). `gradient` is rows x cols.
+Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<float>* values,
+                    NonFinitePolicy non_finite = NonFinitePolicy::kReject);
+// Sender side of backward: dense dL/dy with `values` at the mask's positions, zeros elsewhere.
+// (d(m*y)/dy = m, so this is the exact gradient of the routed forward, not an approximation.)
+Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out);
+
+}  // namespace sparselink

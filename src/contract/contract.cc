@@ -1,0 +1,144 @@
+// Contract basics: validation, counts, the byte cost model.
+#include <cmath>
+#include <sstream>
+
+#include "sparselink/contract.hpp"
+
+namespace sparselink {
+
+std::string_view BoundByName(BoundBy b) {
+  switch (b) {
+    case BoundBy::kFixed: return "fixed";
+    case BoundBy::kSenderCoverage: return "sender_coverage";
+    case BoundBy::kReceiverCoverage: return "receiver_coverage";
+    case BoundBy::kFloor: return "floor";
+    case BoundBy::kCeiling: return "ceiling";
+    case BoundBy::kSenderLinkBudget: return "sender_link_budget";
+    case BoundBy::kReceiverCompute: return "receiver_compute";
+    case BoundBy::kReceiverBuffer: return "receiver_buffer";
+    case BoundBy::kHysteresis: return "hysteresis";
+    case BoundBy::kSharedBudget: return "shared_budget";
+    case BoundBy::kBudgetBelowFloor: return "budget_below_floor";
+  }
+  return "?";
+}
+
+std::string_view NegotiationStateName(NegotiationState s) {
+  switch (s) {
+    case NegotiationState::kProposed: return "proposed";
+    case NegotiationState::kCountered: return "countered";
+    case NegotiationState::kAgreed: return "agreed";
+    case NegotiationState::kRefused: return "refused";
+  }
+  return "?";
+}
+
+Result<double> KeepFromPercent(double percent, std::string_view field) {
+  if (!std::isfinite(percent) || percent <= 0.0 || percent > 100.0) {
+    return FieldError(ErrorCode::kInvalidArgument, field, percent, "must be a percentage in (0, 100]");
+  }
+  return percent / 100.0;
+}
+
+// floor(n * fraction) with a relative slack of 1e-9, so that 0.3 * 10 (= 2.9999999999999996
+// in binary) counts as 3. The slack is far below 1/n for any n that fits in memory.
+static size_t FloorFraction(size_t n, double fraction) {
+  const double exact = static_cast<double>(n) * fraction;
+  const double k = std::floor(exact * (1.0 + 1e-9) + 1e-9);
+  if (k <= 0) return 0;
+  if (k >= static_cast<double>(n)) return n;
+  return static_cast<size_t>(k);
+}
+
+size_t KeptCount(size_t n, double keep) { return FloorFraction(n, keep); }
+size_t FullCount(size_t kept, double keep_full) { return FloorFraction(kept, keep_full); }
+
+Status Contract::Validate() const {
+  if (!std::isfinite(keep) || keep <= 0.0 || keep > 1.0) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.keep", keep, "must be in (0, 1]");
+  }
+  if (!std::isfinite(keep_full) || keep_full < 0.0 || keep_full > 1.0) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.keep_full", keep_full, "must be in [0, 1]");
+  }
+  if (static_cast<size_t>(full_codec) >= kNumValueCodecs) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.full_codec", int(full_codec), "unknown value codec");
+  }
+  if (static_cast<size_t>(lossy_codec) >= kNumValueCodecs) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.lossy_codec", int(lossy_codec), "unknown value codec");
+  }
+  if (static_cast<size_t>(rest) >= kNumRestPolicies) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.rest", int(rest), "unknown rest policy");
+  }
+  if (static_cast<size_t>(granularity) >= kNumGranularities) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.granularity", int(granularity), "unknown granularity");
+  }
+  if (static_cast<size_t>(bound_by) >= kNumBoundBy) {
+    return FieldError(ErrorCode::kInvalidArgument, "contract.bound_by", int(bound_by), "unknown reason");
+  }
+  return Status::Ok();
+}
+
+std::string Contract::ToString() const {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(2);
+  out << "b" << boundary << " v" << version << " keep=" << keep_percent() << "%";
+  out.precision(0);
+  out << " full=" << keep_full * 100 << "% " << Traits(full_codec).name << "/"
+      << Traits(lossy_codec).name << " " << GranularityName(granularity) << " "
+      << RestPolicyName(rest) << " (" << BoundByName(bound_by) << ")";
+  return out.str();
+}
+
+// LEB128 bytes of an unsigned value.
+static double VarintBytes(double v) {
+  double bytes = 1;
+  while (v >= 128) {
+    v /= 128;
+    bytes += 1;
+  }
+  return bytes;
+}
+
+double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, bool with_gradient,
+                         ValueCodec gradient_codec) {
+  const bool unit = contract.granularity == Granularity::kUnit;
+  // Entries per row and how many rows carry their own index set.
+  const double kept_per_row = static_cast<double>(KeptCount(cols, contract.keep));
+  const double index_rows = unit ? 1.0 : static_cast<double>(rows);
+  const double kept_total = kept_per_row * static_cast<double>(rows);
+  const auto full_per_row = static_cast<double>(FullCount(static_cast<size_t>(kept_per_row), contract.keep_full));
+  const double full_total = full_per_row * static_cast<double>(rows);
+  const double lossy_total = kept_total - full_total;
+
+  const double bitmap = std::ceil(index_rows * static_cast<double>(cols) / 8.0);
+  const double mean_gap = kept_per_row > 0 ? static_cast<double>(cols) / kept_per_row : 0;
+  const double delta = index_rows * (VarintBytes(kept_per_row) + kept_per_row * VarintBytes(mean_gap));
+  double bytes = kPacketHeaderBytes + kChecksumBytes;
+  int sections = 1;
+  bytes += std::min(bitmap, delta);
+  if (full_total > 0) {
+    ++sections;
+    bytes += static_cast<double>(ValueStreamBytes(contract.full_codec, static_cast<uint64_t>(full_total), rows));
+  }
+  if (lossy_total > 0) {
+    ++sections;
+    bytes += static_cast<double>(ValueStreamBytes(contract.lossy_codec, static_cast<uint64_t>(lossy_total), rows));
+  }
+  if (full_total > 0 && lossy_total > 0) {
+    ++sections;
+    bytes += std::ceil((unit ? kept_per_row : kept_total) / 8.0);
+  }
+  if (contract.rest == RestPolicy::kSign1) {
+    sections += 2;
+    bytes += std::ceil((static_cast<double>(rows * cols) - kept_total) / 8.0) + 8.0 * static_cast<double>(rows);
+  }
+  bytes += sections * static_cast<double>(kSectionEntryBytes);
+  if (with_gradient) {
+    bytes += kPacketHeaderBytes + kSectionEntryBytes + kChecksumBytes +
+             static_cast<double>(ValueStreamBytes(gradient_codec, static_cast<uint64_t>(kept_total), rows));
+  }
+  return bytes;
+}
+
+}  // namespace sparselink
