@@ -1,1 +1,886 @@
+// Packet codec (wire format v1): round trips over every codec combination and edge shape,
+// golden packets with their exact bytes, and hostile input (truncation, flips, crafted fields).
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codec/index_codecs.hpp"
+#include "sparselink/codec.hpp"
+
+namespace sparselink {
+namespace {
+
+constexpr std::array<ValueCodec, kNumValueCodecs> kAllCodecs = {
+    ValueCodec::kFp32, ValueCodec::kFp16, ValueCodec::kBf16, ValueCodec::kInt8, ValueCodec::kInt4};
+
+// --- Helpers ------------------------------------------------------------------------------
+
+void Store32(std::vector<uint8_t>& p, size_t off, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[off + i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void Store64(std::vector<uint8_t>& p, size_t off, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[off + i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t Load32(const std::vector<uint8_t>& p, size_t off) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[off + i]) << (8 * i);
+  return v;
+}
+
+// Recomputes the trailer, so that a crafted field reaches the check behind the checksum.
+void Reseal(std::vector<uint8_t>& p) {
+  Store64(p, p.size() - 8, PacketChecksum(std::span<const uint8_t>(p).first(p.size() - 8)));
+}
+
+// Builds a routed tensor by hand (the Router is tested on its own): in each row (or once, for
+// unit granularity) k random distinct columns, `full` of them in the full tier at random.
+RoutedTensor MakeRouted(uint32_t rows, uint32_t cols, uint32_t k, uint32_t full, Granularity g,
+                        RestPolicy rest, std::mt19937& rng) {
+  RoutedTensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.granularity = g;
+  t.rest = rest;
+  std::normal_distribution<float> normal;
+  std::vector<uint32_t> all(cols);
+  auto pick = [&](std::vector<uint32_t>* idx, std::vector<Tier>* tiers) {
+    std::iota(all.begin(), all.end(), 0u);
+    std::shuffle(all.begin(), all.end(), rng);
+    idx->assign(all.begin(), all.begin() + k);
+    std::sort(idx->begin(), idx->end());
+    std::vector<Tier> tt(k, Tier::kLossy);
+    std::fill(tt.begin(), tt.begin() + full, Tier::kFull);
+    std::shuffle(tt.begin(), tt.end(), rng);
+    *tiers = tt;
+  };
+  t.row_offsets = {0};
+  if (g == Granularity::kUnit) {
+    std::vector<Tier> tiers;
+    pick(&t.indices, &tiers);
+    t.row_offsets.push_back(k);
+    for (uint32_t r = 0; r < rows; ++r) t.tiers.insert(t.tiers.end(), tiers.begin(), tiers.end());
+  } else {
+    for (uint32_t r = 0; r < rows; ++r) {
+      std::vector<uint32_t> idx;
+      std::vector<Tier> tiers;
+      pick(&idx, &tiers);
+      t.indices.insert(t.indices.end(), idx.begin(), idx.end());
+      t.tiers.insert(t.tiers.end(), tiers.begin(), tiers.end());
+      t.row_offsets.push_back(static_cast<uint32_t>(t.indices.size()));
+    }
+  }
+  for (size_t i = 0; i < t.tiers.size(); ++i) t.values.push_back(normal(rng) * 3.0f);
+  if (rest == RestPolicy::kSign1) {
+    const uint64_t rest_entries = uint64_t{rows} * cols - t.tiers.size();
+    t.rest_bits.assign((rest_entries + 7) / 8, 0);
+    for (uint64_t i = 0; i < rest_entries; ++i) {
+      if (rng() & 1) t.rest_bits[i / 8] = static_cast<uint8_t>(t.rest_bits[i / 8] | (1u << (i % 8)));
+    }
+    for (uint32_t r = 0; r < rows; ++r) {
+      t.rest_centroids.push_back(std::fabs(normal(rng)));
+      t.rest_centroids.push_back(-std::fabs(normal(rng)));
+    }
+  }
+  return t;
+}
+
+Contract MakeContract(const RoutedTensor& t, ValueCodec full, ValueCodec lossy) {
+  Contract c;
+  c.keep = 0.5;
+  c.keep_full = 0.5;
+  c.full_codec = full;
+  c.lossy_codec = lossy;
+  c.rest = t.rest;
+  c.granularity = t.granularity;
+  return c;
+}
+
+// Entries [begin, end) of row r in kept order.
+std::pair<size_t, size_t> Range(const RoutedTensor& t, size_t r) {
+  if (t.granularity == Granularity::kUnit) return {r * t.indices.size(), (r + 1) * t.indices.size()};
+  return {t.row_offsets[r], t.row_offsets[r + 1]};
+}
+
+// Checks `got` against `want`: structure exact, values within the codec's stated error.
+void ExpectSameRouted(const RoutedTensor& want, const RoutedTensor& got, const Contract& c) {
+  ASSERT_EQ(got.rows, want.rows);
+  ASSERT_EQ(got.cols, want.cols);
+  ASSERT_EQ(got.granularity, want.granularity);
+  ASSERT_EQ(got.rest, want.rest);
+  ASSERT_EQ(got.row_offsets, want.row_offsets);
+  ASSERT_EQ(got.indices, want.indices);
+  ASSERT_EQ(got.tiers, want.tiers);
+  ASSERT_EQ(got.rest_bits, want.rest_bits);
+  ASSERT_EQ(got.rest_centroids, want.rest_centroids);
+  ASSERT_EQ(got.values.size(), want.values.size());
+  for (size_t r = 0; r < want.rows; ++r) {
+    const auto [begin, end] = Range(want, r);
+    float max_full = 0, max_lossy = 0;
+    for (size_t i = begin; i < end; ++i) {
+      (want.tiers[i] == Tier::kFull ? max_full : max_lossy) =
+          std::max(want.tiers[i] == Tier::kFull ? max_full : max_lossy, std::fabs(want.values[i]));
+    }
+    for (size_t i = begin; i < end; ++i) {
+      const bool full = want.tiers[i] == Tier::kFull;
+      const ValueCodecTraits& t = Traits(full ? c.full_codec : c.lossy_codec);
+      const double ref = t.per_row_scale ? (full ? max_full : max_lossy) : std::fabs(want.values[i]);
+      const double allowed = (t.max_relative_error + (t.lossless ? 0 : 0x1p-22)) * ref + (t.lossless ? 0 : 0x1p-24);
+      ASSERT_LE(std::fabs(static_cast<double>(got.values[i]) - want.values[i]), allowed)
+          << t.name << " entry " << i;
+    }
+  }
+}
+
+std::string HexDump(const std::vector<uint8_t>& p) {
+  std::string s;
+  char buf[8];
+  for (size_t i = 0; i < p.size(); ++i) {
+    std::snprintf(buf, sizeof(buf), "0x%02x,%s", p[i], (i % 16 == 15) ? "\n" : " ");
+    s += buf;
+  }
+  return s;
+}
+
+bool Contains(const Status& s, const std::string& text) { return s.message().find(text) != std::string::npos; }
+
+// --- Round trips --------------------------------------------------------------------------
+
+class ActivationPacketRoundTrip : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
+  const uint32_t cols = GetParam();
+  const uint32_t rows = 3;
+  std::mt19937 rng(cols);
+  std::vector<std::pair<ValueCodec, ValueCodec>> codec_pairs;
+  for (ValueCodec c : kAllCodecs) {
+    codec_pairs.push_back({c, ValueCodec::kInt8});
+    codec_pairs.push_back({ValueCodec::kFp32, c});
+  }
+  const std::vector<uint32_t> ks = {0, 1, cols / 3, cols};
+  int cases = 0;
+  for (auto [full_codec, lossy_codec] : codec_pairs) {
+    for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint, IndexCodec::kAuto}) {
+      for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+        for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
+          for (bool zstd : {false, true}) {
+            for (uint32_t k : ks) {
+              // Cycle the full share through all-full, mixed and all-lossy.
+              const uint32_t full = (cases % 3 == 0) ? k : (cases % 3 == 1) ? k / 2 : 0;
+              ++cases;
+              const RoutedTensor routed = MakeRouted(rows, cols, k, full, g, rest, rng);
+              const Contract contract = MakeContract(routed, full_codec, lossy_codec);
+              SCOPED_TRACE(::testing::Message() << "cols " << cols << " k " << k << " full " << full << " "
+                                                << Traits(full_codec).name << "/" << Traits(lossy_codec).name
+                                                << " " << IndexCodecName(index) << " " << GranularityName(g)
+                                                << " " << RestPolicyName(rest) << " zstd " << zstd);
+              std::vector<uint8_t> packet;
+              const Status enc = EncodeActivation(routed, contract, {.boundary = 2, .contract_version = 5, .step = 99},
+                                                  {.index_codec = index, .zstd = zstd}, &packet);
+              ASSERT_TRUE(enc.ok()) << enc.ToString();
+              PacketInfo info;
+              auto decoded = DecodeActivation(packet, {}, &info);
+              ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+              ExpectSameRouted(routed, *decoded, contract);
+              EXPECT_EQ(info.header.boundary, 2u);
+              EXPECT_EQ(info.header.contract_version, 5u);
+              EXPECT_EQ(info.header.step, 99u);
+              EXPECT_EQ(info.wire_bytes, packet.size());
+              EXPECT_EQ(info.dense_bytes, uint64_t{rows} * cols * 4);
+              EXPECT_TRUE(info.checksum_ok);
+              if (index != IndexCodec::kAuto) {
+                EXPECT_EQ(info.header.index_codec, index);
+              }
+              if (!zstd) {
+                for (const SectionInfo& s : info.sections) EXPECT_FALSE(s.zstd);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Widths, ActivationPacketRoundTrip, ::testing::Values(1u, 7u, 33u, 4097u));
+
+TEST(ActivationPacket, AutoIndexPicksTheSmallerAndBitmapOnTies) {
+  std::mt19937 rng(1);
+  // Dense: bitmap is smaller.
+  RoutedTensor dense = MakeRouted(4, 256, 128, 128, Granularity::kElement, RestPolicy::kDrop, rng);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(dense, MakeContract(dense, ValueCodec::kFp32, ValueCodec::kInt8), {}, {}, &packet).ok());
+  EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kBitmap);
+  // Sparse: delta-varint is smaller.
+  RoutedTensor sparse = MakeRouted(4, 4096, 8, 8, Granularity::kElement, RestPolicy::kDrop, rng);
+  ASSERT_TRUE(EncodeActivation(sparse, MakeContract(sparse, ValueCodec::kFp32, ValueCodec::kInt8), {}, {}, &packet).ok());
+  EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kDeltaVarint);
+  // Tie: 1 x 16 bitmap is 2 bytes; delta-varint of {0} is count 1 + column 0 = 2 bytes.
+  RoutedTensor tie;
+  tie.rows = 1;
+  tie.cols = 16;
+  tie.row_offsets = {0, 1};
+  tie.indices = {0};
+  tie.values = {1.0f};
+  tie.tiers = {Tier::kFull};
+  ASSERT_TRUE(EncodeActivation(tie, MakeContract(tie, ValueCodec::kFp32, ValueCodec::kInt8), {}, {}, &packet).ok());
+  EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kBitmap);
+}
+
+TEST(ActivationPacket, ZstdKeepsASectionOnlyWhenSmaller) {
+  // A long run of zeros compresses; the section is flagged and its stored size smaller.
+  RoutedTensor t;
+  t.rows = 1;
+  t.cols = 4096;
+  t.row_offsets = {0, 4096};
+  t.indices.resize(4096);
+  std::iota(t.indices.begin(), t.indices.end(), 0u);
+  t.values.assign(4096, 0.0f);
+  t.tiers.assign(4096, Tier::kFull);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet).ok());
+  auto info = InspectPacket(packet);
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->sections.size(), 2u);
+  for (const SectionInfo& s : info->sections) {
+    EXPECT_TRUE(s.zstd);
+    EXPECT_LT(s.stored_bytes, s.raw_bytes);
+  }
+  EXPECT_LT(packet.size(), 1000u);
+  // Random fp32 values do not compress: stored raw.
+  std::mt19937 rng(3);
+  RoutedTensor r = MakeRouted(1, 64, 64, 64, Granularity::kElement, RestPolicy::kDrop, rng);
+  ASSERT_TRUE(EncodeActivation(r, MakeContract(r, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet).ok());
+  info = InspectPacket(packet);
+  EXPECT_FALSE(info->sections[1].zstd);
+}
+
+TEST(ActivationPacket, EncoderRefusesInconsistentInput) {
+  std::mt19937 rng(5);
+  RoutedTensor t = MakeRouted(2, 10, 3, 2, Granularity::kElement, RestPolicy::kDrop, rng);
+  Contract c = MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8);
+  std::vector<uint8_t> packet = {1, 2, 3};
+  c.granularity = Granularity::kUnit;
+  Status s = EncodeActivation(t, c, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(s, "routed.granularity = element")) << s.message();
+  EXPECT_EQ(packet, (std::vector<uint8_t>{1, 2, 3}));  // untouched on error
+  c.granularity = Granularity::kElement;
+  t.values[0] = NAN;
+  s = EncodeActivation(t, c, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
+  EXPECT_TRUE(Contains(s, "routed.values[0]")) << s.message();
+  t.values[0] = 1;
+  t.indices[1] = 11;
+  s = EncodeActivation(t, c, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(s, "routed.indices[1] = 11")) << s.message();
+}
+
+TEST(GradientPacket, RoundTripsEveryCodecAndGranularity) {
+  std::mt19937 rng(11);
+  for (ValueCodec codec : kAllCodecs) {
+    for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+      for (uint32_t k : {0u, 1u, 5u, 33u}) {
+        for (bool zstd : {false, true}) {
+          const RoutedTensor mask = MakeRouted(4, 33, k, k, g, RestPolicy::kDrop, rng);
+          std::vector<float> values(mask.num_kept());
+          std::normal_distribution<float> normal;
+          for (float& v : values) v = normal(rng);
+          std::vector<uint8_t> packet;
+          ASSERT_TRUE(EncodeGradient(mask, values, codec, {.boundary = 1, .step = 7}, {.zstd = zstd}, &packet).ok());
+          PacketInfo info;
+          auto decoded = DecodeGradient(packet, mask, {}, &info);
+          ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+          EXPECT_EQ(info.header.kind, PacketKind::kGradient);
+          EXPECT_EQ(info.header.full_codec, codec);
+          ASSERT_EQ(decoded->size(), values.size());
+          for (size_t r = 0; r < mask.rows; ++r) {
+            const auto [begin, end] = Range(mask, r);
+            float row_max = 0;
+            for (size_t i = begin; i < end; ++i) row_max = std::max(row_max, std::fabs(values[i]));
+            for (size_t i = begin; i < end; ++i) {
+              const ValueCodecTraits& t = Traits(codec);
+              const double ref = t.per_row_scale ? row_max : std::fabs(values[i]);
+              const double allowed = (t.max_relative_error + (t.lossless ? 0 : 0x1p-22)) * ref + (t.lossless ? 0 : 0x1p-24);
+              ASSERT_LE(std::fabs((*decoded)[i] - values[i]), allowed);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(GradientPacket, DecoderChecksTheMask) {
+  std::mt19937 rng(12);
+  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  std::vector<float> values(mask.num_kept(), 1.0f);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeGradient(mask, values, ValueCodec::kFp16, {}, {}, &packet).ok());
+  RoutedTensor other = MakeRouted(2, 8, 4, 4, Granularity::kElement, RestPolicy::kDrop, rng);
+  auto r = DecodeGradient(packet, other);
+  EXPECT_EQ(r.status().code(), ErrorCode::kShapeMismatch);
+  EXPECT_TRUE(Contains(r.status(), "header.count_full = 6")) << r.status().message();
+  other = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  r = DecodeGradient(packet, other);
+  EXPECT_TRUE(Contains(r.status(), "header.rows = 2")) << r.status().message();
+  // Wrong count of values on the encoder side.
+  values.pop_back();
+  const Status s = EncodeGradient(mask, values, ValueCodec::kFp16, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kShapeMismatch);
+  EXPECT_TRUE(Contains(s, "values.size() = 5")) << s.message();
+}
+
+TEST(SummaryPacket, RoundTripsWithinFp16Error) {
+  std::vector<float> units = {0.0f, 1.0f, 0.333f, 1e-6f, 70000.0f, 12.5f, 0.01f};
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeSummary(units, {.boundary = 3, .contract_version = 1, .step = 40}, &packet).ok());
+  PacketInfo info;
+  auto decoded = DecodeSummary(packet, {}, &info);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(info.header.rows, 1u);
+  EXPECT_EQ(info.header.cols, units.size());
+  EXPECT_EQ(info.header.count_full, units.size());
+  ASSERT_EQ(decoded->size(), units.size());
+  for (size_t i = 0; i < units.size(); ++i) {
+    const double want = std::min(units[i], 65504.0f);
+    EXPECT_NEAR((*decoded)[i], want, want / 2048 + 0x1p-25) << i;
+  }
+  EXPECT_EQ(EncodeSummary(std::vector<float>{1.0f, -1.0f}, {}, &packet).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(EncodeSummary(std::vector<float>{}, {}, &packet).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(EncodeSummary(std::vector<float>{INFINITY}, {}, &packet).code(), ErrorCode::kNonFinite);
+}
+
+TEST(ContractPacket, RoundTripsEveryField) {
+  Contract c;
+  c.boundary = 7;
+  c.version = 12;
+  c.keep = 0.075;
+  c.keep_full = 0.3;
+  c.full_codec = ValueCodec::kBf16;
+  c.lossy_codec = ValueCodec::kInt4;
+  c.rest = RestPolicy::kSign1;
+  c.granularity = Granularity::kUnit;
+  c.bound_by = BoundBy::kReceiverBuffer;
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeContract(c, {.boundary = 7, .contract_version = 12, .step = 1000}, &packet).ok());
+  EXPECT_EQ(packet.size(), 64u + 12 + kContractBodyBytes + 8);
+  auto d = DecodeContract(packet);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->ToString(), c.ToString());
+  EXPECT_EQ(d->keep, c.keep);
+  EXPECT_EQ(d->keep_full, c.keep_full);
+  EXPECT_EQ(d->bound_by, c.bound_by);
+  // A body that does not validate.
+  const size_t body = 64 + 12;
+  Store64(packet, body + 8, std::bit_cast<uint64_t>(1.5));
+  Reseal(packet);
+  d = DecodeContract(packet);
+  EXPECT_EQ(d.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(d.status(), "contract.keep = 1.5")) << d.status().message();
+  Store64(packet, body + 8, std::bit_cast<uint64_t>(0.5));
+  packet[body + 30] = 1;
+  Reseal(packet);
+  d = DecodeContract(packet);
+  EXPECT_TRUE(Contains(d.status(), "contract_body.reserved[1] = 1")) << d.status().message();
+}
+
+TEST(Packet, DecoderRefusesTheWrongKind) {
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeSummary(std::vector<float>{1.0f}, {}, &packet).ok());
+  auto r = DecodeActivation(packet);
+  EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(r.status(), "header.kind = summary")) << r.status().message();
+}
+
+// --- Golden packets -----------------------------------------------------------------------
+// Exact bytes of three tiny packets. A change here is a change of wire format v1: bump the
+// version and document it in docs/wire-format.md instead of editing these arrays.
+
+RoutedTensor GoldenActivation() {
+  // 2 x 5, element granularity: row 0 keeps columns 1 (full, 1.5) and 3 (lossy, -2.0);
+  // row 1 keeps column 0 (full, 0.25).
+  RoutedTensor t;
+  t.rows = 2;
+  t.cols = 5;
+  t.row_offsets = {0, 2, 3};
+  t.indices = {1, 3, 0};
+  t.values = {1.5f, -2.0f, 0.25f};
+  t.tiers = {Tier::kFull, Tier::kLossy, Tier::kFull};
+  return t;
+}
+
+const std::vector<uint8_t> kGoldenActivation = {
+    // header
+    0x53, 0x50, 0x4c, 0x4b, 0x01, 0x00, 0x00, 0x01, 0x00, 0x03, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    // section table: index, tier bits, full values, lossy values
+    0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+    0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00,
+    0x04, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+    // index: bits 1, 3 (row 0) and 5 (row 1, column 0) -> 0x2a 0x00
+    0x2a, 0x00,
+    // tier bits: entry 1 lossy -> 0x02
+    0x02,
+    // full values: 1.5f, 0.25f
+    0x00, 0x00, 0xc0, 0x3f, 0x00, 0x00, 0x80, 0x3e,
+    // lossy values: scales (row 0: 2/127, row 1: 0), then q = -127 (0x81)
+    0x04, 0x02, 0x81, 0x3c, 0x00, 0x00, 0x00, 0x00, 0x81,
+    // trailer: XXH3-64
+    0xb1, 0xd3, 0xb5, 0x20, 0x31, 0x31, 0x9d, 0x07};
+
+TEST(GoldenPacket, ActivationBitmapFp32Int8) {
+  const RoutedTensor t = GoldenActivation();
+  Contract c = MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, c, {.boundary = 1, .contract_version = 2, .step = 3},
+                               {.index_codec = IndexCodec::kBitmap}, &packet).ok());
+  EXPECT_EQ(packet, kGoldenActivation) << HexDump(packet);
+}
+
+RoutedTensor GoldenUnitSign1() {
+  // 2 x 6, unit granularity: columns 2 (full) and 5 (lossy) for both rows; the 8 other entries
+  // go as sign bits 0xb2 with centroids (0.5, -0.5) and (1, -1).
+  RoutedTensor t;
+  t.rows = 2;
+  t.cols = 6;
+  t.granularity = Granularity::kUnit;
+  t.rest = RestPolicy::kSign1;
+  t.row_offsets = {0, 2};
+  t.indices = {2, 5};
+  t.values = {1.0f, 3.5f, -0.5f, -7.0f};
+  t.tiers = {Tier::kFull, Tier::kLossy, Tier::kFull, Tier::kLossy};
+  t.rest_bits = {0xb2};
+  t.rest_centroids = {0.5f, -0.5f, 1.0f, -1.0f};
+  return t;
+}
+
+const std::vector<uint8_t> kGoldenUnitSign1 = {
+    // header: kind 0, unit, delta-varint, fp16 / int4, sign1, 6 sections, step 0x0102030405060708
+    0x53, 0x50, 0x4c, 0x4b, 0x01, 0x00, 0x01, 0x02, 0x01, 0x04, 0x01, 0x06, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    // section table
+    0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+    0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00,
+    0x04, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+    0x05, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+    0x06, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00,
+    // index: count 2, first column 2, gap 5 - 2 - 1 = 2
+    0x02, 0x02, 0x02,
+    // tier bits: column 5 lossy
+    0x02,
+    // full values, fp16: 1.0, -0.5
+    0x00, 0x3c, 0x00, 0xb8,
+    // lossy values, int4: scales 0.5 and 1.0, then nibbles 7 and -7 (9)
+    0x00, 0x00, 0x00, 0x3f, 0x00, 0x00, 0x80, 0x3f, 0x97,
+    // rest bits, centroids
+    0xb2,
+    0x00, 0x00, 0x00, 0x3f, 0x00, 0x00, 0x00, 0xbf, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x80, 0xbf,
+    // trailer
+    0xf6, 0xfa, 0xbd, 0x0f, 0x3c, 0x61, 0x1a, 0xe9};
+
+TEST(GoldenPacket, ActivationUnitDeltaVarintSign1Fp16Int4) {
+  const RoutedTensor t = GoldenUnitSign1();
+  const Contract c = MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt4);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, c, {.boundary = 0, .contract_version = 1, .step = 0x0102030405060708ull},
+                               {.index_codec = IndexCodec::kDeltaVarint}, &packet).ok());
+  EXPECT_EQ(packet, kGoldenUnitSign1) << HexDump(packet);
+  auto d = DecodeActivation(kGoldenUnitSign1);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  ExpectSameRouted(t, *d, c);
+}
+
+const std::vector<uint8_t> kGoldenSummary = {
+    0x53, 0x50, 0x4c, 0x4b, 0x01, 0x02, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x5a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x08, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,
+    0x00, 0x3c, 0x00, 0x38, 0x00, 0x40,
+    0x02, 0x81, 0x12, 0x5c, 0xf0, 0x91, 0x39, 0x15};
+
+TEST(GoldenPacket, Summary) {
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeSummary(std::vector<float>{1.0f, 0.5f, 2.0f}, {.boundary = 4, .step = 5}, &packet).ok());
+  EXPECT_EQ(packet, kGoldenSummary) << HexDump(packet);
+  auto d = DecodeSummary(kGoldenSummary);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(*d, (std::vector<float>{1.0f, 0.5f, 2.0f}));
+}
+
+// --- Hostile input ------------------------------------------------------------------------
+
+// A real packet with every section kind: element granularity, both tiers, sign1, 3 x 7 (21
+// bits, so the bitmap has padding), int4 lossy tier.
+std::vector<uint8_t> RealPacket(IndexCodec index = IndexCodec::kBitmap, bool zstd = false) {
+  std::mt19937 rng(77);
+  const RoutedTensor t = MakeRouted(3, 7, 3, 1, Granularity::kElement, RestPolicy::kSign1, rng);
+  std::vector<uint8_t> packet;
+  const Status s = EncodeActivation(t, MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt4),
+                                    {.boundary = 1, .step = 2}, {.index_codec = index, .zstd = zstd}, &packet);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return packet;
+}
+
+bool IsPacketError(ErrorCode c) {
+  return c == ErrorCode::kCorruptPacket || c == ErrorCode::kUnsupported || c == ErrorCode::kResourceExhausted;
+}
+
+TEST(BadPacket, EveryTruncationFails) {
+  for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint}) {
+    const std::vector<uint8_t> packet = RealPacket(index);
+    for (size_t len = 0; len < packet.size(); ++len) {
+      const std::vector<uint8_t> cut(packet.begin(), packet.begin() + len);
+      auto r = DecodeActivation(cut);
+      ASSERT_FALSE(r.ok()) << len;
+      EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket) << len;
+      if (len < 72) {
+        EXPECT_TRUE(Contains(r.status(), "packet size = " + std::to_string(len))) << r.status().message();
+      } else {
+        EXPECT_TRUE(Contains(r.status(), "header.packet_bytes = " + std::to_string(packet.size()))) << r.status().message();
+      }
+    }
+  }
+}
+
+TEST(BadPacket, EverySingleByteFlipFails) {
+  for (bool zstd : {false, true}) {
+    const std::vector<uint8_t> packet = RealPacket(IndexCodec::kDeltaVarint, zstd);
+    ASSERT_TRUE(DecodeActivation(packet).ok());
+    for (size_t i = 0; i < packet.size(); ++i) {
+      for (uint8_t mask : {0x01, 0x80, 0xff}) {
+        std::vector<uint8_t> bad = packet;
+        bad[i] ^= mask;
+        auto r = DecodeActivation(bad);
+        ASSERT_FALSE(r.ok()) << "byte " << i << " ^ " << int(mask);
+        EXPECT_TRUE(IsPacketError(r.status().code())) << r.status().ToString();
+        EXPECT_FALSE(r.status().message().empty());
+      }
+    }
+  }
+}
+
+// Flips that get past the checksum (resealed) reach every field check behind it. Nothing may
+// crash; a packet that still decodes passed RoutedTensor::Validate inside the decoder.
+TEST(BadPacket, ResealedFlipsNeverCrash) {
+  for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint}) {
+    for (bool zstd : {false, true}) {
+      const std::vector<uint8_t> packet = RealPacket(index, zstd);
+      for (size_t i = 0; i + 8 < packet.size(); ++i) {
+        for (int bit = 0; bit < 8; ++bit) {
+          std::vector<uint8_t> bad = packet;
+          bad[i] = static_cast<uint8_t>(bad[i] ^ (1 << bit));
+          Reseal(bad);
+          auto r = DecodeActivation(bad);
+          if (!r.ok()) {
+            EXPECT_TRUE(IsPacketError(r.status().code())) << r.status().ToString();
+            EXPECT_NE(r.status().message().find(" = "), std::string::npos) << r.status().message();
+          }
+        }
+      }
+    }
+  }
+}
+
+struct Crafted {
+  const char* name;
+  size_t offset;
+  uint8_t value;
+  ErrorCode code;
+  const char* message;
+};
+
+TEST(BadPacket, CraftedHeaderFieldsNameTheField) {
+  // Table offsets: header 64 bytes, then 12 per section.
+  const std::vector<Crafted> cases = {
+      {"version 2", 4, 2, ErrorCode::kUnsupported, "header.version = 2"},
+      {"unknown kind", 5, 4, ErrorCode::kUnsupported, "header.kind = 4"},
+      {"unknown granularity", 6, 2, ErrorCode::kUnsupported, "header.granularity = 2"},
+      {"unknown index codec", 7, 3, ErrorCode::kUnsupported, "header.index_codec = 3"},
+      {"index codec none", 7, 0, ErrorCode::kCorruptPacket, "header.index_codec = 0"},
+      {"unknown full codec", 8, 9, ErrorCode::kUnsupported, "header.full_codec = 9"},
+      {"unknown lossy codec", 9, 5, ErrorCode::kUnsupported, "header.lossy_codec = 5"},
+      {"unknown rest", 10, 2, ErrorCode::kUnsupported, "header.rest = 2"},
+      {"section count", 11, 5, ErrorCode::kCorruptPacket, "header.section_count = 5"},
+      {"reserved", 28, 1, ErrorCode::kCorruptPacket, "header.reserved = 1"},
+      {"rows", 20, 4, ErrorCode::kCorruptPacket, "section[0].raw_bytes = 3"},
+      {"cols zero", 24, 0, ErrorCode::kCorruptPacket, "header.cols = 0"},
+      {"count_full", 40, 200, ErrorCode::kCorruptPacket, "header.count_full = 200"},
+      {"section id", 64, 2, ErrorCode::kCorruptPacket, "section[0].id = 2"},
+      {"section flags", 65, 2, ErrorCode::kCorruptPacket, "section[0].flags = 2"},
+      {"section reserved", 66, 1, ErrorCode::kCorruptPacket, "section[0].reserved = 1"},
+      {"section zstd flag on raw", 65, 1, ErrorCode::kCorruptPacket, "section[0].stored_bytes = 3"},
+      {"section stored", 68, 4, ErrorCode::kCorruptPacket, "section[0].stored_bytes = 4"},
+      {"section raw", 72, 200, ErrorCode::kCorruptPacket, "section[0].raw_bytes = 200"},
+  };
+  const std::vector<uint8_t> packet = RealPacket(IndexCodec::kBitmap);
+  for (const Crafted& c : cases) {
+    std::vector<uint8_t> bad = packet;
+    bad[c.offset] = c.value;
+    Reseal(bad);
+    auto r = DecodeActivation(bad);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_EQ(r.status().code(), c.code) << c.name << ": " << r.status().ToString();
+    EXPECT_TRUE(Contains(r.status(), c.message)) << c.name << ": " << r.status().message();
+  }
+}
+
+TEST(BadPacket, WrongMagic) {
+  std::vector<uint8_t> bad = RealPacket();
+  bad[3] = 'X';
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "header.magic = 0x584c5053")) << r.status().message();
+}
+
+TEST(BadPacket, BadChecksumNamesBothValues) {
+  std::vector<uint8_t> bad = RealPacket();
+  bad[100] ^= 0x10;
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  char stored[32];
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{bad[bad.size() - 8 + i]} << (8 * i);
+  std::snprintf(stored, sizeof(stored), "checksum = 0x%016llx", static_cast<unsigned long long>(v));
+  EXPECT_TRUE(Contains(r.status(), stored)) << r.status().message();
+  EXPECT_TRUE(Contains(r.status(), "does not match computed 0x")) << r.status().message();
+  PacketInfo info;
+  EXPECT_FALSE(InspectPacketPartial(bad, {}, &info).ok());
+  EXPECT_TRUE(info.header_parsed);
+  EXPECT_TRUE(info.checksum_checked);
+  EXPECT_FALSE(info.checksum_ok);
+}
+
+TEST(BadPacket, TrailingGarbage) {
+  std::vector<uint8_t> bad = RealPacket();
+  bad.push_back(0);
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "header.packet_bytes = " + std::to_string(bad.size() - 1))) << r.status().message();
+  EXPECT_TRUE(Contains(r.status(), "trailing")) << r.status().message();
+}
+
+TEST(BadPacket, OversizedShapeIsRefusedBeforeAllocation) {
+  std::vector<uint8_t> bad = RealPacket();
+  Store32(bad, 20, 0xFFFFFFFFu);  // rows
+  Store32(bad, 24, 0xFFFFFFFFu);  // cols
+  Reseal(bad);
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(Contains(r.status(), "header.rows*cols = 18446744065119617025")) << r.status().message();
+  // A small limit refuses a real packet the same way.
+  r = DecodeActivation(RealPacket(), {.max_entries = 20});
+  EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(Contains(r.status(), "header.rows*cols = 21")) << r.status().message();
+  r = DecodeActivation(RealPacket(), {.max_packet_bytes = 64});
+  EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(Contains(r.status(), "packet size")) << r.status().message();
+}
+
+TEST(BadPacket, SectionPastTheEnd) {
+  std::vector<uint8_t> bad = RealPacket();
+  const size_t last = 64 + 12 * (bad[11] - 1);
+  const uint32_t raw = Load32(bad, last + 8);
+  Store32(bad, last + 4, 0xFFFFFFF0u);  // stored_bytes
+  Reseal(bad);
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "section[5].stored_bytes = 4294967280")) << r.status().message();
+  // Claim zstd with a stored size below raw but past the trailer.
+  bad[last + 1] = 1;
+  Store32(bad, last + 4, raw - 1);
+  Store32(bad, 64 + 4, 0);  // shrink section 0's claim so that the offsets still add up early
+  Reseal(bad);
+  r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "section[0]")) << r.status().message();
+}
+
+TEST(BadPacket, HugeRawBytesOfAZstdSection) {
+  // Packet whose index compresses: a wide, empty bitmap.
+  RoutedTensor t;
+  t.rows = 64;
+  t.cols = 4096;
+  t.row_offsets.assign(65, 0);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet).ok());
+  ASSERT_EQ(packet[65], 1);  // zstd
+  ASSERT_TRUE(DecodeActivation(packet).ok());
+  std::vector<uint8_t> bad = packet;
+  Store32(bad, 72, 0xFFFFFFFFu);
+  Reseal(bad);
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "section[0].raw_bytes = 4294967295")) << r.status().message();
+  // Within the header's claim but beyond the limits.
+  r = DecodeActivation(packet, {.max_packet_bytes = 4096});
+  EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(Contains(r.status(), "section[0].raw_bytes = 32768")) << r.status().message();
+  // A frame that decompresses to something else.
+  bad = packet;
+  bad[64 + 12 + 6] ^= 0x55;
+  Reseal(bad);
+  r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "section[0].zstd")) << r.status().message();
+}
+
+TEST(BadPacket, NonZeroPaddingBits) {
+  // Bitmap of 3 x 7 = 21 bits: bit 23 is padding.
+  std::vector<uint8_t> bad = RealPacket(IndexCodec::kBitmap);
+  const size_t payload = 64 + 12 * bad[11];
+  bad[payload + 2] |= 0x80;
+  Reseal(bad);
+  auto r = DecodeActivation(bad);
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(r.status(), "bitmap padding bits = 4")) << r.status().message();
+  // Tier bits: 9 kept entries, so the second byte has 7 padding bits.
+  bad = RealPacket(IndexCodec::kBitmap);
+  const uint32_t index_bytes = Load32(bad, 64 + 4);
+  bad[payload + index_bytes + 1] |= 0x80;
+  Reseal(bad);
+  r = DecodeActivation(bad);
+  EXPECT_TRUE(Contains(r.status(), "tier_bits padding = 64")) << r.status().message();
+}
+
+TEST(BadPacket, ZeroLengthAndGarbageBuffers) {
+  EXPECT_EQ(DecodeActivation({}).status().code(), ErrorCode::kCorruptPacket);
+  std::vector<uint8_t> junk(200, 0xAB);
+  EXPECT_EQ(DecodeActivation(junk).status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_EQ(DecodeSummary(junk).status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_EQ(DecodeContract(junk).status().code(), ErrorCode::kCorruptPacket);
+  EXPECT_EQ(InspectPacket(junk).status().code(), ErrorCode::kCorruptPacket);
+}
+
+// --- Index codecs on their own ------------------------------------------------------------
+
+Status DecodeDelta(std::vector<uint8_t> bytes, uint32_t rows, uint32_t cols, uint64_t kept) {
+  std::vector<uint32_t> offsets, indices;
+  return codec_internal::DecodeDeltaVarint(bytes, rows, cols, kept, &offsets, &indices);
+}
+
+TEST(IndexCodec, DeltaVarintRoundTripsWideGaps) {
+  const std::vector<uint32_t> offsets = {0, 3, 3, 5};
+  const std::vector<uint32_t> indices = {0, 127, 100000, 5, 6};
+  std::vector<uint8_t> bytes;
+  codec_internal::AppendDeltaVarint(offsets, indices, &bytes);
+  EXPECT_EQ(bytes.size(), codec_internal::DeltaVarintBytes(offsets, indices));
+  // Row 0: 3, 0, 126, 99872 (3 bytes); row 1: 0; row 2: 2, 5, 0.
+  EXPECT_EQ(bytes, (std::vector<uint8_t>{0x03, 0x00, 0x7e, 0xa0, 0x8c, 0x06, 0x00, 0x02, 0x05, 0x00}));
+  std::vector<uint32_t> got_offsets, got_indices;
+  ASSERT_TRUE(codec_internal::DecodeDeltaVarint(bytes, 3, 100001, 5, &got_offsets, &got_indices).ok());
+  EXPECT_EQ(got_offsets, offsets);
+  EXPECT_EQ(got_indices, indices);
+}
+
+TEST(IndexCodec, DeltaVarintRefusesMalformedStreams) {
+  Status s = DecodeDelta({0x01, 0x80, 0x00}, 1, 10, 1);  // over-long 0
+  EXPECT_TRUE(Contains(s, "index row 0 first column offset = 2")) << s.message();
+  EXPECT_TRUE(Contains(s, "not minimal")) << s.message();
+  s = DecodeDelta({0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 1, 10, 1);  // 6 bytes
+  EXPECT_TRUE(Contains(s, "longer than 5 bytes")) << s.message();
+  s = DecodeDelta({0x01, 0xff, 0xff, 0xff, 0xff, 0x1f}, 1, 10, 1);  // > 32 bits
+  EXPECT_TRUE(Contains(s, "overflows 32 bits")) << s.message();
+  s = DecodeDelta({0x01, 0x0a}, 1, 10, 1);  // column 10 of 10
+  EXPECT_TRUE(Contains(s, "index row 0 column = 10")) << s.message();
+  s = DecodeDelta({0x02, 0x00, 0x09}, 1, 10, 2);  // 0 then gap 9 -> column 10
+  EXPECT_TRUE(Contains(s, "index row 0 column = 10")) << s.message();
+  s = DecodeDelta({0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 1, 10, 11);  // count 11 > cols
+  EXPECT_TRUE(Contains(s, "index row 0 count = 11")) << s.message();
+  s = DecodeDelta({0x01, 0x00, 0x00}, 1, 10, 1);  // trailing byte
+  EXPECT_TRUE(Contains(s, "trailing bytes = 1")) << s.message();
+  s = DecodeDelta({0x01, 0x00, 0x01}, 2, 10, 2);  // total 2 claimed, rows give 2 but row 1 truncated
+  EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket);
+  s = DecodeDelta({0x01, 0x80}, 1, 10, 1);  // truncated varint
+  EXPECT_TRUE(Contains(s, "runs past the end")) << s.message();
+  s = DecodeDelta({0x02, 0x00, 0x00}, 1, 10, 1);  // more than the header's kept
+  EXPECT_TRUE(Contains(s, "index row 0 count = 2")) << s.message();
+}
+
+TEST(IndexCodec, BitmapRoundTripsRowsAcrossByteBoundaries) {
+  for (uint32_t cols : {1u, 3u, 7u, 8u, 9u, 33u}) {
+    std::mt19937 rng(cols);
+    const RoutedTensor t = MakeRouted(5, cols, (cols + 1) / 2, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+    std::vector<uint8_t> bytes;
+    codec_internal::AppendBitmap(t.row_offsets, t.indices, cols, &bytes);
+    ASSERT_EQ(bytes.size(), codec_internal::BitmapBytes(5, cols));
+    std::vector<uint32_t> offsets, indices;
+    ASSERT_TRUE(codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size(), &offsets, &indices).ok());
+    EXPECT_EQ(offsets, t.row_offsets);
+    EXPECT_EQ(indices, t.indices);
+    Status s = codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size() - 1, &offsets, &indices);
+    EXPECT_TRUE(Contains(s, "bitmap set bits = " + std::to_string(t.indices.size()))) << s.message();
+    EXPECT_TRUE(Contains(s, "more than the header's kept count")) << s.message();
+    s = codec_internal::DecodeBitmap(bytes, 5, cols, 5 * cols + 1, &offsets, &indices);
+    EXPECT_TRUE(Contains(s, "kept count = " + std::to_string(5 * cols + 1))) << s.message();
+  }
+}
+
+// --- The cost model against the codec ------------------------------------------------------
+
+TEST(PacketSizeEstimate, EstimateStepBytesAgreesWithEncodedSizesWithin3Percent) {
+  std::mt19937 rng(2024);
+  struct Case {
+    double keep, keep_full;
+    ValueCodec full, lossy;
+    RestPolicy rest;
+    double tolerance;
+  };
+  const std::vector<Case> cases = {
+      {0.01, 1.0, ValueCodec::kFp32, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
+      {0.03, 1.0, ValueCodec::kFp16, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
+      {0.05, 0.5, ValueCodec::kFp32, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
+      {0.10, 0.5, ValueCodec::kFp16, ValueCodec::kInt4, RestPolicy::kDrop, 0.03},
+      {0.25, 0.25, ValueCodec::kBf16, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
+      {0.50, 0.5, ValueCodec::kFp32, ValueCodec::kInt4, RestPolicy::kSign1, 0.03},
+      {0.90, 1.0, ValueCodec::kFp16, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
+  };
+  const uint32_t rows = 64, cols = 1024;
+  for (const Case& c : cases) {
+    Contract contract;
+    contract.keep = c.keep;
+    contract.keep_full = c.keep_full;
+    contract.full_codec = c.full;
+    contract.lossy_codec = c.lossy;
+    contract.rest = c.rest;
+    const auto k = static_cast<uint32_t>(KeptCount(cols, c.keep));
+    const auto full = static_cast<uint32_t>(FullCount(k, c.keep_full));
+    const RoutedTensor t = MakeRouted(rows, cols, k, full, Granularity::kElement, c.rest, rng);
+    std::vector<uint8_t> forward, backward;
+    ASSERT_TRUE(EncodeActivation(t, contract, {}, {}, &forward).ok());
+    std::vector<float> grad(t.num_kept(), 0.5f);
+    ASSERT_TRUE(EncodeGradient(t, grad, ValueCodec::kFp16, {}, {}, &backward).ok());
+    const double est_fwd = EstimateStepBytes(contract, rows, cols, false);
+    const double est_both = EstimateStepBytes(contract, rows, cols, true, ValueCodec::kFp16);
+    const double real_both = static_cast<double>(forward.size() + backward.size());
+    std::printf("[ estimate ] keep %.2f full %.2f %s/%s %s: encoded %zu, estimated %.0f (%+.2f%%); "
+                "with gradient %.0f vs %.0f (%+.2f%%)\n",
+                c.keep, c.keep_full, Traits(c.full).name.data(), Traits(c.lossy).name.data(),
+                RestPolicyName(c.rest).data(), forward.size(), est_fwd,
+                100.0 * (est_fwd / static_cast<double>(forward.size()) - 1), real_both, est_both,
+                100.0 * (est_both / real_both - 1));
+    EXPECT_NEAR(est_fwd / static_cast<double>(forward.size()), 1.0, c.tolerance);
+    EXPECT_NEAR(est_both / real_both, 1.0, c.tolerance);
+  }
+}
+
+}  // namespace
+}  // namespace sparselink

@@ -1,1 +1,1005 @@
+// Router, RoutedTensor, Scatter and the mask gather/scatter of the backward pass.
+//
+// Most tests compare the router against a plain reference written here from the semantics in
+// routing.hpp (full sort, plain loops), on random inputs, quantized inputs (many ties) and
+// the edge sizes k = 0, 1, n.
 #include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sparselink/contract.hpp"
+#include "sparselink/routing.hpp"
+#include "sparselink/sensitivity.hpp"
+
+namespace sparselink {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// rows x cols values: uniform in [-1, 1], or (quantized) small integers with many ties.
+std::vector<float> RandomValues(size_t rows, size_t cols, uint32_t seed, bool quantized = false) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::vector<float> v(rows * cols);
+  for (float& x : v) x = quantized ? static_cast<float>(small(rng)) : uniform(rng);
+  return v;
+}
+
+ConstMatrix View(const std::vector<float>& v, size_t rows, size_t cols) {
+  return {v.data(), rows, cols};
+}
+
+SensitivityMap MakeMap(size_t cols, size_t block, const std::vector<float>& values) {
+  Result<SensitivityMap> map = SensitivityMap::Create({.num_neurons = cols, .block = block});
+  EXPECT_TRUE(map.ok()) << map.status().ToString();
+  const Status assigned = map->Assign(values);
+  EXPECT_TRUE(assigned.ok()) << assigned.ToString();
+  return std::move(map).value();
+}
+
+// A map with random unit values in [0,1], a few of them exactly 0.
+SensitivityMap RandomMap(size_t cols, size_t block, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> values((cols + block - 1) / block);
+  for (size_t u = 0; u < values.size(); ++u) values[u] = (u % 5 == 3) ? 0.0f : uniform(rng);
+  return MakeMap(cols, block, values);
+}
+
+Contract MakeContract(double keep, double keep_full = 1.0,
+                      Granularity granularity = Granularity::kElement,
+                      RestPolicy rest = RestPolicy::kDrop) {
+  Contract c;
+  c.keep = keep;
+  c.keep_full = keep_full;
+  c.granularity = granularity;
+  c.rest = rest;
+  return c;
+}
+
+Router MakeRouter(ScorePolicy policy, double eps = 1e-3, uint64_t seed = 0,
+                  NonFinitePolicy non_finite = NonFinitePolicy::kReject) {
+  Result<Router> router =
+      Router::Create({.policy = policy, .eps = eps, .seed = seed, .non_finite = non_finite});
+  EXPECT_TRUE(router.ok()) << router.status().ToString();
+  return std::move(router).value();
+}
+
+RoutedTensor MustRoute(const Router& router, ConstMatrix a, const SensitivityMap* map,
+                       const Contract& contract, uint64_t step = 0) {
+  Result<RoutedTensor> routed = router.Route(a, map, contract, step);
+  EXPECT_TRUE(routed.ok()) << routed.status().ToString();
+  if (!routed.ok()) return {};
+  const Status valid = routed->Validate();
+  EXPECT_TRUE(valid.ok()) << valid.ToString();
+  return std::move(routed).value();
+}
+
+// The reference score of routing.hpp, for kSensitivity (map given) or kMagnitude (no map).
+double RefScore(float a, size_t col, const SensitivityMap* map, double eps) {
+  const double magnitude = std::fabs(static_cast<double>(a));
+  if (map == nullptr) return magnitude;
+  return magnitude * (eps + static_cast<double>(map->NeuronValue(col)));
+}
+
+// Candidates ids 0..n-1 in the reference order: score descending, then id ascending.
+std::vector<uint32_t> RefOrder(const std::vector<double>& score) {
+  std::vector<uint32_t> order(score.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return score[a] > score[b] || (score[a] == score[b] && a < b);
+  });
+  return order;
+}
+
+struct RefRow {
+  std::vector<uint32_t> indices;  // ascending
+  std::vector<Tier> tiers;
+};
+
+// Element mode by full sort: the first k of the order are kept, the first nf of those full.
+RefRow RefSelectRow(const std::vector<double>& score, size_t k, size_t nf) {
+  const std::vector<uint32_t> order = RefOrder(score);
+  std::vector<Tier> tier_of(score.size(), Tier::kDropped);
+  for (size_t i = 0; i < k; ++i) tier_of[order[i]] = i < nf ? Tier::kFull : Tier::kLossy;
+  RefRow row;
+  for (uint32_t c = 0; c < score.size(); ++c) {
+    if (tier_of[c] != Tier::kDropped) {
+      row.indices.push_back(c);
+      row.tiers.push_back(tier_of[c]);
+    }
+  }
+  return row;
+}
+
+// The seed's routeData, literally: sort the indices by importance (descending), keep the
+// first int(n * contract / 100). std::stable_sort leaves equal scores in index order.
+std::vector<uint32_t> SeedRouteData(const std::vector<double>& importance, double contract_percent) {
+  const size_t num_connections = importance.size();
+  const auto num_to_maintain =
+      static_cast<size_t>(static_cast<double>(num_connections) * (contract_percent / 100));
+  std::vector<uint32_t> sorted_indices(num_connections);
+  std::iota(sorted_indices.begin(), sorted_indices.end(), 0u);
+  std::stable_sort(sorted_indices.begin(), sorted_indices.end(),
+                   [&](uint32_t a, uint32_t b) { return importance[a] > importance[b]; });
+  return {sorted_indices.begin(), sorted_indices.begin() + static_cast<std::ptrdiff_t>(num_to_maintain)};
+}
+
+std::vector<uint32_t> ToVector(std::span<const uint32_t> s) { return {s.begin(), s.end()}; }
+
+// ----------------------------------------------------------------------------- names
+
+TEST(ScorePolicy, NamesRoundTrip) {
+  for (size_t i = 0; i < kNumScorePolicies; ++i) {
+    const auto p = static_cast<ScorePolicy>(i);
+    Result<ScorePolicy> parsed = ParseScorePolicy(ScorePolicyName(p));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, p);
+  }
+  EXPECT_EQ(ScorePolicyName(ScorePolicy::kSensitivity), "sensitivity");
+  EXPECT_EQ(ScorePolicyName(ScorePolicy::kMagnitude), "magnitude");
+  EXPECT_EQ(ScorePolicyName(ScorePolicy::kRandom), "random");
+}
+
+TEST(ScorePolicy, UnknownNameIsAnErrorNamingIt) {
+  Result<ScorePolicy> parsed = ParseScorePolicy("loudest");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(parsed.status().message().find("loudest"), std::string::npos);
+}
+
+// ----------------------------------------------------------------------------- create
+
+TEST(Router, CreateRejectsNegativeOrNonFiniteEps) {
+  for (double eps : {-1e-9, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+    Result<Router> router = Router::Create({.eps = eps});
+    ASSERT_FALSE(router.ok()) << eps;
+    EXPECT_EQ(router.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(router.status().message().find("router.eps"), std::string::npos);
+  }
+  EXPECT_TRUE(Router::Create({.eps = 0.0}).ok());
+}
+
+TEST(Router, CreateRejectsUnknownPolicy) {
+  Result<Router> router = Router::Create({.policy = static_cast<ScorePolicy>(7)});
+  ASSERT_FALSE(router.ok());
+  EXPECT_NE(router.status().message().find("router.policy"), std::string::npos);
+}
+
+// ----------------------------------------------------------------------------- seed semantics
+
+TEST(Router, SeedPseudocodeKeepsIntNTimesContractOver100) {
+  // One row is the seed's layerAOutput; importance is the sensitivity score.
+  for (size_t n : {1u, 8u, 10u, 64u, 100u, 1000u}) {
+    for (double percent : {1.0, 5.0, 10.0, 12.5, 25.0, 50.0, 75.0, 100.0}) {
+      for (uint32_t seed : {1u, 2u}) {
+        SCOPED_TRACE("n=" + std::to_string(n) + " percent=" + std::to_string(percent) +
+                     " seed=" + std::to_string(seed));
+        const std::vector<float> a = RandomValues(1, n, seed, seed == 2);
+        const SensitivityMap map = RandomMap(n, 1, seed + 10);
+        const Router router = MakeRouter(ScorePolicy::kSensitivity, 1e-3);
+        const RoutedTensor routed =
+            MustRoute(router, View(a, 1, n), &map, MakeContract(percent / 100));
+
+        std::vector<double> importance(n);
+        for (size_t c = 0; c < n; ++c) importance[c] = RefScore(a[c], c, &map, 1e-3);
+        std::vector<uint32_t> selected = SeedRouteData(importance, percent);
+        std::sort(selected.begin(), selected.end());
+        EXPECT_EQ(ToVector(routed.RowIndices(0)), selected);
+        ASSERT_EQ(routed.values.size(), selected.size());
+        for (size_t i = 0; i < selected.size(); ++i) EXPECT_EQ(routed.values[i], a[selected[i]]);
+      }
+    }
+  }
+}
+
+TEST(Router, SeedPseudocodeAppliesToEachRowInElementMode) {
+  const size_t rows = 6;
+  const size_t cols = 50;
+  const std::vector<float> a = RandomValues(rows, cols, 5);
+  const SensitivityMap map = RandomMap(cols, 1, 6);
+  const Router router = MakeRouter(ScorePolicy::kSensitivity, 1e-3);
+  const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map, MakeContract(0.2));
+  for (size_t r = 0; r < rows; ++r) {
+    std::vector<double> importance(cols);
+    for (size_t c = 0; c < cols; ++c) importance[c] = RefScore(a[r * cols + c], c, &map, 1e-3);
+    std::vector<uint32_t> selected = SeedRouteData(importance, 20.0);
+    std::sort(selected.begin(), selected.end());
+    EXPECT_EQ(ToVector(routed.RowIndices(r)), selected) << "row " << r;
+  }
+}
+
+// ----------------------------------------------------------------------------- exact top-k
+
+// keep values that give k = 0, 1, a middle k and n out of n columns.
+std::vector<std::pair<double, size_t>> KeepsForEdgeKs(size_t n) {
+  std::vector<std::pair<double, size_t>> keeps;
+  keeps.push_back({0.5 / static_cast<double>(n), 0});
+  if (n >= 2) keeps.push_back({1.5 / static_cast<double>(n), 1});
+  keeps.push_back({0.3, KeptCount(n, 0.3)});
+  keeps.push_back({1.0, n});
+  return keeps;
+}
+
+TEST(Router, ExactTopKEqualsFullSortReference) {
+  for (size_t cols : {1u, 7u, 33u, 64u, 4097u}) {
+    for (const auto& [keep, k] : KeepsForEdgeKs(cols)) {
+      for (uint32_t seed : {1u, 2u, 3u, 4u}) {
+        const size_t rows = cols > 1000 ? 3 : 5;
+        const bool quantized = seed % 2 == 0;
+        SCOPED_TRACE("cols=" + std::to_string(cols) + " k=" + std::to_string(k) +
+                     " seed=" + std::to_string(seed));
+        ASSERT_EQ(KeptCount(cols, keep), k);
+        const std::vector<float> a = RandomValues(rows, cols, seed, quantized);
+        const SensitivityMap map = RandomMap(cols, 1, seed * 7);
+        const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.01);
+        const double keep_full = 0.5;
+        const RoutedTensor routed =
+            MustRoute(router, View(a, rows, cols), &map, MakeContract(keep, keep_full));
+        ASSERT_EQ(routed.num_kept(), rows * k);
+        for (size_t r = 0; r < rows; ++r) {
+          std::vector<double> score(cols);
+          for (size_t c = 0; c < cols; ++c) score[c] = RefScore(a[r * cols + c], c, &map, 0.01);
+          const RefRow ref = RefSelectRow(score, k, FullCount(k, keep_full));
+          ASSERT_EQ(ToVector(routed.RowIndices(r)), ref.indices) << "row " << r;
+          const size_t base = routed.row_offsets[r];
+          for (size_t i = 0; i < k; ++i) {
+            EXPECT_EQ(routed.tiers[base + i], ref.tiers[i]);
+            EXPECT_EQ(routed.values[base + i], a[r * cols + ref.indices[i]]);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Router, KeepBelowOneEntryKeepsNothingAndScattersZeros) {
+  const std::vector<float> a = RandomValues(2, 7, 3);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed = MustRoute(router, View(a, 2, 7), nullptr, MakeContract(0.1));
+  EXPECT_EQ(routed.num_kept(), 0u);
+  EXPECT_EQ(routed.row_offsets, (std::vector<uint32_t>{0, 0, 0}));
+  std::vector<float> dense(14, 5.0f);
+  ASSERT_TRUE(Scatter(routed, {dense.data(), 2, 7}).ok());
+  EXPECT_EQ(dense, std::vector<float>(14, 0.0f));
+}
+
+// ----------------------------------------------------------------------------- ties
+
+TEST(Router, AllEqualActivationsKeepTheLowestColumns) {
+  const size_t rows = 3;
+  const size_t cols = 20;
+  const std::vector<float> a(rows * cols, 0.5f);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed =
+      MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.25, 0.4));
+  std::vector<uint32_t> lowest(5);
+  std::iota(lowest.begin(), lowest.end(), 0u);
+  for (size_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(ToVector(routed.RowIndices(r)), lowest);
+    // Among equal scores the lower columns are "better", so they take the full tier.
+    const size_t base = routed.row_offsets[r];
+    EXPECT_EQ(routed.tiers[base + 0], Tier::kFull);
+    EXPECT_EQ(routed.tiers[base + 1], Tier::kFull);
+    for (size_t i = 2; i < 5; ++i) EXPECT_EQ(routed.tiers[base + i], Tier::kLossy);
+  }
+}
+
+TEST(Router, AllZeroMapStillRoutesByMagnitudeTimesEps) {
+  const size_t rows = 4;
+  const size_t cols = 33;
+  const std::vector<float> a = RandomValues(rows, cols, 11);
+  const SensitivityMap zero_map = MakeMap(cols, 1, std::vector<float>(cols, 0.0f));
+  const Router by_sensitivity = MakeRouter(ScorePolicy::kSensitivity, 1e-3);
+  const Router by_magnitude = MakeRouter(ScorePolicy::kMagnitude);
+  const Contract contract = MakeContract(0.3, 0.5);
+  const RoutedTensor s = MustRoute(by_sensitivity, View(a, rows, cols), &zero_map, contract);
+  const RoutedTensor m = MustRoute(by_magnitude, View(a, rows, cols), nullptr, contract);
+  EXPECT_EQ(s.indices, m.indices);
+  EXPECT_EQ(s.tiers, m.tiers);
+  EXPECT_EQ(s.values, m.values);
+}
+
+TEST(Router, AllZeroMapWithZeroEpsKeepsTheLowestColumns) {
+  const std::vector<float> a = RandomValues(2, 10, 4);
+  const SensitivityMap zero_map = MakeMap(10, 1, std::vector<float>(10, 0.0f));
+  const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.0);
+  const RoutedTensor routed = MustRoute(router, View(a, 2, 10), &zero_map, MakeContract(0.3));
+  EXPECT_EQ(ToVector(routed.RowIndices(1)), (std::vector<uint32_t>{0, 1, 2}));
+}
+
+// ----------------------------------------------------------------------------- tiers
+
+TEST(Router, TierCountsFollowKeepFull) {
+  const size_t rows = 5;
+  const size_t cols = 64;
+  const std::vector<float> a = RandomValues(rows, cols, 21);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  for (double keep_full : {0.0, 0.3, 0.5, 1.0}) {
+    const Contract contract = MakeContract(0.25, keep_full);
+    const RoutedTensor routed = MustRoute(router, View(a, rows, cols), nullptr, contract);
+    const size_t k = KeptCount(cols, 0.25);
+    const size_t nf = FullCount(k, keep_full);
+    EXPECT_EQ(routed.CountTier(Tier::kFull), rows * nf) << keep_full;
+    EXPECT_EQ(routed.CountTier(Tier::kLossy), rows * (k - nf)) << keep_full;
+    EXPECT_EQ(routed.CountTier(Tier::kDropped), rows * (cols - k)) << keep_full;
+  }
+}
+
+TEST(Router, FullTierScoresAreAtLeastLossyTierScores) {
+  const size_t rows = 8;
+  const size_t cols = 100;
+  const std::vector<float> a = RandomValues(rows, cols, 22);
+  const SensitivityMap map = RandomMap(cols, 1, 23);
+  const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.05);
+  const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map, MakeContract(0.4, 0.3));
+  for (size_t r = 0; r < rows; ++r) {
+    double min_full = std::numeric_limits<double>::infinity();
+    double max_lossy = -1;
+    double max_dropped = -1;
+    double min_kept = std::numeric_limits<double>::infinity();
+    const std::span<const uint32_t> kept = routed.RowIndices(r);
+    std::vector<bool> is_kept(cols, false);
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const double s = RefScore(a[r * cols + kept[i]], kept[i], &map, 0.05);
+      is_kept[kept[i]] = true;
+      min_kept = std::min(min_kept, s);
+      if (routed.tiers[routed.row_offsets[r] + i] == Tier::kFull) {
+        min_full = std::min(min_full, s);
+      } else {
+        max_lossy = std::max(max_lossy, s);
+      }
+    }
+    for (size_t c = 0; c < cols; ++c) {
+      if (!is_kept[c]) max_dropped = std::max(max_dropped, RefScore(a[r * cols + c], c, &map, 0.05));
+    }
+    EXPECT_GE(min_full, max_lossy) << "row " << r;
+    EXPECT_GE(min_kept, max_dropped) << "row " << r;
+  }
+}
+
+// ----------------------------------------------------------------------------- unit granularity
+
+// Unit mode by plain loops: unit score = sum over rows, then columns of the unit, of the entry
+// scores; the first k units of the reference order are kept, the first nf of those full.
+struct RefUnits {
+  std::vector<uint32_t> columns;
+  std::vector<Tier> tiers;
+};
+RefUnits RefUnitSelect(const std::vector<float>& a, size_t rows, size_t cols, size_t block,
+                       const SensitivityMap* map, double eps, double keep, double keep_full) {
+  const size_t num_units = (cols + block - 1) / block;
+  std::vector<double> column_sum(cols, 0.0);
+  for (size_t c = 0; c < cols; ++c) {
+    for (size_t r = 0; r < rows; ++r) column_sum[c] += RefScore(a[r * cols + c], c, map, eps);
+  }
+  std::vector<double> unit_score(num_units, 0.0);
+  for (size_t c = 0; c < cols; ++c) unit_score[c / block] += column_sum[c];
+  const size_t k = KeptCount(num_units, keep);
+  const RefRow units = RefSelectRow(unit_score, k, FullCount(k, keep_full));
+  RefUnits ref;
+  for (size_t i = 0; i < units.indices.size(); ++i) {
+    for (size_t c = units.indices[i] * block; c < std::min(cols, (units.indices[i] + 1) * block); ++c) {
+      ref.columns.push_back(static_cast<uint32_t>(c));
+      ref.tiers.push_back(units.tiers[i]);
+    }
+  }
+  return ref;
+}
+
+TEST(Router, UnitGranularityMatchesPlainReference) {
+  const size_t rows = 6;
+  for (size_t cols : {10u, 33u, 64u}) {
+    for (size_t block : {1u, 4u}) {  // block 4 of 10 or 33 columns: a partial last block
+      for (double keep : {0.1, 0.34, 0.5, 1.0}) {
+        for (uint32_t seed : {1u, 2u}) {
+          SCOPED_TRACE("cols=" + std::to_string(cols) + " block=" + std::to_string(block) +
+                       " keep=" + std::to_string(keep) + " seed=" + std::to_string(seed));
+          const std::vector<float> a = RandomValues(rows, cols, seed, seed == 2);
+          const SensitivityMap map = RandomMap(cols, block, seed + 3);
+          const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.02);
+          const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map,
+                                                MakeContract(keep, 0.5, Granularity::kUnit));
+          const RefUnits ref = RefUnitSelect(a, rows, cols, block, &map, 0.02, keep, 0.5);
+          ASSERT_EQ(routed.granularity, Granularity::kUnit);
+          ASSERT_EQ(routed.row_offsets, (std::vector<uint32_t>{0, uint32_t(ref.columns.size())}));
+          ASSERT_EQ(routed.indices, ref.columns);
+          const size_t n = ref.columns.size();
+          ASSERT_EQ(routed.values.size(), rows * n);
+          for (size_t r = 0; r < rows; ++r) {
+            EXPECT_EQ(ToVector(routed.RowIndices(r)), ref.columns);
+            EXPECT_EQ(routed.num_kept_in_row(r), n);
+            for (size_t i = 0; i < n; ++i) {
+              EXPECT_EQ(routed.values[r * n + i], a[r * cols + ref.columns[i]]);
+              EXPECT_EQ(routed.tiers[r * n + i], ref.tiers[i]);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Router, UnitGranularityKeepsWholeBlocksIncludingThePartialLast) {
+  // 10 columns, block 4: units {0..3}, {4..7}, {8,9}. Only the last unit matters to the map.
+  const size_t rows = 2;
+  const size_t cols = 10;
+  const std::vector<float> a(rows * cols, 1.0f);
+  const SensitivityMap map = MakeMap(cols, 4, {0.0f, 0.1f, 1.0f});
+  const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.0);
+  const RoutedTensor routed =
+      MustRoute(router, View(a, rows, cols), &map, MakeContract(0.34, 1.0, Granularity::kUnit));
+  EXPECT_EQ(routed.indices, (std::vector<uint32_t>{8, 9}));
+  const RoutedTensor two = MustRoute(router, View(a, rows, cols), &map,
+                                     MakeContract(0.67, 0.5, Granularity::kUnit));
+  EXPECT_EQ(two.indices, (std::vector<uint32_t>{4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(two.tiers, (std::vector<Tier>{Tier::kLossy, Tier::kLossy, Tier::kLossy, Tier::kLossy,
+                                          Tier::kFull, Tier::kFull, Tier::kLossy, Tier::kLossy,
+                                          Tier::kLossy, Tier::kLossy, Tier::kFull, Tier::kFull}));
+}
+
+TEST(Router, UnitGranularityWithoutSensitivityUsesSingleColumns) {
+  const size_t rows = 3;
+  const size_t cols = 12;
+  const std::vector<float> a = RandomValues(rows, cols, 31);
+  const SensitivityMap map = RandomMap(cols, 4, 32);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed =
+      MustRoute(router, View(a, rows, cols), &map, MakeContract(0.25, 1.0, Granularity::kUnit));
+  const RefUnits ref = RefUnitSelect(a, rows, cols, 1, nullptr, 0.0, 0.25, 1.0);
+  EXPECT_EQ(routed.indices, ref.columns);
+  EXPECT_EQ(routed.indices.size(), 3u);
+}
+
+// ----------------------------------------------------------------------------- rest tier
+
+// kSign1 by plain loops over the non-kept entries of each row, in row-major order.
+void ExpectSign1MatchesReference(const RoutedTensor& routed, const std::vector<float>& a) {
+  const size_t rows = routed.rows;
+  const size_t cols = routed.cols;
+  std::vector<uint8_t> bits;
+  std::vector<float> centroids;
+  size_t bit = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const std::span<const uint32_t> kept = routed.RowIndices(r);
+    double positive_sum = 0, other_sum = 0;
+    size_t positive_count = 0, other_count = 0;
+    for (size_t c = 0; c < cols; ++c) {
+      if (std::find(kept.begin(), kept.end(), c) != kept.end()) continue;
+      const float v = a[r * cols + c];
+      if (bit % 8 == 0) bits.push_back(0);
+      if (v > 0) {
+        bits.back() = static_cast<uint8_t>(bits.back() | (1u << (bit % 8)));
+        positive_sum += v;
+        ++positive_count;
+      } else {
+        other_sum += v;
+        ++other_count;
+      }
+      ++bit;
+    }
+    centroids.push_back(positive_count ? static_cast<float>(positive_sum / double(positive_count)) : 0.0f);
+    centroids.push_back(other_count ? static_cast<float>(other_sum / double(other_count)) : 0.0f);
+  }
+  EXPECT_EQ(routed.rest_bits, bits);
+  EXPECT_EQ(routed.rest_centroids, centroids);
+
+  // Scatter: kept values in place, the centroid of the entry's side elsewhere.
+  std::vector<float> dense(rows * cols, 99.0f);
+  ASSERT_TRUE(Scatter(routed, {dense.data(), rows, cols}).ok());
+  for (size_t r = 0; r < rows; ++r) {
+    const std::span<const uint32_t> kept = routed.RowIndices(r);
+    for (size_t c = 0; c < cols; ++c) {
+      const float v = a[r * cols + c];
+      const bool is_kept = std::find(kept.begin(), kept.end(), c) != kept.end();
+      const float want = is_kept ? v : (v > 0 ? centroids[2 * r] : centroids[2 * r + 1]);
+      EXPECT_EQ(dense[r * cols + c], want) << "[" << r << "][" << c << "]";
+    }
+  }
+}
+
+TEST(Router, Sign1RestMatchesReferenceInElementMode) {
+  for (size_t cols : {1u, 7u, 33u}) {
+    for (double keep : {0.1, 0.5, 1.0}) {
+      SCOPED_TRACE("cols=" + std::to_string(cols) + " keep=" + std::to_string(keep));
+      const size_t rows = 5;
+      const std::vector<float> a = RandomValues(rows, cols, 41, cols == 7);
+      const Router router = MakeRouter(ScorePolicy::kMagnitude);
+      const RoutedTensor routed =
+          MustRoute(router, View(a, rows, cols), nullptr,
+                    MakeContract(keep, 0.5, Granularity::kElement, RestPolicy::kSign1));
+      ExpectSign1MatchesReference(routed, a);
+    }
+  }
+}
+
+TEST(Router, Sign1RestMatchesReferenceInUnitMode) {
+  const size_t rows = 4;
+  const size_t cols = 10;
+  const std::vector<float> a = RandomValues(rows, cols, 42);
+  const SensitivityMap map = RandomMap(cols, 4, 43);
+  const Router router = MakeRouter(ScorePolicy::kSensitivity);
+  const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map,
+                                        MakeContract(0.34, 1.0, Granularity::kUnit, RestPolicy::kSign1));
+  ExpectSign1MatchesReference(routed, a);
+}
+
+TEST(Router, Sign1CentroidOfAnEmptySideIsZero) {
+  const std::vector<float> a = {3, 1, 2, 4};  // the rest is all positive
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed =
+      MustRoute(router, View(a, 1, 4), nullptr,
+                MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1));
+  EXPECT_EQ(routed.indices, (std::vector<uint32_t>{0, 3}));
+  EXPECT_EQ(routed.rest_centroids, (std::vector<float>{1.5f, 0.0f}));
+  EXPECT_EQ(routed.rest_bits, (std::vector<uint8_t>{0b11}));
+}
+
+TEST(Router, DropRestLeavesRestFieldsEmpty) {
+  const std::vector<float> a = RandomValues(3, 9, 44);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  RoutedTensor out;
+  ASSERT_TRUE(router
+                  .Route(View(a, 3, 9), nullptr,
+                         MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+                  .ok());
+  ASSERT_FALSE(out.rest_bits.empty());
+  ASSERT_TRUE(router.Route(View(a, 3, 9), nullptr, MakeContract(0.5), 0, &out).ok());
+  EXPECT_TRUE(out.rest_bits.empty());
+  EXPECT_TRUE(out.rest_centroids.empty());
+  EXPECT_TRUE(out.Validate().ok());
+}
+
+// ----------------------------------------------------------------------------- scatter / gather
+
+TEST(Scatter, PutsValuesBackAndZerosElsewhere) {
+  const size_t rows = 4;
+  const size_t cols = 33;
+  const std::vector<float> a = RandomValues(rows, cols, 51);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+    const RoutedTensor routed = MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.3, 0.5, g));
+    std::vector<float> dense(rows * cols, -7.0f);
+    ASSERT_TRUE(Scatter(routed, {dense.data(), rows, cols}).ok());
+    for (size_t r = 0; r < rows; ++r) {
+      const std::span<const uint32_t> kept = routed.RowIndices(r);
+      for (size_t c = 0; c < cols; ++c) {
+        const bool is_kept = std::find(kept.begin(), kept.end(), c) != kept.end();
+        EXPECT_EQ(dense[r * cols + c], is_kept ? a[r * cols + c] : 0.0f);
+      }
+    }
+  }
+}
+
+TEST(Scatter, FullKeepReconstructsTheActivationExactly) {
+  const std::vector<float> a = RandomValues(3, 17, 52);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed = MustRoute(router, View(a, 3, 17), nullptr, MakeContract(1.0, 0.5));
+  std::vector<float> dense(a.size());
+  ASSERT_TRUE(Scatter(routed, {dense.data(), 3, 17}).ok());
+  EXPECT_EQ(dense, a);
+}
+
+TEST(GatherAtMask, RoundTripsThroughScatterAtMask) {
+  const size_t rows = 5;
+  const size_t cols = 40;
+  const std::vector<float> a = RandomValues(rows, cols, 53);
+  const std::vector<float> g = RandomValues(rows, cols, 54);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
+    const RoutedTensor mask = MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.2, 1.0, gran));
+    std::vector<float> values;
+    ASSERT_TRUE(GatherAtMask(mask, View(g, rows, cols), &values).ok());
+    ASSERT_EQ(values.size(), mask.num_kept());
+    size_t i = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      for (uint32_t c : mask.RowIndices(r)) EXPECT_EQ(values[i++], g[r * cols + c]);
+    }
+    std::vector<float> dense(rows * cols, 3.0f);
+    ASSERT_TRUE(ScatterAtMask(mask, values, {dense.data(), rows, cols}).ok());
+    for (size_t r = 0; r < rows; ++r) {
+      const std::span<const uint32_t> kept = mask.RowIndices(r);
+      for (size_t c = 0; c < cols; ++c) {
+        const bool is_kept = std::find(kept.begin(), kept.end(), c) != kept.end();
+        EXPECT_EQ(dense[r * cols + c], is_kept ? g[r * cols + c] : 0.0f);
+      }
+    }
+    std::vector<float> again;
+    ASSERT_TRUE(GatherAtMask(mask, View(dense, rows, cols), &again).ok());
+    EXPECT_EQ(again, values);
+  }
+}
+
+TEST(GatherAtMask, RejectsNonFiniteGradientAtAKeptPositionOnly) {
+  const std::vector<float> a = {1, 0, 0, 2};  // keeps columns 0 and 3
+  std::vector<float> g = {0.5f, kNaN, kInf, 0.25f};
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor mask = MustRoute(router, View(a, 1, 4), nullptr, MakeContract(0.5));
+  std::vector<float> values;
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 1, 4), &values).ok());
+  EXPECT_EQ(values, (std::vector<float>{0.5f, 0.25f}));
+  g[3] = kNaN;
+  const Status bad = GatherAtMask(mask, View(g, 1, 4), &values);
+  EXPECT_EQ(bad.code(), ErrorCode::kNonFinite);
+  EXPECT_NE(bad.message().find("gradient[0][3]"), std::string::npos) << bad.message();
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 1, 4), &values, NonFinitePolicy::kTreatAsZero).ok());
+  EXPECT_EQ(values, (std::vector<float>{0.5f, 0.0f}));
+}
+
+// ----------------------------------------------------------------------------- policies
+
+TEST(Router, RandomPolicyIsDeterministicPerSeedAndStep) {
+  const size_t rows = 4;
+  const size_t cols = 200;
+  const std::vector<float> a = RandomValues(rows, cols, 61);
+  const Router router = MakeRouter(ScorePolicy::kRandom, 1e-3, 1234);
+  const Contract contract = MakeContract(0.1, 0.5);
+  const RoutedTensor first = MustRoute(router, View(a, rows, cols), nullptr, contract, 7);
+  const RoutedTensor again = MustRoute(router, View(a, rows, cols), nullptr, contract, 7);
+  const RoutedTensor next_step = MustRoute(router, View(a, rows, cols), nullptr, contract, 8);
+  const Router other_seed_router = MakeRouter(ScorePolicy::kRandom, 1e-3, 4321);
+  const RoutedTensor other_seed =
+      MustRoute(other_seed_router, View(a, rows, cols), nullptr, contract, 7);
+  EXPECT_EQ(first.indices, again.indices);
+  EXPECT_EQ(first.tiers, again.tiers);
+  EXPECT_NE(first.indices, next_step.indices);
+  EXPECT_NE(first.indices, other_seed.indices);
+  // Rows draw differently too.
+  EXPECT_NE(ToVector(first.RowIndices(0)), ToVector(first.RowIndices(1)));
+}
+
+TEST(Router, RandomPolicyIgnoresTheActivationValues) {
+  const std::vector<float> a = RandomValues(2, 50, 62);
+  const std::vector<float> b = RandomValues(2, 50, 63);
+  const Router router = MakeRouter(ScorePolicy::kRandom, 1e-3, 5);
+  const RoutedTensor ra = MustRoute(router, View(a, 2, 50), nullptr, MakeContract(0.2), 3);
+  const RoutedTensor rb = MustRoute(router, View(b, 2, 50), nullptr, MakeContract(0.2), 3);
+  EXPECT_EQ(ra.indices, rb.indices);
+}
+
+TEST(Router, MagnitudePolicyIgnoresTheMap) {
+  const size_t rows = 3;
+  const size_t cols = 30;
+  const std::vector<float> a = RandomValues(rows, cols, 64);
+  const SensitivityMap map = RandomMap(cols, 1, 65);
+  const SensitivityMap narrow_map = RandomMap(5, 1, 66);  // wrong width: ignored too
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Contract contract = MakeContract(0.2, 0.5);
+  const RoutedTensor without = MustRoute(router, View(a, rows, cols), nullptr, contract);
+  const RoutedTensor with = MustRoute(router, View(a, rows, cols), &map, contract);
+  const RoutedTensor with_narrow = MustRoute(router, View(a, rows, cols), &narrow_map, contract);
+  EXPECT_EQ(without.indices, with.indices);
+  EXPECT_EQ(without.tiers, with.tiers);
+  EXPECT_EQ(without.indices, with_narrow.indices);
+}
+
+TEST(Router, TreatAsZeroNeverSendsNonFiniteValues) {
+  // Every entry of row 0 is non-finite and keep = 1 forces them all to be kept.
+  std::vector<float> a = {kNaN, kInf, -kInf, kNaN, 1.0f, -2.0f, kNaN, 0.5f};
+  const Router router = MakeRouter(ScorePolicy::kMagnitude, 1e-3, 0, NonFinitePolicy::kTreatAsZero);
+  const RoutedTensor all = MustRoute(router, View(a, 2, 4), nullptr, MakeContract(1.0));
+  EXPECT_EQ(all.values, (std::vector<float>{0, 0, 0, 0, 1.0f, -2.0f, 0, 0.5f}));
+  // With room to choose, non-finite entries score 0 and lose to the finite ones.
+  const RoutedTensor half = MustRoute(router, View(a, 2, 4), nullptr,
+                                      MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1));
+  EXPECT_EQ(ToVector(half.RowIndices(1)), (std::vector<uint32_t>{0, 1}));
+  for (float v : half.values) EXPECT_TRUE(std::isfinite(v));
+  for (float v : half.rest_centroids) EXPECT_TRUE(std::isfinite(v));
+  const Router sensitive = MakeRouter(ScorePolicy::kSensitivity, 1e-3, 0, NonFinitePolicy::kTreatAsZero);
+  const SensitivityMap map = RandomMap(4, 1, 67);
+  const RoutedTensor unit = MustRoute(sensitive, View(a, 2, 4), &map, MakeContract(0.5, 1.0, Granularity::kUnit));
+  for (float v : unit.values) EXPECT_TRUE(std::isfinite(v));
+}
+
+// ----------------------------------------------------------------------------- bad input
+
+TEST(Router, RejectsNonFiniteActivationNamingRowAndColumn) {
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  for (float bad : {kNaN, kInf, -kInf}) {
+    std::vector<float> a = RandomValues(3, 5, 71);
+    a[1 * 5 + 2] = bad;
+    Result<RoutedTensor> routed = router.Route(View(a, 3, 5), nullptr, MakeContract(0.5), 0);
+    ASSERT_FALSE(routed.ok());
+    EXPECT_EQ(routed.status().code(), ErrorCode::kNonFinite);
+    EXPECT_NE(routed.status().message().find("activation[1][2]"), std::string::npos)
+        << routed.status().message();
+  }
+}
+
+TEST(Router, RejectsEmptyOrNullActivation) {
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const std::vector<float> a(6, 1.0f);
+  const struct {
+    ConstMatrix m;
+    const char* field;
+  } cases[] = {
+      {{a.data(), 0, 6}, "activation.rows"},
+      {{a.data(), 1, 0}, "activation.cols"},
+      {{nullptr, 1, 6}, "activation.data"},
+  };
+  for (const auto& c : cases) {
+    Result<RoutedTensor> routed = router.Route(c.m, nullptr, MakeContract(0.5), 0);
+    ASSERT_FALSE(routed.ok()) << c.field;
+    EXPECT_EQ(routed.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(routed.status().message().find(c.field), std::string::npos) << routed.status().message();
+  }
+}
+
+TEST(Router, RejectsMapOfTheWrongWidth) {
+  const std::vector<float> a = RandomValues(2, 8, 72);
+  const SensitivityMap map = RandomMap(9, 1, 73);
+  const Router router = MakeRouter(ScorePolicy::kSensitivity);
+  Result<RoutedTensor> routed = router.Route(View(a, 2, 8), &map, MakeContract(0.5), 0);
+  ASSERT_FALSE(routed.ok());
+  EXPECT_EQ(routed.status().code(), ErrorCode::kShapeMismatch);
+  EXPECT_NE(routed.status().message().find("map.num_neurons = 9"), std::string::npos)
+      << routed.status().message();
+}
+
+TEST(Router, RejectsMissingMapUnderSensitivityPolicy) {
+  const std::vector<float> a = RandomValues(2, 8, 74);
+  const Router router = MakeRouter(ScorePolicy::kSensitivity);
+  Result<RoutedTensor> routed = router.Route(View(a, 2, 8), nullptr, MakeContract(0.5), 0);
+  ASSERT_FALSE(routed.ok());
+  EXPECT_EQ(routed.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(routed.status().message().find("map"), std::string::npos);
+}
+
+TEST(Router, RejectsInvalidContract) {
+  const std::vector<float> a = RandomValues(2, 8, 75);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  for (double keep : {0.0, 1.5, std::nan(""), -0.5}) {
+    Result<RoutedTensor> routed = router.Route(View(a, 2, 8), nullptr, MakeContract(keep), 0);
+    ASSERT_FALSE(routed.ok()) << keep;
+    EXPECT_EQ(routed.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(routed.status().message().find("contract.keep"), std::string::npos);
+  }
+  Result<RoutedTensor> routed = router.Route(View(a, 2, 8), nullptr, MakeContract(0.5, 2.0), 0);
+  ASSERT_FALSE(routed.ok());
+  EXPECT_NE(routed.status().message().find("contract.keep_full"), std::string::npos);
+}
+
+TEST(Router, ErrorLeavesOutputUntouched) {
+  const std::vector<float> a = RandomValues(2, 8, 76);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  RoutedTensor out;
+  ASSERT_TRUE(router.Route(View(a, 2, 8), nullptr, MakeContract(0.5), 0, &out).ok());
+  const RoutedTensor before = out;
+  EXPECT_FALSE(router.Route(View(a, 2, 8), nullptr, MakeContract(0.0), 0, &out).ok());
+  EXPECT_EQ(out.indices, before.indices);
+  EXPECT_EQ(out.values, before.values);
+  EXPECT_FALSE(router.Route(View(a, 2, 8), nullptr, MakeContract(0.5), 0, nullptr).ok());
+}
+
+TEST(Router, RouteReusesOutputCapacity) {
+  const std::vector<float> big = RandomValues(16, 256, 77);
+  const std::vector<float> small = RandomValues(4, 16, 78);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  RoutedTensor out;
+  ASSERT_TRUE(router.Route(View(big, 16, 256), nullptr,
+                           MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+                  .ok());
+  const float* values = out.values.data();
+  const uint32_t* indices = out.indices.data();
+  const uint8_t* bits = out.rest_bits.data();
+  ASSERT_TRUE(router.Route(View(small, 4, 16), nullptr,
+                           MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+                  .ok());
+  EXPECT_EQ(out.values.data(), values);
+  EXPECT_EQ(out.indices.data(), indices);
+  EXPECT_EQ(out.rest_bits.data(), bits);
+  EXPECT_TRUE(out.Validate().ok());
+}
+
+TEST(Scatter, RejectsOutputOfTheWrongShape) {
+  const std::vector<float> a = RandomValues(4, 6, 81);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed = MustRoute(router, View(a, 4, 6), nullptr, MakeContract(0.5));
+  std::vector<float> dense(4 * 6);
+  const Status rows = Scatter(routed, {dense.data(), 3, 6});
+  EXPECT_EQ(rows.code(), ErrorCode::kShapeMismatch);
+  EXPECT_EQ(rows.message(), "out.rows = 3: must equal routed.rows = 4");
+  const Status cols = Scatter(routed, {dense.data(), 4, 5});
+  EXPECT_EQ(cols.code(), ErrorCode::kShapeMismatch);
+  EXPECT_EQ(cols.message(), "out.cols = 5: must equal routed.cols = 6");
+  EXPECT_EQ(Scatter(routed, {nullptr, 4, 6}).code(), ErrorCode::kInvalidArgument);
+  RoutedTensor broken = routed;
+  broken.values.pop_back();
+  EXPECT_EQ(Scatter(broken, {dense.data(), 4, 6}).code(), ErrorCode::kCorruptPacket);
+}
+
+TEST(GatherAtMask, RejectsWrongSizes) {
+  const std::vector<float> a = RandomValues(4, 6, 82);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor mask = MustRoute(router, View(a, 4, 6), nullptr, MakeContract(0.5));
+  std::vector<float> values;
+  const Status rows = GatherAtMask(mask, View(a, 2, 6), &values);
+  EXPECT_EQ(rows.code(), ErrorCode::kShapeMismatch);
+  EXPECT_EQ(rows.message(), "gradient.rows = 2: must equal mask.rows = 4");
+  const Status cols = GatherAtMask(mask, {a.data(), 4, 7}, &values);
+  EXPECT_EQ(cols.message(), "gradient.cols = 7: must equal mask.cols = 6");
+  EXPECT_EQ(GatherAtMask(mask, {nullptr, 4, 6}, &values).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(GatherAtMask(mask, View(a, 4, 6), nullptr).code(), ErrorCode::kInvalidArgument);
+
+  std::vector<float> dense(24);
+  const std::vector<float> short_values(mask.num_kept() - 1, 1.0f);
+  const Status short_status = ScatterAtMask(mask, short_values, {dense.data(), 4, 6});
+  EXPECT_EQ(short_status.code(), ErrorCode::kShapeMismatch);
+  EXPECT_NE(short_status.message().find("values.size() = 11"), std::string::npos)
+      << short_status.message();
+  const std::vector<float> right_values(mask.num_kept(), 1.0f);
+  EXPECT_EQ(ScatterAtMask(mask, right_values, {dense.data(), 4, 5}).code(), ErrorCode::kShapeMismatch);
+}
+
+// ----------------------------------------------------------------------------- Validate
+
+struct Corruption {
+  const char* what;
+  std::function<void(RoutedTensor&)> apply;
+  const char* field;  // must appear in the error message
+};
+
+void ExpectEachCorruptionCaught(const RoutedTensor& valid, const std::vector<Corruption>& cases) {
+  ASSERT_TRUE(valid.Validate().ok()) << valid.Validate().ToString();
+  for (const Corruption& c : cases) {
+    SCOPED_TRACE(c.what);
+    RoutedTensor t = valid;
+    c.apply(t);
+    const Status status = t.Validate();
+    ASSERT_FALSE(status.ok());
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << status.message();
+  }
+}
+
+TEST(RoutedTensor, ValidateCatchesEachCorruptedElementField) {
+  const std::vector<float> a = RandomValues(4, 10, 91);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor valid = MustRoute(router, View(a, 4, 10), nullptr,
+                                       MakeContract(0.3, 0.5, Granularity::kElement, RestPolicy::kSign1));
+  // Rows keep 3 of 10: row_offsets = {0, 3, 6, 9, 12}.
+  ExpectEachCorruptionCaught(valid, {
+      {"zero rows", [](RoutedTensor& t) { t.rows = 0; }, "routed.rows = 0"},
+      {"zero cols", [](RoutedTensor& t) { t.cols = 0; }, "routed.cols = 0"},
+      {"unknown granularity", [](RoutedTensor& t) { t.granularity = Granularity(7); }, "routed.granularity = 7"},
+      {"unknown rest", [](RoutedTensor& t) { t.rest = RestPolicy(9); }, "routed.rest = 9"},
+      {"row_offsets too short", [](RoutedTensor& t) { t.row_offsets.pop_back(); }, "routed.row_offsets.size() = 4"},
+      {"row_offsets too long", [](RoutedTensor& t) { t.row_offsets.push_back(12); }, "routed.row_offsets.size() = 6"},
+      {"row_offsets start", [](RoutedTensor& t) { t.row_offsets[0] = 1; }, "routed.row_offsets[0] = 1"},
+      {"row_offsets decrease", [](RoutedTensor& t) { t.row_offsets[2] = 2; }, "routed.row_offsets[2] = 2"},
+      {"row_offsets end", [](RoutedTensor& t) { t.row_offsets[4] = 13; }, "routed.row_offsets[4] = 13"},
+      {"index out of range", [](RoutedTensor& t) { t.indices[4] = 10; }, "routed.indices[4] = 10"},
+      {"index not ascending", [](RoutedTensor& t) { std::swap(t.indices[3], t.indices[4]); }, "routed.indices[4]"},
+      {"index repeated", [](RoutedTensor& t) { t.indices[4] = t.indices[3]; }, "routed.indices[4]"},
+      {"values too short", [](RoutedTensor& t) { t.values.pop_back(); }, "routed.values.size() = 11"},
+      {"values too long", [](RoutedTensor& t) { t.values.push_back(1); }, "routed.values.size() = 13"},
+      {"value NaN", [](RoutedTensor& t) { t.values[5] = kNaN; }, "routed.values[5]"},
+      {"value Inf", [](RoutedTensor& t) { t.values[0] = kInf; }, "routed.values[0]"},
+      {"tiers too short", [](RoutedTensor& t) { t.tiers.pop_back(); }, "routed.tiers.size() = 11"},
+      {"tier dropped", [](RoutedTensor& t) { t.tiers[2] = Tier::kDropped; }, "routed.tiers[2] = 2"},
+      {"tier unknown", [](RoutedTensor& t) { t.tiers[2] = Tier(5); }, "routed.tiers[2] = 5"},
+      {"rest_bits too short", [](RoutedTensor& t) { t.rest_bits.pop_back(); }, "routed.rest_bits.size() = 3"},
+      {"rest_bits too long", [](RoutedTensor& t) { t.rest_bits.push_back(0); }, "routed.rest_bits.size() = 5"},
+      {"centroids too short", [](RoutedTensor& t) { t.rest_centroids.pop_back(); }, "routed.rest_centroids.size() = 7"},
+      {"centroid NaN", [](RoutedTensor& t) { t.rest_centroids[3] = kNaN; }, "routed.rest_centroids[3]"},
+      {"drop with rest_bits", [](RoutedTensor& t) { t.rest = RestPolicy::kDrop; t.rest_centroids.clear(); }, "routed.rest_bits.size() = 4"},
+      {"drop with centroids", [](RoutedTensor& t) { t.rest = RestPolicy::kDrop; t.rest_bits.clear(); }, "routed.rest_centroids.size() = 8"},
+  });
+}
+
+TEST(RoutedTensor, ValidateCatchesEachCorruptedUnitField) {
+  const std::vector<float> a = RandomValues(3, 10, 92);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor valid =
+      MustRoute(router, View(a, 3, 10), nullptr, MakeContract(0.4, 0.5, Granularity::kUnit));
+  // 4 shared columns, 2 full and 2 lossy; values are 3 x 4.
+  ASSERT_EQ(valid.indices.size(), 4u);
+  ExpectEachCorruptionCaught(valid, {
+      {"row_offsets per row", [](RoutedTensor& t) { t.row_offsets = {0, 4, 4, 4}; }, "routed.row_offsets.size() = 4"},
+      {"row_offsets end", [](RoutedTensor& t) { t.row_offsets[1] = 3; }, "routed.row_offsets[1] = 3"},
+      {"values one row only", [](RoutedTensor& t) { t.values.resize(4); }, "routed.values.size() = 4"},
+      {"tiers one row only", [](RoutedTensor& t) { t.tiers.resize(4); }, "routed.tiers.size() = 4"},
+      {"tier differs between rows",
+       [](RoutedTensor& t) { t.tiers[5] = t.tiers[1] == Tier::kFull ? Tier::kLossy : Tier::kFull; },
+       "routed.tiers[5]"},
+      {"index not ascending", [](RoutedTensor& t) { std::swap(t.indices[0], t.indices[1]); }, "routed.indices[1]"},
+  });
+}
+
+TEST(RoutedTensor, RandomCorruptionIsEitherRejectedOrSafeToScatter) {
+  // Whatever Validate accepts, Scatter and GatherAtMask must handle without reading out of
+  // bounds (the sanitizer build turns any such read into a failure).
+  const std::vector<float> a = RandomValues(3, 12, 93);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  std::mt19937 rng(94);
+  for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+    const RoutedTensor valid = MustRoute(router, View(a, 3, 12), nullptr,
+                                         MakeContract(0.25, 0.5, g, RestPolicy::kSign1));
+    for (int trial = 0; trial < 2000; ++trial) {
+      RoutedTensor t = valid;
+      const uint32_t value = std::uniform_int_distribution<uint32_t>(0, 40)(rng);
+      switch (rng() % 6) {
+        case 0: t.row_offsets[rng() % t.row_offsets.size()] = value; break;
+        case 1: t.indices[rng() % t.indices.size()] = value; break;
+        case 2: t.rows = value; break;
+        case 3: t.cols = value; break;
+        case 4: t.rest_bits.resize(value); break;
+        case 5: t.indices.resize(value % 8); break;
+      }
+      if (!t.Validate().ok()) continue;
+      std::vector<float> dense(size_t{t.rows} * t.cols);
+      EXPECT_TRUE(Scatter(t, {dense.data(), t.rows, t.cols}).ok());
+      std::vector<float> values;
+      EXPECT_TRUE(GatherAtMask(t, {dense.data(), t.rows, t.cols}, &values).ok());
+    }
+  }
+}
+
+TEST(RoutedTensor, AccessorsDescribeRowsAndTiers) {
+  RoutedTensor t;
+  t.rows = 2;
+  t.cols = 5;
+  t.row_offsets = {0, 2, 3};
+  t.indices = {1, 4, 0};
+  t.values = {1, 2, 3};
+  t.tiers = {Tier::kFull, Tier::kLossy, Tier::kFull};
+  ASSERT_TRUE(t.Validate().ok());
+  EXPECT_EQ(t.num_kept(), 3u);
+  EXPECT_EQ(t.num_kept_in_row(0), 2u);
+  EXPECT_EQ(t.num_kept_in_row(1), 1u);
+  EXPECT_EQ(ToVector(t.RowIndices(1)), (std::vector<uint32_t>{0}));
+  EXPECT_EQ(t.CountTier(Tier::kFull), 2u);
+  EXPECT_EQ(t.CountTier(Tier::kLossy), 1u);
+  EXPECT_EQ(t.CountTier(Tier::kDropped), 7u);
+}
+
+// ----------------------------------------------------------------------------- threads
+
+TEST(Router, OutputIsIdenticalForOneAndTwoThreads) {
+  const size_t rows = 64;
+  const size_t cols = 1031;  // above the parallel threshold, not a multiple of 64
+  const std::vector<float> a = RandomValues(rows, cols, 101);
+  const SensitivityMap map = RandomMap(cols, 8, 102);
+  const int saved = omp_get_max_threads();
+  const struct {
+    ScorePolicy policy;
+    Granularity granularity;
+  } cases[] = {{ScorePolicy::kSensitivity, Granularity::kElement},
+               {ScorePolicy::kSensitivity, Granularity::kUnit},
+               {ScorePolicy::kMagnitude, Granularity::kUnit},
+               {ScorePolicy::kRandom, Granularity::kElement}};
+  for (const auto& c : cases) {
+    const Router router = MakeRouter(c.policy, 1e-3, 9);
+    const Contract contract = MakeContract(0.1, 0.5, c.granularity, RestPolicy::kSign1);
+    omp_set_num_threads(1);
+    const RoutedTensor one = MustRoute(router, View(a, rows, cols), &map, contract, 4);
+    omp_set_num_threads(2);
+    const RoutedTensor two = MustRoute(router, View(a, rows, cols), &map, contract, 4);
+    EXPECT_EQ(one.row_offsets, two.row_offsets);
+    EXPECT_EQ(one.indices, two.indices);
+    EXPECT_EQ(one.values, two.values);
+    EXPECT_EQ(one.tiers, two.tiers);
+    EXPECT_EQ(one.rest_bits, two.rest_bits);
+    EXPECT_EQ(one.rest_centroids, two.rest_centroids);
+    std::vector<float> dense_one(rows * cols), dense_two(rows * cols);
+    omp_set_num_threads(1);
+    ASSERT_TRUE(Scatter(one, {dense_one.data(), rows, cols}).ok());
+    omp_set_num_threads(2);
+    ASSERT_TRUE(Scatter(two, {dense_two.data(), rows, cols}).ok());
+    EXPECT_EQ(dense_one, dense_two);
+  }
+  omp_set_num_threads(saved);
+}
+
+}  // namespace
+}  // namespace sparselink

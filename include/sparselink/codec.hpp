@@ -40,6 +40,11 @@ enum class SectionId : uint8_t {
   kSummaryValues = 8,  // summary packet values (fp16 per unit)
   kContractBody = 9,   // contract packet body
 };
+// "index", "tier_bits", ...; "unknown" for a value outside the enum.
+std::string_view SectionIdName(SectionId id);
+
+// Bytes of the kContractBody section (layout: docs/wire-format.md).
+inline constexpr size_t kContractBodyBytes = 32;
 
 struct EncodeOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
@@ -87,6 +92,9 @@ struct PacketInfo {
   uint64_t dense_bytes = 0;  // rows * cols * 4
   uint64_t checksum = 0;     // as stored
   bool checksum_ok = false;
+  // Set by InspectPacketPartial as far as it got (InspectPacket: both true on success).
+  bool header_parsed = false;     // header holds the packet's fields (magic and version ok)
+  bool checksum_checked = false;  // checksum_ok is meaningful (length field matched the buffer)
 };
 
 // Identification of the packet being encoded.
@@ -115,6 +123,12 @@ Status EncodeContract(const Contract& contract, const PacketLabel& label,
 Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet,
                                  const DecodeLimits& limits = {});
 
+// Like InspectPacket, but on error `info` keeps whatever was read before the failing check:
+// the header once magic and version parsed, the checksum once the length field matched the
+// buffer, the sections once the table checked out. Used by `sparselink inspect`.
+Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                            PacketInfo* info);
+
 // Full decoders. Each verifies kind, checksum and every length; the routed tensor comes back
 // with values dequantized to fp32 and passes RoutedTensor::Validate.
 Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
@@ -135,6 +149,11 @@ Result<Contract> DecodeContract(std::span<const uint8_t> packet,
 // Value codecs on their own (used by the packet codec and by tests): encode `count` values
 // split in rows by `row_counts` (sum == values.size()), per-row scales first where the codec
 // has them; decode the inverse. Decode checks `bytes.size()` against the expected size.
+// EncodeValues replaces `*out` with exactly ValueStreamBytes(codec, values.size(),
+// row_counts.size()) bytes; a row_counts sum other than values.size() is a broken invariant
+// (aborts). DecodeValues replaces `*values` (allocating only after the size check) and refuses
+// a non-finite value, a negative or non-finite scale, int8 -128, int4 -8 and a non-zero int4
+// padding nibble (kCorruptPacket). Both O(count), thread-safe.
 void EncodeValues(ValueCodec codec, std::span<const float> values,
                   std::span<const uint32_t> row_counts, std::vector<uint8_t>* out);
 Status DecodeValues(ValueCodec codec, std::span<const uint8_t> bytes,

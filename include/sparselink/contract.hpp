@@ -127,6 +127,10 @@ class Negotiator {
   //     kBudgetBelowFloor) when the caps are below keep_min; hysteresis keeps the old contract
   //     when the change is below options.hysteresis. A change bumps the version.
   // `rows` and `cols` are the shape of one step's activation. Appends to history().
+  // A refusal is an outcome, not an error: the record's last stage is kRefused. Errors (the
+  // negotiator is left untouched): null sender map, rows or cols 0, sender map num_neurons !=
+  // cols, a NaN or negative budget (+inf means no limit). Allocates the record; O(log cols)
+  // cost-model evaluations plus the Coverage sorts.
   Result<NegotiationRecord> Negotiate(const SenderView& sender, const ReceiverView& receiver,
                                       size_t rows, size_t cols, uint64_t step);
 
@@ -161,7 +165,12 @@ struct Allocation {
 
 // Each boundary first gets its floor; the rest of the budget goes unit by unit to the unit
 // with the highest (normalized sensitivity share) / (bytes of that unit), ties to the lower
-// boundary index then the lower unit index. Deterministic. O(U log U) in the total units U.
+// boundary index then the lower unit index; units are taken up to the first that does not
+// fit, so more budget never lowers a keep. Zero-sensitivity units only get what is left after
+// every positive unit, round-robin over boundaries. A unit's bytes are rows * (its neurons) *
+// bytes_per_entry; the floor is ceil(keep_min * cols) neurons. Budget below the floors: every
+// boundary at its floor with kFloor, total_bytes above the budget. Deterministic.
+// O(U log U) in the total units U.
 // Errors: empty demands, bad sizes, negative or non-finite budget.
 Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, double budget_bytes);
 

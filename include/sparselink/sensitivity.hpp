@@ -25,12 +25,17 @@ inline constexpr size_t kNumSensitivityModes = 4;
 std::string_view SensitivityModeName(SensitivityMode m);
 Result<SensitivityMode> ParseSensitivityMode(std::string_view name);
 
+// Largest num_neurons a map accepts (Create and Deserialize).
+inline constexpr size_t kMaxSensitivityNeurons = size_t{1} << 28;
+
 struct SensitivityOptions {
-  size_t num_neurons = 0;  // cols of the activation; > 0
+  size_t num_neurons = 0;  // cols of the activation; in [1, kMaxSensitivityNeurons]
   size_t block = 1;        // neurons per unit, in [1, num_neurons]; the last unit may be partial
   SensitivityMode mode = SensitivityMode::kTaylor;
   double alpha = 0.5;      // weight of the activation term in kWeighted, in [0, 1]
-  double ema_decay = 0.9;  // map <- decay * map + (1 - decay) * batch; in [0, 1)
+  double ema_decay = 0.9;  // map <- decay * map + (1 - decay) * batch; in [0, 1). The EMA
+                           // starts at zero; values() renormalizes by the max, which makes
+                           // that start equivalent to a bias-corrected EMA.
   NonFinitePolicy non_finite = NonFinitePolicy::kReject;
 };
 
@@ -66,7 +71,8 @@ class SensitivityMap {
   Status UpdateUnitScores(std::span<const float> unit_scores);
 
   // Replaces the map with `values` (size num_units(), each in [0,1]); used to load or to
-  // seed a map. Errors name the first bad index and value.
+  // seed a map. values() becomes exactly `values` (not renormalized) and the EMA state
+  // continues from them. Allowed on a frozen map. Errors name the first bad index and value.
   Status Assign(std::span<const float> values);
 
   // The normalized map: num_units() values in [0,1], max 1 unless all zero.
@@ -100,8 +106,9 @@ class SensitivityMap {
   SensitivityOptions options_;
   std::vector<float> ema_;     // EMA of per-batch normalized scores, per unit
   std::vector<float> values_;  // ema_ normalized by its max
-  std::vector<float> batch_;   // scratch: this batch's raw per-unit score
-  std::vector<float> scratch_; // scratch: per-neuron sums
+  std::vector<double> batch_;   // scratch: this batch's raw per-unit score
+  std::vector<double> scratch_; // scratch: per-neuron sums (2 x num_neurons in kWeighted);
+                                // double so that |a*g| of large finite floats cannot overflow
   uint64_t num_updates_ = 0;
   bool frozen_ = false;
 };

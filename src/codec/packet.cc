@@ -1,1 +1,918 @@
-// Implementation in progress.
+// The packet codec of wire format v1. docs/wire-format.md is the authority on the bytes; this
+// file follows it section by section.
+//
+// Encoding builds each section's raw bytes, optionally replaces a section by its zstd frame
+// when that is strictly smaller, then writes header, section table, payloads in table order and
+// the XXH3-64 trailer. Which sections a packet has, and the raw size of each, follow from the
+// header alone (ExpectedSections), which is what lets the decoder check every length before it
+// reads or allocates anything.
+//
+// Decoding runs the checks in an order where each relies only on the ones before it:
+//   1. buffer size >= 72, magic, version (kUnsupported), buffer size <= limits;
+//   2. the total-length field equals the buffer size, then the checksum over everything before
+//      the trailer (a transmission error is reported as such, not as some field it damaged);
+//   3. header fields: known enums (kUnsupported), reserved zero, per-kind rules, rows * cols
+//      against the limits, tier counts against rows * cols;
+//   4. the section table: count, ids in the expected order, flags, reserved, each raw size
+//      equal to (or, for delta-varint, within the bounds of) what the header implies, raw sizes
+//      of zstd sections against the limits, and the stored sizes tiling the payload exactly;
+//   5. payloads (decoders only): decompression to exactly raw_bytes, the index and value
+//      streams with their own checks, and RoutedTensor::Validate on the result.
+// Every allocation happens after step 4, so its size is bounded by the buffer (8 index bits or
+// 2 int4 values per byte at most) or, for zstd sections, by limits.max_packet_bytes.
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <iomanip>
+#include <sstream>
+#include <string>
+
+#include "codec/index_codecs.hpp"
+#include "codec/value_codecs.hpp"
+#include "sparselink/codec.hpp"
+
+namespace sparselink {
+
+std::string_view PacketKindName(PacketKind k) {
+  switch (k) {
+    case PacketKind::kActivation: return "activation";
+    case PacketKind::kGradient: return "gradient";
+    case PacketKind::kSummary: return "summary";
+    case PacketKind::kContract: return "contract";
+  }
+  return "unknown";
+}
+
+std::string_view SectionIdName(SectionId id) {
+  switch (id) {
+    case SectionId::kIndex: return "index";
+    case SectionId::kTierBits: return "tier_bits";
+    case SectionId::kFullValues: return "full_values";
+    case SectionId::kLossyValues: return "lossy_values";
+    case SectionId::kRestBits: return "rest_bits";
+    case SectionId::kRestCentroids: return "rest_centroids";
+    case SectionId::kGradientValues: return "gradient_values";
+    case SectionId::kSummaryValues: return "summary_values";
+    case SectionId::kContractBody: return "contract_body";
+  }
+  return "unknown";
+}
+
+uint64_t PacketChecksum(std::span<const uint8_t> bytes) {
+  return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+namespace {
+
+using codec_internal::AppendBitmap;
+using codec_internal::AppendDeltaVarint;
+using codec_internal::AppendValues;
+using codec_internal::BitmapBytes;
+using codec_internal::DeltaVarintBytes;
+
+constexpr size_t kMinPacketBytes = kPacketHeaderBytes + kChecksumBytes;
+// Whatever the limits say, rows * cols above this is refused, so that every size computed
+// from the header (at most 32 bits per entry) stays far inside 64-bit arithmetic.
+constexpr uint64_t kMaxEntriesHard = 1ull << 56;
+constexpr uint8_t kFlagZstd = 0x01;
+
+// Header field offsets (docs/wire-format.md, "Header").
+enum HeaderOffset : size_t {
+  kOffMagic = 0,
+  kOffVersion = 4,
+  kOffKind = 5,
+  kOffGranularity = 6,
+  kOffIndexCodec = 7,
+  kOffFullCodec = 8,
+  kOffLossyCodec = 9,
+  kOffRest = 10,
+  kOffSectionCount = 11,
+  kOffBoundary = 12,
+  kOffContractVersion = 16,
+  kOffRows = 20,
+  kOffCols = 24,
+  kOffReserved = 28,
+  kOffStep = 32,
+  kOffCountFull = 40,
+  kOffCountLossy = 48,
+  kOffPacketBytes = 56,
+};
+
+template <typename T>
+void Store(uint8_t* p, T v) {
+  for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i));
+}
+template <typename T>
+T Load(const uint8_t* p) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return static_cast<T>(v);
+}
+
+std::string Hex(uint64_t v) {
+  std::ostringstream out;
+  out << "0x" << std::hex << std::setw(16) << std::setfill('0') << v;
+  return out.str();
+}
+
+std::string SectionField(size_t i, std::string_view what) {
+  return "section[" + std::to_string(i) + "]." + std::string(what);
+}
+
+Status Corrupt(std::string_view field, uint64_t value, std::string_view why) {
+  return FieldError(ErrorCode::kCorruptPacket, field, value, why);
+}
+
+// --- What the header implies -------------------------------------------------------------
+
+struct ExpectedSection {
+  SectionId id;
+  uint64_t raw_min;  // raw size bounds; equal except for a delta-varint index
+  uint64_t raw_max;
+};
+
+bool IsUnit(const PacketHeader& h) { return h.granularity == Granularity::kUnit; }
+uint64_t Entries(const PacketHeader& h) { return uint64_t{h.rows} * h.cols; }
+uint64_t Kept(const PacketHeader& h) { return h.count_full + h.count_lossy; }
+// Index rows and kept columns per index row set (unit granularity stores one shared set).
+uint64_t IndexRows(const PacketHeader& h) { return IsUnit(h) ? 1 : h.rows; }
+uint64_t IndexKept(const PacketHeader& h) { return IsUnit(h) ? Kept(h) / h.rows : Kept(h); }
+bool HasTierBits(const PacketHeader& h) { return h.count_full > 0 && h.count_lossy > 0; }
+
+// The sections a packet with header `h` carries, in order. `h` passed CheckHeader.
+std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
+  std::vector<ExpectedSection> out;
+  auto exact = [&](SectionId id, uint64_t bytes) { out.push_back({id, bytes, bytes}); };
+  switch (h.kind) {
+    case PacketKind::kActivation: {
+      const uint64_t index_rows = IndexRows(h);
+      const uint64_t index_kept = IndexKept(h);
+      if (h.index_codec == IndexCodec::kBitmap) {
+        exact(SectionId::kIndex, BitmapBytes(index_rows, h.cols));
+      } else {
+        out.push_back({SectionId::kIndex, index_rows + index_kept, 5 * (index_rows + index_kept)});
+      }
+      if (HasTierBits(h)) exact(SectionId::kTierBits, (index_kept + 7) / 8);
+      if (h.count_full > 0) exact(SectionId::kFullValues, ValueStreamBytes(h.full_codec, h.count_full, h.rows));
+      if (h.count_lossy > 0) exact(SectionId::kLossyValues, ValueStreamBytes(h.lossy_codec, h.count_lossy, h.rows));
+      if (h.rest == RestPolicy::kSign1) {
+        exact(SectionId::kRestBits, (Entries(h) - Kept(h) + 7) / 8);
+        exact(SectionId::kRestCentroids, uint64_t{h.rows} * 2 * sizeof(float));
+      }
+      break;
+    }
+    case PacketKind::kGradient:
+      exact(SectionId::kGradientValues, ValueStreamBytes(h.full_codec, h.count_full, h.rows));
+      break;
+    case PacketKind::kSummary:
+      exact(SectionId::kSummaryValues, ValueStreamBytes(ValueCodec::kFp16, h.count_full, 1));
+      break;
+    case PacketKind::kContract:
+      exact(SectionId::kContractBody, kContractBodyBytes);
+      break;
+  }
+  return out;
+}
+
+// --- Encoding ----------------------------------------------------------------------------
+
+struct RawSection {
+  SectionId id;
+  std::vector<uint8_t> raw;
+};
+
+// Writes header, table, payloads and trailer into *out. Sections are in final order.
+Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
+                const EncodeOptions& options, std::vector<uint8_t>* out) {
+  struct Stored {
+    bool zstd = false;
+    std::vector<uint8_t> frame;  // the zstd frame when zstd
+  };
+  std::vector<Stored> stored(sections.size());
+  uint64_t total = kPacketHeaderBytes + kSectionEntryBytes * sections.size() + kChecksumBytes;
+  for (size_t i = 0; i < sections.size(); ++i) {
+    const std::vector<uint8_t>& raw = sections[i].raw;
+    if (raw.size() > UINT32_MAX) {
+      return FieldError(ErrorCode::kResourceExhausted, SectionField(i, "raw_bytes"), raw.size(),
+                        "does not fit the 32-bit section size field");
+    }
+    if (options.zstd && !raw.empty()) {
+      std::vector<uint8_t> frame(ZSTD_compressBound(raw.size()));
+      const size_t n = ZSTD_compress(frame.data(), frame.size(), raw.data(), raw.size(), options.zstd_level);
+      if (!ZSTD_isError(n) && n < raw.size()) {
+        frame.resize(n);
+        stored[i] = {true, std::move(frame)};
+      }
+    }
+    total += stored[i].zstd ? stored[i].frame.size() : raw.size();
+  }
+
+  out->assign(total, 0);
+  uint8_t* p = out->data();
+  Store<uint32_t>(p + kOffMagic, kPacketMagic);
+  p[kOffVersion] = kWireFormatVersion;
+  p[kOffKind] = static_cast<uint8_t>(header.kind);
+  p[kOffGranularity] = static_cast<uint8_t>(header.granularity);
+  p[kOffIndexCodec] = static_cast<uint8_t>(header.index_codec);
+  p[kOffFullCodec] = static_cast<uint8_t>(header.full_codec);
+  p[kOffLossyCodec] = static_cast<uint8_t>(header.lossy_codec);
+  p[kOffRest] = static_cast<uint8_t>(header.rest);
+  p[kOffSectionCount] = static_cast<uint8_t>(sections.size());
+  Store<uint32_t>(p + kOffBoundary, header.boundary);
+  Store<uint32_t>(p + kOffContractVersion, header.contract_version);
+  Store<uint32_t>(p + kOffRows, header.rows);
+  Store<uint32_t>(p + kOffCols, header.cols);
+  Store<uint64_t>(p + kOffStep, header.step);
+  Store<uint64_t>(p + kOffCountFull, header.count_full);
+  Store<uint64_t>(p + kOffCountLossy, header.count_lossy);
+  Store<uint64_t>(p + kOffPacketBytes, total);
+
+  uint8_t* entry = p + kPacketHeaderBytes;
+  uint8_t* payload = entry + kSectionEntryBytes * sections.size();
+  for (size_t i = 0; i < sections.size(); ++i, entry += kSectionEntryBytes) {
+    const std::vector<uint8_t>& bytes = stored[i].zstd ? stored[i].frame : sections[i].raw;
+    entry[0] = static_cast<uint8_t>(sections[i].id);
+    entry[1] = stored[i].zstd ? kFlagZstd : 0;
+    Store<uint32_t>(entry + 4, static_cast<uint32_t>(bytes.size()));
+    Store<uint32_t>(entry + 8, static_cast<uint32_t>(sections[i].raw.size()));
+    if (!bytes.empty()) std::memcpy(payload, bytes.data(), bytes.size());
+    payload += bytes.size();
+  }
+  Store<uint64_t>(payload, PacketChecksum({p, total - kChecksumBytes}));
+  return Status::Ok();
+}
+
+// Routed tensors are checked with the routing module's Validate, which speaks of decoded
+// packets; on the encoder side the same failures are the caller's arguments.
+Status AsArgument(Status s, std::string_view what) {
+  if (s.ok()) return s;
+  const ErrorCode code = s.code() == ErrorCode::kCorruptPacket ? ErrorCode::kInvalidArgument : s.code();
+  return Status(code, std::string(what) + ": " + s.message());
+}
+
+// Entries [begin, end) of row r in kept order.
+std::pair<size_t, size_t> RowRange(const RoutedTensor& t, size_t r) {
+  if (t.granularity == Granularity::kUnit) {
+    const size_t n = t.indices.size();
+    return {r * n, (r + 1) * n};
+  }
+  return {t.row_offsets[r], t.row_offsets[r + 1]};
+}
+
+void PackBit(std::vector<uint8_t>& bits, uint64_t i) { bits[i / 8] = static_cast<uint8_t>(bits[i / 8] | (1u << (i % 8))); }
+bool GetBit(std::span<const uint8_t> bits, uint64_t i) { return (bits[i / 8] >> (i % 8)) & 1u; }
+
+Status CheckPaddingZero(std::span<const uint8_t> bits, uint64_t used_bits, std::string_view field,
+                        ErrorCode code) {
+  if (used_bits % 8 == 0 || bits.empty()) return Status::Ok();
+  const unsigned padding = bits.back() >> (used_bits % 8);
+  if (padding != 0) return FieldError(code, field, padding, "padding bits after the last entry must be 0");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
+                        const PacketLabel& label, const EncodeOptions& options,
+                        std::vector<uint8_t>* out) {
+  SPARSELINK_RETURN_IF_ERROR(contract.Validate());
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(routed.Validate(), "routed"));
+  if (routed.granularity != contract.granularity) {
+    return FieldError(ErrorCode::kInvalidArgument, "routed.granularity", GranularityName(routed.granularity),
+                      "differs from the contract's " + std::string(GranularityName(contract.granularity)));
+  }
+  if (routed.rest != contract.rest) {
+    return FieldError(ErrorCode::kInvalidArgument, "routed.rest", RestPolicyName(routed.rest),
+                      "differs from the contract's " + std::string(RestPolicyName(contract.rest)));
+  }
+  if (static_cast<size_t>(options.index_codec) >= kNumIndexCodecs) {
+    return FieldError(ErrorCode::kInvalidArgument, "options.index_codec", int(options.index_codec), "unknown index codec");
+  }
+  const bool unit = routed.granularity == Granularity::kUnit;
+  const size_t rows = routed.rows;
+  const uint64_t entries = uint64_t{routed.rows} * routed.cols;
+  const uint64_t kept = routed.num_kept();
+  if (routed.rest == RestPolicy::kSign1) {
+    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(routed.rest_bits, entries - kept, "routed.rest_bits padding",
+                                                ErrorCode::kInvalidArgument));
+  }
+
+  PacketHeader h;
+  h.kind = PacketKind::kActivation;
+  h.granularity = routed.granularity;
+  h.full_codec = contract.full_codec;
+  h.lossy_codec = contract.lossy_codec;
+  h.rest = routed.rest;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  h.rows = routed.rows;
+  h.cols = routed.cols;
+  h.count_lossy = routed.CountTier(Tier::kLossy);
+  h.count_full = kept - h.count_lossy;
+
+  // Index: element granularity writes one set per row; unit granularity the shared set once.
+  const std::span<const uint32_t> offsets = routed.row_offsets;
+  const uint64_t index_rows = unit ? 1 : rows;
+  const uint64_t bitmap_bytes = BitmapBytes(index_rows, routed.cols);
+  h.index_codec = options.index_codec;
+  if (h.index_codec == IndexCodec::kAuto) {
+    h.index_codec = DeltaVarintBytes(offsets, routed.indices) < bitmap_bytes ? IndexCodec::kDeltaVarint
+                                                                             : IndexCodec::kBitmap;
+  }
+  std::vector<RawSection> sections;
+  sections.push_back({SectionId::kIndex, {}});
+  if (h.index_codec == IndexCodec::kBitmap) {
+    AppendBitmap(offsets, routed.indices, routed.cols, &sections.back().raw);
+  } else {
+    AppendDeltaVarint(offsets, routed.indices, &sections.back().raw);
+  }
+
+  // Tier bits (1 = lossy), one per kept entry, or per kept column for unit granularity.
+  if (HasTierBits(h)) {
+    const size_t n = unit ? routed.indices.size() : kept;
+    std::vector<uint8_t> bits((n + 7) / 8, 0);
+    for (size_t i = 0; i < n; ++i) {
+      if (routed.tiers[i] == Tier::kLossy) PackBit(bits, i);
+    }
+    sections.push_back({SectionId::kTierBits, std::move(bits)});
+  }
+
+  // Value streams: each tier's values in kept order, split in rows.
+  std::vector<float> full_values, lossy_values;
+  full_values.reserve(h.count_full);
+  lossy_values.reserve(h.count_lossy);
+  std::vector<uint32_t> full_counts(rows), lossy_counts(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    const auto [begin, end] = RowRange(routed, r);
+    for (size_t i = begin; i < end; ++i) {
+      if (routed.tiers[i] == Tier::kFull) {
+        full_values.push_back(routed.values[i]);
+        ++full_counts[r];
+      } else {
+        lossy_values.push_back(routed.values[i]);
+        ++lossy_counts[r];
+      }
+    }
+  }
+  if (h.count_full > 0) {
+    sections.push_back({SectionId::kFullValues, {}});
+    AppendValues(h.full_codec, full_values, full_counts, &sections.back().raw);
+  }
+  if (h.count_lossy > 0) {
+    sections.push_back({SectionId::kLossyValues, {}});
+    AppendValues(h.lossy_codec, lossy_values, lossy_counts, &sections.back().raw);
+  }
+  if (h.rest == RestPolicy::kSign1) {
+    sections.push_back({SectionId::kRestBits, routed.rest_bits});
+    sections.push_back({SectionId::kRestCentroids, {}});
+    AppendValues(ValueCodec::kFp32, routed.rest_centroids, std::vector<uint32_t>(rows, 2),
+                 &sections.back().raw);
+  }
+  return Assemble(h, sections, options, out);
+}
+
+Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
+                      const PacketLabel& label, const EncodeOptions& options,
+                      std::vector<uint8_t>* out) {
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  if (static_cast<size_t>(codec) >= kNumValueCodecs) {
+    return FieldError(ErrorCode::kInvalidArgument, "codec", int(codec), "unknown value codec");
+  }
+  if (values.size() != mask.num_kept()) {
+    return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
+                      "must equal the mask's kept count " + std::to_string(mask.num_kept()));
+  }
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(i) + "]", values[i], "must be finite");
+    }
+  }
+  std::vector<uint32_t> row_counts(mask.rows);
+  for (size_t r = 0; r < mask.rows; ++r) row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+
+  PacketHeader h;
+  h.kind = PacketKind::kGradient;
+  h.granularity = mask.granularity;
+  h.index_codec = IndexCodec::kAuto;  // 0: no index on the wire
+  h.full_codec = codec;
+  h.lossy_codec = ValueCodec::kFp32;  // 0: unused
+  h.rest = RestPolicy::kDrop;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  h.rows = mask.rows;
+  h.cols = mask.cols;
+  h.count_full = values.size();
+  h.count_lossy = 0;
+  std::vector<RawSection> sections(1);
+  sections[0].id = SectionId::kGradientValues;
+  AppendValues(codec, values, row_counts, &sections[0].raw);
+  return Assemble(h, sections, options, out);
+}
+
+Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
+                     std::vector<uint8_t>* out) {
+  if (unit_values.empty()) return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", 0, "must be > 0");
+  if (unit_values.size() > UINT32_MAX) {
+    return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", unit_values.size(), "must fit in 32 bits");
+  }
+  for (size_t i = 0; i < unit_values.size(); ++i) {
+    const std::string field = "unit_values[" + std::to_string(i) + "]";
+    if (!std::isfinite(unit_values[i])) return FieldError(ErrorCode::kNonFinite, field, unit_values[i], "must be finite");
+    if (unit_values[i] < 0) return FieldError(ErrorCode::kInvalidArgument, field, unit_values[i], "must be >= 0");
+  }
+  PacketHeader h;
+  h.kind = PacketKind::kSummary;
+  h.granularity = Granularity::kElement;
+  h.index_codec = IndexCodec::kAuto;
+  h.full_codec = ValueCodec::kFp16;
+  h.lossy_codec = ValueCodec::kFp32;
+  h.rest = RestPolicy::kDrop;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  h.rows = 1;
+  h.cols = static_cast<uint32_t>(unit_values.size());
+  h.count_full = unit_values.size();
+  h.count_lossy = 0;
+  std::vector<RawSection> sections(1);
+  sections[0].id = SectionId::kSummaryValues;
+  const uint32_t count = h.cols;
+  AppendValues(ValueCodec::kFp16, unit_values, {&count, 1}, &sections[0].raw);
+  return Assemble(h, sections, EncodeOptions{.index_codec = IndexCodec::kAuto, .zstd = false}, out);
+}
+
+// Contract body, 32 bytes: u32 boundary, u32 version, f64 keep, f64 keep_full, u8 full codec,
+// u8 lossy codec, u8 rest, u8 granularity, u8 bound_by, 3 reserved zero bytes.
+Status EncodeContract(const Contract& contract, const PacketLabel& label, std::vector<uint8_t>* out) {
+  SPARSELINK_RETURN_IF_ERROR(contract.Validate());
+  PacketHeader h;
+  h.kind = PacketKind::kContract;
+  h.granularity = Granularity::kElement;
+  h.index_codec = IndexCodec::kAuto;
+  h.full_codec = ValueCodec::kFp32;
+  h.lossy_codec = ValueCodec::kFp32;
+  h.rest = RestPolicy::kDrop;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  std::vector<RawSection> sections(1);
+  sections[0].id = SectionId::kContractBody;
+  std::vector<uint8_t>& b = sections[0].raw;
+  b.assign(kContractBodyBytes, 0);
+  Store<uint32_t>(&b[0], contract.boundary);
+  Store<uint32_t>(&b[4], contract.version);
+  Store<uint64_t>(&b[8], std::bit_cast<uint64_t>(contract.keep));
+  Store<uint64_t>(&b[16], std::bit_cast<uint64_t>(contract.keep_full));
+  b[24] = static_cast<uint8_t>(contract.full_codec);
+  b[25] = static_cast<uint8_t>(contract.lossy_codec);
+  b[26] = static_cast<uint8_t>(contract.rest);
+  b[27] = static_cast<uint8_t>(contract.granularity);
+  b[28] = static_cast<uint8_t>(contract.bound_by);
+  return Assemble(h, sections, EncodeOptions{.index_codec = IndexCodec::kAuto, .zstd = false}, out);
+}
+
+// --- Parsing -------------------------------------------------------------------------------
+
+namespace {
+
+Status Unsupported(std::string_view field, int value, std::string_view what) {
+  return FieldError(ErrorCode::kUnsupported, field, value, std::string("unknown ") + std::string(what) + " (format v1)");
+}
+
+Status MustBeZero(std::string_view field, uint64_t value, std::string_view kind) {
+  if (value == 0) return Status::Ok();
+  return Corrupt(field, value, "must be 0 in a " + std::string(kind) + " packet");
+}
+
+// Step 3: header fields. Raw bytes are at p (64 of them).
+Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& limits) {
+  if (p[kOffKind] >= kNumPacketKinds) return Unsupported("header.kind", p[kOffKind], "packet kind");
+  if (p[kOffGranularity] >= kNumGranularities) return Unsupported("header.granularity", p[kOffGranularity], "granularity");
+  if (p[kOffIndexCodec] >= kNumIndexCodecs) return Unsupported("header.index_codec", p[kOffIndexCodec], "index codec");
+  if (p[kOffFullCodec] >= kNumValueCodecs) return Unsupported("header.full_codec", p[kOffFullCodec], "value codec");
+  if (p[kOffLossyCodec] >= kNumValueCodecs) return Unsupported("header.lossy_codec", p[kOffLossyCodec], "value codec");
+  if (p[kOffRest] >= kNumRestPolicies) return Unsupported("header.rest", p[kOffRest], "rest policy");
+  const uint32_t reserved = Load<uint32_t>(p + kOffReserved);
+  if (reserved != 0) return Corrupt("header.reserved", reserved, "must be 0");
+
+  const std::string_view kind = PacketKindName(h.kind);
+  const uint64_t entries = Entries(h);
+  auto check_shape = [&]() -> Status {
+    if (h.rows == 0) return Corrupt("header.rows", 0, "must be > 0");
+    if (h.cols == 0) return Corrupt("header.cols", 0, "must be > 0");
+    if (entries > limits.max_entries || entries > kMaxEntriesHard) {
+      return FieldError(ErrorCode::kResourceExhausted, "header.rows*cols", entries,
+                        "exceeds limits.max_entries = " + std::to_string(std::min(limits.max_entries, kMaxEntriesHard)));
+    }
+    if (h.count_full > entries) {
+      return Corrupt("header.count_full", h.count_full, "exceeds rows * cols = " + std::to_string(entries));
+    }
+    if (h.count_lossy > entries - h.count_full) {
+      return Corrupt("header.count_lossy", h.count_lossy,
+                     "count_full + count_lossy exceeds rows * cols = " + std::to_string(entries));
+    }
+    if (IsUnit(h)) {
+      if (h.count_full % h.rows != 0) {
+        return Corrupt("header.count_full", h.count_full, "must be a multiple of rows = " + std::to_string(h.rows) + " (unit granularity)");
+      }
+      if (h.count_lossy % h.rows != 0) {
+        return Corrupt("header.count_lossy", h.count_lossy, "must be a multiple of rows = " + std::to_string(h.rows) + " (unit granularity)");
+      }
+    }
+    return Status::Ok();
+  };
+
+  switch (h.kind) {
+    case PacketKind::kActivation:
+      if (h.index_codec == IndexCodec::kAuto) {
+        return Corrupt("header.index_codec", 0, "must be bitmap (1) or delta-varint (2) in an activation packet");
+      }
+      return check_shape();
+    case PacketKind::kGradient:
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.index_codec", p[kOffIndexCodec], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.lossy_codec", p[kOffLossyCodec], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.rest", p[kOffRest], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.count_lossy", h.count_lossy, kind));
+      return check_shape();
+    case PacketKind::kSummary:
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.granularity", p[kOffGranularity], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.index_codec", p[kOffIndexCodec], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.lossy_codec", p[kOffLossyCodec], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.rest", p[kOffRest], kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.count_lossy", h.count_lossy, kind));
+      if (h.full_codec != ValueCodec::kFp16) return Corrupt("header.full_codec", p[kOffFullCodec], "must be fp16 (1) in a summary packet");
+      if (h.rows != 1) return Corrupt("header.rows", h.rows, "must be 1 in a summary packet");
+      SPARSELINK_RETURN_IF_ERROR(check_shape());
+      if (h.count_full != h.cols) return Corrupt("header.count_full", h.count_full, "must equal cols = " + std::to_string(h.cols) + " in a summary packet");
+      return Status::Ok();
+    case PacketKind::kContract:
+      for (const auto& [field, off] : {std::pair{"header.granularity", kOffGranularity}, {"header.index_codec", kOffIndexCodec},
+                                       {"header.full_codec", kOffFullCodec}, {"header.lossy_codec", kOffLossyCodec},
+                                       {"header.rest", kOffRest}}) {
+        SPARSELINK_RETURN_IF_ERROR(MustBeZero(field, p[off], kind));
+      }
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.rows", h.rows, kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.cols", h.cols, kind));
+      SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.count_full", h.count_full, kind));
+      return MustBeZero("header.count_lossy", h.count_lossy, kind);
+  }
+  return Status::Ok();
+}
+
+// Step 4: the section table against what the header implies.
+Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits, PacketInfo* info) {
+  const PacketHeader& h = info->header;
+  const uint8_t* p = packet.data();
+  const std::vector<ExpectedSection> expected = ExpectedSections(h);
+  const size_t count = p[kOffSectionCount];
+  if (count != expected.size()) {
+    return Corrupt("header.section_count", count,
+                   "this header implies " + std::to_string(expected.size()) + " sections");
+  }
+  const uint64_t payload_end = packet.size() - kChecksumBytes;
+  uint64_t offset = kPacketHeaderBytes + kSectionEntryBytes * count;
+  if (offset > payload_end) {
+    return Corrupt("header.section_count", count, "the section table runs past the trailer");
+  }
+  std::vector<SectionInfo> sections;
+  sections.reserve(count);
+  uint64_t raw_total = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const uint8_t* e = p + kPacketHeaderBytes + kSectionEntryBytes * i;
+    const ExpectedSection& want = expected[i];
+    if (e[0] != static_cast<uint8_t>(want.id)) {
+      return Corrupt(SectionField(i, "id"), e[0],
+                     "expected " + std::to_string(int(want.id)) + " (" + std::string(SectionIdName(want.id)) + ")");
+    }
+    if ((e[1] & ~kFlagZstd) != 0) return Corrupt(SectionField(i, "flags"), e[1], "only bit 0 (zstd) may be set");
+    const uint16_t reserved = Load<uint16_t>(e + 2);
+    if (reserved != 0) return Corrupt(SectionField(i, "reserved"), reserved, "must be 0");
+    SectionInfo s{want.id, (e[1] & kFlagZstd) != 0, 0, Load<uint32_t>(e + 4), Load<uint32_t>(e + 8)};
+    if (s.raw_bytes < want.raw_min || s.raw_bytes > want.raw_max) {
+      return Corrupt(SectionField(i, "raw_bytes"), s.raw_bytes,
+                     want.raw_min == want.raw_max
+                         ? "the header implies " + std::to_string(want.raw_min)
+                         : "the header implies " + std::to_string(want.raw_min) + " to " + std::to_string(want.raw_max));
+    }
+    raw_total += s.raw_bytes;
+    if (raw_total > limits.max_packet_bytes) {
+      return FieldError(ErrorCode::kResourceExhausted, SectionField(i, "raw_bytes"), s.raw_bytes,
+                        "brings the sections' raw total past limits.max_packet_bytes = " +
+                            std::to_string(limits.max_packet_bytes));
+    }
+    if (s.zstd) {
+      if (s.stored_bytes >= s.raw_bytes) {
+        return Corrupt(SectionField(i, "stored_bytes"), s.stored_bytes,
+                       "a zstd section must be smaller than its raw_bytes = " + std::to_string(s.raw_bytes));
+      }
+    } else if (s.stored_bytes != s.raw_bytes) {
+      return Corrupt(SectionField(i, "stored_bytes"), s.stored_bytes,
+                     "must equal raw_bytes = " + std::to_string(s.raw_bytes) + " without zstd");
+    }
+    if (s.stored_bytes > payload_end - offset) {
+      return Corrupt(SectionField(i, "stored_bytes"), s.stored_bytes,
+                     "runs past the trailer (offset " + std::to_string(offset) + ", trailer at " +
+                         std::to_string(payload_end) + ")");
+    }
+    s.offset = static_cast<uint32_t>(offset);
+    offset += s.stored_bytes;
+    sections.push_back(s);
+  }
+  if (offset != payload_end) {
+    return Corrupt("unclaimed bytes before the trailer", payload_end - offset,
+                   "sections end at " + std::to_string(offset) + " but the trailer starts at " +
+                       std::to_string(payload_end));
+  }
+  info->sections = std::move(sections);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits& limits, PacketInfo* info) {
+  *info = PacketInfo{};
+  info->wire_bytes = packet.size();
+  if (packet.size() < kMinPacketBytes) {
+    return Corrupt("packet size", packet.size(), "shorter than the 72-byte minimum (header + trailer)");
+  }
+  const uint8_t* p = packet.data();
+  const uint32_t magic = Load<uint32_t>(p + kOffMagic);
+  if (magic != kPacketMagic) {
+    std::ostringstream v;
+    v << "0x" << std::hex << std::setw(8) << std::setfill('0') << magic;
+    return FieldError(ErrorCode::kCorruptPacket, "header.magic", v.str(), "not a sparselink packet (expected 0x4b4c5053, \"SPLK\")");
+  }
+  if (p[kOffVersion] != kWireFormatVersion) {
+    return FieldError(ErrorCode::kUnsupported, "header.version", int(p[kOffVersion]), "this build reads format version 1 only");
+  }
+  PacketHeader& h = info->header;
+  h.version = p[kOffVersion];
+  h.kind = static_cast<PacketKind>(p[kOffKind]);
+  h.granularity = static_cast<Granularity>(p[kOffGranularity]);
+  h.index_codec = static_cast<IndexCodec>(p[kOffIndexCodec]);
+  h.full_codec = static_cast<ValueCodec>(p[kOffFullCodec]);
+  h.lossy_codec = static_cast<ValueCodec>(p[kOffLossyCodec]);
+  h.rest = static_cast<RestPolicy>(p[kOffRest]);
+  h.boundary = Load<uint32_t>(p + kOffBoundary);
+  h.contract_version = Load<uint32_t>(p + kOffContractVersion);
+  h.step = Load<uint64_t>(p + kOffStep);
+  h.rows = Load<uint32_t>(p + kOffRows);
+  h.cols = Load<uint32_t>(p + kOffCols);
+  h.count_full = Load<uint64_t>(p + kOffCountFull);
+  h.count_lossy = Load<uint64_t>(p + kOffCountLossy);
+  info->header_parsed = true;
+  info->dense_bytes = uint64_t{h.rows} * h.cols * sizeof(float);
+  info->checksum = Load<uint64_t>(p + packet.size() - kChecksumBytes);
+
+  if (packet.size() > limits.max_packet_bytes) {
+    return FieldError(ErrorCode::kResourceExhausted, "packet size", packet.size(),
+                      "exceeds limits.max_packet_bytes = " + std::to_string(limits.max_packet_bytes));
+  }
+  const uint64_t packet_bytes = Load<uint64_t>(p + kOffPacketBytes);
+  if (packet_bytes != packet.size()) {
+    return Corrupt("header.packet_bytes", packet_bytes,
+                   "does not match the buffer size " + std::to_string(packet.size()) +
+                       (packet_bytes < packet.size() ? " (trailing bytes?)" : " (truncated?)"));
+  }
+  const uint64_t computed = PacketChecksum(packet.first(packet.size() - kChecksumBytes));
+  info->checksum_checked = true;
+  info->checksum_ok = computed == info->checksum;
+  if (!info->checksum_ok) {
+    return FieldError(ErrorCode::kCorruptPacket, "checksum", Hex(info->checksum),
+                      "does not match computed " + Hex(computed));
+  }
+  SPARSELINK_RETURN_IF_ERROR(CheckHeader(p, h, limits));
+  return CheckSections(packet, limits, info);
+}
+
+Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet, const DecodeLimits& limits) {
+  PacketInfo info;
+  SPARSELINK_RETURN_IF_ERROR(InspectPacketPartial(packet, limits, &info));
+  return info;
+}
+
+// --- Decoding ------------------------------------------------------------------------------
+
+namespace {
+
+// The raw bytes of one checked section: a view into the packet, or its decompressed copy.
+class SectionBytes {
+ public:
+  Status Load(std::span<const uint8_t> packet, const SectionInfo& s, size_t index) {
+    const std::span<const uint8_t> stored = packet.subspan(s.offset, s.stored_bytes);
+    if (!s.zstd) {
+      view_ = stored;
+      return Status::Ok();
+    }
+    owned_.resize(s.raw_bytes);  // bounded by limits.max_packet_bytes in CheckSections
+    const size_t n = ZSTD_decompress(owned_.data(), owned_.size(), stored.data(), stored.size());
+    if (ZSTD_isError(n)) {
+      return FieldError(ErrorCode::kCorruptPacket, SectionField(index, "zstd"), ZSTD_getErrorName(n),
+                        "the frame does not decompress to raw_bytes = " + std::to_string(s.raw_bytes));
+    }
+    if (n != s.raw_bytes) {
+      return Corrupt(SectionField(index, "zstd decompressed bytes"), n,
+                     "must equal raw_bytes = " + std::to_string(s.raw_bytes));
+    }
+    view_ = owned_;
+    return Status::Ok();
+  }
+  std::span<const uint8_t> bytes() const { return view_; }
+
+ private:
+  std::vector<uint8_t> owned_;
+  std::span<const uint8_t> view_;
+};
+
+Status ParseAndCheckKind(std::span<const uint8_t> packet, const DecodeLimits& limits, PacketKind want,
+                         PacketInfo* info) {
+  SPARSELINK_RETURN_IF_ERROR(InspectPacketPartial(packet, limits, info));
+  if (info->header.kind != want) {
+    return FieldError(ErrorCode::kInvalidArgument, "header.kind", PacketKindName(info->header.kind),
+                      "expected a " + std::string(PacketKindName(want)) + " packet");
+  }
+  return Status::Ok();
+}
+
+Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& info, RoutedTensor* t) {
+  const PacketHeader& h = info.header;
+  const bool unit = IsUnit(h);
+  std::vector<SectionBytes> raw(info.sections.size());
+  for (size_t i = 0; i < info.sections.size(); ++i) {
+    SPARSELINK_RETURN_IF_ERROR(raw[i].Load(packet, info.sections[i], i));
+  }
+  size_t next = 0;  // the sections come in the order ExpectedSections gives
+  t->rows = h.rows;
+  t->cols = h.cols;
+  t->granularity = h.granularity;
+  t->rest = h.rest;
+
+  // Index.
+  const uint64_t index_kept = IndexKept(h);
+  const auto index_rows = static_cast<uint32_t>(IndexRows(h));
+  const std::span<const uint8_t> index = raw[next++].bytes();
+  if (h.index_codec == IndexCodec::kBitmap) {
+    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeBitmap(index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
+  } else {
+    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeDeltaVarint(index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
+  }
+
+  // Tiers: from the tier bits, or all one tier. Unit granularity repeats row 0's per row.
+  const uint64_t kept = Kept(h);
+  t->tiers.assign(kept, h.count_lossy > 0 ? Tier::kLossy : Tier::kFull);
+  if (HasTierBits(h)) {
+    const std::span<const uint8_t> bits = raw[next++].bytes();
+    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(bits, index_kept, "tier_bits padding", ErrorCode::kCorruptPacket));
+    uint64_t lossy = 0;
+    for (uint64_t i = 0; i < index_kept; ++i) {
+      if (GetBit(bits, i)) {
+        t->tiers[i] = Tier::kLossy;
+        ++lossy;
+      } else {
+        t->tiers[i] = Tier::kFull;
+      }
+    }
+    if (unit) {
+      for (uint64_t i = index_kept; i < kept; ++i) t->tiers[i] = t->tiers[i % index_kept];
+      lossy *= h.rows;
+    }
+    if (lossy != h.count_lossy) {
+      return Corrupt("tier_bits lossy entries", lossy, "header.count_lossy = " + std::to_string(h.count_lossy));
+    }
+  }
+
+  // Values: each tier's stream holds its entries in kept order, split in rows.
+  // Per-row arrays only when there are values: a unit-granularity packet with nothing kept
+  // may claim many rows in a few bytes, and nothing else bounds them by the buffer.
+  std::vector<uint32_t> full_counts, lossy_counts;
+  if (kept > 0) {
+    full_counts.assign(h.rows, 0);
+    lossy_counts.assign(h.rows, 0);
+    for (size_t r = 0; r < h.rows; ++r) {
+      const auto [begin, end] = RowRange(*t, r);
+      for (size_t i = begin; i < end; ++i) ++(t->tiers[i] == Tier::kFull ? full_counts[r] : lossy_counts[r]);
+    }
+  }
+  std::vector<float> full_values(h.count_full), lossy_values(h.count_lossy);
+  if (h.count_full > 0) {
+    Status s = codec_internal::DecodeValuesInto(h.full_codec, raw[next++].bytes(), full_counts, full_values);
+    if (!s.ok()) return Status(s.code(), "full_values: " + s.message());
+  }
+  if (h.count_lossy > 0) {
+    Status s = codec_internal::DecodeValuesInto(h.lossy_codec, raw[next++].bytes(), lossy_counts, lossy_values);
+    if (!s.ok()) return Status(s.code(), "lossy_values: " + s.message());
+  }
+  t->values.resize(kept);
+  size_t fi = 0, li = 0;
+  for (size_t i = 0; i < kept; ++i) t->values[i] = t->tiers[i] == Tier::kFull ? full_values[fi++] : lossy_values[li++];
+
+  // Rest tier.
+  t->rest_bits.clear();
+  t->rest_centroids.clear();
+  if (h.rest == RestPolicy::kSign1) {
+    const std::span<const uint8_t> bits = raw[next++].bytes();
+    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(bits, Entries(h) - kept, "rest_bits padding", ErrorCode::kCorruptPacket));
+    t->rest_bits.assign(bits.begin(), bits.end());
+    t->rest_centroids.resize(uint64_t{h.rows} * 2);
+    Status s = codec_internal::DecodeValuesInto(ValueCodec::kFp32, raw[next++].bytes(),
+                                                std::vector<uint32_t>(h.rows, 2), t->rest_centroids);
+    if (!s.ok()) return Status(s.code(), "rest_centroids: " + s.message());
+  }
+  Status valid = t->Validate();
+  if (!valid.ok()) return Status(ErrorCode::kCorruptPacket, "decoded activation: " + valid.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                                      PacketInfo* info) {
+  PacketInfo local;
+  PacketInfo* pi = info != nullptr ? info : &local;
+  SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kActivation, pi));
+  RoutedTensor t;
+  SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
+  return t;
+}
+
+Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                                          const DecodeLimits& limits, PacketInfo* info) {
+  PacketInfo local;
+  PacketInfo* pi = info != nullptr ? info : &local;
+  SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  const PacketHeader& h = pi->header;
+  if (h.rows != mask.rows) return FieldError(ErrorCode::kShapeMismatch, "header.rows", h.rows, "mask.rows = " + std::to_string(mask.rows));
+  if (h.cols != mask.cols) return FieldError(ErrorCode::kShapeMismatch, "header.cols", h.cols, "mask.cols = " + std::to_string(mask.cols));
+  if (h.granularity != mask.granularity) {
+    return FieldError(ErrorCode::kShapeMismatch, "header.granularity", GranularityName(h.granularity),
+                      "mask.granularity = " + std::string(GranularityName(mask.granularity)));
+  }
+  if (h.count_full != mask.num_kept()) {
+    return FieldError(ErrorCode::kShapeMismatch, "header.count_full", h.count_full,
+                      "mask kept count = " + std::to_string(mask.num_kept()));
+  }
+  SectionBytes raw;
+  SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, pi->sections[0], 0));
+  std::vector<uint32_t> row_counts(mask.rows);
+  for (size_t r = 0; r < mask.rows; ++r) row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+  std::vector<float> values(h.count_full);
+  Status s = codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, values);
+  if (!s.ok()) return Status(s.code(), "gradient_values: " + s.message());
+  return values;
+}
+
+Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                                         PacketInfo* info) {
+  PacketInfo local;
+  PacketInfo* pi = info != nullptr ? info : &local;
+  SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kSummary, pi));
+  SectionBytes raw;
+  SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, pi->sections[0], 0));
+  const auto count = static_cast<uint32_t>(pi->header.count_full);
+  std::vector<float> values(count);
+  Status s = codec_internal::DecodeValuesInto(ValueCodec::kFp16, raw.bytes(), {&count, 1}, values);
+  if (!s.ok()) return Status(s.code(), "summary_values: " + s.message());
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (std::signbit(values[i]) && values[i] != 0.0f) {
+      return FieldError(ErrorCode::kCorruptPacket, "summary_values[" + std::to_string(i) + "]", values[i], "must be >= 0");
+    }
+  }
+  return values;
+}
+
+Result<Contract> DecodeContract(std::span<const uint8_t> packet, const DecodeLimits& limits) {
+  PacketInfo info;
+  SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kContract, &info));
+  SectionBytes raw;
+  SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, info.sections[0], 0));
+  const uint8_t* b = raw.bytes().data();
+  for (size_t i = 29; i < kContractBodyBytes; ++i) {
+    if (b[i] != 0) return Corrupt("contract_body.reserved[" + std::to_string(i - 29) + "]", b[i], "must be 0");
+  }
+  if (b[24] >= kNumValueCodecs) return Unsupported("contract_body.full_codec", b[24], "value codec");
+  if (b[25] >= kNumValueCodecs) return Unsupported("contract_body.lossy_codec", b[25], "value codec");
+  if (b[26] >= kNumRestPolicies) return Unsupported("contract_body.rest", b[26], "rest policy");
+  if (b[27] >= kNumGranularities) return Unsupported("contract_body.granularity", b[27], "granularity");
+  if (b[28] >= kNumBoundBy) return Unsupported("contract_body.bound_by", b[28], "reason");
+  Contract c;
+  c.boundary = Load<uint32_t>(b);
+  c.version = Load<uint32_t>(b + 4);
+  c.keep = std::bit_cast<double>(Load<uint64_t>(b + 8));
+  c.keep_full = std::bit_cast<double>(Load<uint64_t>(b + 16));
+  c.full_codec = static_cast<ValueCodec>(b[24]);
+  c.lossy_codec = static_cast<ValueCodec>(b[25]);
+  c.rest = static_cast<RestPolicy>(b[26]);
+  c.granularity = static_cast<Granularity>(b[27]);
+  c.bound_by = static_cast<BoundBy>(b[28]);
+  Status valid = c.Validate();
+  if (!valid.ok()) return Status(ErrorCode::kCorruptPacket, "contract_body: " + valid.message());
+  return c;
+}
+
+}  // namespace sparselink

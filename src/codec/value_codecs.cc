@@ -1,1 +1,345 @@
-// Implementation in progress.
+// Value codecs of wire format v1: how the values of one tier become bytes.
+//
+// A value stream is [per-row fp32 scales, if the codec has them][packed values]; its size is
+// always ValueStreamBytes(codec, count, rows) (types.hpp), so a decoder knows it from the
+// header alone. All multi-byte quantities are little-endian.
+//
+//  fp32  the IEEE bits as they are.
+//  fp16  IEEE binary16, round to nearest, ties to even. Finite values at or beyond 65504 in
+//        magnitude saturate to +-65504 (0x7BFF); values below 2^-14 become binary16 subnormals
+//        (steps of 2^-24), below 2^-25 zero. +-Inf stay +-Inf and NaN becomes a quiet NaN, so
+//        the decoder can refuse them (the packet encoders never pass them).
+//  bf16  the top 16 bits of the fp32 value after rounding to nearest, ties to even. The
+//        exponent range is fp32's; a finite value that would round up to Inf (within half a
+//        bf16 step of FLT_MAX) saturates to +-0x7F7F instead, as fp16 does.
+//  int8  symmetric, per row: scale = max|v| / 127 stored as fp32, q = round(v / scale) with
+//        ties away from zero (std::lround), clamped to [-127, 127]; -128 is never written and
+//        the decoder refuses it. A row whose values are all zero (or that has none) has scale 0.
+//        The receiver sees q * scale.
+//  int4  the same with 7 in place of 127: q in [-7, 7], stored as a two's-complement nibble,
+//        two per byte, low nibble first, packed continuously across the whole stream (rows do
+//        not start on a byte boundary); an odd total leaves the final high nibble 0. The
+//        nibble 0x8 (-8) is never written and the decoder refuses it.
+//
+// Non-finite input to the integer codecs counts as 0 (it neither sets the scale nor is sent);
+// the packet encoders refuse non-finite values before they get here. Every decoder refuses a
+// stream of the wrong size, a negative or non-finite scale, and a non-finite value, so a
+// decoded tensor is always finite.
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <sstream>
+
+#include "codec/value_codecs.hpp"
+#include "sparselink/codec.hpp"
+
+namespace sparselink {
+namespace codec_internal {
+
+uint16_t FloatToHalf(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t abs = x & 0x7FFFFFFFu;
+  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);  // NaN
+  if (abs == 0x7F800000u) return static_cast<uint16_t>(sign | 0x7C00u); // Inf
+  if (abs >= 0x477FE000u) return static_cast<uint16_t>(sign | 0x7BFFu); // >= 65504: saturate
+  if (abs >= 0x38800000u) {
+    // Normal binary16: rebias the exponent (127 -> 15), keep the top 10 mantissa bits and
+    // round on the 13 dropped ones. A mantissa carry moves into the exponent by itself.
+    uint32_t half = ((abs >> 23) - 127 + 15) << 10 | ((abs & 0x7FFFFFu) >> 13);
+    const uint32_t rest = abs & 0x1FFFu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  // Subnormal binary16: the result is round(|f| / 2^-24). |f| = m * 2^(e - 150) with the
+  // 24-bit significand m, so the quotient is m >> (126 - e), rounded on the bits shifted out.
+  const uint32_t e = abs >> 23;
+  if (e < 102) return sign;  // |f| < 2^-25: rounds to zero (fp32 subnormals included)
+  const uint32_t m = (abs & 0x7FFFFFu) | 0x800000u;
+  const uint32_t shift = 126 - e;  // 14 .. 24
+  uint32_t q = m >> shift;
+  const uint32_t rest = m & ((1u << shift) - 1);
+  const uint32_t halfway = 1u << (shift - 1);
+  if (rest > halfway || (rest == halfway && (q & 1u))) ++q;
+  return static_cast<uint16_t>(sign | q);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  const uint32_t mant = h & 0x3FFu;
+  if (exp == 0) {
+    // Subnormal or zero: mant * 2^-24, exact in fp32.
+    const float v = static_cast<float>(mant) * 0x1p-24f;
+    return sign ? -v : v;
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7F800000u | (mant << 13));
+  return std::bit_cast<float>(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}
+
+uint16_t FloatToBf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x0040u);
+  // Adding 0x7FFF plus the lowest kept bit rounds to nearest with ties to even.
+  const uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+  if ((x & 0x7FFFFFFFu) < 0x7F800000u && (rounded & 0x7FFFu) == 0x7F80u) {
+    return static_cast<uint16_t>((rounded & 0x8000u) | 0x7F7Fu);  // finite: saturate
+  }
+  return static_cast<uint16_t>(rounded);
+}
+
+float Bf16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+
+}  // namespace codec_internal
+
+namespace {
+
+using codec_internal::Bf16ToFloat;
+using codec_internal::FloatToBf16;
+using codec_internal::FloatToHalf;
+using codec_internal::HalfToFloat;
+
+void PutU16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+uint16_t GetU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+void PutF32(uint8_t* p, float f) {
+  const uint32_t v = std::bit_cast<uint32_t>(f);
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+float GetF32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
+  return std::bit_cast<float>(v);
+}
+
+Status NonFiniteValue(size_t i, float v) {
+  std::ostringstream field;
+  field << "values[" << i << "]";
+  return FieldError(ErrorCode::kCorruptPacket, field.str(), v,
+                    "not finite (an encoder never writes one)");
+}
+
+// Row-scaled integer codecs share everything but the level count and the packing.
+float RowScale(std::span<const float> row, float levels) {
+  float max_abs = 0.0f;
+  for (float v : row) {
+    if (std::isfinite(v)) max_abs = std::max(max_abs, std::fabs(v));
+  }
+  return max_abs / levels;
+}
+
+int Quantize(float v, float scale, long levels) {
+  if (scale == 0.0f || !std::isfinite(v)) return 0;
+  const long q = std::lround(static_cast<double>(v) / static_cast<double>(scale));
+  return static_cast<int>(std::clamp(q, -levels, levels));
+}
+
+// Each encoder writes exactly ValueStreamBytes(codec, values.size(), row_counts.size()) bytes
+// at `out`.
+void EncodeFp32(std::span<const float> values, std::span<const uint32_t>, uint8_t* out) {
+  for (size_t i = 0; i < values.size(); ++i) PutF32(out + 4 * i, values[i]);
+}
+
+void EncodeFp16(std::span<const float> values, std::span<const uint32_t>, uint8_t* out) {
+  for (size_t i = 0; i < values.size(); ++i) PutU16(out + 2 * i, FloatToHalf(values[i]));
+}
+
+void EncodeBf16(std::span<const float> values, std::span<const uint32_t>, uint8_t* out) {
+  for (size_t i = 0; i < values.size(); ++i) PutU16(out + 2 * i, FloatToBf16(values[i]));
+}
+
+void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_counts,
+                uint8_t* out) {
+  uint8_t* q_out = out + 4 * row_counts.size();
+  size_t begin = 0;
+  for (size_t r = 0; r < row_counts.size(); ++r) {
+    const std::span<const float> row = values.subspan(begin, row_counts[r]);
+    const float scale = RowScale(row, 127.0f);
+    PutF32(out + 4 * r, scale);
+    for (float v : row) *q_out++ = static_cast<uint8_t>(static_cast<int8_t>(Quantize(v, scale, 127)));
+    begin += row_counts[r];
+  }
+}
+
+void EncodeInt4(std::span<const float> values, std::span<const uint32_t> row_counts,
+                uint8_t* out) {
+  uint8_t* q_out = out + 4 * row_counts.size();
+  if (!values.empty()) std::memset(q_out, 0, (values.size() + 1) / 2);
+  size_t i = 0;
+  for (size_t r = 0; r < row_counts.size(); ++r) {
+    const std::span<const float> row = values.subspan(i, row_counts[r]);
+    const float scale = RowScale(row, 7.0f);
+    PutF32(out + 4 * r, scale);
+    for (float v : row) {
+      const auto nibble = static_cast<uint8_t>(Quantize(v, scale, 7) & 0xF);
+      q_out[i / 2] = static_cast<uint8_t>(q_out[i / 2] | (nibble << (4 * (i % 2))));
+      ++i;
+    }
+  }
+}
+
+// Each decoder gets a stream whose size was already checked and writes values.size() values.
+Status DecodeFp32(std::span<const uint8_t> bytes, std::span<const uint32_t>, std::span<float> values) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = GetF32(bytes.data() + 4 * i);
+    if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
+  }
+  return Status::Ok();
+}
+
+Status DecodeFp16(std::span<const uint8_t> bytes, std::span<const uint32_t>, std::span<float> values) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = HalfToFloat(GetU16(bytes.data() + 2 * i));
+    if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
+  }
+  return Status::Ok();
+}
+
+Status DecodeBf16(std::span<const uint8_t> bytes, std::span<const uint32_t>, std::span<float> values) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = Bf16ToFloat(GetU16(bytes.data() + 2 * i));
+    if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
+  }
+  return Status::Ok();
+}
+
+Status CheckScale(size_t r, float scale) {
+  if (std::isfinite(scale) && scale >= 0.0f) return Status::Ok();
+  std::ostringstream field;
+  field << "scales[" << r << "]";
+  return FieldError(ErrorCode::kCorruptPacket, field.str(), scale, "must be finite and >= 0");
+}
+
+Status DecodeInt8(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
+                  std::span<float> values) {
+  const uint8_t* q_in = bytes.data() + 4 * row_counts.size();
+  size_t i = 0;
+  for (size_t r = 0; r < row_counts.size(); ++r) {
+    const float scale = GetF32(bytes.data() + 4 * r);
+    SPARSELINK_RETURN_IF_ERROR(CheckScale(r, scale));
+    for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {
+      const auto q = static_cast<int8_t>(q_in[i]);
+      if (q == -128) {
+        return FieldError(ErrorCode::kCorruptPacket, "int8 value[" + std::to_string(i) + "]", -128,
+                          "outside [-127, 127]");
+      }
+      values[i] = static_cast<float>(q) * scale;
+    }
+  }
+  return Status::Ok();
+}
+
+Status DecodeInt4(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
+                  std::span<float> values) {
+  const uint8_t* q_in = bytes.data() + 4 * row_counts.size();
+  size_t i = 0;
+  for (size_t r = 0; r < row_counts.size(); ++r) {
+    const float scale = GetF32(bytes.data() + 4 * r);
+    SPARSELINK_RETURN_IF_ERROR(CheckScale(r, scale));
+    for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {
+      const int nibble = (q_in[i / 2] >> (4 * (i % 2))) & 0xF;
+      if (nibble == 0x8) {
+        return FieldError(ErrorCode::kCorruptPacket, "int4 value[" + std::to_string(i) + "]", -8,
+                          "outside [-7, 7]");
+      }
+      const int q = nibble >= 8 ? nibble - 16 : nibble;
+      values[i] = static_cast<float>(q) * scale;
+    }
+  }
+  if (values.size() % 2 == 1 && (q_in[values.size() / 2] >> 4) != 0) {
+    return FieldError(ErrorCode::kCorruptPacket, "int4 padding nibble", int(q_in[values.size() / 2] >> 4),
+                      "must be 0 after an odd number of values");
+  }
+  return Status::Ok();
+}
+
+// One row per codec, in enum order (STYLE: one traits table per closed family).
+struct ValueCodecImpl {
+  ValueCodec codec;
+  void (*encode)(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out);
+  Status (*decode)(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
+                   std::span<float> values);
+};
+
+constexpr std::array<ValueCodecImpl, kNumValueCodecs> kValueCodecImpls = {{
+    {ValueCodec::kFp32, EncodeFp32, DecodeFp32},
+    {ValueCodec::kFp16, EncodeFp16, DecodeFp16},
+    {ValueCodec::kBf16, EncodeBf16, DecodeBf16},
+    {ValueCodec::kInt8, EncodeInt8, DecodeInt8},
+    {ValueCodec::kInt4, EncodeInt4, DecodeInt4},
+}};
+static_assert(kValueCodecImpls.size() == kNumValueCodecs);
+static_assert(kValueCodecImpls[0].codec == ValueCodec::kFp32);
+static_assert(kValueCodecImpls[1].codec == ValueCodec::kFp16);
+static_assert(kValueCodecImpls[2].codec == ValueCodec::kBf16);
+static_assert(kValueCodecImpls[3].codec == ValueCodec::kInt8);
+static_assert(kValueCodecImpls[4].codec == ValueCodec::kInt4);
+
+uint64_t SumCounts(std::span<const uint32_t> row_counts) {
+  return std::accumulate(row_counts.begin(), row_counts.end(), uint64_t{0});
+}
+
+}  // namespace
+
+namespace codec_internal {
+
+void AppendValues(ValueCodec codec, std::span<const float> values,
+                  std::span<const uint32_t> row_counts, std::vector<uint8_t>* out) {
+  SPARSELINK_CHECK_LT(static_cast<size_t>(codec), kNumValueCodecs);
+  SPARSELINK_CHECK_EQ(SumCounts(row_counts), values.size());
+  const size_t start = out->size();
+  out->resize(start + ValueStreamBytes(codec, values.size(), row_counts.size()));
+  kValueCodecImpls[static_cast<size_t>(codec)].encode(values, row_counts, out->data() + start);
+}
+
+Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
+                        std::span<const uint32_t> row_counts, std::span<float> values) {
+  if (static_cast<size_t>(codec) >= kNumValueCodecs) {
+    return FieldError(ErrorCode::kUnsupported, "value codec", int(codec), "unknown value codec");
+  }
+  const uint64_t count = SumCounts(row_counts);
+  SPARSELINK_CHECK_EQ(count, values.size());
+  const uint64_t expected = ValueStreamBytes(codec, count, row_counts.size());
+  if (bytes.size() != expected) {
+    std::ostringstream why;
+    why << "expected " << expected << " for " << count << " " << Traits(codec).name
+        << " values over " << row_counts.size() << " rows";
+    return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
+  }
+  return kValueCodecImpls[static_cast<size_t>(codec)].decode(bytes, row_counts, values);
+}
+
+}  // namespace codec_internal
+
+void EncodeValues(ValueCodec codec, std::span<const float> values,
+                  std::span<const uint32_t> row_counts, std::vector<uint8_t>* out) {
+  out->clear();
+  codec_internal::AppendValues(codec, values, row_counts, out);
+}
+
+Status DecodeValues(ValueCodec codec, std::span<const uint8_t> bytes,
+                    std::span<const uint32_t> row_counts, std::vector<float>* values) {
+  if (static_cast<size_t>(codec) >= kNumValueCodecs) {
+    return FieldError(ErrorCode::kUnsupported, "value codec", int(codec), "unknown value codec");
+  }
+  const uint64_t count = SumCounts(row_counts);
+  // The size check comes before the allocation, so a wrong row_counts cannot make us allocate.
+  const uint64_t expected = ValueStreamBytes(codec, count, row_counts.size());
+  if (bytes.size() != expected) {
+    std::ostringstream why;
+    why << "expected " << expected << " for " << count << " " << Traits(codec).name
+        << " values over " << row_counts.size() << " rows";
+    return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
+  }
+  values->resize(count);
+  Status status = codec_internal::DecodeValuesInto(codec, bytes, row_counts, *values);
+  if (!status.ok()) values->clear();
+  return status;
+}
+
+}  // namespace sparselink

@@ -1,1 +1,205 @@
-// Implementation in progress.
+// Negotiator: one boundary's contract, renegotiated every K steps.
+//
+// Words used below:
+//   cap    the largest keep a resource allows, on the discrete grid k/cols (k = 0..cols).
+//          0 means not even one entry per row fits.
+//   bound  min(all caps): no agreed keep may exceed it, whatever the maps want.
+//
+// One call walks the states forward only, Proposed -> Countered -> Agreed | Refused:
+//   Proposed   keep = Coverage(sender map, tau_send) (kSenderCoverage), lowered to the link
+//              cap when above it (kSenderLinkBudget).
+//   Countered  keep = max(proposal, Coverage(receiver map, tau_recv)) (kReceiverCoverage when
+//              the receiver raised it), then lowered to the bound when above it; the reason is
+//              the tightest cap (ties: link, then compute, then buffer).
+//   Refused    bound < keep_min: the old contract stays (kBudgetBelowFloor); the stage records
+//              the bound so the report shows how far below the floor the caps were.
+//   Agreed     keep raised to keep_min (kFloor) or lowered to keep_max (kCeiling); then a
+//              change of |keep - old| < hysteresis keeps the old contract (kHysteresis), but only
+//              when the old keep still lies within [keep_min, min(keep_max, bound)] — a cap is a
+//              hard limit and hysteresis never holds a contract above it. Any change of keep
+//              bumps the version by one.
+//
+// The byte caps search k with a binary search on EstimateStepBytes. The cost is
+// non-decreasing in k except for dips of a few bytes where the estimated delta-varint gap
+// crosses a LEB128 boundary; the search only ever returns a k it has checked to fit, so at
+// worst it misses a slightly larger keep, never exceeds the budget.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "sparselink/contract.hpp"
+
+namespace sparselink {
+
+namespace {
+
+Status CheckFraction(std::string_view field, double v, double lo, bool lo_open, double hi) {
+  const bool bad = !std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo);
+  if (!bad) return Status::Ok();
+  std::string range = std::string(lo_open ? "(" : "[") + (lo == 0 ? "0" : std::to_string(lo)) +
+                      ", " + (hi == 1 ? "1" : std::to_string(hi)) + "]";
+  return FieldError(ErrorCode::kInvalidArgument, field, v, "must be in " + range);
+}
+
+// A budget may be +inf (no limit) but never NaN or negative.
+Status CheckBudget(std::string_view field, double v) {
+  if (std::isnan(v) || v < 0) {
+    return FieldError(ErrorCode::kInvalidArgument, field, v, "must be >= 0 (inf for no limit)");
+  }
+  return Status::Ok();
+}
+
+// Largest k in [0, cols] with bytes(k / cols) <= budget, as a keep; 0 when k = 1 does not fit.
+template <typename Bytes>
+double LargestFittingKeep(size_t cols, double budget, Bytes bytes) {
+  if (std::isinf(budget)) return 1.0;
+  const auto keep_of = [cols](size_t k) { return static_cast<double>(k) / static_cast<double>(cols); };
+  if (bytes(keep_of(cols)) <= budget) return 1.0;
+  if (bytes(keep_of(1)) > budget) return 0.0;
+  size_t lo = 1, hi = cols;  // bytes(lo) fits, bytes(hi) does not
+  while (hi - lo > 1) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (bytes(keep_of(mid)) <= budget) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return keep_of(lo);
+}
+
+}  // namespace
+
+Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Contract& initial) {
+  SPARSELINK_RETURN_IF_ERROR(CheckFraction("negotiator.tau_send", options.tau_send, 0, false, 1));
+  SPARSELINK_RETURN_IF_ERROR(CheckFraction("negotiator.tau_recv", options.tau_recv, 0, false, 1));
+  SPARSELINK_RETURN_IF_ERROR(CheckFraction("negotiator.keep_min", options.keep_min, 0, true, 1));
+  if (!std::isfinite(options.keep_max) || options.keep_max < options.keep_min || options.keep_max > 1.0) {
+    return FieldError(ErrorCode::kInvalidArgument, "negotiator.keep_max", options.keep_max,
+                      "must be in [keep_min = " + std::to_string(options.keep_min) + ", 1]");
+  }
+  if (!std::isfinite(options.hysteresis) || options.hysteresis < 0.0 || options.hysteresis >= 1.0) {
+    return FieldError(ErrorCode::kInvalidArgument, "negotiator.hysteresis", options.hysteresis,
+                      "must be in [0, 1)");
+  }
+  SPARSELINK_RETURN_IF_ERROR(initial.Validate());
+  return Negotiator(options, initial);
+}
+
+Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender, const ReceiverView& receiver,
+                                                size_t rows, size_t cols, uint64_t step) {
+  if (sender.map == nullptr) {
+    return FieldError(ErrorCode::kInvalidArgument, "sender.map", "null", "the sender must bring its map");
+  }
+  if (rows == 0) return FieldError(ErrorCode::kInvalidArgument, "rows", rows, "must be > 0");
+  if (cols == 0) return FieldError(ErrorCode::kInvalidArgument, "cols", cols, "must be > 0");
+  if (sender.map->num_neurons() != cols) {
+    return FieldError(ErrorCode::kShapeMismatch, "sender.map.num_neurons", sender.map->num_neurons(),
+                      "must equal cols = " + std::to_string(cols));
+  }
+  SPARSELINK_RETURN_IF_ERROR(CheckBudget("sender.link_bytes_per_step", sender.link_bytes_per_step));
+  SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.compute_entries_per_step", receiver.compute_entries_per_step));
+  SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.buffer_bytes", receiver.buffer_bytes));
+
+  // Caps, each on the k/cols grid.
+  Contract probe = contract_;
+  const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
+    probe.keep = keep;
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, probe.full_codec);
+  });
+  const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
+    probe.keep = keep;
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false);
+  });
+  double compute_cap = 1.0;
+  if (!std::isinf(receiver.compute_entries_per_step)) {
+    const double per_row = std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
+    compute_cap = std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
+  }
+  double bound = link_cap;
+  BoundBy bound_reason = BoundBy::kSenderLinkBudget;
+  if (compute_cap < bound) {
+    bound = compute_cap;
+    bound_reason = BoundBy::kReceiverCompute;
+  }
+  if (buffer_cap < bound) {
+    bound = buffer_cap;
+    bound_reason = BoundBy::kReceiverBuffer;
+  }
+
+  NegotiationRecord record;
+  record.step = step;
+  NegotiationState state = NegotiationState::kProposed;
+  double keep = 0.0;
+  BoundBy reason = BoundBy::kSenderCoverage;
+  // The state machine: each case does its work, records its stage and moves forward.
+  while (true) {
+    switch (state) {
+      case NegotiationState::kProposed: {
+        keep = Coverage(sender.map->values(), options_.tau_send);
+        reason = BoundBy::kSenderCoverage;
+        if (keep > link_cap) {
+          keep = link_cap;
+          reason = BoundBy::kSenderLinkBudget;
+        }
+        record.stages.push_back({state, keep, reason});
+        state = NegotiationState::kCountered;
+        break;
+      }
+      case NegotiationState::kCountered: {
+        if (receiver.map != nullptr) {
+          const double keep_r = Coverage(receiver.map->values(), options_.tau_recv);
+          if (keep_r > keep) {
+            keep = keep_r;
+            reason = BoundBy::kReceiverCoverage;
+          }
+        }
+        if (keep > bound) {
+          keep = bound;
+          reason = bound_reason;
+        }
+        record.stages.push_back({state, keep, reason});
+        state = bound < options_.keep_min ? NegotiationState::kRefused : NegotiationState::kAgreed;
+        break;
+      }
+      case NegotiationState::kRefused: {
+        record.stages.push_back({state, bound, BoundBy::kBudgetBelowFloor});
+        record.contract = contract_;
+        record.changed = false;
+        history_.push_back(record);
+        return record;
+      }
+      case NegotiationState::kAgreed: {
+        const double upper = std::min(options_.keep_max, bound);
+        if (keep < options_.keep_min) {
+          keep = options_.keep_min;
+          reason = BoundBy::kFloor;
+        } else if (keep > options_.keep_max) {
+          keep = options_.keep_max;
+          reason = BoundBy::kCeiling;
+        }
+        const double old_keep = contract_.keep;
+        const bool old_fits = old_keep >= options_.keep_min && old_keep <= upper;
+        const double change = std::fabs(keep - old_keep);
+        if (change == 0.0) {
+          record.changed = false;
+        } else if (change < options_.hysteresis && old_fits) {
+          keep = old_keep;
+          reason = BoundBy::kHysteresis;
+          record.changed = false;
+        } else {
+          contract_.keep = keep;
+          contract_.bound_by = reason;
+          contract_.version += 1;
+          record.changed = true;
+        }
+        record.stages.push_back({state, keep, reason});
+        record.contract = contract_;
+        history_.push_back(record);
+        return record;
+      }
+    }
+  }
+}
+
+}  // namespace sparselink

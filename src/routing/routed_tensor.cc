@@ -1,1 +1,161 @@
-// Implementation in progress.
+// RoutedTensor accessors and its structural check.
+//
+// Validate runs on decoded, untrusted input before anything indexes with it, so it checks
+// each size relation in an order where every check only relies on the ones before it:
+// shape, enums, row_offsets (size, start, monotone, end), indices (ascending, < cols), then
+// the arrays that run parallel to the kept entries (values, tiers), then the rest tier. The
+// first broken relation is reported, naming the field, its value and what it must be.
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "sparselink/routing.hpp"
+
+namespace sparselink {
+
+namespace {
+
+std::string Indexed(std::string_view field, size_t i) {
+  std::ostringstream name;
+  name << field << "[" << i << "]";
+  return name.str();
+}
+
+std::string MustEqual(std::string_view what, uint64_t value) {
+  std::ostringstream why;
+  why << "must equal " << what << " = " << value;
+  return why.str();
+}
+
+}  // namespace
+
+size_t RoutedTensor::num_kept_in_row(size_t r) const {
+  if (granularity == Granularity::kUnit) return indices.size();
+  return row_offsets[r + 1] - row_offsets[r];
+}
+
+std::span<const uint32_t> RoutedTensor::RowIndices(size_t r) const {
+  if (granularity == Granularity::kUnit) return indices;
+  return std::span<const uint32_t>(indices).subspan(row_offsets[r],
+                                                    row_offsets[r + 1] - row_offsets[r]);
+}
+
+size_t RoutedTensor::CountTier(Tier t) const {
+  if (t == Tier::kDropped) return size_t{rows} * cols - num_kept();
+  size_t count = 0;
+  for (Tier x : tiers) count += (x == t) ? 1 : 0;
+  return count;
+}
+
+Status RoutedTensor::Validate() const {
+  constexpr ErrorCode kBad = ErrorCode::kCorruptPacket;
+  if (rows == 0) return FieldError(kBad, "routed.rows", rows, "must be > 0");
+  if (cols == 0) return FieldError(kBad, "routed.cols", cols, "must be > 0");
+  if (static_cast<size_t>(granularity) >= kNumGranularities) {
+    return FieldError(kBad, "routed.granularity", int(granularity), "unknown granularity");
+  }
+  if (static_cast<size_t>(rest) >= kNumRestPolicies) {
+    return FieldError(kBad, "routed.rest", int(rest), "unknown rest policy");
+  }
+  const bool unit = granularity == Granularity::kUnit;
+
+  // row_offsets: element has one per row plus the end; unit stores the shared set once.
+  const size_t want_offsets = unit ? 2 : size_t{rows} + 1;
+  if (row_offsets.size() != want_offsets) {
+    return FieldError(kBad, "routed.row_offsets.size()", row_offsets.size(),
+                      MustEqual(unit ? "2 (unit granularity)" : "rows + 1", want_offsets));
+  }
+  if (row_offsets[0] != 0) {
+    return FieldError(kBad, "routed.row_offsets[0]", row_offsets[0], "must be 0");
+  }
+  for (size_t r = 1; r < row_offsets.size(); ++r) {
+    if (row_offsets[r] < row_offsets[r - 1]) {
+      return FieldError(kBad, Indexed("routed.row_offsets", r), row_offsets[r],
+                        MustEqual("at least row_offsets[" + std::to_string(r - 1) + "]",
+                                  row_offsets[r - 1]));
+    }
+  }
+  if (row_offsets.back() != indices.size()) {
+    return FieldError(kBad, Indexed("routed.row_offsets", row_offsets.size() - 1),
+                      row_offsets.back(), MustEqual("indices.size()", indices.size()));
+  }
+
+  // indices: strictly ascending within each row, every one a column.
+  for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
+    for (size_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
+      if (indices[i] >= cols) {
+        return FieldError(kBad, Indexed("routed.indices", i), indices[i],
+                          MustEqual("less than cols", cols));
+      }
+      if (i > row_offsets[r] && indices[i] <= indices[i - 1]) {
+        return FieldError(kBad, Indexed("routed.indices", i), indices[i],
+                          "must be greater than the previous index of its row, " +
+                              std::to_string(indices[i - 1]));
+      }
+    }
+  }
+
+  // values and tiers run parallel to the kept entries.
+  const uint64_t kept = unit ? uint64_t{rows} * indices.size() : indices.size();
+  if (values.size() != kept) {
+    return FieldError(kBad, "routed.values.size()", values.size(),
+                      MustEqual(unit ? "rows * indices.size()" : "indices.size()", kept));
+  }
+  if (tiers.size() != kept) {
+    return FieldError(kBad, "routed.tiers.size()", tiers.size(), MustEqual("values.size()", kept));
+  }
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return FieldError(ErrorCode::kNonFinite, Indexed("routed.values", i), values[i],
+                        "must be finite");
+    }
+    if (tiers[i] != Tier::kFull && tiers[i] != Tier::kLossy) {
+      return FieldError(kBad, Indexed("routed.tiers", i), int(tiers[i]),
+                        "must be full (0) or lossy (1)");
+    }
+  }
+  if (unit) {
+    // A unit's tier is a property of its columns, the same in every row.
+    const size_t n = indices.size();
+    for (size_t i = n; i < tiers.size(); ++i) {
+      if (tiers[i] != tiers[i % n]) {
+        return FieldError(kBad, Indexed("routed.tiers", i), int(tiers[i]),
+                          "must equal the tier of the same column in row 0, " +
+                              std::to_string(int(tiers[i % n])) + " (unit granularity)");
+      }
+    }
+  }
+
+  // The rest tier.
+  if (rest == RestPolicy::kSign1) {
+    const uint64_t rest_entries = uint64_t{rows} * cols - kept;
+    const uint64_t want_bytes = (rest_entries + 7) / 8;
+    if (rest_bits.size() != want_bytes) {
+      return FieldError(kBad, "routed.rest_bits.size()", rest_bits.size(),
+                        MustEqual("ceil((rows * cols - kept) / 8)", want_bytes));
+    }
+    if (rest_centroids.size() != uint64_t{rows} * 2) {
+      return FieldError(kBad, "routed.rest_centroids.size()", rest_centroids.size(),
+                        MustEqual("2 * rows", uint64_t{rows} * 2));
+    }
+    for (size_t i = 0; i < rest_centroids.size(); ++i) {
+      if (!std::isfinite(rest_centroids[i])) {
+        return FieldError(ErrorCode::kNonFinite, Indexed("routed.rest_centroids", i),
+                          rest_centroids[i], "must be finite");
+      }
+    }
+  } else {
+    if (!rest_bits.empty()) {
+      return FieldError(kBad, "routed.rest_bits.size()", rest_bits.size(),
+                        "must be 0 under rest policy drop");
+    }
+    if (!rest_centroids.empty()) {
+      return FieldError(kBad, "routed.rest_centroids.size()", rest_centroids.size(),
+                        "must be 0 under rest policy drop");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace sparselink

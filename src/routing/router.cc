@@ -1,1 +1,465 @@
-// Implementation in progress.
+// Router: scoring, exact top-k selection (the reference path), tiers, the rest tier, and the
+// scatter/gather of the receiver and of the backward pass.
+//
+// Words used below:
+//   score  - the importance of one entry: |a| * (eps + S_unit(col)) for kSensitivity, |a| for
+//            kMagnitude, a hash of (seed, step, row, col) in [0,1) for kRandom. Scores are
+//            doubles and never NaN: a non-finite activation is either rejected up front or
+//            scored 0 (kTreatAsZero), and eps + S is finite and >= 0, so |a| * (eps + S) is
+//            finite or +inf.
+//   better - the strict total order on candidates: score descending, then id ascending.
+//            Because it is total, "the top k" is exactly one set, whatever algorithm finds it.
+//   k, nf  - k = KeptCount(n, keep) candidates are kept; the nf = FullCount(k, keep_full) best
+//            of them go full, the other k - nf lossy.
+//
+// Selection of the top k of n candidates (SelectTop): std::nth_element moves the k best ids
+// to the front, a second nth_element moves the nf best of those to the very front, each
+// group is sorted by id, and a merge of the two groups emits the kept ids ascending, each
+// tagged with its tier. O(n) expected plus O(k log k).
+//
+// Element granularity selects in each row over its columns. Every row keeps the same k, so
+// row r's entries sit at [r*k, (r+1)*k) of the output: rows run in parallel, each straight
+// into its final slot, and the result does not depend on the thread count.
+//
+// Unit granularity selects once per batch over units (blocks of map->block() columns under
+// kSensitivity, single columns otherwise). A unit's score is the sum of its entries' scores
+// over the batch, accumulated in double in one fixed order (per column over the rows
+// ascending, then over the unit's columns ascending), so it too is independent of the thread
+// count. The kept units' columns, ascending, form the one index set every row shares.
+//
+// Rest tier kSign1: per row, over the entries not kept, one bit (v > 0) and two centroids
+// (mean of the positive ones, mean of the others, 0 for an empty side, accumulated in double).
+// Centroids are computed per row in parallel; the bits are packed across row boundaries, so
+// neighbouring rows share bytes and the bits are written in a second, serial pass.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <sstream>
+#include <string>
+
+#include "sparselink/routing.hpp"
+
+namespace sparselink {
+
+namespace {
+
+constexpr std::array<std::string_view, kNumScorePolicies> kScorePolicyNames = {
+    "sensitivity",  // ScorePolicy::kSensitivity
+    "magnitude",    // ScorePolicy::kMagnitude
+    "random",       // ScorePolicy::kRandom
+};
+static_assert(static_cast<size_t>(ScorePolicy::kSensitivity) == 0);
+static_assert(static_cast<size_t>(ScorePolicy::kMagnitude) == 1);
+static_assert(static_cast<size_t>(ScorePolicy::kRandom) == 2);
+
+// Below this many entries the threads cost more than they save.
+constexpr size_t kParallelMinEntries = size_t{1} << 15;
+// Columns per task when summing unit scores: a row's slice of a chunk is 256 contiguous bytes.
+constexpr size_t kColumnChunk = 64;
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The value an entry is sent (and summarized) as: non-finite ones only get this far under
+// NonFinitePolicy::kTreatAsZero, and then they are 0.
+float SafeValue(float a) { return std::isfinite(a) ? a : 0.0f; }
+
+// Everything scoring needs, fixed for one Route call.
+struct Scorer {
+  ScorePolicy policy = ScorePolicy::kMagnitude;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  const double* weight = nullptr;  // kSensitivity: eps + S_unit(col), per column
+
+  // Scores columns [c0, c1) of row r (values `row`) into score[c - c0].
+  void ScoreRange(const float* row, size_t r, size_t c0, size_t c1, double* score) const {
+    if (policy == ScorePolicy::kRandom) {
+      const uint64_t row_hash = SplitMix64(SplitMix64(SplitMix64(seed) ^ step) ^ r);
+      for (size_t c = c0; c < c1; ++c) {
+        const double u = static_cast<double>(SplitMix64(row_hash ^ c) >> 11) * 0x1p-53;
+        score[c - c0] = std::isfinite(row[c]) ? u : 0.0;
+      }
+      return;
+    }
+    for (size_t c = c0; c < c1; ++c) {
+      const double magnitude = std::fabs(static_cast<double>(SafeValue(row[c])));
+      score[c - c0] = policy == ScorePolicy::kSensitivity ? magnitude * weight[c] : magnitude;
+    }
+  }
+};
+
+// Writes the k best of the n candidates scored by `score` (ids 0..n-1) to `ids`, ascending,
+// and their tiers to `tiers` (the nf best kFull). `order` is scratch. Requires nf <= k <= n.
+void SelectTop(const double* score, size_t n, size_t k, size_t nf, std::vector<uint32_t>& order,
+               uint32_t* ids, Tier* tiers) {
+  const auto better = [score](uint32_t a, uint32_t b) {
+    return score[a] > score[b] || (score[a] == score[b] && a < b);
+  };
+  order.resize(n);
+  std::iota(order.begin(), order.end(), uint32_t{0});
+  const auto first = order.begin();
+  const auto kept_end = first + static_cast<std::ptrdiff_t>(k);
+  const auto full_end = first + static_cast<std::ptrdiff_t>(nf);
+  std::nth_element(first, kept_end, order.end(), better);
+  std::nth_element(first, full_end, kept_end, better);
+  std::sort(first, full_end);
+  std::sort(full_end, kept_end);
+  size_t f = 0;
+  size_t l = nf;
+  for (size_t i = 0; i < k; ++i) {
+    const bool take_full = l == k || (f < nf && order[f] < order[l]);
+    ids[i] = take_full ? order[f++] : order[l++];
+    tiers[i] = take_full ? Tier::kFull : Tier::kLossy;
+  }
+}
+
+// Fills rest_bits and rest_centroids of `out` (whose index set is complete) from `activation`.
+void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
+  const size_t rows = activation.rows;
+  const size_t cols = activation.cols;
+  out->rest_centroids.resize(2 * rows);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = activation.Row(r);
+    const std::span<const uint32_t> kept = out->RowIndices(r);
+    double positive_sum = 0;
+    double other_sum = 0;
+    size_t positive_count = 0;
+    size_t other_count = 0;
+    size_t next = 0;
+    for (size_t c = 0; c < cols; ++c) {
+      if (next < kept.size() && kept[next] == c) {
+        ++next;
+        continue;
+      }
+      const float v = SafeValue(row[c]);
+      if (v > 0) {
+        positive_sum += v;
+        ++positive_count;
+      } else {
+        other_sum += v;
+        ++other_count;
+      }
+    }
+    out->rest_centroids[2 * r] =
+        positive_count ? static_cast<float>(positive_sum / static_cast<double>(positive_count)) : 0.0f;
+    out->rest_centroids[2 * r + 1] =
+        other_count ? static_cast<float>(other_sum / static_cast<double>(other_count)) : 0.0f;
+  }
+
+  const size_t rest_entries = rows * cols - out->num_kept();
+  out->rest_bits.assign((rest_entries + 7) / 8, 0);
+  size_t bit = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = activation.Row(r);
+    const std::span<const uint32_t> kept = out->RowIndices(r);
+    size_t next = 0;
+    for (size_t c = 0; c < cols; ++c) {
+      if (next < kept.size() && kept[next] == c) {
+        ++next;
+        continue;
+      }
+      if (SafeValue(row[c]) > 0) out->rest_bits[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+      ++bit;
+    }
+  }
+}
+
+void RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
+                   bool parallel, RoutedTensor* out) {
+  const size_t rows = activation.rows;
+  const size_t cols = activation.cols;
+  const size_t k = KeptCount(cols, contract.keep);
+  const size_t nf = FullCount(k, contract.keep_full);
+  out->row_offsets.resize(rows + 1);
+  for (size_t r = 0; r <= rows; ++r) out->row_offsets[r] = static_cast<uint32_t>(r * k);
+  out->indices.resize(rows * k);
+  out->values.resize(rows * k);
+  out->tiers.resize(rows * k);
+#pragma omp parallel if (parallel)
+  {
+    std::vector<double> score(cols);
+    std::vector<uint32_t> order(cols);
+#pragma omp for schedule(static)
+    for (size_t r = 0; r < rows; ++r) {
+      const float* row = activation.Row(r);
+      scorer.ScoreRange(row, r, 0, cols, score.data());
+      uint32_t* ids = out->indices.data() + r * k;
+      SelectTop(score.data(), cols, k, nf, order, ids, out->tiers.data() + r * k);
+      float* values = out->values.data() + r * k;
+      for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
+    }
+  }
+}
+
+void RouteUnits(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
+                size_t block, bool parallel, RoutedTensor* out) {
+  const size_t rows = activation.rows;
+  const size_t cols = activation.cols;
+  const size_t num_units = (cols + block - 1) / block;
+
+  std::vector<double> column_sum(cols, 0.0);
+  const size_t num_chunks = (cols + kColumnChunk - 1) / kColumnChunk;
+#pragma omp parallel if (parallel)
+  {
+    std::array<double, kColumnChunk> score{};
+#pragma omp for schedule(static)
+    for (size_t chunk = 0; chunk < num_chunks; ++chunk) {
+      const size_t c0 = chunk * kColumnChunk;
+      const size_t c1 = std::min(cols, c0 + kColumnChunk);
+      for (size_t r = 0; r < rows; ++r) {
+        scorer.ScoreRange(activation.Row(r), r, c0, c1, score.data());
+        for (size_t c = c0; c < c1; ++c) column_sum[c] += score[c - c0];
+      }
+    }
+  }
+  std::vector<double> unit_score(num_units, 0.0);
+  for (size_t c = 0; c < cols; ++c) unit_score[c / block] += column_sum[c];
+
+  const size_t k = KeptCount(num_units, contract.keep);
+  const size_t nf = FullCount(k, contract.keep_full);
+  std::vector<uint32_t> order;
+  std::vector<uint32_t> units(k);
+  std::vector<Tier> unit_tiers(k);
+  SelectTop(unit_score.data(), num_units, k, nf, order, units.data(), unit_tiers.data());
+
+  out->indices.clear();
+  std::vector<Tier> column_tiers;
+  for (size_t i = 0; i < k; ++i) {
+    const size_t c_end = std::min(cols, (size_t{units[i]} + 1) * block);
+    for (size_t c = size_t{units[i]} * block; c < c_end; ++c) {
+      out->indices.push_back(static_cast<uint32_t>(c));
+      column_tiers.push_back(unit_tiers[i]);
+    }
+  }
+  const size_t n = out->indices.size();
+  out->row_offsets.assign({0u, static_cast<uint32_t>(n)});
+  out->values.resize(rows * n);
+  out->tiers.resize(rows * n);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = activation.Row(r);
+    for (size_t i = 0; i < n; ++i) {
+      out->values[r * n + i] = SafeValue(row[out->indices[i]]);
+      out->tiers[r * n + i] = column_tiers[i];
+    }
+  }
+}
+
+std::string MustEqual(std::string_view what, uint64_t value) {
+  std::ostringstream why;
+  why << "must equal " << what << " = " << value;
+  return why.str();
+}
+
+// Checks that the buffer named `field` (rows x cols, has_data) matches the routed shape.
+Status CheckShape(std::string_view field, size_t rows, size_t cols, bool has_data,
+                  const RoutedTensor& routed, std::string_view routed_name) {
+  const std::string f(field);
+  const std::string rn(routed_name);
+  if (!has_data) {
+    return Status(ErrorCode::kInvalidArgument, f + ".data = null: no buffer given");
+  }
+  if (rows != routed.rows) {
+    return FieldError(ErrorCode::kShapeMismatch, f + ".rows", rows, MustEqual(rn + ".rows", routed.rows));
+  }
+  if (cols != routed.cols) {
+    return FieldError(ErrorCode::kShapeMismatch, f + ".cols", cols, MustEqual(rn + ".cols", routed.cols));
+  }
+  return Status::Ok();
+}
+
+// Position in `values` of row r's first kept entry, and of its first rest bit.
+size_t KeptBeforeRow(const RoutedTensor& t, size_t r) {
+  return t.granularity == Granularity::kUnit ? r * t.indices.size() : t.row_offsets[r];
+}
+
+}  // namespace
+
+std::string_view ScorePolicyName(ScorePolicy p) {
+  const auto i = static_cast<size_t>(p);
+  return i < kNumScorePolicies ? kScorePolicyNames[i] : "?";
+}
+
+Result<ScorePolicy> ParseScorePolicy(std::string_view name) {
+  for (size_t i = 0; i < kNumScorePolicies; ++i) {
+    if (kScorePolicyNames[i] == name) return static_cast<ScorePolicy>(i);
+  }
+  return FieldError(ErrorCode::kInvalidArgument, "score_policy", name,
+                    "unknown score policy (one of sensitivity, magnitude, random)");
+}
+
+Result<Router> Router::Create(const RouterOptions& options) {
+  if (!std::isfinite(options.eps) || options.eps < 0.0) {
+    return FieldError(ErrorCode::kInvalidArgument, "router.eps", options.eps,
+                      "must be finite and >= 0");
+  }
+  if (static_cast<size_t>(options.policy) >= kNumScorePolicies) {
+    return FieldError(ErrorCode::kInvalidArgument, "router.policy", int(options.policy),
+                      "unknown score policy");
+  }
+  if (options.non_finite != NonFinitePolicy::kReject &&
+      options.non_finite != NonFinitePolicy::kTreatAsZero) {
+    return FieldError(ErrorCode::kInvalidArgument, "router.non_finite", int(options.non_finite),
+                      "unknown non-finite policy");
+  }
+  return Router(options);
+}
+
+Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
+                     uint64_t step, RoutedTensor* out) const {
+  if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "out = null: no output given");
+  SPARSELINK_RETURN_IF_ERROR(contract.Validate());
+  SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", options_.non_finite));
+  constexpr size_t kMaxDim = std::numeric_limits<uint32_t>::max();
+  if (activation.rows > kMaxDim) {
+    return FieldError(ErrorCode::kResourceExhausted, "activation.rows", activation.rows,
+                      "must fit in 32 bits");
+  }
+  if (activation.cols > kMaxDim) {
+    return FieldError(ErrorCode::kResourceExhausted, "activation.cols", activation.cols,
+                      "must fit in 32 bits");
+  }
+  const bool sensitivity = options_.policy == ScorePolicy::kSensitivity;
+  if (sensitivity) {
+    if (map == nullptr) {
+      return Status(ErrorCode::kInvalidArgument,
+                    "map = null: score policy sensitivity needs a sensitivity map");
+    }
+    if (map->num_neurons() != activation.cols) {
+      return FieldError(ErrorCode::kShapeMismatch, "map.num_neurons", map->num_neurons(),
+                        MustEqual("activation.cols", activation.cols));
+    }
+  }
+  const bool unit = contract.granularity == Granularity::kUnit;
+  if (!unit) {
+    const uint64_t kept = uint64_t{activation.rows} * KeptCount(activation.cols, contract.keep);
+    if (kept > kMaxDim) {
+      return FieldError(ErrorCode::kResourceExhausted, "kept entries", kept,
+                        "must fit in 32 bits (row_offsets); route fewer rows at a time");
+    }
+  }
+
+  std::vector<double> weight;
+  if (sensitivity) {
+    weight.resize(activation.cols);
+    for (size_t c = 0; c < activation.cols; ++c) {
+      weight[c] = options_.eps + static_cast<double>(map->NeuronValue(c));
+    }
+  }
+  const Scorer scorer{.policy = options_.policy,
+                      .seed = options_.seed,
+                      .step = step,
+                      .weight = weight.data()};
+  const bool parallel = activation.size() >= kParallelMinEntries;
+
+  out->rows = static_cast<uint32_t>(activation.rows);
+  out->cols = static_cast<uint32_t>(activation.cols);
+  out->granularity = contract.granularity;
+  out->rest = contract.rest;
+  if (unit) {
+    RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, parallel, out);
+  } else {
+    RouteElements(activation, scorer, contract, parallel, out);
+  }
+  if (contract.rest == RestPolicy::kSign1) {
+    FillSign1Rest(activation, parallel, out);
+  } else {
+    out->rest_bits.clear();
+    out->rest_centroids.clear();
+  }
+  return Status::Ok();
+}
+
+Result<RoutedTensor> Router::Route(ConstMatrix activation, const SensitivityMap* map,
+                                   const Contract& contract, uint64_t step) const {
+  RoutedTensor routed;
+  SPARSELINK_RETURN_IF_ERROR(Route(activation, map, contract, step, &routed));
+  return routed;
+}
+
+// Each row of `out` is rebuilt on its own: walk its columns with a cursor into the row's kept
+// set; a kept column takes the next value, any other the centroid its rest bit names (kSign1)
+// or 0. Row r's rest bits start after the rest entries of the rows before it.
+Status Scatter(const RoutedTensor& routed, MutableMatrix out) {
+  SPARSELINK_RETURN_IF_ERROR(routed.Validate());
+  SPARSELINK_RETURN_IF_ERROR(
+      CheckShape("out", out.rows, out.cols, out.data != nullptr, routed, "routed"));
+  const size_t rows = routed.rows;
+  const size_t cols = routed.cols;
+  const bool sign1 = routed.rest == RestPolicy::kSign1;
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinEntries)
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = out.Row(r);
+    const std::span<const uint32_t> kept = routed.RowIndices(r);
+    const float* values = routed.values.data() + KeptBeforeRow(routed, r);
+    size_t bit = r * cols - KeptBeforeRow(routed, r);
+    const float positive = sign1 ? routed.rest_centroids[2 * r] : 0.0f;
+    const float other = sign1 ? routed.rest_centroids[2 * r + 1] : 0.0f;
+    size_t next = 0;
+    for (size_t c = 0; c < cols; ++c) {
+      if (next < kept.size() && kept[next] == c) {
+        row[c] = values[next++];
+      } else if (sign1) {
+        row[c] = ((routed.rest_bits[bit / 8] >> (bit % 8)) & 1u) ? positive : other;
+        ++bit;
+      } else {
+        row[c] = 0.0f;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<float>* values,
+                    NonFinitePolicy non_finite) {
+  if (values == nullptr) return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
+  SPARSELINK_RETURN_IF_ERROR(mask.Validate());
+  SPARSELINK_RETURN_IF_ERROR(CheckShape("gradient", gradient.rows, gradient.cols,
+                                        gradient.data != nullptr, mask, "mask"));
+  values->resize(mask.num_kept());
+  size_t i = 0;
+  for (size_t r = 0; r < mask.rows; ++r) {
+    for (uint32_t c : mask.RowIndices(r)) {
+      const float g = gradient.At(r, c);
+      if (!std::isfinite(g) && non_finite == NonFinitePolicy::kReject) {
+        values->clear();
+        std::ostringstream name;
+        name << "gradient[" << r << "][" << c << "]";
+        return FieldError(ErrorCode::kNonFinite, name.str(), g, "must be finite (policy: reject)");
+      }
+      (*values)[i++] = SafeValue(g);
+    }
+  }
+  return Status::Ok();
+}
+
+Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out) {
+  SPARSELINK_RETURN_IF_ERROR(mask.Validate());
+  if (values.size() != mask.num_kept()) {
+    return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
+                      MustEqual("mask.num_kept()", mask.num_kept()));
+  }
+  SPARSELINK_RETURN_IF_ERROR(
+      CheckShape("out", out.rows, out.cols, out.data != nullptr, mask, "mask"));
+  const size_t rows = mask.rows;
+  const size_t cols = mask.cols;
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinEntries)
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = out.Row(r);
+    std::fill(row, row + cols, 0.0f);
+    const float* row_values = values.data() + KeptBeforeRow(mask, r);
+    const std::span<const uint32_t> kept = mask.RowIndices(r);
+    for (size_t i = 0; i < kept.size(); ++i) row[kept[i]] = row_values[i];
+  }
+  return Status::Ok();
+}
+
+}  // namespace sparselink

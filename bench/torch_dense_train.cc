@@ -1,0 +1,69 @@
+// Dense training of the stage-split MLP or CNN on Fashion-MNIST: the baseline every routed
+// run is compared with. Not a Google Benchmark (one run takes minutes); prints the runtime
+// probe and one line per epoch.
+//
+//   torch_dense_train [mlp|cnn] [epochs] [adam|sgd] [lr] [batch] [threads] [seed] [stages] [max_train_samples]
+//   torch_dense_train mlp 5 adam 0.001 128 2 1 4
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "sparselink/torch/fashion_mnist.hpp"
+#include "sparselink/torch/models.hpp"
+#include "sparselink/torch/runtime.hpp"
+#include "sparselink/torch/trainer.hpp"
+
+namespace st = sparselink::torch_adapter;
+
+int main(int argc, char** argv) {
+  st::EnsurePassiveOpenMpWait(argv);
+  const std::string model = argc > 1 ? argv[1] : "mlp";
+  st::TrainOptions options;
+  options.epochs = argc > 2 ? std::atoi(argv[2]) : 5;
+  const std::string optimizer = argc > 3 ? argv[3] : "adam";
+  options.optimizer = optimizer == "sgd" ? st::OptimizerKind::kSgdMomentum : st::OptimizerKind::kAdam;
+  options.learning_rate = argc > 4 ? std::atof(argv[4]) : 1e-3;
+  options.batch_size = argc > 5 ? std::atoll(argv[5]) : 128;
+  options.num_threads = argc > 6 ? std::atoi(argv[6]) : 2;
+  options.seed = argc > 7 ? std::strtoull(argv[7], nullptr, 10) : 1;
+  const int num_stages = argc > 8 ? std::atoi(argv[8]) : 4;
+  options.max_train_samples = argc > 9 ? std::atoll(argv[9]) : 0;
+
+  st::SetNumThreads(options.num_threads);
+  if (const char* schedule = std::getenv("LR_SCHEDULE")) {
+    options.schedule = std::string(schedule) == "constant" ? st::LrSchedule::kConstant
+                                                           : st::LrSchedule::kCosine;
+  }
+  const st::TorchRuntimeInfo info = st::ProbeTorchRuntime();
+  std::printf("threads %d  OMP_WAIT_POLICY %s  blas %s  matmul 1024^3 %.1f ms\n",
+              info.num_threads, std::getenv("OMP_WAIT_POLICY"), info.blas.c_str(),
+              info.matmul_1024_ms);
+
+  auto data = st::LoadFashionMnist();
+  if (!data.ok()) {
+    std::fprintf(stderr, "torch_dense_train: %s\n", data.status().ToString().c_str());
+    return 1;
+  }
+  torch::manual_seed(options.seed);
+  auto stages = st::BuildModel(model, num_stages);
+  if (!stages.ok()) {
+    std::fprintf(stderr, "torch_dense_train: %s\n", stages.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("%s  %d stages  %lld parameters  %s lr %g (%s)  batch %lld  seed %llu\n", model.c_str(),
+              num_stages, static_cast<long long>(st::CountParameters(*stages)), optimizer.c_str(),
+              options.learning_rate,
+              options.schedule == st::LrSchedule::kCosine ? "cosine" : "constant",
+              static_cast<long long>(options.batch_size),
+              static_cast<unsigned long long>(options.seed));
+  std::fflush(stdout);
+  auto report = st::Train(*stages, data->train, data->test, options, nullptr, &std::cout);
+  if (!report.ok()) {
+    std::fprintf(stderr, "torch_dense_train: %s\n", report.status().ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

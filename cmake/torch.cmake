@@ -1,0 +1,1 @@
+# LibTorch adapter: sparselink_torch (lands with the training issue).

@@ -1,0 +1,55 @@
+// Private to the codec module: the two index codecs of wire format v1 (docs/wire-format.md).
+//
+// Both describe `index_rows` sets of kept columns, each ascending and < cols. For element
+// granularity index_rows = rows (one set per row); for unit granularity index_rows = 1 (the
+// shared set). Sets come in the RoutedTensor form: row_offsets (index_rows + 1 entries,
+// starting at 0) and indices.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sparselink/status.hpp"
+
+namespace sparselink::codec_internal {
+
+// Bitmap: index_rows * cols bits, row-major and continuous (row r's column c is bit
+// r * cols + c), LSB first in each byte; padding bits of the last byte are zero.
+uint64_t BitmapBytes(uint64_t index_rows, uint64_t cols);
+// Appends BitmapBytes(...) bytes. The sets must be valid (ascending, < cols). O(bytes + kept).
+void AppendBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                  uint32_t cols, std::vector<uint8_t>* out);
+// Decodes into row_offsets/indices (replacing them). Refuses a wrong size, non-zero padding
+// bits and a total other than `expected_kept`. Allocates at most index_rows + 1 + expected_kept
+// words, after the size check (so at most 8 entries per byte of input). O(bytes + kept).
+Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
+                    uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
+                    std::vector<uint32_t>* indices);
+
+// Delta-varint: per index row, LEB128 count, then (count > 0) the first column, then each
+// following column as the gap col - prev - 1; all LEB128 (7 bits per byte, low group first,
+// high bit = more follows), minimal length, at most 5 bytes for a u32.
+// Exact encoded size, without encoding. O(kept).
+uint64_t DeltaVarintBytes(std::span<const uint32_t> row_offsets,
+                          std::span<const uint32_t> indices);
+void AppendDeltaVarint(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                       std::vector<uint8_t>* out);
+// Refuses an over-long, overflowing or truncated varint, a count > cols, a column >= cols,
+// a total other than `expected_kept` and trailing bytes. Allocates after checking
+// expected_kept <= bytes.size() (each kept column takes at least one byte). O(bytes).
+Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
+                         uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
+                         std::vector<uint32_t>* indices);
+
+// Bytes of the LEB128 form of v (1..5).
+inline uint32_t VarintBytes(uint32_t v) {
+  uint32_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace sparselink::codec_internal

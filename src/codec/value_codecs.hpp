@@ -1,0 +1,30 @@
+// Private to the codec module: scalar conversions and the allocation-free value stream entry
+// points the packet codec uses. The formats are described in value_codecs.cc.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sparselink/status.hpp"
+#include "sparselink/types.hpp"
+
+namespace sparselink::codec_internal {
+
+// IEEE binary16, round to nearest even; finite |f| >= 65504 saturates to +-65504 (0x7BFF).
+uint16_t FloatToHalf(float f);
+float HalfToFloat(uint16_t h);
+// bfloat16, round to nearest even; a finite value that would round to Inf saturates (0x7F7F).
+uint16_t FloatToBf16(float f);
+float Bf16ToFloat(uint16_t b);
+
+// Appends exactly ValueStreamBytes(codec, values.size(), row_counts.size()) bytes to `out`.
+// sum(row_counts) must equal values.size() (checked: a broken invariant aborts).
+void AppendValues(ValueCodec codec, std::span<const float> values,
+                  std::span<const uint32_t> row_counts, std::vector<uint8_t>* out);
+// Decodes into `values` (size == sum(row_counts)); checks the stream size first. Does not
+// allocate.
+Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
+                        std::span<const uint32_t> row_counts, std::span<float> values);
+
+}  // namespace sparselink::codec_internal

@@ -1,0 +1,135 @@
+// `sparselink inspect` (src/cli/inspect.cc): text and JSON output, exit codes, and the one
+// error line for unreadable or corrupt packet files.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/inspect.hpp"
+#include "sparselink/codec.hpp"
+
+namespace sparselink {
+namespace {
+
+std::string WriteTemp(const std::string& name, const std::vector<uint8_t>& bytes) {
+  const std::filesystem::path path = std::filesystem::temp_directory_path() /
+                                     ("sparselink_inspect_test_" + std::to_string(::getpid()) + "_" + name);
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  return path.string();
+}
+
+std::vector<uint8_t> SamplePacket() {
+  RoutedTensor t;
+  t.rows = 2;
+  t.cols = 64;
+  t.row_offsets = {0, 2, 3};
+  t.indices = {1, 40, 63};
+  t.values = {1.5f, -2.0f, 0.25f};
+  t.tiers = {Tier::kFull, Tier::kLossy, Tier::kFull};
+  Contract c;
+  c.keep = 0.05;
+  c.keep_full = 0.5;
+  std::vector<uint8_t> packet;
+  EXPECT_TRUE(EncodeActivation(t, c, {.boundary = 3, .contract_version = 4, .step = 5}, {}, &packet).ok());
+  return packet;
+}
+
+struct InspectRun {
+  int rc;
+  std::string out, err;
+};
+
+InspectRun Inspect(const std::string& path, bool json) {
+  std::ostringstream out, err;
+  const int rc = cli::RunInspect(path, json, out, err);
+  return {rc, out.str(), err.str()};
+}
+
+TEST(Inspect, PrintsHeaderTiersSectionsAndChecksum) {
+  const std::string path = WriteTemp("ok.packet", SamplePacket());
+  const InspectRun r = Inspect(path, false);
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(r.err.empty());
+  for (const char* text : {"kind activation", "boundary 3, contract version 4, step 5", "shape 2 x 64",
+                           "index delta-varint", "full", "int8", "tier_bits", "dense fp32 bytes 512",
+                           "checksum 0x", ": ok"}) {
+    EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(Inspect, JsonIsOneObjectWithTheSameFields) {
+  const std::vector<uint8_t> packet = SamplePacket();
+  const std::string path = WriteTemp("json.packet", packet);
+  const InspectRun r = Inspect(path, true);
+  EXPECT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ok"], true);
+  EXPECT_EQ(j["header"]["kind"], "activation");
+  EXPECT_EQ(j["header"]["count_full"], 2);
+  EXPECT_EQ(j["wire_bytes"], packet.size());
+  EXPECT_EQ(j["dense_bytes"], 512);
+  EXPECT_EQ(j["checksum_status"], "ok");
+  EXPECT_EQ(j["sections"].size(), 4u);
+  EXPECT_EQ(j["sections"][0]["id"], "index");
+  std::filesystem::remove(path);
+}
+
+TEST(Inspect, CorruptPacketPrintsHeaderAndOneErrorLine) {
+  std::vector<uint8_t> packet = SamplePacket();
+  packet[packet.size() / 2] ^= 0xff;
+  const std::string path = WriteTemp("bad.packet", packet);
+  const InspectRun r = Inspect(path, false);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("kind activation"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": BAD"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err, "sparselink inspect: " + path + ": corrupt_packet: " +
+                       r.err.substr(r.err.find("checksum = ")));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
+  const InspectRun j = Inspect(path, true);
+  EXPECT_EQ(j.rc, 1);
+  EXPECT_EQ(nlohmann::json::parse(j.out)["checksum_status"], "BAD");
+  std::filesystem::remove(path);
+}
+
+TEST(Inspect, UnreadableFilesNameThePath) {
+  InspectRun r = Inspect("/no/such/sparselink.packet", false);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err.rfind("sparselink inspect: /no/such/sparselink.packet: io: ", 0), 0u) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  r = Inspect(std::filesystem::temp_directory_path().string(), false);
+  EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
+  const std::string empty = WriteTemp("empty.packet", {});
+  r = Inspect(empty, false);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("packet size = 0"), std::string::npos) << r.err;
+  std::filesystem::remove(empty);
+}
+
+TEST(Inspect, ContractAndSummaryPacketsDecode) {
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeContract(Contract{}, {.boundary = 1}, &packet).ok());
+  std::string path = WriteTemp("contract.packet", packet);
+  InspectRun r = Inspect(path, false);
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("contract b0 v0 keep=100.00%"), std::string::npos) << r.out;
+  std::filesystem::remove(path);
+  ASSERT_TRUE(EncodeSummary(std::vector<float>{1, 2, 3}, {}, &packet).ok());
+  path = WriteTemp("summary.packet", packet);
+  r = Inspect(path, false);
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("summary units"), std::string::npos) << r.out;
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace sparselink
