@@ -41,7 +41,7 @@ const Inputs& GetInputs(size_t rows, size_t cols) {
 }
 
 void Sizes(benchmark::internal::Benchmark* b) {
-  for (auto [rows, cols] : {std::pair{64, 512}, {256, 512}, {256, 4096}, {1024, 4096}}) {
+  for (auto [rows, cols] : {std::pair{64, 512}, {128, 1024}, {256, 512}, {256, 4096}, {1024, 4096}}) {
     b->Args({rows, cols});
   }
 }

@@ -3,7 +3,9 @@
 // probe and one line per epoch.
 //
 //   torch_dense_train [mlp|cnn] [epochs] [adam|sgd] [lr] [batch] [threads] [seed] [stages] [max_train_samples]
-//   torch_dense_train mlp 5 adam 0.001 128 2 1 4
+//   torch_dense_train mlp 5 sgd 0.05 128 2 1 4      (LR_SCHEDULE=constant: no cosine decay)
+//   torch_dense_train cnn 2 sgd 0.05 128 2 1 4
+// Arguments left out take the TrainOptions defaults; threads default to 2 here.
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -23,9 +25,10 @@ int main(int argc, char** argv) {
   const std::string model = argc > 1 ? argv[1] : "mlp";
   st::TrainOptions options;
   options.epochs = argc > 2 ? std::atoi(argv[2]) : 5;
-  const std::string optimizer = argc > 3 ? argv[3] : "adam";
-  options.optimizer = optimizer == "sgd" ? st::OptimizerKind::kSgdMomentum : st::OptimizerKind::kAdam;
-  options.learning_rate = argc > 4 ? std::atof(argv[4]) : 1e-3;
+  const std::string optimizer = argc > 3 ? argv[3] : "sgd";
+  options.optimizer = optimizer == "adam" ? st::OptimizerKind::kAdam : st::OptimizerKind::kSgdMomentum;
+  const double default_lr = options.optimizer == st::OptimizerKind::kAdam ? 1e-3 : 0.05;
+  options.learning_rate = argc > 4 ? std::atof(argv[4]) : default_lr;
   options.batch_size = argc > 5 ? std::atoll(argv[5]) : 128;
   options.num_threads = argc > 6 ? std::atoi(argv[6]) : 2;
   options.seed = argc > 7 ? std::strtoull(argv[7], nullptr, 10) : 1;
@@ -33,13 +36,14 @@ int main(int argc, char** argv) {
   options.max_train_samples = argc > 9 ? std::atoll(argv[9]) : 0;
 
   st::SetNumThreads(options.num_threads);
-  if (const char* schedule = std::getenv("LR_SCHEDULE")) {
+  if (const char* schedule = std::getenv("LR_SCHEDULE")) {  // "constant" or "cosine"
     options.schedule = std::string(schedule) == "constant" ? st::LrSchedule::kConstant
                                                            : st::LrSchedule::kCosine;
   }
   const st::TorchRuntimeInfo info = st::ProbeTorchRuntime();
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   std::printf("threads %d  OMP_WAIT_POLICY %s  blas %s  matmul 1024^3 %.1f ms\n",
-              info.num_threads, std::getenv("OMP_WAIT_POLICY"), info.blas.c_str(),
+              info.num_threads, wait_policy != nullptr ? wait_policy : "(unset)", info.blas.c_str(),
               info.matmul_1024_ms);
 
   auto data = st::LoadFashionMnist();

@@ -60,5 +60,44 @@ expect_error demo_bad_bandwidth "bandwidth = fast" "$bin" demo --link-bandwidth 
 expect_error demo_zero_steps "steps" "$bin" demo --steps 0
 expect_error demo_negative_budget "link-budget" "$bin" demo --link-budget -5
 
+# train: only when the binary was built with LibTorch. Every bad flag fails before any work
+# and leaves no report behind.
+if "$bin" train --help >/dev/null 2>&1; then
+  report="$work/train/report.json"
+  expect_error train_unknown_model "model" "$bin" train --model resnet --report "$report"
+  expect_error train_unknown_policy "policy" "$bin" train --policy smart --report "$report"
+  expect_error train_keep_zero "--keep = 0" "$bin" train --keep 0 --report "$report"
+  expect_error train_keep_150 "--keep = 150" "$bin" train --keep 150% --report "$report"
+  expect_error train_keep_garbage "--keep = lots" "$bin" train --keep lots --report "$report"
+  expect_error train_too_many_stages "stages = 9" "$bin" train --stages 9 --report "$report"
+  expect_error train_bad_codec "codec = fp7" "$bin" train --codec fp7 --report "$report"
+  expect_error train_bad_gradient_codec "--gradient-codec = q2" "$bin" train --gradient-codec q2 --report "$report"
+  expect_error train_bad_bandwidth "bandwidth = slow" "$bin" train --link-bandwidth slow --report "$report"
+  expect_error train_unwritable_report "--report = /proc/nope/r.json" "$bin" train --report /proc/nope/r.json
+  expect_error train_report_is_directory "is a directory" "$bin" train --report "$work"
+  mkdir -p "$work/badset"
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    printf 'not gzip' >"$work/badset/$f.gz"
+  done
+  expect_error train_missing_dataset "apt-get install dataset-fashion-mnist" \
+    "$bin" train --data "$work/nodata" --report "$report"
+  expect_error train_corrupt_dataset "train-images-idx3-ubyte.gz" \
+    "$bin" train --data "$work/badset" --report "$report"
+  [[ -e "$report" ]] && fail "a failed train left a report behind"
+  # A tiny real run: the report is complete JSON with the documented fields.
+  if [[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
+    expect_ok train_tiny "$bin" train --epochs 1 --max-train-samples 2000 --stages 2 \
+      --keep 10 --report "$report"
+    /usr/bin/python3 - "$report" <<'PY' || fail "train report fields"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert 0 <= r["final"]["test_accuracy"] <= 1
+assert r["traffic"]["wire_bytes"] > 0 and r["traffic"]["dense_fp32_bytes"] > r["traffic"]["wire_bytes"]
+assert len(r["boundaries"]) == 1 and r["boundaries"][0]["contract"]["keep"] == 0.1
+assert len(r["epochs"]) == 1 and "modelled_link_seconds" in r["time"]
+PY
+  fi
+fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

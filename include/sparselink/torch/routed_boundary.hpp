@@ -1,0 +1,109 @@
+// RoutedBoundaries: the LibTorch adapter that puts the core library on every stage boundary.
+//
+// Forward (per boundary, per step): the sender's activation [N, ...] is flattened to
+// rows x cols, routed by the core Router under the boundary's contract, encoded into a real
+// wire-format packet, sent over the boundary's forward Link, received, decoded and scattered
+// into the dense tensor the receiver sees (zeros where dropped). Backward: the receiver's
+// dense gradient is gathered at the kept positions (values only: both sides know the index
+// set), encoded with the gradient codec, sent over the backward link, decoded and scattered
+// into dL/dy. This is the exact gradient of the routed forward (d(m*y)/dy = m) up to the
+// gradient codec's rounding. Every `summary_every` steps the receiver also sends its summary
+// (per-neuron mean |g|, fp16) so that dropped neurons keep being scored; the sender's map is
+// updated every step from |a*g| on kept entries and |a|*summary on dropped ones. Every
+// `negotiate_every` steps each boundary renegotiates its contract (auto keep), after the
+// BudgetAllocator splits a shared link budget when one is set.
+//
+// Wire bytes are the bytes of real packets; the dense baseline is rows*cols*4 per direction.
+// Not thread-safe: the trainer calls it from one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "sparselink/codec.hpp"
+#include "sparselink/contract.hpp"
+#include "sparselink/link.hpp"
+#include "sparselink/routing.hpp"
+#include "sparselink/sensitivity.hpp"
+#include "sparselink/torch/models.hpp"
+#include "sparselink/torch/trainer.hpp"
+
+namespace sparselink::torch_adapter {
+
+enum class RoutingPolicy : uint8_t {
+  kDense = 0,    // no routing; traffic is dense fp32 both ways (the baseline)
+  kRandom,       // keep a random k per row
+  kMagnitude,    // keep the k largest |a| per row
+  kSensitivity,  // keep the k largest |a| * (eps + S_j) per row
+  kStructured,   // keep the same units for the whole micro-batch, by summed sensitivity
+};
+std::string_view RoutingPolicyName(RoutingPolicy p);
+Result<RoutingPolicy> ParseRoutingPolicy(std::string_view name);
+
+struct RoutedBoundaryOptions {
+  RoutingPolicy policy = RoutingPolicy::kSensitivity;
+  std::optional<double> keep;   // fixed keep fraction; nullopt = negotiated ("auto")
+  double keep_full = 0.0;       // share of the kept sent with full_codec
+  ValueCodec full_codec = ValueCodec::kFp16;
+  ValueCodec lossy_codec = ValueCodec::kInt8;  // the kept values' codec when keep_full = 0
+  ValueCodec gradient_codec = ValueCodec::kInt8;
+  IndexCodec index_codec = IndexCodec::kAuto;
+  double eps = 1e-3;
+  int negotiate_every = 50;     // steps between negotiations (auto keep)
+  int summary_every = 10;       // steps between receiver summaries
+  NegotiatorOptions negotiator{.tau_send = 0.9, .tau_recv = 0.9, .keep_min = 0.01,
+                               .keep_max = 1.0, .hysteresis = 0.005};
+  double initial_keep = 0.1;    // contract before the first negotiation (auto keep)
+  double link_budget_bytes_per_step = 0;  // > 0: one budget shared by all boundaries
+  SensitivityMode sensitivity_mode = SensitivityMode::kTaylor;
+  double ema_decay = 0.9;
+  LinkModel link;
+  uint64_t seed = 1;
+};
+
+// One boundary's counters and history, for the report.
+struct BoundaryReport {
+  size_t boundary = 0;
+  size_t cols = 0;
+  size_t block = 1;
+  uint64_t forward_wire_bytes = 0;
+  uint64_t backward_wire_bytes = 0;  // gradients + summaries
+  uint64_t dense_fp32_bytes = 0;     // forward + backward, as plain fp32
+  uint64_t packets = 0;
+  double modelled_link_seconds = 0;
+  double route_seconds = 0;          // routing + coding + link, wall clock, both directions
+  std::vector<NegotiationRecord> history;
+  Contract contract;                 // in force at the end
+  std::vector<float> sensitivity;    // the map at the end
+};
+
+class RoutedBoundaries final : public BoundaryHook {
+ public:
+  // `stages` are used to size the boundaries lazily (on first Forward) and to build the
+  // receiver's view from the next stage's first weight. Errors: bad options (each named).
+  static Result<std::unique_ptr<RoutedBoundaries>> Create(const RoutedBoundaryOptions& options,
+                                                          Stages* stages);
+  ~RoutedBoundaries() override;
+
+  torch::Tensor Forward(size_t boundary, const torch::Tensor& activation, bool training) override;
+  void OnStepEnd(int64_t step) override;
+
+  // Freezes or unfreezes every sensitivity map (inference).
+  void SetFrozen(bool frozen);
+  std::vector<BoundaryReport> Report() const;
+  const RoutedBoundaryOptions& options() const { return options_; }
+
+  struct State;  // one per boundary (defined in the .cc)
+
+ private:
+  RoutedBoundaryOptions options_;
+  Stages* stages_;
+  std::vector<std::unique_ptr<State>> states_;
+};
+
+}  // namespace sparselink::torch_adapter

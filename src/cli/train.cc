@@ -1,0 +1,304 @@
+// `sparselink train`. Validates every flag before any work, loads the data, builds the model
+// split into stages, trains it with a RoutedBoundaries hook on every boundary (optionally after
+// a dense baseline with the same seed), prints a table per boundary, writes the JSON report
+// (docs/report.md) atomically, and calls scripts/plot_report.py for the PNG plots.
+#include "cli/train.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "sparselink/link.hpp"
+#include "sparselink/torch/fashion_mnist.hpp"
+#include "sparselink/torch/models.hpp"
+#include "sparselink/torch/routed_boundary.hpp"
+#include "sparselink/torch/runtime.hpp"
+#include "sparselink/torch/trainer.hpp"
+
+namespace sparselink::cli {
+namespace {
+
+namespace ta = ::sparselink::torch_adapter;
+using nlohmann::json;
+
+int Fail(std::ostream& err, const Status& s) {
+  err << "sparselink train: " << s.ToString() << "\n";
+  return 1;
+}
+
+json EpochsJson(const ta::TrainReport& report) {
+  json epochs = json::array();
+  for (const ta::EpochStats& e : report.epochs) {
+    epochs.push_back({{"epoch", e.epoch}, {"seconds", e.seconds}, {"samples_per_s", e.samples_per_s},
+                      {"loss", e.loss}, {"train_accuracy", e.train_accuracy},
+                      {"test_accuracy", e.test_accuracy}});
+  }
+  return epochs;
+}
+
+json ContractJson(const Contract& c) {
+  return {{"version", c.version},
+          {"keep", c.keep},
+          {"keep_full", c.keep_full},
+          {"full_codec", Traits(c.full_codec).name},
+          {"lossy_codec", Traits(c.lossy_codec).name},
+          {"granularity", GranularityName(c.granularity)},
+          {"rest", RestPolicyName(c.rest)},
+          {"bound_by", BoundByName(c.bound_by)}};
+}
+
+// Checks that `path` can be written, by creating its directory and a temporary file beside it,
+// before hours of training depend on it.
+Status CheckWritable(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) return FieldError(ErrorCode::kIo, "--report", path.string(), ec.message());
+  if (std::filesystem::is_directory(path)) {
+    return FieldError(ErrorCode::kIo, "--report", path.string(), "is a directory");
+  }
+  const std::filesystem::path probe = path.string() + ".partial";
+  std::ofstream file(probe);
+  if (!file) return FieldError(ErrorCode::kIo, "--report", path.string(), "cannot be written");
+  file.close();
+  std::filesystem::remove(probe, ec);
+  return Status::Ok();
+}
+
+Status WriteAtomically(const std::filesystem::path& path, const std::string& text) {
+  const std::filesystem::path partial = path.string() + ".partial";
+  {
+    std::ofstream file(partial, std::ios::trunc);
+    file << text;
+    if (!file) return FieldError(ErrorCode::kIo, "--report", path.string(), "write failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(partial, path, ec);
+  if (ec) return FieldError(ErrorCode::kIo, "--report", path.string(), ec.message());
+  return Status::Ok();
+}
+
+std::string Megabytes(double bytes) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(bytes < 1e7 ? 2 : 1) << bytes / 1e6 << " MB";
+  return s.str();
+}
+
+}  // namespace
+
+int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& err) {
+  // --- Every flag is checked before any work. ---
+  auto policy = ta::ParseRoutingPolicy(options.policy);
+  if (!policy.ok()) return Fail(err, policy.status());
+  auto codec = ParseValueCodec(options.codec);
+  if (!codec.ok()) return Fail(err, codec.status());
+  auto gradient_codec = ParseValueCodec(options.gradient_codec);
+  if (!gradient_codec.ok()) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--gradient-codec", options.gradient_codec,
+                                "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
+  }
+  std::optional<double> keep;
+  if (options.keep != "auto") {
+    char* end = nullptr;
+    std::string text = options.keep;
+    if (!text.empty() && text.back() == '%') text.pop_back();
+    const double percent = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size()) {
+      return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--keep", options.keep,
+                                  "expected a percentage in (0, 100] or auto"));
+    }
+    auto fraction = KeepFromPercent(percent, "--keep");
+    if (!fraction.ok()) return Fail(err, fraction.status());
+    keep = *fraction;
+  }
+  auto keep_min = KeepFromPercent(options.keep_min_percent, "--keep-min");
+  if (!keep_min.ok()) return Fail(err, keep_min.status());
+  if (!(options.tau > 0 && options.tau <= 1)) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--tau", options.tau, "must be in (0, 1]"));
+  }
+  auto bandwidth = ParseBandwidth(options.link_bandwidth);
+  if (!bandwidth.ok()) return Fail(err, bandwidth.status());
+  if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
+  auto probe_stages = ta::BuildModel(options.model, options.stages);
+  if (!probe_stages.ok()) return Fail(err, probe_stages.status());
+
+  // --- Data and runtime. ---
+  ta::SetNumThreads(options.threads);
+  const ta::TorchRuntimeInfo runtime = ta::ProbeTorchRuntime();
+  out << "runtime: " << runtime.num_threads << " threads, BLAS " << runtime.blas << ", 1024^3 matmul "
+      << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms << " ms\n";
+  auto data = ta::LoadFashionMnist(options.data_dir);
+  if (!data.ok()) return Fail(err, data.status());
+
+  const ta::TrainOptions train_options{.epochs = options.epochs,
+                                       .batch_size = options.batch,
+                                       .seed = options.seed,
+                                       .num_threads = options.threads,
+                                       .max_train_samples = options.max_train_samples};
+  json report;
+  report["config"] = {{"model", options.model},
+                      {"policy", options.policy},
+                      {"keep", keep ? json(*keep) : json("auto")},
+                      {"link_budget_bytes_per_step", options.link_budget_bytes},
+                      {"codec", options.codec},
+                      {"gradient_codec", options.gradient_codec},
+                      {"stages", options.stages},
+                      {"epochs", options.epochs},
+                      {"batch", options.batch},
+                      {"seed", options.seed},
+                      {"threads", options.threads},
+                      {"link_bandwidth_bits_per_s", *bandwidth},
+                      {"negotiate_every", options.negotiate_every},
+                      {"tau", options.tau},
+                      {"keep_min", *keep_min},
+                      {"max_train_samples", options.max_train_samples},
+                      {"blas", runtime.blas}};
+
+  // --- Optional dense baseline, same seed. ---
+  if (options.compare_dense) {
+    out << "dense baseline (same seed):\n";
+    torch::manual_seed(options.seed);
+    auto stages = ta::BuildModel(options.model, options.stages);
+    if (!stages.ok()) return Fail(err, stages.status());
+    auto dense = ta::Train(*stages, data->train, data->test, train_options, nullptr, &out);
+    if (!dense.ok()) return Fail(err, dense.status());
+    report["baseline"] = {{"policy", "dense"}, {"epochs", EpochsJson(*dense)},
+                          {"test_accuracy", dense->epochs.back().test_accuracy}};
+  }
+
+  // --- The routed run. ---
+  torch::manual_seed(options.seed);
+  auto stages = ta::BuildModel(options.model, options.stages);
+  if (!stages.ok()) return Fail(err, stages.status());
+  ta::RoutedBoundaryOptions boundary_options{
+      .policy = *policy,
+      .keep = keep,
+      .keep_full = 0.0,
+      .lossy_codec = *codec,
+      .gradient_codec = *gradient_codec,
+      .negotiate_every = options.negotiate_every,
+      .negotiator = {.tau_send = options.tau, .tau_recv = options.tau, .keep_min = *keep_min},
+      .initial_keep = std::max(*keep_min, 0.1),
+      .link_budget_bytes_per_step = options.link_budget_bytes,
+      .link = {.bandwidth_bits_per_s = *bandwidth},
+      .seed = options.seed};
+  auto hook = ta::RoutedBoundaries::Create(boundary_options, &*stages);
+  if (!hook.ok()) return Fail(err, hook.status());
+  ta::RoutedBoundaries& boundaries = **hook;
+  ta::TrainOptions routed_options = train_options;
+  routed_options.progress_suffix = [&boundaries] {
+    double wire = 0;
+    for (const auto& b : boundaries.Report()) wire += double(b.forward_wire_bytes + b.backward_wire_bytes);
+    return "wire " + Megabytes(wire);
+  };
+  out << "routed: model " << options.model << ", " << options.stages << " stages, policy "
+      << options.policy << ", keep " << options.keep << ", codec " << options.codec << "\n";
+  const auto start = std::chrono::steady_clock::now();
+  ta::TrainReport trained;
+  try {
+    auto result = ta::Train(*stages, data->train, data->test, routed_options, &boundaries, &out);
+    if (!result.ok()) return Fail(err, result.status());
+    trained = std::move(result).value();
+  } catch (const c10::Error& e) {
+    err << "sparselink train: " << e.what_without_backtrace() << "\n";
+    return 1;
+  }
+  const double wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  // --- Report. ---
+  double train_seconds = 0;
+  for (const auto& e : trained.epochs) train_seconds += e.seconds;
+  uint64_t wire = 0, dense = 0, forward_wire = 0, backward_wire = 0;
+  double modelled = 0, route_seconds = 0;
+  json boundaries_json = json::array();
+  const std::vector<ta::BoundaryReport> reports = boundaries.Report();
+  for (const ta::BoundaryReport& b : reports) {
+    forward_wire += b.forward_wire_bytes;
+    backward_wire += b.backward_wire_bytes;
+    dense += b.dense_fp32_bytes;
+    modelled += b.modelled_link_seconds;
+    route_seconds += b.route_seconds;
+    json history = json::array();
+    for (const NegotiationRecord& r : b.history) {
+      json stages_json = json::array();
+      for (const auto& st : r.stages) {
+        stages_json.push_back({{"state", NegotiationStateName(st.state)}, {"keep", st.keep},
+                               {"reason", BoundByName(st.reason)}});
+      }
+      history.push_back({{"step", r.step}, {"version", r.contract.version}, {"keep", r.contract.keep},
+                         {"bound_by", BoundByName(r.contract.bound_by)}, {"changed", r.changed},
+                         {"stages", stages_json}});
+    }
+    boundaries_json.push_back({{"boundary", b.boundary},
+                               {"cols", b.cols},
+                               {"block", b.block},
+                               {"contract", ContractJson(b.contract)},
+                               {"wire_bytes", b.forward_wire_bytes + b.backward_wire_bytes},
+                               {"forward_wire_bytes", b.forward_wire_bytes},
+                               {"backward_wire_bytes", b.backward_wire_bytes},
+                               {"dense_fp32_bytes", b.dense_fp32_bytes},
+                               {"packets", b.packets},
+                               {"modelled_link_seconds", b.modelled_link_seconds},
+                               {"route_seconds", b.route_seconds},
+                               {"history", history},
+                               {"sensitivity", b.sensitivity}});
+  }
+  wire = forward_wire + backward_wire;
+  const double dense_link_seconds =
+      std::chrono::duration<double>(ModelledTransferTime({.bandwidth_bits_per_s = *bandwidth}, dense)).count();
+  report["epochs"] = EpochsJson(trained);
+  report["final"] = {{"test_accuracy", trained.epochs.back().test_accuracy},
+                     {"train_accuracy", trained.epochs.back().train_accuracy},
+                     {"loss", trained.epochs.back().loss}};
+  report["traffic"] = {{"wire_bytes", wire},
+                       {"forward_wire_bytes", forward_wire},
+                       {"backward_wire_bytes", backward_wire},
+                       {"dense_fp32_bytes", dense},
+                       {"ratio", wire > 0 ? double(dense) / double(wire) : 0.0}};
+  report["time"] = {{"wall_seconds", wall_seconds},
+                    {"train_seconds", train_seconds},
+                    {"route_seconds", route_seconds},
+                    {"route_share_of_train", train_seconds > 0 ? route_seconds / train_seconds : 0.0},
+                    {"modelled_link_seconds", modelled},
+                    {"modelled_dense_link_seconds", dense_link_seconds}};
+  report["boundaries"] = boundaries_json;
+
+  out << "\nboundary  cols   contract (last)                               wire        dense       ratio\n";
+  for (const ta::BoundaryReport& b : reports) {
+    const double ratio = double(b.dense_fp32_bytes) / double(std::max<uint64_t>(1, b.forward_wire_bytes + b.backward_wire_bytes));
+    out << std::setw(8) << b.boundary << "  " << std::setw(5) << b.cols << "  " << std::left << std::setw(44)
+        << b.contract.ToString().substr(0, 44) << std::right << std::setw(10)
+        << Megabytes(double(b.forward_wire_bytes + b.backward_wire_bytes)) << std::setw(12)
+        << Megabytes(double(b.dense_fp32_bytes)) << std::setw(8) << std::setprecision(1) << ratio << "x\n";
+  }
+  out << std::setprecision(2) << "\ntest accuracy " << 100.0 * trained.epochs.back().test_accuracy << "%";
+  if (report.contains("baseline")) {
+    out << " (dense baseline " << 100.0 * report["baseline"]["test_accuracy"].get<double>() << "%)";
+  }
+  out << std::setprecision(1) << "\nwire " << Megabytes(double(wire)) << " vs dense fp32 "
+      << Megabytes(double(dense)) << ": " << (wire ? double(dense) / double(wire) : 0.0) << "x smaller\n"
+      << "routing + coding + link: " << std::setprecision(2) << route_seconds << " s of " << train_seconds
+      << " s training (" << std::setprecision(1) << 100.0 * route_seconds / std::max(train_seconds, 1e-9)
+      << "%)\nmodelled link time at " << options.link_bandwidth << ": " << modelled << " s vs "
+      << dense_link_seconds << " s dense\n";
+
+  if (Status s = WriteAtomically(options.report_path, report.dump(1)); !s.ok()) return Fail(err, s);
+  out << "report: " << options.report_path << "\n";
+  if (!options.plot_dir.empty()) {
+    const std::string command = "/usr/bin/python3 \"" SPARSELINK_SOURCE_DIR "/scripts/plot_report.py\" \"" +
+                                options.report_path + "\" \"" + options.plot_dir + "\"";
+    if (std::system(command.c_str()) != 0) {
+      err << "sparselink train: plots failed (command: " << command << ")\n";
+      return 1;
+    }
+    out << "plots: " << options.plot_dir << "/\n";
+  }
+  return 0;
+}
+
+}  // namespace sparselink::cli

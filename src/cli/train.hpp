@@ -1,0 +1,38 @@
+// `sparselink train`: the main job. A network split into stages, trained on Fashion-MNIST,
+// with every boundary routed under negotiated contracts; a JSON report and plots.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+namespace sparselink::cli {
+
+struct TrainCliOptions {
+  std::string model = "mlp";
+  std::string policy = "sensitivity";
+  std::string keep = "auto";          // a percentage in (0, 100], or "auto"
+  double link_budget_bytes = 0;       // bytes per step shared by all boundaries; 0 = none
+  std::string codec = "int8";         // kept values
+  std::string gradient_codec = "int8";
+  int stages = 4;
+  int epochs = 5;
+  int batch = 128;
+  uint64_t seed = 1;
+  int threads = 2;
+  std::string link_bandwidth = "100Mbit";
+  int negotiate_every = 50;
+  double tau = 0.9;
+  double keep_min_percent = 1.0;
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string report_path = "out/train/report.json";
+  std::string plot_dir;               // empty: no plots
+  int64_t max_train_samples = 0;      // > 0: quick runs on the first N samples
+  bool compare_dense = false;         // also train the dense baseline with the same seed
+};
+
+// Returns the process exit code (0, or 1 with one line on `err`). The report is written to
+// `report_path` only when the run completes (through a temporary file and a rename).
+int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& err);
+
+}  // namespace sparselink::cli

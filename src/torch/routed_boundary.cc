@@ -1,0 +1,388 @@
+// RoutedBoundaries: see the header for the data flow. The autograd function below is the
+// only place where LibTorch meets the core: its forward runs sender -> link -> receiver with
+// real packets, and its backward runs receiver -> link -> sender with the mask-routed
+// gradient (plus the receiver summary every `summary_every` steps).
+#include "sparselink/torch/routed_boundary.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+namespace sparselink::torch_adapter {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+namespace {
+constexpr auto kLinkTimeout = std::chrono::milliseconds(10000);
+
+// Exceptions only at the edge: a core error inside autograd becomes one c10::Error line.
+void ThrowIfError(const Status& s, size_t boundary) {
+  TORCH_CHECK(s.ok(), "sparselink boundary ", boundary, ": ", s.ToString());
+}
+
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+}  // namespace
+
+std::string_view RoutingPolicyName(RoutingPolicy p) {
+  switch (p) {
+    case RoutingPolicy::kDense: return "dense";
+    case RoutingPolicy::kRandom: return "random";
+    case RoutingPolicy::kMagnitude: return "magnitude";
+    case RoutingPolicy::kSensitivity: return "sensitivity";
+    case RoutingPolicy::kStructured: return "structured";
+  }
+  return "?";
+}
+
+Result<RoutingPolicy> ParseRoutingPolicy(std::string_view name) {
+  for (RoutingPolicy p : {RoutingPolicy::kDense, RoutingPolicy::kRandom, RoutingPolicy::kMagnitude,
+                          RoutingPolicy::kSensitivity, RoutingPolicy::kStructured}) {
+    if (RoutingPolicyName(p) == name) return p;
+  }
+  return FieldError(ErrorCode::kInvalidArgument, "policy", name,
+                    "unknown policy (one of dense, random, magnitude, sensitivity, structured)");
+}
+
+struct RoutedBoundaries::State {
+  size_t boundary = 0;
+  size_t cols = 0;
+  size_t block = 1;
+  const RoutedBoundaryOptions* options = nullptr;
+  std::optional<SensitivityMap> map;           // sender's view
+  std::optional<SensitivityMap> receiver_map;  // receiver's view of its inputs
+  std::optional<Negotiator> negotiator;
+  std::optional<Router> router;
+  std::unique_ptr<Link> forward_link;
+  std::unique_ptr<Link> backward_link;
+  Contract contract;
+  double link_cap_bytes = std::numeric_limits<double>::infinity();
+
+  // The step in flight: the sender's routed tensor, the receiver's decoded copy, and the
+  // activation the sender scored (rows x cols, contiguous fp32).
+  RoutedTensor sender_mask;
+  RoutedTensor receiver_mask;
+  torch::Tensor activation;
+  torch::Tensor received;
+  std::vector<float> summary;  // per neuron, the receiver's last mean |g|
+  bool have_summary = false;
+  int64_t step = 0;
+
+  std::vector<uint8_t> packet;
+  std::vector<float> values;
+  std::vector<float> neuron_scores;
+  std::vector<float> unit_scores;
+  BoundaryReport report;
+
+  torch::Tensor RouteForward(const torch::Tensor& input, bool count);
+  torch::Tensor RouteBackward(const torch::Tensor& grad_output);
+  void Transfer(Link& link, uint64_t dense_bytes, bool count, uint64_t* wire_counter);
+};
+
+// Sends `packet` over `link` and receives it back into `packet` (the two ends of a boundary
+// live in one process here; with MPI they are two ranks).
+void RoutedBoundaries::State::Transfer(Link& link, uint64_t dense_bytes, bool count,
+                                       uint64_t* wire_counter) {
+  const LinkStats before = link.stats();
+  ThrowIfError(link.Send(packet, dense_bytes, kLinkTimeout), boundary);
+  auto got = link.Recv(kLinkTimeout);
+  ThrowIfError(got.status(), boundary);
+  packet = std::move(got).value();
+  if (count) {
+    const LinkStats after = link.stats();
+    *wire_counter += after.wire_bytes - before.wire_bytes;
+    report.dense_fp32_bytes += dense_bytes;
+    report.modelled_link_seconds += Seconds(after.modelled_time - before.modelled_time);
+    report.packets += 1;
+  }
+}
+
+torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, bool count) {
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t rows = input.size(0);
+  activation = input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
+  const ConstMatrix a{activation.data_ptr<float>(), static_cast<size_t>(rows), cols};
+  const bool use_map = options->policy == RoutingPolicy::kSensitivity ||
+                       options->policy == RoutingPolicy::kStructured;
+  ThrowIfError(router->Route(a, use_map ? &*map : nullptr, contract, static_cast<uint64_t>(step),
+                             &sender_mask),
+               boundary);
+  const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
+                          .contract_version = contract.version,
+                          .step = static_cast<uint64_t>(step)};
+  ThrowIfError(EncodeActivation(sender_mask, contract, label, {.index_codec = options->index_codec},
+                                &packet),
+               boundary);
+  const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
+  Transfer(*forward_link, dense_bytes, count, &report.forward_wire_bytes);
+
+  auto decoded = DecodeActivation(packet);
+  ThrowIfError(decoded.status(), boundary);
+  receiver_mask = std::move(decoded).value();
+  received = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
+  ThrowIfError(Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
+               boundary);
+  if (count) report.route_seconds += Seconds(std::chrono::steady_clock::now() - start);
+  return received.reshape(input.sizes()).to(input.dtype());
+}
+
+torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_output) {
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t rows = activation.size(0);
+  const auto num_rows = static_cast<size_t>(rows);
+  torch::Tensor g = grad_output.to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
+  const float* g_data = g.data_ptr<float>();
+  const uint64_t dense_bytes = num_rows * cols * sizeof(float);
+  const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
+                          .contract_version = contract.version,
+                          .step = static_cast<uint64_t>(step)};
+
+  // Receiver: its own view of its inputs (Taylor on what it received, with its dense
+  // gradient), and every `summary_every` steps the summary for the sender.
+  if (!receiver_map->frozen()) {
+    ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols}, {g_data, num_rows, cols}),
+                 boundary);
+  }
+  if (step % options->summary_every == 0) {
+    std::vector<float> mean_abs(cols, 0.0f);
+    for (size_t r = 0; r < num_rows; ++r) {
+      const float* row = g_data + r * cols;
+      for (size_t j = 0; j < cols; ++j) mean_abs[j] += std::fabs(row[j]);
+    }
+    for (float& v : mean_abs) v /= static_cast<float>(rows);
+    ThrowIfError(EncodeSummary(mean_abs, label, &packet), boundary);
+    // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
+    Transfer(*backward_link, 0, true, &report.backward_wire_bytes);
+    auto summary_values = DecodeSummary(packet);
+    ThrowIfError(summary_values.status(), boundary);
+    summary = std::move(summary_values).value();
+    have_summary = true;
+  }
+
+  // Receiver -> sender: the gradient at the kept positions only.
+  ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values), boundary);
+  ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
+                              {.index_codec = options->index_codec}, &packet),
+               boundary);
+  Transfer(*backward_link, dense_bytes, true, &report.backward_wire_bytes);
+  auto decoded = DecodeGradient(packet, sender_mask);
+  ThrowIfError(decoded.status(), boundary);
+  torch::Tensor grad_input = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
+  float* gi = grad_input.data_ptr<float>();
+  ThrowIfError(ScatterAtMask(sender_mask, *decoded, {gi, num_rows, cols}), boundary);
+
+  // Sender: score what it can see. Kept entries: |a * dL/da| with the gradient that came back;
+  // dropped entries: |a| * (receiver's mean |g|), so dropped neurons can come back.
+  if (!map->frozen()) {
+    const float* a = activation.data_ptr<float>();
+    std::fill(neuron_scores.begin(), neuron_scores.end(), 0.0f);
+    const float inv_rows = 1.0f / static_cast<float>(rows);
+    for (size_t r = 0; r < num_rows; ++r) {
+      const float* a_row = a + r * cols;
+      if (have_summary) {
+        for (size_t j = 0; j < cols; ++j) neuron_scores[j] += std::fabs(a_row[j]) * summary[j] * inv_rows;
+      }
+      for (uint32_t j : sender_mask.RowIndices(r)) {
+        const float dropped_score = have_summary ? std::fabs(a_row[j]) * summary[j] : 0.0f;
+        neuron_scores[j] += (std::fabs(a_row[j] * gi[r * cols + j]) - dropped_score) * inv_rows;
+      }
+    }
+    std::fill(unit_scores.begin(), unit_scores.end(), 0.0f);
+    for (size_t j = 0; j < cols; ++j) unit_scores[j / block] += std::max(neuron_scores[j], 0.0f);
+    ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
+  }
+  report.route_seconds += Seconds(std::chrono::steady_clock::now() - start);
+  return grad_input.reshape(grad_output.sizes()).to(grad_output.dtype());
+}
+
+namespace {
+class RouteFunction : public torch::autograd::Function<RouteFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor input, int64_t state_address) {
+    ctx->saved_data["state"] = state_address;
+    auto* state = reinterpret_cast<RoutedBoundaries::State*>(state_address);
+    return state->RouteForward(input, /*count=*/true);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto* state = reinterpret_cast<RoutedBoundaries::State*>(ctx->saved_data["state"].toInt());
+    return {state->RouteBackward(grad_outputs[0]), torch::Tensor()};
+  }
+};
+}  // namespace
+
+Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(const RoutedBoundaryOptions& options,
+                                                                   Stages* stages) {
+  if (options.keep && (!std::isfinite(*options.keep) || *options.keep <= 0 || *options.keep > 1)) {
+    return FieldError(ErrorCode::kInvalidArgument, "keep", *options.keep, "must be in (0, 1]");
+  }
+  if (!std::isfinite(options.initial_keep) || options.initial_keep <= 0 || options.initial_keep > 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "initial_keep", options.initial_keep, "must be in (0, 1]");
+  }
+  if (options.negotiate_every < 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "negotiate_every", options.negotiate_every, "must be >= 1");
+  }
+  if (options.summary_every < 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "summary_every", options.summary_every, "must be >= 1");
+  }
+  if (!std::isfinite(options.link_budget_bytes_per_step) || options.link_budget_bytes_per_step < 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "link_budget", options.link_budget_bytes_per_step,
+                      "must be >= 0 bytes per step");
+  }
+  Contract probe{.keep = options.keep.value_or(options.initial_keep), .keep_full = options.keep_full,
+                 .full_codec = options.full_codec, .lossy_codec = options.lossy_codec};
+  SPARSELINK_RETURN_IF_ERROR(probe.Validate());
+  SPARSELINK_ASSIGN_OR_RETURN(auto link_check, MakeLink({.model = options.link}));
+  (void)link_check;
+  auto boundaries = std::unique_ptr<RoutedBoundaries>(new RoutedBoundaries());
+  boundaries->options_ = options;
+  boundaries->stages_ = stages;
+  return boundaries;
+}
+
+RoutedBoundaries::~RoutedBoundaries() = default;
+
+// Builds boundary b's state the first time an activation of `cols` neurons per sample crosses
+// it. Conv feature maps [N, C, H, W] get per-channel resolution (block = H*W).
+static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
+    size_t boundary, const torch::Tensor& activation, const RoutedBoundaryOptions& options) {
+  auto state = std::make_unique<RoutedBoundaries::State>();
+  state->boundary = boundary;
+  state->options = &options;
+  state->cols = static_cast<size_t>(activation.numel() / activation.size(0));
+  state->block = activation.dim() == 4 ? static_cast<size_t>(activation.size(2) * activation.size(3)) : 1;
+  const SensitivityOptions map_options{.num_neurons = state->cols, .block = state->block,
+                                       .mode = options.sensitivity_mode, .ema_decay = options.ema_decay};
+  SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap map, SensitivityMap::Create(map_options));
+  SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap receiver_map, SensitivityMap::Create(map_options));
+  state->map.emplace(std::move(map));
+  state->receiver_map.emplace(std::move(receiver_map));
+  const bool structured = options.policy == RoutingPolicy::kStructured;
+  state->contract = Contract{.boundary = static_cast<uint32_t>(boundary),
+                             .keep = options.keep.value_or(options.initial_keep),
+                             .keep_full = options.keep_full,
+                             .full_codec = options.full_codec,
+                             .lossy_codec = options.lossy_codec,
+                             .granularity = structured ? Granularity::kUnit : Granularity::kElement,
+                             .bound_by = options.keep ? BoundBy::kFixed : BoundBy::kSenderCoverage};
+  SPARSELINK_ASSIGN_OR_RETURN(Negotiator negotiator, Negotiator::Create(options.negotiator, state->contract));
+  state->negotiator.emplace(std::move(negotiator));
+  ScorePolicy score = ScorePolicy::kSensitivity;
+  if (options.policy == RoutingPolicy::kRandom) score = ScorePolicy::kRandom;
+  if (options.policy == RoutingPolicy::kMagnitude) score = ScorePolicy::kMagnitude;
+  SPARSELINK_ASSIGN_OR_RETURN(Router router, Router::Create({.policy = score, .eps = options.eps,
+                                                             .seed = options.seed + boundary}));
+  state->router.emplace(std::move(router));
+  LinkOptions link_options{.model = options.link};
+  link_options.model.fault_seed = options.seed * 1000 + boundary;
+  SPARSELINK_ASSIGN_OR_RETURN(state->forward_link, MakeLink(link_options));
+  SPARSELINK_ASSIGN_OR_RETURN(state->backward_link, MakeLink(link_options));
+  state->summary.assign(state->cols, 0.0f);
+  state->neuron_scores.assign(state->cols, 0.0f);
+  state->unit_scores.assign(state->map->num_units(), 0.0f);
+  state->report.boundary = boundary;
+  state->report.cols = state->cols;
+  state->report.block = state->block;
+  return state;
+}
+
+torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& activation, bool training) {
+  TORCH_CHECK(activation.dim() >= 2 && activation.size(0) > 0,
+              "sparselink boundary ", boundary, ": activation must be [N, ...] with N > 0, got ",
+              activation.sizes());
+  while (states_.size() <= boundary) states_.emplace_back();
+  if (!states_[boundary]) {
+    auto state = MakeState(boundary, activation, options_);
+    ThrowIfError(state.status(), boundary);
+    states_[boundary] = std::move(state).value();
+  }
+  State& state = *states_[boundary];
+  const auto cols = static_cast<size_t>(activation.numel() / activation.size(0));
+  TORCH_CHECK(cols == state.cols, "sparselink boundary ", boundary, ": activation has ", cols,
+              " values per sample, the boundary was built for ", state.cols);
+
+  if (options_.policy == RoutingPolicy::kDense) {
+    if (training) {
+      const uint64_t bytes = static_cast<uint64_t>(activation.numel()) * sizeof(float);
+      state.report.forward_wire_bytes += bytes;
+      state.report.backward_wire_bytes += bytes;
+      state.report.dense_fp32_bytes += 2 * bytes;
+      state.report.modelled_link_seconds +=
+          2 * Seconds(ModelledTransferTime(options_.link, bytes));
+    }
+    return activation;
+  }
+  if (!training || !activation.requires_grad()) return state.RouteForward(activation, /*count=*/false);
+  return RouteFunction::apply(activation, reinterpret_cast<int64_t>(&state));
+}
+
+void RoutedBoundaries::OnStepEnd(int64_t step) {
+  for (auto& state : states_) {
+    if (state) state->step = step + 1;
+  }
+  if (options_.keep || options_.policy == RoutingPolicy::kDense) return;
+  if ((step + 1) % options_.negotiate_every != 0) return;
+
+  if (options_.link_budget_bytes_per_step > 0) {
+    std::vector<BoundaryDemand> demands;
+    for (auto& state : states_) {
+      if (!state) continue;
+      const Contract& c = state->contract;
+      // One kept entry costs its value (mixed precision), its share of the index stream
+      // (about one byte as delta-varint at low keep) and its gradient value on the way back.
+      const double value_bytes = c.keep_full * Traits(c.full_codec).bits_per_value / 8.0 +
+                                 (1 - c.keep_full) * Traits(c.lossy_codec).bits_per_value / 8.0;
+      demands.push_back({.sensitivity = state->map->values(),
+                         .rows = static_cast<size_t>(state->activation.size(0)),
+                         .cols = state->cols,
+                         .bytes_per_entry = value_bytes + 1.0 + Traits(options_.gradient_codec).bits_per_value / 8.0,
+                         .keep_min = options_.negotiator.keep_min});
+    }
+    if (!demands.empty()) {
+      auto allocation = AllocateBudget(demands, options_.link_budget_bytes_per_step);
+      ThrowIfError(allocation.status(), 0);
+      size_t i = 0;
+      for (auto& state : states_) {
+        if (state) state->link_cap_bytes = allocation->bytes[i++];
+      }
+    }
+  }
+  for (auto& state : states_) {
+    if (!state) continue;
+    auto record = state->negotiator->Negotiate({.map = &*state->map, .link_bytes_per_step = state->link_cap_bytes},
+                                               {.map = &*state->receiver_map},
+                                               static_cast<size_t>(state->activation.size(0)), state->cols,
+                                               static_cast<uint64_t>(step + 1));
+    ThrowIfError(record.status(), state->boundary);
+    state->contract = state->negotiator->contract();
+  }
+}
+
+void RoutedBoundaries::SetFrozen(bool frozen) {
+  for (auto& state : states_) {
+    if (!state) continue;
+    if (frozen) {
+      state->map->Freeze();
+      state->receiver_map->Freeze();
+    } else {
+      state->map->Unfreeze();
+      state->receiver_map->Unfreeze();
+    }
+  }
+}
+
+std::vector<BoundaryReport> RoutedBoundaries::Report() const {
+  std::vector<BoundaryReport> reports;
+  for (const auto& state : states_) {
+    if (!state) continue;
+    BoundaryReport r = state->report;
+    r.history = state->negotiator->history();
+    r.contract = state->contract;
+    r.sensitivity.assign(state->map->values().begin(), state->map->values().end());
+    reports.push_back(std::move(r));
+  }
+  return reports;
+}
+
+}  // namespace sparselink::torch_adapter

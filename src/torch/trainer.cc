@@ -1,0 +1,194 @@
+// Dense trainer over stage-split models. The stages run one after the other in this thread;
+// the hook between two stages is where a routed boundary will sit, so the trainer never looks
+// inside it: it hands over the sender's autograd tensor and feeds whatever comes back into the
+// receiver, and a single backward pass then runs through stages and hooks alike.
+//
+// Train accuracy is counted on the fly from the training batches' logits (the model changes
+// during the epoch), which costs nothing extra; test accuracy is a full pass after each epoch.
+#include "sparselink/torch/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "sparselink/torch/runtime.hpp"
+
+namespace sparselink::torch_adapter {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Stages& stages,
+                                                       const TrainOptions& options) {
+  std::vector<torch::Tensor> parameters = StageParameters(stages);
+  if (options.optimizer == OptimizerKind::kAdam) {
+    return std::make_unique<torch::optim::Adam>(
+        parameters,
+        torch::optim::AdamOptions(options.learning_rate).weight_decay(options.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(parameters,
+                                             torch::optim::SGDOptions(options.learning_rate)
+                                                 .momentum(options.momentum)
+                                                 .weight_decay(options.weight_decay));
+}
+
+void SetTraining(Stages& stages, bool training) {
+  for (auto& stage : stages) stage->train(training);
+}
+
+std::string FormatDuration(double seconds) {
+  const auto total = static_cast<long long>(std::llround(std::max(0.0, seconds)));
+  char text[32];
+  if (total >= 3600) {
+    std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", total / 3600, total / 60 % 60,
+                  total % 60);
+  } else {
+    std::snprintf(text, sizeof text, "%lld:%02lld", total / 60, total % 60);
+  }
+  return text;
+}
+
+Status CheckOptions(const Stages& stages, const Dataset& train, const Dataset& test,
+                    const TrainOptions& options) {
+  if (stages.empty()) {
+    return FieldError(ErrorCode::kInvalidArgument, "stages", 0, "need at least one stage");
+  }
+  if (options.epochs < 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "epochs", options.epochs, "must be >= 1");
+  }
+  if (options.batch_size < 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "batch_size", options.batch_size,
+                      "must be >= 1");
+  }
+  if (options.eval_batch_size < 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "eval_batch_size", options.eval_batch_size,
+                      "must be >= 1");
+  }
+  if (!(options.learning_rate > 0.0) || !std::isfinite(options.learning_rate)) {
+    return FieldError(ErrorCode::kInvalidArgument, "learning_rate", options.learning_rate,
+                      "must be finite and > 0");
+  }
+  if (train.size() == 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "train samples", 0, "training set is empty");
+  }
+  if (test.size() == 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "test samples", 0, "test set is empty");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+torch::Tensor ForwardStages(Stages& stages, const torch::Tensor& input, BoundaryHook* hook,
+                            bool training) {
+  torch::Tensor x = input;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    x = stages[s]->forward(x);
+    if (s + 1 < stages.size() && hook != nullptr) x = hook->Forward(s, x, training);
+  }
+  return x;
+}
+
+double Evaluate(Stages& stages, const Dataset& data, BoundaryHook* hook, int64_t batch_size) {
+  const int64_t n = data.size();
+  if (n == 0 || batch_size < 1) return 0.0;
+  torch::NoGradGuard no_grad;
+  SetTraining(stages, false);
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < n; begin += batch_size) {
+    const int64_t end = std::min(n, begin + batch_size);
+    const torch::Tensor logits =
+        ForwardStages(stages, data.images.slice(0, begin, end), hook, /*training=*/false);
+    correct += logits.argmax(1).eq(data.labels.slice(0, begin, end)).sum().item<int64_t>();
+  }
+  return static_cast<double>(correct) / static_cast<double>(n);
+}
+
+Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& test,
+                          const TrainOptions& options, BoundaryHook* hook,
+                          std::ostream* progress) {
+  SPARSELINK_RETURN_IF_ERROR(CheckOptions(stages, train, test, options));
+  SetNumThreads(options.num_threads);
+  DenseBoundary dense;
+  if (hook == nullptr) hook = &dense;
+
+  const int64_t n = options.max_train_samples > 0
+                        ? std::min(options.max_train_samples, train.size())
+                        : train.size();
+  const int64_t batches_per_epoch = (n + options.batch_size - 1) / options.batch_size;
+  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(stages, options);
+  torch::Generator shuffle = at::detail::createCPUGenerator(options.seed);
+
+  const int64_t total_steps = batches_per_epoch * options.epochs;
+  constexpr double kPi = 3.14159265358979323846;
+
+  TrainReport report;
+  const auto run_start = Clock::now();
+  int64_t step = 0;
+  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+    SetTraining(stages, true);
+    const auto start = Clock::now();
+    const torch::Tensor order = torch::randperm(n, shuffle, torch::kInt64);
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    for (int64_t b = 0; b < batches_per_epoch; ++b) {
+      const int64_t begin = b * options.batch_size;
+      const torch::Tensor index = order.slice(0, begin, std::min(n, begin + options.batch_size));
+      const torch::Tensor images = train.images.index_select(0, index);
+      const torch::Tensor labels = train.labels.index_select(0, index);
+
+      if (options.schedule == LrSchedule::kCosine) {
+        const double progress_share = static_cast<double>(step) / static_cast<double>(total_steps);
+        const double lr = 0.5 * options.learning_rate * (1.0 + std::cos(kPi * progress_share));
+        for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+      }
+      optimizer->zero_grad();
+      const torch::Tensor logits = ForwardStages(stages, images, hook, /*training=*/true);
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, labels);
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        return FieldError(ErrorCode::kNonFinite, "loss", loss_value,
+                          "at epoch " + std::to_string(epoch) + " step " + std::to_string(step));
+      }
+      loss.backward();
+      optimizer->step();
+      hook->OnStepEnd(step);
+      ++step;
+
+      loss_sum += loss_value;
+      correct += logits.detach().argmax(1).eq(labels).sum().item<int64_t>();
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+
+    EpochStats stats;
+    stats.epoch = epoch;
+    stats.seconds = seconds;
+    stats.samples_per_s = seconds > 0.0 ? static_cast<double>(n) / seconds : 0.0;
+    stats.loss = loss_sum / static_cast<double>(batches_per_epoch);
+    stats.train_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+    stats.test_accuracy = Evaluate(stages, test, hook, options.eval_batch_size);
+    report.epochs.push_back(stats);
+
+    if (progress != nullptr) {
+      // Wall time so far (evaluation included) per epoch, times the epochs left.
+      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+      const double eta = elapsed / epoch * (options.epochs - epoch);
+      char line[160];
+      std::snprintf(line, sizeof line,
+                    "epoch %d/%d  %.0f samples/s  %.1f s  eta %s  loss %.4f  train %.2f%%  "
+                    "test %.2f%%",
+                    epoch, options.epochs, stats.samples_per_s, seconds,
+                    FormatDuration(eta).c_str(), stats.loss, 100.0 * stats.train_accuracy,
+                    100.0 * stats.test_accuracy);
+      *progress << line;
+      if (options.progress_suffix) *progress << "  " << options.progress_suffix();
+      *progress << '\n' << std::flush;
+    }
+  }
+  SetTraining(stages, true);
+  return report;
+}
+
+}  // namespace sparselink::torch_adapter
