@@ -12,6 +12,7 @@
 
 #include "sparselink/codec.hpp"
 #include "sparselink/routing.hpp"
+#include "sparselink/sensitivity.hpp"
 
 namespace sparselink {
 namespace {
@@ -80,20 +81,52 @@ void BM_NthElement(benchmark::State& state) {
 }
 BENCHMARK(BM_NthElement)->Apply(Sizes);
 
-void BM_RouteReference(benchmark::State& state) {
+// Route alone at keep = range(2) percent, keep_full 0.5 (both cuts), under `policy` and
+// `select`. A sensitivity map of random unit values in [0, 1] is used for kSensitivity.
+void RouteCase(benchmark::State& state, ScorePolicy policy, SelectMethod select) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
-  const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
+  auto router = Router::Create({.policy = policy, .select = select});
+  auto map = SensitivityMap::Create(SensitivityOptions{.num_neurons = in.cols, .block = 1});
+  std::vector<float> unit_values(in.cols);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  for (float& v : unit_values) v = uniform(rng);
+  if (!map.ok() || !map->Assign(unit_values).ok()) state.SkipWithError("map");
+  const Contract contract{.keep = double(state.range(2)) / 100.0, .keep_full = 0.5,
+                          .full_codec = ValueCodec::kFp16};
   RoutedTensor routed;
   int i = 0;
   for (auto _ : state) {
-    Status s = router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, nullptr, contract, 0, &routed);
+    Status s = router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, &*map, contract, 0,
+                             &routed);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(routed.values.data());
   }
   SetBytes(state, in.rows, in.cols);
 }
-BENCHMARK(BM_RouteReference)->Apply(Sizes);
+
+void RouteSizes(benchmark::internal::Benchmark* b) {
+  for (auto [rows, cols] : {std::pair{64, 512}, {128, 1024}, {256, 4096}, {1024, 4096}}) {
+    for (int keep_percent : {10, 30}) b->Args({rows, cols, keep_percent});
+  }
+}
+
+void BM_RouteReference(benchmark::State& state) {
+  RouteCase(state, ScorePolicy::kMagnitude, SelectMethod::kReference);
+}
+BENCHMARK(BM_RouteReference)->Apply(RouteSizes);
+void BM_RouteFast(benchmark::State& state) {
+  RouteCase(state, ScorePolicy::kMagnitude, SelectMethod::kFast);
+}
+BENCHMARK(BM_RouteFast)->Apply(RouteSizes);
+void BM_RouteSensitivityReference(benchmark::State& state) {
+  RouteCase(state, ScorePolicy::kSensitivity, SelectMethod::kReference);
+}
+BENCHMARK(BM_RouteSensitivityReference)->Apply(RouteSizes);
+void BM_RouteSensitivityFast(benchmark::State& state) {
+  RouteCase(state, ScorePolicy::kSensitivity, SelectMethod::kFast);
+}
+BENCHMARK(BM_RouteSensitivityFast)->Apply(RouteSizes);
 
 void BM_RouteAndEncode(benchmark::State& state) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
@@ -134,6 +167,37 @@ void BM_DecodeAndScatter(benchmark::State& state) {
   SetBytes(state, in.rows, in.cols);
 }
 BENCHMARK(BM_DecodeAndScatter)->Apply(Sizes);
+
+// Backward at the mask of a routed forward (keep 10%): gather dL/dy at the kept positions,
+// encode fp16, decode, scatter back to dense.
+void BM_GradientRoundTrip(benchmark::State& state) {
+  const Inputs& in = GetInputs(state.range(0), state.range(1));
+  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
+  std::vector<RoutedTensor> masks(kPool);
+  for (int p = 0; p < kPool; ++p) {
+    if (!router->Route({in.pool[p].data(), in.rows, in.cols}, nullptr, contract, 0, &masks[p]).ok()) {
+      state.SkipWithError("route");
+    }
+  }
+  std::vector<float> values;
+  std::vector<uint8_t> packet;
+  std::vector<float> dense(in.rows * in.cols);
+  int i = 0;
+  for (auto _ : state) {
+    const int p = i++ % kPool;
+    const RoutedTensor& mask = masks[p];
+    Status s = GatherAtMask(mask, {in.pool[(p + 1) % kPool].data(), in.rows, in.cols}, &values);
+    if (s.ok()) s = EncodeGradient(mask, values, ValueCodec::kFp16, {}, {}, &packet);
+    auto decoded = DecodeGradient(packet, mask);
+    if (s.ok()) s = decoded.status();
+    if (s.ok()) s = ScatterAtMask(mask, *decoded, {dense.data(), in.rows, in.cols});
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    benchmark::DoNotOptimize(dense.data());
+  }
+  SetBytes(state, in.rows, in.cols);
+}
+BENCHMARK(BM_GradientRoundTrip)->Apply(Sizes);
 
 }  // namespace
 }  // namespace sparselink

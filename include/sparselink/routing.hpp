@@ -24,11 +24,22 @@ inline constexpr size_t kNumScorePolicies = 3;
 std::string_view ScorePolicyName(ScorePolicy p);
 Result<ScorePolicy> ParseScorePolicy(std::string_view name);
 
+// How the top k of a row (or of the units) is found. Both give bit-identical output: the
+// selection is exact under one total order (score descending, then column ascending), so the
+// method only changes the cost. kReference is the plain std::nth_element-over-ids path kept
+// as the oracle of the differential tests; kFast is the one to use.
+enum class SelectMethod : uint8_t {
+  kReference = 0,  // nth_element over an id array with an indirect comparator; O(n) + O(k log k)
+  kFast = 1,       // sample a pivot, filter candidates >= pivot, select among them; O(n)
+};
+inline constexpr size_t kNumSelectMethods = 2;
+
 struct RouterOptions {
   ScorePolicy policy = ScorePolicy::kSensitivity;
   double eps = 1e-3;  // keeps units the map has not scored yet alive; >= 0
   uint64_t seed = 0;  // for kRandom
   NonFinitePolicy non_finite = NonFinitePolicy::kReject;
+  SelectMethod select = SelectMethod::kFast;  // output does not depend on it
 };
 
 // The routed form of one activation: which entries cross, in which tier, with which values.
@@ -74,8 +85,10 @@ class Router {
   //    score, ties to the lower column; of those FullCount(k, keep_full) highest go kFull;
   //  - unit granularity: a unit's score is the sum over the batch and its columns of the
   //    entry scores; keep KeptCount(num_units, keep) units (all their columns), tiers per unit.
-  // Reference implementation: std::nth_element per row. Allocates `out`'s vectors (reusing
-  // their capacity). Errors: shape, non-finite, invalid contract, missing map.
+  // options().select picks the selection algorithm; the output is the same for both and for
+  // any OpenMP thread count. Allocates `out`'s vectors (reusing their capacity); the per-row
+  // scratch is thread-local and reused across calls (O(cols) per thread, kept for the thread's
+  // life). Errors: shape, non-finite, invalid contract, missing map.
   Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
                uint64_t step, RoutedTensor* out) const;
   Result<RoutedTensor> Route(ConstMatrix activation, const SensitivityMap* map,

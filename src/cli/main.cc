@@ -66,6 +66,12 @@ int main(int argc, char** argv) {
   train->add_option("--negotiate-every", train_options.negotiate_every, "steps between negotiations")
       ->check(CLI::Range(1, 1000000));
   train->add_option("--tau", train_options.tau, "sensitivity coverage the contract must keep, (0, 1]");
+  train->add_option("--sensitivity", train_options.sensitivity,
+                    "how the map scores neurons: taylor | activation | gradient | weighted");
+  train->add_option("--eps", train_options.eps, "routing score |a| * (eps + S_j): floor of S");
+  train->add_option("--summary-every", train_options.summary_every, "steps between receiver summaries")
+      ->check(CLI::Range(1, 1000000));
+  train->add_flag("--zstd,!--no-zstd", train_options.zstd, "zstd each packet section where it is smaller");
   train->add_option("--keep-min", train_options.keep_min_percent, "floor of negotiated keep, percent");
   train->add_option("--data", train_options.data_dir, "directory of the Fashion-MNIST idx.gz files");
   train->add_option("--report", train_options.report_path, "JSON report path");

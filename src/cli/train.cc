@@ -121,6 +121,11 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   if (!(options.tau > 0 && options.tau <= 1)) {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--tau", options.tau, "must be in (0, 1]"));
   }
+  auto sensitivity_mode = ParseSensitivityMode(options.sensitivity);
+  if (!sensitivity_mode.ok()) return Fail(err, sensitivity_mode.status());
+  if (!(std::isfinite(options.eps) && options.eps >= 0)) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--eps", options.eps, "must be >= 0"));
+  }
   auto bandwidth = ParseBandwidth(options.link_bandwidth);
   if (!bandwidth.ok()) return Fail(err, bandwidth.status());
   if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
@@ -155,6 +160,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                       {"link_bandwidth_bits_per_s", *bandwidth},
                       {"negotiate_every", options.negotiate_every},
                       {"tau", options.tau},
+                      {"sensitivity", options.sensitivity},
+                      {"eps", options.eps},
+                      {"summary_every", options.summary_every},
+                      {"zstd", options.zstd},
                       {"keep_min", *keep_min},
                       {"max_train_samples", options.max_train_samples},
                       {"blas", runtime.blas}};
@@ -181,10 +190,14 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       .keep_full = 0.0,
       .lossy_codec = *codec,
       .gradient_codec = *gradient_codec,
+      .zstd = options.zstd,
+      .eps = options.eps,
       .negotiate_every = options.negotiate_every,
+      .summary_every = options.summary_every,
       .negotiator = {.tau_send = options.tau, .tau_recv = options.tau, .keep_min = *keep_min},
       .initial_keep = std::max(*keep_min, 0.1),
       .link_budget_bytes_per_step = options.link_budget_bytes,
+      .sensitivity_mode = *sensitivity_mode,
       .link = {.bandwidth_bits_per_s = *bandwidth},
       .seed = options.seed};
   auto hook = ta::RoutedBoundaries::Create(boundary_options, &*stages);

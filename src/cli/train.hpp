@@ -12,7 +12,7 @@ struct TrainCliOptions {
   std::string model = "mlp";
   std::string policy = "sensitivity";
   std::string keep = "auto";          // a percentage in (0, 100], or "auto"
-  double link_budget_bytes = 0;       // bytes per step shared by all boundaries; 0 = none
+  double link_budget_bytes = 160000;  // bytes per step shared by all boundaries; 0 = none
   std::string codec = "int8";         // kept values
   std::string gradient_codec = "int8";
   int stages = 4;
@@ -23,6 +23,10 @@ struct TrainCliOptions {
   std::string link_bandwidth = "100Mbit";
   int negotiate_every = 50;
   double tau = 0.9;
+  std::string sensitivity = "taylor";  // taylor | activation | gradient | weighted
+  double eps = 1e-3;                   // routing score |a| * (eps + S_j)
+  int summary_every = 10;              // steps between receiver summaries
+  bool zstd = true;                    // zstd per packet section where it is smaller
   double keep_min_percent = 1.0;
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::string report_path = "out/train/report.json";

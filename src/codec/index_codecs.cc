@@ -2,9 +2,9 @@
 //
 // Bitmap. Bit b of the stream is bit (b % 8) of byte b / 8; row r's column c is bit
 // r * cols + c, so rows run on without byte alignment. The encoder zero-fills and sets one bit
-// per kept column. The decoder walks the stream byte by byte, skips zero bytes, and turns each
-// set bit back into (row, col) with a running row boundary instead of a division per bit; bits
-// past index_rows * cols must be zero.
+// per kept column. The decoder reads the stream as little-endian 64-bit words, row by row:
+// each word is masked to the row's bit range and each set bit becomes a column (count
+// trailing zeros, clear the lowest bit); bits past index_rows * cols must be zero.
 //
 // Delta-varint. Per index row: count, first column, then gaps col - prev - 1 (so consecutive
 // columns cost one zero byte each). Each number is LEB128: 7 bits per byte, least significant
@@ -14,6 +14,7 @@
 #include "codec/index_codecs.hpp"
 
 #include <bit>
+#include <cstring>
 #include <sstream>
 #include <string>
 
@@ -39,23 +40,26 @@ void PutVarint(uint32_t v, std::vector<uint8_t>* out) {
 }
 
 // Reads one varint at bytes[*pos], advancing *pos. `what` names it in errors.
-Status GetVarint(std::span<const uint8_t> bytes, size_t* pos, const std::string& what,
+// `what` and `row` name the field in an error; the name is built only when there is one, since
+// this runs once per kept entry.
+Status GetVarint(std::span<const uint8_t> bytes, size_t* pos, std::string_view field, uint32_t row,
                  uint32_t* value) {
+  const auto what = [&] { return RowField(field, row); };
   uint64_t v = 0;
   for (int i = 0; i < 5; ++i) {
     if (*pos >= bytes.size()) {
-      return IndexError(what + " offset", *pos, "varint runs past the end of the index stream");
+      return IndexError(what() + " offset", *pos, "varint runs past the end of the index stream");
     }
     const uint8_t byte = bytes[(*pos)++];
     v |= static_cast<uint64_t>(byte & 0x7F) << (7 * i);
     if ((byte & 0x80) == 0) {
-      if (i > 0 && byte == 0) return IndexError(what + " offset", *pos - 1, "varint is not minimal");
-      if (v > 0xFFFFFFFFull) return IndexError(what, v, "varint overflows 32 bits");
+      if (i > 0 && byte == 0) return IndexError(what() + " offset", *pos - 1, "varint is not minimal");
+      if (v > 0xFFFFFFFFull) return IndexError(what(), v, "varint overflows 32 bits");
       *value = static_cast<uint32_t>(v);
       return Status::Ok();
     }
   }
-  return IndexError(what + " offset", *pos - 5, "varint longer than 5 bytes");
+  return IndexError(what() + " offset", *pos - 5, "varint longer than 5 bytes");
 }
 
 }  // namespace
@@ -89,34 +93,46 @@ Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_
   if (total_bits % 8 != 0 && (bytes.back() >> (total_bits % 8)) != 0) {
     return IndexError("bitmap padding bits", bytes.back() >> (total_bits % 8), "must be 0");
   }
-  row_offsets->assign(1, 0);
-  row_offsets->reserve(static_cast<size_t>(index_rows) + 1);
-  indices->clear();
-  indices->reserve(expected_kept);
-  uint64_t row = 0;
-  uint64_t row_begin = 0;  // bit of (row, 0)
-  for (size_t b = 0; b < bytes.size(); ++b) {
-    uint32_t byte = bytes[b];
-    while (byte != 0) {
-      const uint64_t bit = b * 8 + static_cast<uint64_t>(std::countr_zero(byte));
-      byte &= byte - 1;
-      while (bit >= row_begin + cols) {  // close rows up to the one holding `bit`
-        row_offsets->push_back(static_cast<uint32_t>(indices->size()));
-        ++row;
-        row_begin += cols;
+  // Row by row over 64-bit little-endian words: mask the word to the row's bit range, then
+  // one store per set bit. The output is sized to expected_kept up front; a set bit beyond it
+  // is an error before it is stored.
+  row_offsets->resize(static_cast<size_t>(index_rows) + 1);
+  indices->resize(expected_kept);
+  uint32_t* offsets = row_offsets->data();
+  uint32_t* out = indices->data();
+  const auto load_word = [&bytes](uint64_t w) {
+    uint64_t x = 0;
+    const uint64_t first = w * 8;
+    if (first + 8 <= bytes.size()) {
+      std::memcpy(&x, bytes.data() + first, 8);
+      if constexpr (std::endian::native == std::endian::big) x = __builtin_bswap64(x);
+    } else {
+      for (uint64_t i = first; i < bytes.size(); ++i) x |= uint64_t{bytes[i]} << (8 * (i - first));
+    }
+    return x;
+  };
+  uint64_t pos = 0;
+  for (uint64_t r = 0; r < index_rows; ++r) {
+    offsets[r] = static_cast<uint32_t>(pos);
+    const uint64_t begin = r * cols;
+    const uint64_t end = begin + cols;
+    for (uint64_t w = begin / 64; w * 64 < end; ++w) {
+      uint64_t x = load_word(w);
+      if (w * 64 < begin) x &= ~uint64_t{0} << (begin % 64);
+      if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
+      while (x != 0) {
+        if (pos == expected_kept) {
+          return IndexError("bitmap set bits", expected_kept + 1, "more than the header's kept count");
+        }
+        out[pos++] = static_cast<uint32_t>(w * 64 + static_cast<uint64_t>(std::countr_zero(x)) - begin);
+        x &= x - 1;
       }
-      if (indices->size() == expected_kept) {
-        return IndexError("bitmap set bits", expected_kept + 1, "more than the header's kept count");
-      }
-      indices->push_back(static_cast<uint32_t>(bit - row_begin));
     }
   }
-  while (row < index_rows) {
-    row_offsets->push_back(static_cast<uint32_t>(indices->size()));
-    ++row;
-  }
-  if (indices->size() != expected_kept) {
-    return IndexError("bitmap set bits", indices->size(),
+  offsets[index_rows] = static_cast<uint32_t>(pos);
+  if (pos != expected_kept) {
+    indices->resize(pos);
+    return IndexError("bitmap set bits", pos,
                       "header says " + std::to_string(expected_kept) + " kept");
   }
   return Status::Ok();
@@ -160,7 +176,7 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
   size_t pos = 0;
   for (uint32_t r = 0; r < index_rows; ++r) {
     uint32_t count = 0;
-    SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, RowField("count", r), &count));
+    SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, "count", r, &count));
     if (count > cols) return IndexError(RowField("count", r), count, "exceeds cols = " + std::to_string(cols));
     if (indices->size() + count > expected_kept) {
       return IndexError(RowField("count", r), count,
@@ -169,7 +185,7 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
     uint64_t col = 0;
     for (uint32_t j = 0; j < count; ++j) {
       uint32_t delta = 0;
-      SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, RowField(j == 0 ? "first column" : "gap", r), &delta));
+      SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, j == 0 ? "first column" : "gap", r, &delta));
       col = j == 0 ? delta : col + 1 + delta;
       if (col >= cols) {
         return IndexError(RowField("column", r), col, "must be < cols = " + std::to_string(cols));

@@ -36,6 +36,27 @@
 
 namespace sparselink {
 
+namespace {
+// One zstd context per thread, reused: ZSTD_compress/ZSTD_decompress would allocate and
+// initialize a fresh context (hundreds of KiB) for every section of every packet.
+struct CompressionContext {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ~CompressionContext() { ZSTD_freeCCtx(cctx); }
+};
+struct DecompressionContext {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  ~DecompressionContext() { ZSTD_freeDCtx(dctx); }
+};
+ZSTD_CCtx* ThreadCompressionContext() {
+  thread_local CompressionContext context;
+  return context.cctx;
+}
+ZSTD_DCtx* ThreadDecompressionContext() {
+  thread_local DecompressionContext context;
+  return context.dctx;
+}
+}  // namespace
+
 std::string_view PacketKindName(PacketKind k) {
   switch (k) {
     case PacketKind::kActivation: return "activation";
@@ -201,7 +222,8 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
     }
     if (options.zstd && !raw.empty()) {
       std::vector<uint8_t> frame(ZSTD_compressBound(raw.size()));
-      const size_t n = ZSTD_compress(frame.data(), frame.size(), raw.data(), raw.size(), options.zstd_level);
+      const size_t n = ZSTD_compressCCtx(ThreadCompressionContext(), frame.data(), frame.size(), raw.data(),
+                                         raw.size(), options.zstd_level);
       if (!ZSTD_isError(n) && n < raw.size()) {
         frame.resize(n);
         stored[i] = {true, std::move(frame)};
@@ -710,7 +732,8 @@ class SectionBytes {
       return Status::Ok();
     }
     owned_.resize(s.raw_bytes);  // bounded by limits.max_packet_bytes in CheckSections
-    const size_t n = ZSTD_decompress(owned_.data(), owned_.size(), stored.data(), stored.size());
+    const size_t n = ZSTD_decompressDCtx(ThreadDecompressionContext(), owned_.data(), owned_.size(),
+                                         stored.data(), stored.size());
     if (ZSTD_isError(n)) {
       return FieldError(ErrorCode::kCorruptPacket, SectionField(index, "zstd"), ZSTD_getErrorName(n),
                         "the frame does not decompress to raw_bytes = " + std::to_string(s.raw_bytes));

@@ -49,9 +49,10 @@ uint16_t FloatToHalf(float f) {
   if (abs >= 0x38800000u) {
     // Normal binary16: rebias the exponent (127 -> 15), keep the top 10 mantissa bits and
     // round on the 13 dropped ones. A mantissa carry moves into the exponent by itself.
+    // (Branch-free rounding: the round-up decision is data-dependent and mispredicts.)
     uint32_t half = ((abs >> 23) - 127 + 15) << 10 | ((abs & 0x7FFFFFu) >> 13);
     const uint32_t rest = abs & 0x1FFFu;
-    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;
+    half += static_cast<uint32_t>(rest > 0x1000u) | (static_cast<uint32_t>(rest == 0x1000u) & half);
     return static_cast<uint16_t>(sign | half);
   }
   // Subnormal binary16: the result is round(|f| / 2^-24). |f| = m * 2^(e - 150) with the

@@ -4,7 +4,10 @@
 // each size relation in an order where every check only relies on the ones before it:
 // shape, enums, row_offsets (size, start, monotone, end), indices (ascending, < cols), then
 // the arrays that run parallel to the kept entries (values, tiers), then the rest tier. The
-// first broken relation is reported, naming the field, its value and what it must be.
+// first broken relation is reported, naming the field, its value and what it must be. The
+// per-entry checks run first as branch-free screens; the naming walk runs only after one fails.
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -26,6 +29,35 @@ std::string MustEqual(std::string_view what, uint64_t value) {
   std::ostringstream why;
   why << "must equal " << what << " = " << value;
   return why.str();
+}
+
+// Branch-free screens of the per-entry checks below: each answers "all fine?" in one pass the
+// compiler can vectorize; only when one says no does Validate walk the entries again to name
+// the first offender. Requires the row_offsets checks to have passed.
+bool IndicesLookValid(const std::vector<uint32_t>& row_offsets, const std::vector<uint32_t>& indices,
+                      uint32_t cols) {
+  bool bad = false;
+  for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
+    const uint32_t* idx = indices.data() + row_offsets[r];
+    const size_t n = row_offsets[r + 1] - row_offsets[r];
+    if (n == 0) continue;
+    bool row_bad = idx[n - 1] >= cols;  // ascending, so the last is the largest
+    for (size_t i = 1; i < n; ++i) row_bad |= idx[i] <= idx[i - 1];
+    bad |= row_bad;
+  }
+  return !bad;
+}
+
+bool ValuesAndTiersLookValid(const std::vector<float>& values, const std::vector<Tier>& tiers) {
+  uint32_t all_exponent = 0;  // an exponent of all ones (Inf or NaN) leaves bits set here
+  for (float v : values) {
+    const uint32_t exponent = std::bit_cast<uint32_t>(v) & 0x7F800000u;
+    all_exponent |= exponent == 0x7F800000u ? 1u : 0u;
+  }
+  uint8_t all_tiers = 0;
+  for (Tier t : tiers) all_tiers |= static_cast<uint8_t>(t);
+  static_assert(static_cast<uint8_t>(Tier::kFull) == 0 && static_cast<uint8_t>(Tier::kLossy) == 1);
+  return all_exponent == 0 && all_tiers <= 1;
 }
 
 }  // namespace
@@ -82,7 +114,8 @@ Status RoutedTensor::Validate() const {
   }
 
   // indices: strictly ascending within each row, every one a column.
-  for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
+  const bool indices_ok = IndicesLookValid(row_offsets, indices, cols);
+  for (size_t r = 0; !indices_ok && r + 1 < row_offsets.size(); ++r) {
     for (size_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
       if (indices[i] >= cols) {
         return FieldError(kBad, Indexed("routed.indices", i), indices[i],
@@ -105,7 +138,8 @@ Status RoutedTensor::Validate() const {
   if (tiers.size() != kept) {
     return FieldError(kBad, "routed.tiers.size()", tiers.size(), MustEqual("values.size()", kept));
   }
-  for (size_t i = 0; i < values.size(); ++i) {
+  const bool entries_ok = ValuesAndTiersLookValid(values, tiers);
+  for (size_t i = 0; !entries_ok && i < values.size(); ++i) {
     if (!std::isfinite(values[i])) {
       return FieldError(ErrorCode::kNonFinite, Indexed("routed.values", i), values[i],
                         "must be finite");
@@ -118,11 +152,14 @@ Status RoutedTensor::Validate() const {
   if (unit) {
     // A unit's tier is a property of its columns, the same in every row.
     const size_t n = indices.size();
-    for (size_t i = n; i < tiers.size(); ++i) {
-      if (tiers[i] != tiers[i % n]) {
-        return FieldError(kBad, Indexed("routed.tiers", i), int(tiers[i]),
-                          "must equal the tier of the same column in row 0, " +
-                              std::to_string(int(tiers[i % n])) + " (unit granularity)");
+    for (size_t row_begin = n; row_begin < tiers.size(); row_begin += n) {
+      if (std::equal(tiers.begin(), tiers.begin() + n, tiers.begin() + row_begin)) continue;
+      for (size_t j = 0; j < n; ++j) {
+        if (tiers[row_begin + j] != tiers[j]) {
+          return FieldError(kBad, Indexed("routed.tiers", row_begin + j), int(tiers[row_begin + j]),
+                            "must equal the tier of the same column in row 0, " +
+                                std::to_string(int(tiers[j])) + " (unit granularity)");
+        }
       }
     }
   }

@@ -17,6 +17,27 @@
 // group is sorted by id, and a merge of the two groups emits the kept ids ascending, each
 // tagged with its tier. O(n) expected plus O(k log k).
 //
+// Fast selection (SelectTopFast, SelectMethod::kFast) finds the same set without ordering
+// ids. Because `better` is a total order, the top k is "every candidate scoring above T, plus
+// the lowest-id candidates scoring exactly T while the tie quota q lasts", where T is the k-th
+// largest score (as a multiset of doubles) and q = k - #(score > T). So it suffices to find T
+// and q, then stream the candidates in id order. Steps, all without data-dependent branches
+// in the per-entry loops:
+//   1. coarse histogram: bucket = the top 11 bits of the score rounded to float (1/8 octave).
+//      Rounding to float is monotone, so a higher bucket means a strictly higher score; a
+//      scan from the top bucket finds the buckets holding rank k and rank nf;
+//   2. filter: compact, in id order, the ids whose score can lie in the rank-k bucket or above
+//      (score > the largest float below that bucket): every score >= T is among them;
+//   3. exact cut: the keys (IEEE bits, sign cleared so -0 == +0) of the candidates in the
+//      rank-k bucket go through a few 64-bucket radix levels (RankOfKeys) to the exact T
+//      and q; likewise Tf and qf for the nf best (the nf best of the top k are the nf best
+//      overall). Two doubles that round to the same float stay distinct here, so the float
+//      step never changes the result;
+//   4. emit: one pass over the candidates in id order applies both cuts.
+// Scratch is thread-local, so no allocation after a thread's first call at a given width.
+// Cost: about five streaming passes over the row's n scores plus O(k) work, against the
+// reference's pointer-chasing nth_element and sorts.
+//
 // Element granularity selects in each row over its columns. Every row keeps the same k, so
 // row r's entries sit at [r*k, (r+1)*k) of the output: rows run in parallel, each straight
 // into its final slot, and the result does not depend on the thread count.
@@ -33,8 +54,10 @@
 // neighbouring rows share bytes and the bits are written in a second, serial pass.
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <sstream>
@@ -120,6 +143,181 @@ void SelectTop(const double* score, size_t n, size_t k, size_t nf, std::vector<u
   }
 }
 
+// The cut of a ranking at rank k: the k-th best score and how many entries scoring exactly
+// that are taken (the lowest ids first).
+struct Cut {
+  double score = std::numeric_limits<double>::infinity();
+  size_t ties = 0;  // 0 with score = +inf: nothing is taken
+};
+
+// Order-preserving integer key of a score: its IEEE bits without the sign. Scores are >= 0 or
+// -0, never NaN, so this maps -0 to +0 and is otherwise exactly the order of the doubles.
+uint64_t ScoreKey(double s) { return std::bit_cast<uint64_t>(s) & ~(uint64_t{1} << 63); }
+
+// First level: the top 11 bits of the score rounded to float (8 exponent and 3 mantissa bits:
+// 1/8-octave buckets over the whole float range, no anchoring pass needed). Rounding a double
+// to float is monotone, so a higher bucket means a strictly higher score, and only the ties
+// inside one bucket need the exact double keys.
+constexpr int kCoarseShift = 20;
+constexpr size_t kCoarseBuckets = 2048;
+// Later levels: up to 64 linear buckets over the remaining key range; at most this many keys
+// are finished by counting instead.
+constexpr int kFineBits = 6;
+constexpr size_t kCountingMaxKeys = 12;
+
+// Scratch of one thread, reused across rows and calls (resize only grows).
+struct SelectScratch {
+  std::vector<double> score;       // one row's scores
+  std::vector<uint32_t> cand_id;   // candidates, id order
+  std::vector<uint64_t> keys;  // keys of one coarse bucket, permuted by RankOfKeys
+  std::vector<uint32_t> coarse = std::vector<uint32_t>(kCoarseBuckets);
+  std::vector<uint32_t> order;  // reference path
+};
+
+SelectScratch& ThreadScratch() {
+  thread_local SelectScratch scratch;
+  return scratch;
+}
+
+template <typename T>
+void GrowTo(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// The r-th largest (1 <= r <= h) of keys[0, h) and how many of them exceed it. Each level
+// histograms the keys over [lo, hi] in at most 64 buckets, keeps the bucket holding rank r
+// (compacting in place) and goes on; the range shrinks by 2^6 per level, or to one value.
+// A few keys are finished by counting: T = the least key with fewer than r keys above it.
+// Branch-free in the data except the loop trip counts. Permutes keys.
+struct KeyCut {
+  uint64_t key;
+  size_t above;
+};
+KeyCut RankOfKeys(uint64_t* keys, size_t h, size_t r) {
+  size_t above = 0;
+  while (h > kCountingMaxKeys) {
+    uint64_t lo = keys[0];
+    uint64_t hi = keys[0];
+    for (size_t i = 1; i < h; ++i) {
+      lo = std::min(lo, keys[i]);
+      hi = std::max(hi, keys[i]);
+    }
+    if (lo == hi) return {lo, above};
+    const int shift = std::max(0, static_cast<int>(std::bit_width(hi - lo)) - kFineBits);
+    std::array<uint32_t, size_t{1} << kFineBits> hist{};
+    for (size_t i = 0; i < h; ++i) ++hist[(keys[i] - lo) >> shift];
+    size_t b = (hi - lo) >> shift;
+    size_t cum = 0;
+    while (cum + hist[b] < r) cum += hist[b--];
+    above += cum;
+    r -= cum;
+    size_t kept = 0;
+    for (size_t i = 0; i < h; ++i) {
+      const uint64_t key = keys[i];
+      keys[kept] = key;
+      kept += ((key - lo) >> shift) == b ? 1 : 0;
+    }
+    h = kept;
+  }
+  uint64_t t = ~uint64_t{0};
+  for (size_t i = 0; i < h; ++i) {
+    size_t greater = 0;
+    for (size_t j = 0; j < h; ++j) greater += keys[j] > keys[i] ? 1 : 0;
+    t = greater < r ? std::min(t, keys[i]) : t;
+  }
+  for (size_t i = 0; i < h; ++i) above += keys[i] > t ? 1 : 0;
+  return {t, above};
+}
+
+// Same contract as SelectTop (same output, bit for bit), by the fast path described at the top.
+void SelectTopFast(const double* score, size_t n, size_t k, size_t nf, SelectScratch& scratch,
+                   uint32_t* ids, Tier* tiers) {
+  if (k == 0) return;
+  GrowTo(scratch.cand_id, n);
+  GrowTo(scratch.keys, n);
+
+  // Coarse histogram.
+  const auto bucket = [](double s) {
+    return std::bit_cast<uint32_t>(static_cast<float>(s)) << 1 >> (kCoarseShift + 1);
+  };
+  uint32_t* hist = scratch.coarse.data();
+  std::fill(hist, hist + kCoarseBuckets, 0u);
+  uint32_t top = 0;
+  for (size_t c = 0; c < n; ++c) {
+    const uint32_t b = bucket(score[c]);
+    ++hist[b];
+    top = std::max(top, b);
+  }
+
+  // Buckets holding rank nf and rank k, and the counts above them.
+  size_t b = top;
+  size_t cum = 0;
+  size_t full_bucket = 0, above_full = 0;
+  if (nf > 0) {
+    while (cum + hist[b] < nf) cum += hist[b--];
+    full_bucket = b;
+    above_full = cum;
+  }
+  while (cum + hist[b] < k) cum += hist[b--];
+  const size_t kept_bucket = b;
+  const size_t above_kept = cum;
+
+  // Candidates: every entry in the kept bucket or above, in id order (branch-free compaction).
+  // A score whose float lands in kept_bucket or above exceeds the largest float below that
+  // bucket (monotone rounding), so `s > floor` admits all of them, plus perhaps a few from the
+  // bucket below, which are never taken and are skipped by cut_in_bucket.
+  const double floor = kept_bucket == 0
+                           ? -std::numeric_limits<double>::infinity()
+                           : std::bit_cast<float>(static_cast<uint32_t>(kept_bucket << kCoarseShift) - 1);
+  uint32_t* cand_id = scratch.cand_id.data();
+  size_t m = 0;
+  for (size_t c = 0; c < n; ++c) {
+    cand_id[m] = static_cast<uint32_t>(c);
+    m += score[c] > floor ? 1 : 0;
+  }
+
+  // The exact cut inside one coarse bucket, from the candidates' keys.
+  const auto cut_in_bucket = [&](size_t target, size_t rank, size_t above) {
+    uint64_t* keys = scratch.keys.data();
+    size_t h = 0;
+    for (size_t i = 0; i < m; ++i) {
+      const double s = score[cand_id[i]];
+      keys[h] = ScoreKey(s);
+      h += bucket(s) == target ? 1 : 0;
+    }
+    const KeyCut cut = RankOfKeys(keys, h, rank - above);
+    return Cut{std::bit_cast<double>(cut.key), rank - above - cut.above};
+  };
+  const Cut kept = cut_in_bucket(kept_bucket, k, above_kept);
+  const Cut full = nf == 0 ? Cut{} : nf == k ? kept : cut_in_bucket(full_bucket, nf, above_full);
+
+  // Emit: exactly k candidates are taken, so stopping at pos == k never writes past ids[k-1].
+  size_t kept_ties = kept.ties;
+  size_t full_ties = full.ties;
+  size_t pos = 0;
+  for (size_t i = 0; pos < k; ++i) {
+    const double s = score[cand_id[i]];
+    const bool kept_tie = s == kept.score;
+    const bool take = (s > kept.score) | (kept_tie & (kept_ties != 0));
+    kept_ties -= (kept_tie & take) ? 1 : 0;
+    const bool full_tie = s == full.score;
+    const bool is_full = (s > full.score) | (full_tie & (full_ties != 0));
+    full_ties -= (full_tie & is_full) ? 1 : 0;
+    ids[pos] = cand_id[i];
+    tiers[pos] = is_full ? Tier::kFull : Tier::kLossy;
+    pos += take ? 1 : 0;
+  }
+}
+
+void Select(SelectMethod method, const double* score, size_t n, size_t k, size_t nf,
+            SelectScratch& scratch, uint32_t* ids, Tier* tiers) {
+  if (method == SelectMethod::kFast) {
+    SelectTopFast(score, n, k, nf, scratch, ids, tiers);
+  } else {
+    SelectTop(score, n, k, nf, scratch.order, ids, tiers);
+  }
+}
+
 // Fills rest_bits and rest_centroids of `out` (whose index set is complete) from `activation`.
 void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
   const size_t rows = activation.rows;
@@ -173,7 +371,7 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
 }
 
 void RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
-                   bool parallel, RoutedTensor* out) {
+                   SelectMethod method, bool parallel, RoutedTensor* out) {
   const size_t rows = activation.rows;
   const size_t cols = activation.cols;
   const size_t k = KeptCount(cols, contract.keep);
@@ -183,24 +381,21 @@ void RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   out->indices.resize(rows * k);
   out->values.resize(rows * k);
   out->tiers.resize(rows * k);
-#pragma omp parallel if (parallel)
-  {
-    std::vector<double> score(cols);
-    std::vector<uint32_t> order(cols);
-#pragma omp for schedule(static)
-    for (size_t r = 0; r < rows; ++r) {
-      const float* row = activation.Row(r);
-      scorer.ScoreRange(row, r, 0, cols, score.data());
-      uint32_t* ids = out->indices.data() + r * k;
-      SelectTop(score.data(), cols, k, nf, order, ids, out->tiers.data() + r * k);
-      float* values = out->values.data() + r * k;
-      for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
-    }
+#pragma omp parallel for schedule(static) if (parallel)
+  for (size_t r = 0; r < rows; ++r) {
+    SelectScratch& scratch = ThreadScratch();
+    GrowTo(scratch.score, cols);
+    const float* row = activation.Row(r);
+    scorer.ScoreRange(row, r, 0, cols, scratch.score.data());
+    uint32_t* ids = out->indices.data() + r * k;
+    Select(method, scratch.score.data(), cols, k, nf, scratch, ids, out->tiers.data() + r * k);
+    float* values = out->values.data() + r * k;
+    for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
   }
 }
 
 void RouteUnits(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
-                size_t block, bool parallel, RoutedTensor* out) {
+                size_t block, SelectMethod method, bool parallel, RoutedTensor* out) {
   const size_t rows = activation.rows;
   const size_t cols = activation.cols;
   const size_t num_units = (cols + block - 1) / block;
@@ -225,10 +420,10 @@ void RouteUnits(ConstMatrix activation, const Scorer& scorer, const Contract& co
 
   const size_t k = KeptCount(num_units, contract.keep);
   const size_t nf = FullCount(k, contract.keep_full);
-  std::vector<uint32_t> order;
   std::vector<uint32_t> units(k);
   std::vector<Tier> unit_tiers(k);
-  SelectTop(unit_score.data(), num_units, k, nf, order, units.data(), unit_tiers.data());
+  Select(method, unit_score.data(), num_units, k, nf, ThreadScratch(), units.data(),
+         unit_tiers.data());
 
   out->indices.clear();
   std::vector<Tier> column_tiers;
@@ -310,6 +505,10 @@ Result<Router> Router::Create(const RouterOptions& options) {
     return FieldError(ErrorCode::kInvalidArgument, "router.non_finite", int(options.non_finite),
                       "unknown non-finite policy");
   }
+  if (static_cast<size_t>(options.select) >= kNumSelectMethods) {
+    return FieldError(ErrorCode::kInvalidArgument, "router.select", int(options.select),
+                      "unknown select method");
+  }
   return Router(options);
 }
 
@@ -365,9 +564,10 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   out->granularity = contract.granularity;
   out->rest = contract.rest;
   if (unit) {
-    RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, parallel, out);
+    RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, options_.select,
+               parallel, out);
   } else {
-    RouteElements(activation, scorer, contract, parallel, out);
+    RouteElements(activation, scorer, contract, options_.select, parallel, out);
   }
   if (contract.rest == RestPolicy::kSign1) {
     FillSign1Rest(activation, parallel, out);
@@ -385,9 +585,10 @@ Result<RoutedTensor> Router::Route(ConstMatrix activation, const SensitivityMap*
   return routed;
 }
 
-// Each row of `out` is rebuilt on its own: walk its columns with a cursor into the row's kept
-// set; a kept column takes the next value, any other the centroid its rest bit names (kSign1)
-// or 0. Row r's rest bits start after the rest entries of the rows before it.
+// Each row of `out` is rebuilt on its own. Without a rest tier: zero the row, then store the
+// kept values at their columns. With kSign1: walk the gaps between kept columns; each gap
+// column takes the centroid its rest bit names. Row r's rest bits start after the rest
+// entries of the rows before it. No branch per column on the data.
 Status Scatter(const RoutedTensor& routed, MutableMatrix out) {
   SPARSELINK_RETURN_IF_ERROR(routed.Validate());
   SPARSELINK_RETURN_IF_ERROR(
@@ -400,19 +601,19 @@ Status Scatter(const RoutedTensor& routed, MutableMatrix out) {
     float* row = out.Row(r);
     const std::span<const uint32_t> kept = routed.RowIndices(r);
     const float* values = routed.values.data() + KeptBeforeRow(routed, r);
+    if (!sign1) {
+      std::fill(row, row + cols, 0.0f);
+      for (size_t i = 0; i < kept.size(); ++i) row[kept[i]] = values[i];
+      continue;
+    }
+    const uint8_t* bits = routed.rest_bits.data();
     size_t bit = r * cols - KeptBeforeRow(routed, r);
-    const float positive = sign1 ? routed.rest_centroids[2 * r] : 0.0f;
-    const float other = sign1 ? routed.rest_centroids[2 * r + 1] : 0.0f;
-    size_t next = 0;
-    for (size_t c = 0; c < cols; ++c) {
-      if (next < kept.size() && kept[next] == c) {
-        row[c] = values[next++];
-      } else if (sign1) {
-        row[c] = ((routed.rest_bits[bit / 8] >> (bit % 8)) & 1u) ? positive : other;
-        ++bit;
-      } else {
-        row[c] = 0.0f;
-      }
+    const float centroid[2] = {routed.rest_centroids[2 * r + 1], routed.rest_centroids[2 * r]};
+    size_t c = 0;
+    for (size_t i = 0; i <= kept.size(); ++i) {
+      const size_t gap_end = i < kept.size() ? kept[i] : cols;
+      for (; c < gap_end; ++c, ++bit) row[c] = centroid[(bits[bit / 8] >> (bit % 8)) & 1u];
+      if (i < kept.size()) row[c++] = values[i];
     }
   }
   return Status::Ok();

@@ -72,7 +72,9 @@ struct RoutedBoundaries::State {
 
   std::vector<uint8_t> packet;
   std::vector<float> values;
-  std::vector<float> neuron_scores;
+  std::vector<float> act_scores;     // per neuron, this step: mean |a|
+  std::vector<float> grad_scores;    // per neuron, this step: mean |g| (kept) or summary
+  std::vector<float> taylor_scores;  // per neuron, this step: mean |a*g| (same stand-in)
   std::vector<float> unit_scores;
   BoundaryReport report;
 
@@ -112,7 +114,7 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step)};
-  ThrowIfError(EncodeActivation(sender_mask, contract, label, {.index_codec = options->index_codec},
+  ThrowIfError(EncodeActivation(sender_mask, contract, label, {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1},
                                 &packet),
                boundary);
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
@@ -164,7 +166,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // Receiver -> sender: the gradient at the kept positions only.
   ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values), boundary);
   ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
-                              {.index_codec = options->index_codec}, &packet),
+                              {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1}, &packet),
                boundary);
   Transfer(*backward_link, dense_bytes, true, &report.backward_wire_bytes);
   auto decoded = DecodeGradient(packet, sender_mask);
@@ -173,24 +175,48 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   float* gi = grad_input.data_ptr<float>();
   ThrowIfError(ScatterAtMask(sender_mask, *decoded, {gi, num_rows, cols}), boundary);
 
-  // Sender: score what it can see. Kept entries: |a * dL/da| with the gradient that came back;
-  // dropped entries: |a| * (receiver's mean |g|), so dropped neurons can come back.
+  // Sender: score what it can see. The gradient of entry (r, j) is known where it was kept
+  // (it just came back); where it was dropped the receiver's mean |g_j| stands in for it.
+  //   taylor:     mean_r |a_rj| * |g_rj|        activation: mean_r |a_rj|
+  //   gradient:   mean_r |g_rj|                 weighted: alpha*norm(activation) + (1-alpha)*norm(gradient)
+  // With the gradient mode the routing score |a_rj| * (eps + S_j) is the expected Taylor
+  // importance of the entry; with the Taylor mode it counts the activation twice.
   if (!map->frozen()) {
     const float* a = activation.data_ptr<float>();
-    std::fill(neuron_scores.begin(), neuron_scores.end(), 0.0f);
     const float inv_rows = 1.0f / static_cast<float>(rows);
+    std::fill(act_scores.begin(), act_scores.end(), 0.0f);
+    std::fill(grad_scores.begin(), grad_scores.end(), 0.0f);
+    std::fill(taylor_scores.begin(), taylor_scores.end(), 0.0f);
     for (size_t r = 0; r < num_rows; ++r) {
       const float* a_row = a + r * cols;
-      if (have_summary) {
-        for (size_t j = 0; j < cols; ++j) neuron_scores[j] += std::fabs(a_row[j]) * summary[j] * inv_rows;
+      for (size_t j = 0; j < cols; ++j) {
+        const float abs_a = std::fabs(a_row[j]);
+        act_scores[j] += abs_a * inv_rows;
+        if (have_summary) {
+          grad_scores[j] += summary[j] * inv_rows;
+          taylor_scores[j] += abs_a * summary[j] * inv_rows;
+        }
       }
+      // Kept entries: replace the summary's stand-in by the real gradient.
       for (uint32_t j : sender_mask.RowIndices(r)) {
-        const float dropped_score = have_summary ? std::fabs(a_row[j]) * summary[j] : 0.0f;
-        neuron_scores[j] += (std::fabs(a_row[j] * gi[r * cols + j]) - dropped_score) * inv_rows;
+        const float abs_g = std::fabs(gi[r * cols + j]);
+        const float stand_in = have_summary ? summary[j] : 0.0f;
+        grad_scores[j] += (abs_g - stand_in) * inv_rows;
+        taylor_scores[j] += std::fabs(a_row[j]) * (abs_g - stand_in) * inv_rows;
       }
     }
+    const std::vector<float>* source = &taylor_scores;
+    if (options->sensitivity_mode == SensitivityMode::kActivation) source = &act_scores;
+    if (options->sensitivity_mode == SensitivityMode::kGradient) source = &grad_scores;
+    if (options->sensitivity_mode == SensitivityMode::kWeighted) {
+      NormalizeByMax(act_scores);
+      for (float& v : grad_scores) v = std::max(v, 0.0f);
+      NormalizeByMax(grad_scores);
+      const auto alpha = static_cast<float>(options->sensitivity_alpha);
+      for (size_t j = 0; j < cols; ++j) taylor_scores[j] = alpha * act_scores[j] + (1 - alpha) * grad_scores[j];
+    }
     std::fill(unit_scores.begin(), unit_scores.end(), 0.0f);
-    for (size_t j = 0; j < cols; ++j) unit_scores[j / block] += std::max(neuron_scores[j], 0.0f);
+    for (size_t j = 0; j < cols; ++j) unit_scores[j / block] += std::max((*source)[j], 0.0f);
     ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
   }
   report.route_seconds += Seconds(std::chrono::steady_clock::now() - start);
@@ -279,7 +305,9 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   SPARSELINK_ASSIGN_OR_RETURN(state->forward_link, MakeLink(link_options));
   SPARSELINK_ASSIGN_OR_RETURN(state->backward_link, MakeLink(link_options));
   state->summary.assign(state->cols, 0.0f);
-  state->neuron_scores.assign(state->cols, 0.0f);
+  state->act_scores.assign(state->cols, 0.0f);
+  state->grad_scores.assign(state->cols, 0.0f);
+  state->taylor_scores.assign(state->cols, 0.0f);
   state->unit_scores.assign(state->map->num_units(), 0.0f);
   state->report.boundary = boundary;
   state->report.cols = state->cols;

@@ -53,6 +53,7 @@ struct RoutedBoundaryOptions {
   ValueCodec lossy_codec = ValueCodec::kInt8;  // the kept values' codec when keep_full = 0
   ValueCodec gradient_codec = ValueCodec::kInt8;
   IndexCodec index_codec = IndexCodec::kAuto;
+  bool zstd = false;            // zstd per packet section, kept only where it is smaller
   double eps = 1e-3;
   int negotiate_every = 50;     // steps between negotiations (auto keep)
   int summary_every = 10;       // steps between receiver summaries
@@ -61,6 +62,7 @@ struct RoutedBoundaryOptions {
   double initial_keep = 0.1;    // contract before the first negotiation (auto keep)
   double link_budget_bytes_per_step = 0;  // > 0: one budget shared by all boundaries
   SensitivityMode sensitivity_mode = SensitivityMode::kTaylor;
+  double sensitivity_alpha = 0.5;  // kWeighted: weight of the activation term
   double ema_decay = 0.9;
   LinkModel link;
   uint64_t seed = 1;
