@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build demo test bench clean
+.PHONY: all deps configure build demo test bench experiments clean
 
 all: build
 
@@ -17,15 +17,21 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The main job on its embedded defaults.
+# The main job on its embedded defaults (plus the dense baseline with the same seed, for the
+# accuracy plot): report and plots under out/train/.
 demo: build
-	@$(BUILD)/sparselink demo
+	@$(BUILD)/sparselink train --compare-dense --report out/train/report.json --plot out/train/plots
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 bench: build
 	@$(BUILD)/routing_benchmark --benchmark_min_time=0.2 --benchmark_counters_tabular=true
+
+# The accuracy/traffic experiments behind docs/RESULTS.md (long: about an hour on 2 cores).
+experiments: build
+	@scripts/experiments.sh out/experiments "1 2 3" mlp
+	@EPOCHS=3 scripts/experiments.sh out/experiments "1 2 3" cnn
 
 clean:
 	@rm -rf $(BUILD)

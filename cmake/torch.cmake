@@ -38,10 +38,3 @@ if(SPARSELINK_BUILD_TESTS)
     gtest_discover_tests(${unit}_test DISCOVERY_TIMEOUT 120)
   endforeach()
 endif()
-
-# Measurement driver: dense training of the MLP / CNN on real Fashion-MNIST.
-if(SPARSELINK_BUILD_BENCH)
-  add_executable(torch_dense_train bench/torch_dense_train.cc)
-  target_compile_options(torch_dense_train PRIVATE ${SPARSELINK_WARNINGS})
-  target_link_libraries(torch_dense_train PRIVATE sparselink_torch)
-endif()
