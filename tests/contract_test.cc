@@ -270,17 +270,22 @@ TEST(Negotiator, LinkBudgetAlsoCapsTheReceiversRaise) {
   EXPECT_DOUBLE_EQ(n.contract().keep, 0.4);
 }
 
-TEST(Negotiator, LinkBudgetUsesTheContractsFullCodec) {
+TEST(Negotiator, LinkBudgetPricesTheContractsCodecAndTheSendersGradientCodec) {
   const size_t rows = 8, cols = 100;
   const auto map = HotMap(cols, 90);
   const double budget = EstimateStepBytes(Contract{.keep = 0.3}, rows, cols, true);
   auto fp32 = MakeNegotiator();
-  auto fp16 = MakeNegotiator({}, Contract{.full_codec = ValueCodec::kFp16});
+  auto fp16_values = MakeNegotiator({}, Contract{.full_codec = ValueCodec::kFp16});
+  auto fp16_both = MakeNegotiator({}, Contract{.full_codec = ValueCodec::kFp16});
   NegotiateOk(fp32, {&map, budget}, {}, rows, cols);
-  NegotiateOk(fp16, {&map, budget}, {}, rows, cols);
+  NegotiateOk(fp16_values, {&map, budget}, {}, rows, cols);
+  NegotiateOk(fp16_both, {.map = &map, .link_bytes_per_step = budget, .gradient_codec = ValueCodec::kFp16},
+              {}, rows, cols);
   EXPECT_DOUBLE_EQ(fp32.contract().keep, 0.3);
-  EXPECT_GT(fp16.contract().keep, 0.5);  // half the value bytes both ways
-  EXPECT_LE(EstimateStepBytes(fp16.contract(), rows, cols, true, ValueCodec::kFp16), budget);
+  EXPECT_GT(fp16_values.contract().keep, 0.3);  // half the forward value bytes
+  EXPECT_GT(fp16_both.contract().keep, 0.5);    // half the value bytes both ways
+  EXPECT_GT(fp16_both.contract().keep, fp16_values.contract().keep);
+  EXPECT_LE(EstimateStepBytes(fp16_both.contract(), rows, cols, true, ValueCodec::kFp16), budget);
 }
 
 TEST(Negotiator, ReceiverComputeCaps) {
@@ -470,5 +475,25 @@ TEST(Negotiator, BlockMapsUseUnitCoverage) {
   EXPECT_DOUBLE_EQ(n.contract().keep, 0.2);
 }
 
+}  // namespace
+}  // namespace sparselink
+
+namespace sparselink {
+namespace {
+TEST(NegotiatorSharedBudget, ACapFromASharedBudgetIsRecordedAsSuch) {
+  auto map = SensitivityMap::Create({.num_neurons = 100});
+  ASSERT_TRUE(map.ok());
+  std::vector<float> values(100, 1.0f);
+  ASSERT_TRUE(map->Assign(values).ok());
+  auto n = Negotiator::Create({}, Contract{});
+  ASSERT_TRUE(n.ok());
+  const double budget = EstimateStepBytes(Contract{.keep = 0.2}, 8, 100, true);
+  auto rec = n->Negotiate({.map = &*map, .link_bytes_per_step = budget,
+                           .link_budget_reason = BoundBy::kSharedBudget},
+                          {}, 8, 100, 1);
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  EXPECT_EQ(n->contract().bound_by, BoundBy::kSharedBudget);
+  EXPECT_DOUBLE_EQ(n->contract().keep, 0.2);
+}
 }  // namespace
 }  // namespace sparselink

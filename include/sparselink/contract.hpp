@@ -84,7 +84,12 @@ struct NegotiatorOptions {
 // What the sender brings to a negotiation.
 struct SenderView {
   const SensitivityMap* map = nullptr;  // required; its values() are used
+  // Bytes per step the link gives this boundary, both directions (activation + gradient).
   double link_bytes_per_step = std::numeric_limits<double>::infinity();
+  ValueCodec gradient_codec = ValueCodec::kFp32;  // how the gradient comes back (for the cost)
+  // The reason recorded when the link budget caps the keep: kSenderLinkBudget for the
+  // sender's own budget, kSharedBudget when it is this boundary's share of a shared one.
+  BoundBy link_budget_reason = BoundBy::kSenderLinkBudget;
 };
 
 // What the receiver brings. Its map is its own view of the importance of its inputs (e.g.

@@ -8,6 +8,7 @@
 #ifdef SPARSELINK_WITH_TORCH
 #include "cli/train.hpp"
 #include "sparselink/torch/runtime.hpp"
+#include <c10/util/Exception.h>
 #endif
 
 int main(int argc, char** argv) {
@@ -89,7 +90,16 @@ int main(int argc, char** argv) {
   }
   if (inspect->parsed()) return sparselink::cli::RunInspect(packet_path, inspect_json, std::cout, std::cerr);
 #ifdef SPARSELINK_WITH_TORCH
-  if (train->parsed()) return sparselink::cli::RunTrain(train_options, std::cout, std::cerr);
+  if (train->parsed()) {
+    try {
+      return sparselink::cli::RunTrain(train_options, std::cout, std::cerr);
+    } catch (const c10::Error& e) {
+      std::cerr << "sparselink train: " << e.what_without_backtrace() << "\n";
+    } catch (const std::exception& e) {
+      std::cerr << "sparselink train: " << e.what() << "\n";
+    }
+    return 1;
+  }
 #endif
   if (demo->parsed()) return sparselink::cli::RunDemo(demo_options, std::cout, std::cerr);
   return 2;

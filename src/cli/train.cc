@@ -13,6 +13,8 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include "sparselink/link.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
@@ -20,6 +22,8 @@
 #include "sparselink/torch/routed_boundary.hpp"
 #include "sparselink/torch/runtime.hpp"
 #include "sparselink/torch/trainer.hpp"
+
+extern char** environ;
 
 namespace sparselink::cli {
 namespace {
@@ -72,12 +76,14 @@ Status CheckWritable(const std::filesystem::path& path) {
 
 Status WriteAtomically(const std::filesystem::path& path, const std::string& text) {
   const std::filesystem::path partial = path.string() + ".partial";
-  {
-    std::ofstream file(partial, std::ios::trunc);
-    file << text;
-    if (!file) return FieldError(ErrorCode::kIo, "--report", path.string(), "write failed");
-  }
   std::error_code ec;
+  std::ofstream file(partial, std::ios::trunc);
+  file << text;
+  file.close();  // the final flush happens here; check after it
+  if (file.fail()) {
+    std::filesystem::remove(partial, ec);
+    return FieldError(ErrorCode::kIo, "--report", path.string(), "write failed");
+  }
   std::filesystem::rename(partial, path, ec);
   if (ec) return FieldError(ErrorCode::kIo, "--report", path.string(), ec.message());
   return Status::Ok();
@@ -96,7 +102,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   auto policy = ta::ParseRoutingPolicy(options.policy);
   if (!policy.ok()) return Fail(err, policy.status());
   auto codec = ParseValueCodec(options.codec);
-  if (!codec.ok()) return Fail(err, codec.status());
+  if (!codec.ok()) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--codec", options.codec,
+                                "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
+  }
   auto gradient_codec = ParseValueCodec(options.gradient_codec);
   if (!gradient_codec.ok()) {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--gradient-codec", options.gradient_codec,
@@ -122,15 +131,31 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--tau", options.tau, "must be in (0, 1]"));
   }
   auto sensitivity_mode = ParseSensitivityMode(options.sensitivity);
-  if (!sensitivity_mode.ok()) return Fail(err, sensitivity_mode.status());
+  if (!sensitivity_mode.ok()) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--sensitivity", options.sensitivity,
+                                "unknown mode (one of taylor, activation, gradient, weighted)"));
+  }
+  if (!std::isfinite(options.link_budget_bytes) || options.link_budget_bytes < 0) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
+                                "must be a finite number of bytes per step >= 0"));
+  }
   if (!(std::isfinite(options.eps) && options.eps >= 0)) {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--eps", options.eps, "must be >= 0"));
   }
   auto bandwidth = ParseBandwidth(options.link_bandwidth);
-  if (!bandwidth.ok()) return Fail(err, bandwidth.status());
+  if (!bandwidth.ok()) {
+    return Fail(err, Status(bandwidth.status().code(), "--link-bandwidth: " + bandwidth.status().message()));
+  }
   if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
+  if (options.summary_every < 1 || options.negotiate_every < 1) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--summary-every/--negotiate-every",
+                                std::min(options.summary_every, options.negotiate_every), "must be >= 1"));
+  }
+
+  // The shared budget steers negotiated contracts; a fixed --keep (or dense) has none.
+  const bool budget_applies = !keep && *policy != ta::RoutingPolicy::kDense && options.link_budget_bytes > 0;
 
   // --- Data and runtime. ---
   ta::SetNumThreads(options.threads);
@@ -149,7 +174,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   report["config"] = {{"model", options.model},
                       {"policy", options.policy},
                       {"keep", keep ? json(*keep) : json("auto")},
-                      {"link_budget_bytes_per_step", options.link_budget_bytes},
+                      {"link_budget_bytes_per_step", budget_applies ? json(options.link_budget_bytes) : json(nullptr)},
                       {"codec", options.codec},
                       {"gradient_codec", options.gradient_codec},
                       {"stages", options.stages},
@@ -168,6 +193,26 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                       {"max_train_samples", options.max_train_samples},
                       {"blas", runtime.blas}};
 
+  ta::RoutedBoundaryOptions boundary_options{
+      .policy = *policy,
+      .keep = keep,
+      .keep_full = 0.0,
+      .lossy_codec = *codec,
+      .gradient_codec = *gradient_codec,
+      .zstd = options.zstd,
+      .eps = options.eps,
+      .negotiate_every = options.negotiate_every,
+      .summary_every = options.summary_every,
+      .negotiator = {.tau_send = options.tau, .tau_recv = options.tau, .keep_min = *keep_min},
+      .initial_keep = std::max(*keep_min, 0.1),
+      .link_budget_bytes_per_step = budget_applies ? options.link_budget_bytes : 0.0,
+      .sensitivity_mode = *sensitivity_mode,
+      .link = {.bandwidth_bits_per_s = *bandwidth},
+      .seed = options.seed};
+  if (auto check = ta::RoutedBoundaries::Create(boundary_options, nullptr); !check.ok()) {
+    return Fail(err, check.status());
+  }
+
   // --- Optional dense baseline, same seed. ---
   if (options.compare_dense) {
     out << "dense baseline (same seed):\n";
@@ -184,22 +229,6 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   torch::manual_seed(options.seed);
   auto stages = ta::BuildModel(options.model, options.stages);
   if (!stages.ok()) return Fail(err, stages.status());
-  ta::RoutedBoundaryOptions boundary_options{
-      .policy = *policy,
-      .keep = keep,
-      .keep_full = 0.0,
-      .lossy_codec = *codec,
-      .gradient_codec = *gradient_codec,
-      .zstd = options.zstd,
-      .eps = options.eps,
-      .negotiate_every = options.negotiate_every,
-      .summary_every = options.summary_every,
-      .negotiator = {.tau_send = options.tau, .tau_recv = options.tau, .keep_min = *keep_min},
-      .initial_keep = std::max(*keep_min, 0.1),
-      .link_budget_bytes_per_step = options.link_budget_bytes,
-      .sensitivity_mode = *sensitivity_mode,
-      .link = {.bandwidth_bits_per_s = *bandwidth},
-      .seed = options.seed};
   auto hook = ta::RoutedBoundaries::Create(boundary_options, &*stages);
   if (!hook.ok()) return Fail(err, hook.status());
   ta::RoutedBoundaries& boundaries = **hook;
@@ -303,10 +332,18 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   if (Status s = WriteAtomically(options.report_path, report.dump(1)); !s.ok()) return Fail(err, s);
   out << "report: " << options.report_path << "\n";
   if (!options.plot_dir.empty()) {
-    const std::string command = "/usr/bin/python3 \"" SPARSELINK_SOURCE_DIR "/scripts/plot_report.py\" \"" +
-                                options.report_path + "\" \"" + options.plot_dir + "\"";
-    if (std::system(command.c_str()) != 0) {
-      err << "sparselink train: plots failed (command: " << command << ")\n";
+    // An argument vector, not a shell line: paths with quotes or '$' stay paths.
+    const std::string script = SPARSELINK_SOURCE_DIR "/scripts/plot_report.py";
+    std::vector<std::string> args = {"/usr/bin/python3", script, options.report_path, options.plot_dir};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    int status = 0;
+    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0 ||
+        waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      err << "sparselink train: plots failed: /usr/bin/python3 " << script << " " << options.report_path
+          << " " << options.plot_dir << " (needs python3-matplotlib)\n";
       return 1;
     }
     out << "plots: " << options.plot_dir << "/\n";

@@ -105,7 +105,7 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender, const 
   Contract probe = contract_;
   const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
     probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, probe.full_codec);
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec);
   });
   const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
     probe.keep = keep;
@@ -117,7 +117,7 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender, const 
     compute_cap = std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
   }
   double bound = link_cap;
-  BoundBy bound_reason = BoundBy::kSenderLinkBudget;
+  BoundBy bound_reason = sender.link_budget_reason;
   if (compute_cap < bound) {
     bound = compute_cap;
     bound_reason = BoundBy::kReceiverCompute;
@@ -140,7 +140,7 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender, const 
         reason = BoundBy::kSenderCoverage;
         if (keep > link_cap) {
           keep = link_cap;
-          reason = BoundBy::kSenderLinkBudget;
+          reason = sender.link_budget_reason;
         }
         record.stages.push_back({state, keep, reason});
         state = NegotiationState::kCountered;

@@ -66,6 +66,8 @@ struct RoutedBoundaries::State {
   RoutedTensor receiver_mask;
   torch::Tensor activation;
   torch::Tensor received;
+  int64_t max_rows = 0;        // largest training batch seen: negotiations size steps by it
+  uint64_t forwards = 0;       // training forwards so far; a backward must answer the last one
   std::vector<float> summary;  // per neuron, the receiver's last mean |g|
   bool have_summary = false;
   int64_t step = 0;
@@ -226,13 +228,22 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 namespace {
 class RouteFunction : public torch::autograd::Function<RouteFunction> {
  public:
+  // The boundary keeps one step in flight (its masks and activation), so a backward must
+  // answer the latest training forward; a second forward before it (gradient accumulation,
+  // recomputation) is refused rather than paired with the wrong mask.
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor input, int64_t state_address) {
-    ctx->saved_data["state"] = state_address;
     auto* state = reinterpret_cast<RoutedBoundaries::State*>(state_address);
+    state->forwards += 1;
+    state->max_rows = std::max(state->max_rows, input.size(0));
+    ctx->saved_data["state"] = state_address;
+    ctx->saved_data["forward"] = static_cast<int64_t>(state->forwards);
     return state->RouteForward(input, /*count=*/true);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto* state = reinterpret_cast<RoutedBoundaries::State*>(ctx->saved_data["state"].toInt());
+    TORCH_CHECK(static_cast<uint64_t>(ctx->saved_data["forward"].toInt()) == state->forwards,
+                "sparselink boundary ", state->boundary,
+                ": backward of an older forward; one training forward per boundary may be in flight");
     return {state->RouteBackward(grad_outputs[0]), torch::Tensor()};
   }
 };
@@ -316,6 +327,8 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
 }
 
 torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& activation, bool training) {
+  TORCH_CHECK(activation.device().is_cpu(), "sparselink boundary ", boundary,
+              ": activation must be on the CPU, got ", activation.device());
   TORCH_CHECK(activation.dim() >= 2 && activation.size(0) > 0,
               "sparselink boundary ", boundary, ": activation must be [N, ...] with N > 0, got ",
               activation.sizes());
@@ -352,36 +365,62 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
   if (options_.keep || options_.policy == RoutingPolicy::kDense) return;
   if ((step + 1) % options_.negotiate_every != 0) return;
 
+  // One shared budget: the allocator splits it by sensitivity per byte, and each share becomes
+  // that boundary's link cap in its negotiation. Both must price bytes the same way, so each
+  // boundary's cost is read off the negotiator's own model, EstimateStepBytes, as a line:
+  // fixed (headers, section table, checksums, per-row scales) + per_entry * kept entries,
+  // fitted between the floor and twice the floor. The allocator splits what is left after
+  // the fixed parts; each cap is the share plus the fixed part.
   if (options_.link_budget_bytes_per_step > 0) {
     std::vector<BoundaryDemand> demands;
+    std::vector<double> fixed_bytes;
+    double fixed_total = 0;
     for (auto& state : states_) {
-      if (!state) continue;
-      const Contract& c = state->contract;
-      // One kept entry costs its value (mixed precision), its share of the index stream
-      // (about one byte as delta-varint at low keep) and its gradient value on the way back.
-      const double value_bytes = c.keep_full * Traits(c.full_codec).bits_per_value / 8.0 +
-                                 (1 - c.keep_full) * Traits(c.lossy_codec).bits_per_value / 8.0;
+      if (!state || state->max_rows == 0) continue;
+      const double floor_keep = options_.negotiator.keep_min;
+      Contract probe = state->contract;
+      const auto rows = static_cast<size_t>(state->max_rows);
+      const auto cost = [&](double keep) {
+        probe.keep = keep;
+        return EstimateStepBytes(probe, rows, state->cols, /*with_gradient=*/true, options_.gradient_codec);
+      };
+      const double low_keep = floor_keep;
+      const double high_keep = std::min(1.0, 2 * floor_keep);
+      const double low_entries = double(rows) * double(KeptCount(state->cols, low_keep));
+      const double high_entries = double(rows) * double(KeptCount(state->cols, high_keep));
+      const double per_entry = high_entries > low_entries
+                                   ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
+                                   : cost(high_keep) / std::max(1.0, high_entries);
+      const double fixed = std::max(0.0, cost(low_keep) - per_entry * low_entries);
+      fixed_bytes.push_back(fixed);
+      fixed_total += fixed;
       demands.push_back({.sensitivity = state->map->values(),
-                         .rows = static_cast<size_t>(state->activation.size(0)),
+                         .rows = rows,
                          .cols = state->cols,
-                         .bytes_per_entry = value_bytes + 1.0 + Traits(options_.gradient_codec).bits_per_value / 8.0,
-                         .keep_min = options_.negotiator.keep_min});
+                         .bytes_per_entry = per_entry,
+                         .keep_min = floor_keep});
     }
     if (!demands.empty()) {
-      auto allocation = AllocateBudget(demands, options_.link_budget_bytes_per_step);
-      ThrowIfError(allocation.status(), 0);
+      auto allocation =
+          AllocateBudget(demands, std::max(0.0, options_.link_budget_bytes_per_step - fixed_total));
+      TORCH_CHECK(allocation.ok(), "sparselink: shared link budget: ", allocation.status().ToString());
       size_t i = 0;
       for (auto& state : states_) {
-        if (state) state->link_cap_bytes = allocation->bytes[i++];
+        if (!state || state->max_rows == 0) continue;
+        state->link_cap_bytes = allocation->bytes[i] + fixed_bytes[i];
+        ++i;
       }
     }
   }
   for (auto& state : states_) {
-    if (!state) continue;
-    auto record = state->negotiator->Negotiate({.map = &*state->map, .link_bytes_per_step = state->link_cap_bytes},
-                                               {.map = &*state->receiver_map},
-                                               static_cast<size_t>(state->activation.size(0)), state->cols,
-                                               static_cast<uint64_t>(step + 1));
+    if (!state || state->max_rows == 0) continue;  // no training step has crossed it yet
+    auto record = state->negotiator->Negotiate(
+        {.map = &*state->map, .link_bytes_per_step = state->link_cap_bytes,
+         .gradient_codec = options_.gradient_codec,
+         .link_budget_reason = options_.link_budget_bytes_per_step > 0 ? BoundBy::kSharedBudget
+                                                                      : BoundBy::kSenderLinkBudget},
+        {.map = &*state->receiver_map}, static_cast<size_t>(state->max_rows), state->cols,
+        static_cast<uint64_t>(step + 1));
     ThrowIfError(record.status(), state->boundary);
     state->contract = state->negotiator->contract();
   }

@@ -86,8 +86,11 @@ struct BoundaryReport {
 
 class RoutedBoundaries final : public BoundaryHook {
  public:
-  // `stages` are used to size the boundaries lazily (on first Forward) and to build the
-  // receiver's view from the next stage's first weight. Errors: bad options (each named).
+  // Boundaries are sized lazily, on their first Forward. The receiver's view of its inputs is
+  // its own Taylor map on what it received with its dense gradient (so it can only vouch for
+  // entries that crossed; the sender's map, fed by the summaries, covers the dropped ones).
+  // `stages` may be null; it is kept for adapters that read the model. Errors: bad options
+  // (each named).
   static Result<std::unique_ptr<RoutedBoundaries>> Create(const RoutedBoundaryOptions& options,
                                                           Stages* stages);
   ~RoutedBoundaries() override;
