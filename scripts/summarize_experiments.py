@@ -67,12 +67,27 @@ def main():
         return 0
     for model in sorted({r["model"] for r in rows}):
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for r in rows:
-            if r["model"] != model or r["policy"] == "dense":
-                continue
-            ax.errorbar(r["ratio"], r["delta"], yerr=r["acc_sd"], fmt="o", capsize=3)
-            ax.annotate(f"{r['policy']} {r['keep']} {r['codec']}", (r["ratio"], r["delta"]),
-                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+        colors = {"sensitivity": "tab:blue", "magnitude": "tab:orange", "random": "tab:red",
+                  "structured": "tab:green"}
+        floor = -3.0  # points below it are drawn on the floor, with their value
+        plotted = [r for r in rows if r["model"] == model and r["policy"] != "dense"
+                   and r["delta"] == r["delta"] and r["ratio"] > 0]  # no dense run: no delta
+        if not plotted:
+            plt.close(fig)
+            continue
+        for i, r in enumerate(plotted):
+            color = colors.get(r["policy"], "gray")
+            label = f"{r['policy']} {r['keep']} {r['codec']}"
+            if r["delta"] < floor:
+                ax.plot(r["ratio"], floor, "v", color=color)
+                label += f" ({r['delta']:+.1f})"
+                y = floor
+            else:
+                ax.errorbar(r["ratio"], r["delta"], yerr=r["acc_sd"], fmt="o", capsize=3, color=color)
+                y = r["delta"]
+            ax.annotate(label, (r["ratio"], y), fontsize=7, xytext=(4, 4 if i % 2 else -9),
+                        textcoords="offset points")
+        ax.set_ylim(floor - 0.3, 0.6)
         ax.axhline(0, color="gray", lw=0.8)
         ax.axhline(-0.5, color="red", lw=0.8, ls="--", label="-0.5 points")
         ax.axhline(-1.0, color="orange", lw=0.8, ls="--", label="-1 point")
