@@ -96,6 +96,24 @@ assert r["traffic"]["wire_bytes"] > 0 and r["traffic"]["dense_fp32_bytes"] > r["
 assert len(r["boundaries"]) == 1 and r["boundaries"][0]["contract"]["keep"] == 0.1
 assert len(r["epochs"]) == 1 and "modelled_link_seconds" in r["time"]
 PY
+    # Determinism: the same seed, flags and thread count give the same accuracy, bytes and
+    # contract history (times aside).
+    expect_ok train_tiny_again "$bin" train --epochs 1 --max-train-samples 2000 --stages 2 \
+      --keep auto --link-budget 60000 --negotiate-every 5 --report "$work/a.json"
+    expect_ok train_tiny_same_seed "$bin" train --epochs 1 --max-train-samples 2000 --stages 2 \
+      --keep auto --link-budget 60000 --negotiate-every 5 --report "$work/b.json"
+    /usr/bin/python3 - "$work/a.json" "$work/b.json" <<'PY' || fail "same seed, same report"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for r in (a, b):
+    r.pop("time")
+    for e in r["epochs"]:
+        e.pop("seconds"); e.pop("samples_per_s")
+    for x in r["boundaries"]:
+        x.pop("route_seconds")
+assert a == b, "reports differ"
+assert len(a["boundaries"][0]["history"]) == 3  # 16 steps, every 5
+PY
   fi
 fi
 
