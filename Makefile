@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build demo test bench experiments clean
+.PHONY: all deps configure build demo test test-sanitize bench experiments clean
 
 all: build
 
@@ -24,6 +24,14 @@ demo: build
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# The core suite under AddressSanitizer + UndefinedBehaviorSanitizer (LibTorch off: Debian's
+# LibTorch is not built with the sanitizers).
+test-sanitize: deps
+	@cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARSELINK_WITH_TORCH=OFF \
+	  -DSPARSELINK_BUILD_BENCH=OFF -DSPARSELINK_SANITIZE="address;undefined" >/dev/null
+	@cmake --build build-sanitize -j $(JOBS)
+	@cd build-sanitize && ctest --output-on-failure -j $(JOBS) --timeout 900
 
 bench: build
 	@$(BUILD)/routing_benchmark --benchmark_min_time=0.2 --benchmark_counters_tabular=true

@@ -143,13 +143,15 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step)};
 
-  // Receiver: its own view of its inputs (Taylor on what it received, with its dense
-  // gradient), and every `summary_every` steps the summary for the sender.
-  if (!receiver_map->frozen()) {
+  // Receiver, every `summary_every` steps: its own view of its inputs (Taylor on what it
+  // received, with its dense gradient) and the summary for the sender. The receiver's map only
+  // matters at negotiations, so it is sampled at the summary cadence rather than every step.
+  const bool summary_step = step % options->summary_every == 0;
+  if (summary_step && !receiver_map->frozen()) {
     ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols}, {g_data, num_rows, cols}),
                  boundary);
   }
-  if (step % options->summary_every == 0) {
+  if (summary_step) {
     std::vector<float> mean_abs(cols, 0.0f);
     for (size_t r = 0; r < num_rows; ++r) {
       const float* row = g_data + r * cols;
