@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build demo test test-sanitize bench experiments clean
+.PHONY: all deps configure build demo test test-sanitize fuzz bench experiments clean
 
 all: build
 
@@ -32,6 +32,18 @@ test-sanitize: deps
 	  -DSPARSELINK_BUILD_BENCH=OFF -DSPARSELINK_SANITIZE="address;undefined" >/dev/null
 	@cmake --build build-sanitize -j $(JOBS)
 	@cd build-sanitize && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+# libFuzzer (clang) over every packet decoder and the sensitivity-map reader, seeded with
+# real packets, FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSPARSELINK_WITH_TORCH=OFF -DSPARSELINK_BUILD_TESTS=OFF -DSPARSELINK_BUILD_BENCH=OFF \
+	  -DSPARSELINK_BUILD_CLI=OFF -DSPARSELINK_FUZZ=ON -DSPARSELINK_SANITIZE="address;undefined" >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@build-fuzz/make_corpus build-fuzz/corpus
+	@build-fuzz/packet_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/packet
+	@build-fuzz/sensitivity_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/sensitivity
 
 bench: build
 	@$(BUILD)/routing_benchmark --benchmark_min_time=0.2 --benchmark_counters_tabular=true

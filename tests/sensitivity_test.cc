@@ -745,3 +745,36 @@ TEST(SensitivityMapDeserialize, EmptyAndGarbageBuffersAreErrors) {
 
 }  // namespace
 }  // namespace sparselink
+
+#include <sys/resource.h>
+#include <xxhash.h>
+
+namespace sparselink {
+namespace {
+// Regression (found by the sensitivity fuzzer): a 75-byte file claiming 2^28 neurons in one
+// block of 2^28 is a valid one-unit map; reading it must not allocate per-neuron scratch
+// (2 GiB of doubles) before anyone updates it.
+TEST(SensitivityMapFuzzRegression, HugeNeuronCountInOneBlockDoesNotAllocatePerNeuron) {
+  auto small = SensitivityMap::Create({.num_neurons = 1});
+  ASSERT_TRUE(small.ok());
+  std::vector<uint8_t> bytes = small->Serialize();
+  const uint64_t huge = uint64_t{1} << 28;
+  for (int i = 0; i < 8; ++i) {
+    bytes[8 + i] = static_cast<uint8_t>(huge >> (8 * i));   // num_neurons
+    bytes[16 + i] = static_cast<uint8_t>(huge >> (8 * i));  // block
+  }
+  const uint64_t sum = XXH3_64bits(bytes.data(), bytes.size() - 8);
+  for (int i = 0; i < 8; ++i) bytes[bytes.size() - 8 + i] = static_cast<uint8_t>(sum >> (8 * i));
+
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  auto map = SensitivityMap::Deserialize(bytes);
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  ASSERT_TRUE(map.ok()) << map.status().ToString();
+  EXPECT_EQ(map->num_neurons(), huge);
+  EXPECT_EQ(map->num_units(), 1u);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024);  // KiB: far below 2 GiB
+}
+}  // namespace
+}  // namespace sparselink

@@ -93,14 +93,18 @@ class SensitivityMap {
   bool frozen() const { return frozen_; }
 
   // Binary form (docs/formats.md): magic "SLSM", version, options, update count, EMA state,
-  // values; little-endian, with an XXH3-64 trailer. Deserialize checks every field.
+  // values; little-endian, with an XXH3-64 trailer. Deserialize checks every field and
+  // allocates only in proportion to the bytes it was given (the per-neuron scratch of a
+  // loaded map is allocated by its first Update).
   std::vector<uint8_t> Serialize() const;
   static Result<SensitivityMap> Deserialize(std::span<const uint8_t> bytes);
   Status Save(const std::filesystem::path& path) const;
   static Result<SensitivityMap> Load(const std::filesystem::path& path);
 
  private:
-  explicit SensitivityMap(const SensitivityOptions& options);
+  // `allocate_scratch` = false defers the per-neuron scratch to the first Update (Deserialize:
+  // a short file must not make the reader allocate num_neurons doubles).
+  explicit SensitivityMap(const SensitivityOptions& options, bool allocate_scratch = true);
   void FoldBatch();  // batch_ (raw per unit) -> normalize -> EMA into ema_ -> values_
 
   SensitivityOptions options_;
