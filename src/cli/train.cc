@@ -310,13 +310,20 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                     {"modelled_dense_link_seconds", dense_link_seconds}};
   report["boundaries"] = boundaries_json;
 
-  out << "\nboundary  cols   contract (last)                               wire        dense       ratio\n";
+  out << "\nboundary   cols  contract  keep     values/gradients  bound by             wire        dense"
+         "       ratio\n";
   for (const ta::BoundaryReport& b : reports) {
-    const double ratio = double(b.dense_fp32_bytes) / double(std::max<uint64_t>(1, b.forward_wire_bytes + b.backward_wire_bytes));
-    out << std::setw(8) << b.boundary << "  " << std::setw(5) << b.cols << "  " << std::left << std::setw(44)
-        << b.contract.ToString().substr(0, 44) << std::right << std::setw(10)
-        << Megabytes(double(b.forward_wire_bytes + b.backward_wire_bytes)) << std::setw(12)
-        << Megabytes(double(b.dense_fp32_bytes)) << std::setw(8) << std::setprecision(1) << ratio << "x\n";
+    const uint64_t b_wire = b.forward_wire_bytes + b.backward_wire_bytes;
+    const double ratio = double(b.dense_fp32_bytes) / double(std::max<uint64_t>(1, b_wire));
+    const std::string codecs = std::string(Traits(b.contract.keep_full > 0 ? b.contract.full_codec
+                                                                           : b.contract.lossy_codec).name) +
+                               "/" + std::string(Traits(*gradient_codec).name);
+    out << std::setw(8) << b.boundary << std::setw(7) << b.cols << "  v" << std::left << std::setw(7)
+        << b.contract.version << std::right << std::fixed << std::setprecision(2) << std::setw(6)
+        << b.contract.keep_percent() << "%  " << std::left << std::setw(17) << codecs << " "
+        << std::setw(18) << BoundByName(b.contract.bound_by) << std::right << std::setw(10)
+        << Megabytes(double(b_wire)) << std::setw(12) << Megabytes(double(b.dense_fp32_bytes))
+        << std::setw(9) << std::setprecision(1) << ratio << "x\n";
   }
   out << std::setprecision(2) << "\ntest accuracy " << 100.0 * trained.epochs.back().test_accuracy << "%";
   if (report.contains("baseline")) {
