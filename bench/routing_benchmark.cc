@@ -42,7 +42,8 @@ const Inputs& GetInputs(size_t rows, size_t cols) {
 }
 
 void Sizes(benchmark::internal::Benchmark* b) {
-  for (auto [rows, cols] : {std::pair{64, 512}, {128, 1024}, {256, 512}, {256, 4096}, {1024, 4096}}) {
+  for (auto [rows, cols] :
+       {std::pair{64, 512}, {128, 1024}, {256, 512}, {256, 4096}, {1024, 4096}}) {
     b->Args({rows, cols});
   }
 }
@@ -73,7 +74,8 @@ void BM_NthElement(benchmark::State& state) {
     const std::vector<float>& a = in.pool[i++ % kPool];
     for (size_t r = 0; r < in.rows; ++r) {
       for (size_t c = 0; c < in.cols; ++c) scores[c] = std::fabs(a[r * in.cols + c]);
-      if (k > 0) std::nth_element(scores.begin(), scores.begin() + (k - 1), scores.end(), std::greater<>());
+      if (k > 0)
+        std::nth_element(scores.begin(), scores.begin() + (k - 1), scores.end(), std::greater<>());
       benchmark::DoNotOptimize(scores.data());
     }
   }
@@ -92,13 +94,13 @@ void RouteCase(benchmark::State& state, ScorePolicy policy, SelectMethod select)
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
   for (float& v : unit_values) v = uniform(rng);
   if (!map.ok() || !map->Assign(unit_values).ok()) state.SkipWithError("map");
-  const Contract contract{.keep = double(state.range(2)) / 100.0, .keep_full = 0.5,
-                          .full_codec = ValueCodec::kFp16};
+  const Contract contract{
+      .keep = double(state.range(2)) / 100.0, .keep_full = 0.5, .full_codec = ValueCodec::kFp16};
   RoutedTensor routed;
   int i = 0;
   for (auto _ : state) {
-    Status s = router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, &*map, contract, 0,
-                             &routed);
+    Status s =
+        router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, &*map, contract, 0, &routed);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(routed.values.data());
   }
@@ -136,8 +138,10 @@ void BM_RouteAndEncode(benchmark::State& state) {
   std::vector<uint8_t> packet;
   int i = 0;
   for (auto _ : state) {
-    Status s = router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, nullptr, contract, 0, &routed);
-    if (s.ok()) s = EncodeActivation(routed, contract, {}, {.index_codec = IndexCodec::kBitmap}, &packet);
+    Status s = router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, nullptr, contract, 0,
+                             &routed);
+    if (s.ok())
+      s = EncodeActivation(routed, contract, {}, {.index_codec = IndexCodec::kBitmap}, &packet);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(packet.data());
   }
@@ -153,14 +157,16 @@ void BM_DecodeAndScatter(benchmark::State& state) {
   std::vector<std::vector<uint8_t>> packets(kPool);
   for (int p = 0; p < kPool; ++p) {
     auto routed = router->Route({in.pool[p].data(), in.rows, in.cols}, nullptr, contract, 0);
-    Status s = EncodeActivation(*routed, contract, {}, {.index_codec = IndexCodec::kBitmap}, &packets[p]);
+    Status s =
+        EncodeActivation(*routed, contract, {}, {.index_codec = IndexCodec::kBitmap}, &packets[p]);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
   }
   std::vector<float> dense(in.rows * in.cols);
   int i = 0;
   for (auto _ : state) {
     auto decoded = DecodeActivation(packets[i++ % kPool]);
-    Status s = decoded.ok() ? Scatter(*decoded, {dense.data(), in.rows, in.cols}) : decoded.status();
+    Status s =
+        decoded.ok() ? Scatter(*decoded, {dense.data(), in.rows, in.cols}) : decoded.status();
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(dense.data());
   }
@@ -176,7 +182,8 @@ void BM_GradientRoundTrip(benchmark::State& state) {
   const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
   std::vector<RoutedTensor> masks(kPool);
   for (int p = 0; p < kPool; ++p) {
-    if (!router->Route({in.pool[p].data(), in.rows, in.cols}, nullptr, contract, 0, &masks[p]).ok()) {
+    if (!router->Route({in.pool[p].data(), in.rows, in.cols}, nullptr, contract, 0, &masks[p])
+             .ok()) {
       state.SkipWithError("route");
     }
   }

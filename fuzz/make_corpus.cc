@@ -13,7 +13,8 @@
 namespace {
 void Write(const std::filesystem::path& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 }  // namespace
 
@@ -34,16 +35,23 @@ int main(int argc, char** argv) {
     const size_t rows = 3;
     std::vector<float> a(rows * cols);
     for (float& x : a) x = normal(rng);
-    for (ValueCodec codec : {ValueCodec::kFp32, ValueCodec::kFp16, ValueCodec::kBf16, ValueCodec::kInt8, ValueCodec::kInt4}) {
+    for (ValueCodec codec : {ValueCodec::kFp32, ValueCodec::kFp16, ValueCodec::kBf16,
+                             ValueCodec::kInt8, ValueCodec::kInt4}) {
       for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint}) {
         for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
           for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
-            const Contract contract{.keep = 0.3, .keep_full = 0.5, .full_codec = ValueCodec::kFp16,
-                                    .lossy_codec = codec, .rest = rest, .granularity = g};
+            const Contract contract{.keep = 0.3,
+                                    .keep_full = 0.5,
+                                    .full_codec = ValueCodec::kFp16,
+                                    .lossy_codec = codec,
+                                    .rest = rest,
+                                    .granularity = g};
             auto routed = router->Route({a.data(), rows, cols}, nullptr, contract, 0);
             if (!routed.ok()) continue;
             std::vector<uint8_t> packet;
-            if (EncodeActivation(*routed, contract, {.step = 1}, {.index_codec = index, .zstd = (n % 3 == 0)}, &packet).ok()) {
+            if (EncodeActivation(*routed, contract, {.step = 1},
+                                 {.index_codec = index, .zstd = (n % 3 == 0)}, &packet)
+                    .ok()) {
               Write(out / "packet" / ("activation_" + std::to_string(n++)), packet);
             }
             std::vector<float> grad;
@@ -57,7 +65,8 @@ int main(int argc, char** argv) {
     }
     std::vector<uint8_t> packet;
     std::vector<float> summary(cols, 0.5f);
-    if (EncodeSummary(summary, {}, &packet).ok()) Write(out / "packet" / ("summary_" + std::to_string(n++)), packet);
+    if (EncodeSummary(summary, {}, &packet).ok())
+      Write(out / "packet" / ("summary_" + std::to_string(n++)), packet);
     if (EncodeContract(Contract{.keep = 0.07}, {}, &packet).ok()) {
       Write(out / "packet" / ("contract_" + std::to_string(n++)), packet);
     }

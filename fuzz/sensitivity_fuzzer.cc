@@ -1,8 +1,8 @@
 // libFuzzer target: SensitivityMap::Deserialize on arbitrary bytes; a map it accepts must
 // serialize back to the same bytes (the checksum aside: fuzz builds do not verify it).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <span>
 
 #include "sparselink/sensitivity.hpp"

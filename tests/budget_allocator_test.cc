@@ -11,7 +11,9 @@
 namespace sparselink {
 namespace {
 
-bool Contains(const Status& s, std::string_view text) { return s.message().find(text) != std::string::npos; }
+bool Contains(const Status& s, std::string_view text) {
+  return s.message().find(text) != std::string::npos;
+}
 
 std::vector<float> Hot(size_t n, size_t hot, float cold = 0.0f) {
   std::vector<float> v(n, cold);
@@ -25,7 +27,9 @@ Allocation AllocateOk(const std::vector<BoundaryDemand>& demands, double budget)
   return std::move(a).value();
 }
 
-double FullBytes(const BoundaryDemand& d) { return double(d.rows) * double(d.cols) * d.bytes_per_entry; }
+double FullBytes(const BoundaryDemand& d) {
+  return double(d.rows) * double(d.cols) * d.bytes_per_entry;
+}
 
 TEST(AllocateBudget, BudgetLargerThanAllGivesKeepOne) {
   const auto s0 = Hot(50, 5), s1 = Hot(80, 80);
@@ -127,7 +131,8 @@ TEST(AllocateBudget, TotalStaysWithinBudgetAboveFloors) {
       const size_t cols = 1 + rng() % 90;
       const size_t block = 1 + rng() % 7;
       const size_t units = (cols + block - 1) / block;
-      if ((cols + ((cols + units - 1) / units) - 1) / ((cols + units - 1) / units) != units) continue;
+      if ((cols + ((cols + units - 1) / units) - 1) / ((cols + units - 1) / units) != units)
+        continue;
       maps[b].resize(units);
       for (float& x : maps[b]) x = (rng() % 4 == 0) ? 0.0f : u(rng);
       d.push_back({maps[b], 1 + rng() % 8, cols, 0.5 + u(rng), 0.01 + 0.2 * u(rng)});
@@ -136,7 +141,8 @@ TEST(AllocateBudget, TotalStaysWithinBudgetAboveFloors) {
     const double floors = AllocateOk(d, 0.0).total_bytes;
     double all = 0;
     for (const auto& x : d) all += FullBytes(x);
-    for (double budget : {floors, floors + 1, (floors + all) / 3, (floors + all) / 2, all - 1, all}) {
+    for (double budget :
+         {floors, floors + 1, (floors + all) / 3, (floors + all) / 2, all - 1, all}) {
       const auto a = AllocateOk(d, budget);
       EXPECT_LE(a.total_bytes, budget + 1e-9) << "trial " << trial;
       double sum = 0;
@@ -153,7 +159,8 @@ TEST(AllocateBudget, TotalStaysWithinBudgetAboveFloors) {
 
 TEST(AllocateBudget, MoreBudgetNeverLowersAKeep) {
   const auto s0 = Hot(40, 7, 0.1f), s1 = Hot(30, 20, 0.3f), s2 = Hot(50, 2);
-  const std::vector<BoundaryDemand> d = {{s0, 2, 40, 1.0, 0.05}, {s1, 2, 30, 2.0, 0.05}, {s2, 2, 50, 1.0, 0.05}};
+  const std::vector<BoundaryDemand> d = {
+      {s0, 2, 40, 1.0, 0.05}, {s1, 2, 30, 2.0, 0.05}, {s2, 2, 50, 1.0, 0.05}};
   Allocation prev = AllocateOk(d, 0.0);
   for (double budget = 20; budget <= 400; budget += 7) {
     const auto a = AllocateOk(d, budget);
@@ -175,7 +182,7 @@ TEST(AllocateBudget, RemainderAfterPositiveUnitsIsSharedRoundRobin) {
   const auto zero = Hot(100, 0), hot = Hot(100, 30);
   const std::vector<BoundaryDemand> d = {{zero, 1, 100, 1.0, 0.05}, {hot, 1, 100, 1.0, 0.05}};
   const auto a = AllocateOk(d, 10.0 + 25.0 + 21.0);  // 21 bytes of zero-share units left
-  EXPECT_NEAR(a.keep[0], 0.05 + 0.11, 1e-12);  // round robin starts at boundary 0
+  EXPECT_NEAR(a.keep[0], 0.05 + 0.11, 1e-12);        // round robin starts at boundary 0
   EXPECT_NEAR(a.keep[1], 0.30 + 0.10, 1e-12);
   EXPECT_DOUBLE_EQ(a.total_bytes, 56.0);
 }

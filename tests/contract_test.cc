@@ -13,7 +13,9 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-bool Contains(const Status& s, std::string_view text) { return s.message().find(text) != std::string::npos; }
+bool Contains(const Status& s, std::string_view text) {
+  return s.message().find(text) != std::string::npos;
+}
 
 // ---- contract basics -------------------------------------------------------------------
 
@@ -91,14 +93,16 @@ TEST(Contract, ValidateNamesEachBadField) {
 }
 
 TEST(Contract, ToStringShowsKeepCodecsAndReason) {
-  const Contract c{.version = 3, .keep = 0.075, .keep_full = 0.5, .bound_by = BoundBy::kSenderCoverage};
+  const Contract c{
+      .version = 3, .keep = 0.075, .keep_full = 0.5, .bound_by = BoundBy::kSenderCoverage};
   EXPECT_EQ(c.ToString(), "b0 v3 keep=7.50% full=50% fp32/int8 element drop (sender_coverage)");
   EXPECT_DOUBLE_EQ(c.keep_percent(), 7.5);
 }
 
 TEST(Contract, EveryReasonAndStateHasAName) {
   for (size_t i = 0; i < kNumBoundBy; ++i) EXPECT_NE(BoundByName(static_cast<BoundBy>(i)), "?");
-  for (int i = 0; i < 4; ++i) EXPECT_NE(NegotiationStateName(static_cast<NegotiationState>(i)), "?");
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NE(NegotiationStateName(static_cast<NegotiationState>(i)), "?");
   EXPECT_EQ(NegotiationStateName(NegotiationState::kRefused), "refused");
 }
 
@@ -149,8 +153,8 @@ Negotiator MakeNegotiator(NegotiatorOptions o = {}, Contract initial = {}) {
   return std::move(n).value();
 }
 
-NegotiationRecord NegotiateOk(Negotiator& n, const SenderView& s, const ReceiverView& r, size_t rows, size_t cols,
-                      uint64_t step = 0) {
+NegotiationRecord NegotiateOk(Negotiator& n, const SenderView& s, const ReceiverView& r,
+                              size_t rows, size_t cols, uint64_t step = 0) {
   auto rec = n.Negotiate(s, r, rows, cols, step);
   EXPECT_TRUE(rec.ok()) << rec.status().ToString();
   return std::move(rec).value();
@@ -194,10 +198,12 @@ TEST(Negotiator, NegotiateRejectsBadInputs) {
   auto shape = n.Negotiate({&map}, {}, 4, 12, 0);
   EXPECT_EQ(shape.status().code(), ErrorCode::kShapeMismatch);
   EXPECT_TRUE(Contains(shape.status(), "sender.map.num_neurons = 10"));
-  EXPECT_TRUE(Contains(n.Negotiate({&map, -1}, {}, 4, 10, 0).status(), "sender.link_bytes_per_step = -1"));
+  EXPECT_TRUE(
+      Contains(n.Negotiate({&map, -1}, {}, 4, 10, 0).status(), "sender.link_bytes_per_step = -1"));
   EXPECT_TRUE(Contains(n.Negotiate({&map}, {nullptr, kNaN}, 4, 10, 0).status(),
                        "receiver.compute_entries_per_step = nan"));
-  EXPECT_TRUE(Contains(n.Negotiate({&map}, {nullptr, kInf, -5}, 4, 10, 0).status(), "receiver.buffer_bytes = -5"));
+  EXPECT_TRUE(Contains(n.Negotiate({&map}, {nullptr, kInf, -5}, 4, 10, 0).status(),
+                       "receiver.buffer_bytes = -5"));
   EXPECT_TRUE(n.history().empty());
 }
 
@@ -279,8 +285,9 @@ TEST(Negotiator, LinkBudgetPricesTheContractsCodecAndTheSendersGradientCodec) {
   auto fp16_both = MakeNegotiator({}, Contract{.full_codec = ValueCodec::kFp16});
   NegotiateOk(fp32, {&map, budget}, {}, rows, cols);
   NegotiateOk(fp16_values, {&map, budget}, {}, rows, cols);
-  NegotiateOk(fp16_both, {.map = &map, .link_bytes_per_step = budget, .gradient_codec = ValueCodec::kFp16},
-              {}, rows, cols);
+  NegotiateOk(fp16_both,
+              {.map = &map, .link_bytes_per_step = budget, .gradient_codec = ValueCodec::kFp16}, {},
+              rows, cols);
   EXPECT_DOUBLE_EQ(fp32.contract().keep, 0.3);
   EXPECT_GT(fp16_values.contract().keep, 0.3);  // half the forward value bytes
   EXPECT_GT(fp16_both.contract().keep, 0.5);    // half the value bytes both ways
@@ -453,8 +460,11 @@ TEST(Negotiator, HistoryRecordsEveryNegotiation) {
 }
 
 TEST(Negotiator, KeepsCodecsAndGranularityOfInitialContract) {
-  const Contract initial{.keep_full = 0.5, .full_codec = ValueCodec::kFp16, .lossy_codec = ValueCodec::kInt4,
-                         .rest = RestPolicy::kSign1, .granularity = Granularity::kUnit};
+  const Contract initial{.keep_full = 0.5,
+                         .full_codec = ValueCodec::kFp16,
+                         .lossy_codec = ValueCodec::kInt4,
+                         .rest = RestPolicy::kSign1,
+                         .granularity = Granularity::kUnit};
   auto n = MakeNegotiator({}, initial);
   const auto map = HotMap(16, 4);
   NegotiateOk(n, {&map}, {}, 4, 16);
@@ -488,9 +498,9 @@ TEST(NegotiatorSharedBudget, ACapFromASharedBudgetIsRecordedAsSuch) {
   auto n = Negotiator::Create({}, Contract{});
   ASSERT_TRUE(n.ok());
   const double budget = EstimateStepBytes(Contract{.keep = 0.2}, 8, 100, true);
-  auto rec = n->Negotiate({.map = &*map, .link_bytes_per_step = budget,
-                           .link_budget_reason = BoundBy::kSharedBudget},
-                          {}, 8, 100, 1);
+  auto rec = n->Negotiate(
+      {.map = &*map, .link_bytes_per_step = budget, .link_budget_reason = BoundBy::kSharedBudget},
+      {}, 8, 100, 1);
   ASSERT_TRUE(rec.ok()) << rec.status().ToString();
   EXPECT_EQ(n->contract().bound_by, BoundBy::kSharedBudget);
   EXPECT_DOUBLE_EQ(n->contract().keep, 0.2);

@@ -1,7 +1,8 @@
 // `sparselink inspect` (src/cli/inspect.cc): text and JSON output, exit codes, and the one
 // error line for unreadable or corrupt packet files.
-#include <gtest/gtest.h>
+#include "cli/inspect.hpp"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,17 +14,18 @@
 #include <string>
 #include <vector>
 
-#include "cli/inspect.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
 namespace {
 
 std::string WriteTemp(const std::string& name, const std::vector<uint8_t>& bytes) {
-  const std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                     ("sparselink_inspect_test_" + std::to_string(::getpid()) + "_" + name);
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() /
+      ("sparselink_inspect_test_" + std::to_string(::getpid()) + "_" + name);
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   return path.string();
 }
 
@@ -39,7 +41,8 @@ std::vector<uint8_t> SamplePacket() {
   c.keep = 0.05;
   c.keep_full = 0.5;
   std::vector<uint8_t> packet;
-  EXPECT_TRUE(EncodeActivation(t, c, {.boundary = 3, .contract_version = 4, .step = 5}, {}, &packet).ok());
+  EXPECT_TRUE(
+      EncodeActivation(t, c, {.boundary = 3, .contract_version = 4, .step = 5}, {}, &packet).ok());
   return packet;
 }
 
@@ -59,9 +62,9 @@ TEST(Inspect, PrintsHeaderTiersSectionsAndChecksum) {
   const InspectRun r = Inspect(path, false);
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_TRUE(r.err.empty());
-  for (const char* text : {"kind activation", "boundary 3, contract version 4, step 5", "shape 2 x 64",
-                           "index delta-varint", "full", "int8", "tier_bits", "dense fp32 bytes 512",
-                           "checksum 0x", ": ok"}) {
+  for (const char* text : {"kind activation", "boundary 3, contract version 4, step 5",
+                           "shape 2 x 64", "index delta-varint", "full", "int8", "tier_bits",
+                           "dense fp32 bytes 512", "checksum 0x", ": ok"}) {
     EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
   }
   std::filesystem::remove(path);
@@ -92,8 +95,8 @@ TEST(Inspect, CorruptPacketPrintsHeaderAndOneErrorLine) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("kind activation"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(": BAD"), std::string::npos) << r.out;
-  EXPECT_EQ(r.err, "sparselink inspect: " + path + ": corrupt_packet: " +
-                       r.err.substr(r.err.find("checksum = ")));
+  EXPECT_EQ(r.err, "sparselink inspect: " + path +
+                       ": corrupt_packet: " + r.err.substr(r.err.find("checksum = ")));
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
   const InspectRun j = Inspect(path, true);
   EXPECT_EQ(j.rc, 1);

@@ -1,11 +1,11 @@
 // Link tests run over every built backend (TEST_P over kBackends), as gloo's BaseTest does;
 // the emulated-link model is specific to the in-process backend and tested separately.
+#include "sparselink/link.hpp"
+
 #include <gtest/gtest.h>
 
 #include <numeric>
 #include <thread>
-
-#include "sparselink/link.hpp"
 
 namespace sparselink {
 namespace {
@@ -31,7 +31,8 @@ class LinkTest : public ::testing::TestWithParam<const char*> {
 
 TEST_P(LinkTest, DeliversPacketsInOrder) {
   auto link = Make();
-  for (uint8_t i = 0; i < 10; ++i) ASSERT_TRUE(link->Send(Bytes(100 + i, i), 400, milliseconds(100)).ok());
+  for (uint8_t i = 0; i < 10; ++i)
+    ASSERT_TRUE(link->Send(Bytes(100 + i, i), 400, milliseconds(100)).ok());
   for (uint8_t i = 0; i < 10; ++i) {
     auto got = link->Recv(milliseconds(100));
     ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -92,7 +93,8 @@ TEST_P(LinkTest, SenderAndReceiverThreadsExchangeEverything) {
   constexpr int kPackets = 500;
   std::thread sender([&] {
     for (int i = 0; i < kPackets; ++i) {
-      ASSERT_TRUE(link->Send(Bytes(1 + i % 50, static_cast<uint8_t>(i)), 0, milliseconds(2000)).ok());
+      ASSERT_TRUE(
+          link->Send(Bytes(1 + i % 50, static_cast<uint8_t>(i)), 0, milliseconds(2000)).ok());
     }
   });
   for (int i = 0; i < kPackets; ++i) {

@@ -82,7 +82,8 @@ RoutedTensor MakeRouted(uint32_t rows, uint32_t cols, uint32_t k, uint32_t full,
     const uint64_t rest_entries = uint64_t{rows} * cols - t.tiers.size();
     t.rest_bits.assign((rest_entries + 7) / 8, 0);
     for (uint64_t i = 0; i < rest_entries; ++i) {
-      if (rng() & 1) t.rest_bits[i / 8] = static_cast<uint8_t>(t.rest_bits[i / 8] | (1u << (i % 8)));
+      if (rng() & 1)
+        t.rest_bits[i / 8] = static_cast<uint8_t>(t.rest_bits[i / 8] | (1u << (i % 8)));
     }
     for (uint32_t r = 0; r < rows; ++r) {
       t.rest_centroids.push_back(std::fabs(normal(rng)));
@@ -105,7 +106,8 @@ Contract MakeContract(const RoutedTensor& t, ValueCodec full, ValueCodec lossy) 
 
 // Entries [begin, end) of row r in kept order.
 std::pair<size_t, size_t> Range(const RoutedTensor& t, size_t r) {
-  if (t.granularity == Granularity::kUnit) return {r * t.indices.size(), (r + 1) * t.indices.size()};
+  if (t.granularity == Granularity::kUnit)
+    return {r * t.indices.size(), (r + 1) * t.indices.size()};
   return {t.row_offsets[r], t.row_offsets[r + 1]};
 }
 
@@ -131,8 +133,10 @@ void ExpectSameRouted(const RoutedTensor& want, const RoutedTensor& got, const C
     for (size_t i = begin; i < end; ++i) {
       const bool full = want.tiers[i] == Tier::kFull;
       const ValueCodecTraits& t = Traits(full ? c.full_codec : c.lossy_codec);
-      const double ref = t.per_row_scale ? (full ? max_full : max_lossy) : std::fabs(want.values[i]);
-      const double allowed = (t.max_relative_error + (t.lossless ? 0 : 0x1p-22)) * ref + (t.lossless ? 0 : 0x1p-24);
+      const double ref =
+          t.per_row_scale ? (full ? max_full : max_lossy) : std::fabs(want.values[i]);
+      const double allowed =
+          (t.max_relative_error + (t.lossless ? 0 : 0x1p-22)) * ref + (t.lossless ? 0 : 0x1p-24);
       ASSERT_LE(std::fabs(static_cast<double>(got.values[i]) - want.values[i]), allowed)
           << t.name << " entry " << i;
     }
@@ -149,7 +153,9 @@ std::string HexDump(const std::vector<uint8_t>& p) {
   return s;
 }
 
-bool Contains(const Status& s, const std::string& text) { return s.message().find(text) != std::string::npos; }
+bool Contains(const Status& s, const std::string& text) {
+  return s.message().find(text) != std::string::npos;
+}
 
 // --- Round trips --------------------------------------------------------------------------
 
@@ -177,13 +183,15 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
               ++cases;
               const RoutedTensor routed = MakeRouted(rows, cols, k, full, g, rest, rng);
               const Contract contract = MakeContract(routed, full_codec, lossy_codec);
-              SCOPED_TRACE(::testing::Message() << "cols " << cols << " k " << k << " full " << full << " "
-                                                << Traits(full_codec).name << "/" << Traits(lossy_codec).name
-                                                << " " << IndexCodecName(index) << " " << GranularityName(g)
-                                                << " " << RestPolicyName(rest) << " zstd " << zstd);
+              SCOPED_TRACE(::testing::Message()
+                           << "cols " << cols << " k " << k << " full " << full << " "
+                           << Traits(full_codec).name << "/" << Traits(lossy_codec).name << " "
+                           << IndexCodecName(index) << " " << GranularityName(g) << " "
+                           << RestPolicyName(rest) << " zstd " << zstd);
               std::vector<uint8_t> packet;
-              const Status enc = EncodeActivation(routed, contract, {.boundary = 2, .contract_version = 5, .step = 99},
-                                                  {.index_codec = index, .zstd = zstd}, &packet);
+              const Status enc = EncodeActivation(
+                  routed, contract, {.boundary = 2, .contract_version = 5, .step = 99},
+                  {.index_codec = index, .zstd = zstd}, &packet);
               ASSERT_TRUE(enc.ok()) << enc.ToString();
               PacketInfo info;
               auto decoded = DecodeActivation(packet, {}, &info);
@@ -216,11 +224,15 @@ TEST(ActivationPacket, AutoIndexPicksTheSmallerAndBitmapOnTies) {
   // Dense: bitmap is smaller.
   RoutedTensor dense = MakeRouted(4, 256, 128, 128, Granularity::kElement, RestPolicy::kDrop, rng);
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeActivation(dense, MakeContract(dense, ValueCodec::kFp32, ValueCodec::kInt8), {}, {}, &packet).ok());
+  ASSERT_TRUE(EncodeActivation(dense, MakeContract(dense, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {}, &packet)
+                  .ok());
   EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kBitmap);
   // Sparse: delta-varint is smaller.
   RoutedTensor sparse = MakeRouted(4, 4096, 8, 8, Granularity::kElement, RestPolicy::kDrop, rng);
-  ASSERT_TRUE(EncodeActivation(sparse, MakeContract(sparse, ValueCodec::kFp32, ValueCodec::kInt8), {}, {}, &packet).ok());
+  ASSERT_TRUE(EncodeActivation(sparse, MakeContract(sparse, ValueCodec::kFp32, ValueCodec::kInt8),
+                               {}, {}, &packet)
+                  .ok());
   EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kDeltaVarint);
   // Tie: 1 x 16 bitmap is 2 bytes; delta-varint of {0} is count 1 + column 0 = 2 bytes.
   RoutedTensor tie;
@@ -230,7 +242,9 @@ TEST(ActivationPacket, AutoIndexPicksTheSmallerAndBitmapOnTies) {
   tie.indices = {0};
   tie.values = {1.0f};
   tie.tiers = {Tier::kFull};
-  ASSERT_TRUE(EncodeActivation(tie, MakeContract(tie, ValueCodec::kFp32, ValueCodec::kInt8), {}, {}, &packet).ok());
+  ASSERT_TRUE(EncodeActivation(tie, MakeContract(tie, ValueCodec::kFp32, ValueCodec::kInt8), {}, {},
+                               &packet)
+                  .ok());
   EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kBitmap);
 }
 
@@ -246,7 +260,8 @@ TEST(ActivationPacket, ZstdKeepsASectionOnlyWhenSmaller) {
   t.tiers.assign(4096, Tier::kFull);
   std::vector<uint8_t> packet;
   ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
-                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet).ok());
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
+                  .ok());
   auto info = InspectPacket(packet);
   ASSERT_TRUE(info.ok());
   ASSERT_EQ(info->sections.size(), 2u);
@@ -259,7 +274,8 @@ TEST(ActivationPacket, ZstdKeepsASectionOnlyWhenSmaller) {
   std::mt19937 rng(3);
   RoutedTensor r = MakeRouted(1, 64, 64, 64, Granularity::kElement, RestPolicy::kDrop, rng);
   ASSERT_TRUE(EncodeActivation(r, MakeContract(r, ValueCodec::kFp32, ValueCodec::kInt8), {},
-                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet).ok());
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
+                  .ok());
   info = InspectPacket(packet);
   EXPECT_FALSE(info->sections[1].zstd);
 }
@@ -297,7 +313,9 @@ TEST(GradientPacket, RoundTripsEveryCodecAndGranularity) {
           std::normal_distribution<float> normal;
           for (float& v : values) v = normal(rng);
           std::vector<uint8_t> packet;
-          ASSERT_TRUE(EncodeGradient(mask, values, codec, {.boundary = 1, .step = 7}, {.zstd = zstd}, &packet).ok());
+          ASSERT_TRUE(EncodeGradient(mask, values, codec, {.boundary = 1, .step = 7},
+                                     {.zstd = zstd}, &packet)
+                          .ok());
           PacketInfo info;
           auto decoded = DecodeGradient(packet, mask, {}, &info);
           ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
@@ -311,7 +329,8 @@ TEST(GradientPacket, RoundTripsEveryCodecAndGranularity) {
             for (size_t i = begin; i < end; ++i) {
               const ValueCodecTraits& t = Traits(codec);
               const double ref = t.per_row_scale ? row_max : std::fabs(values[i]);
-              const double allowed = (t.max_relative_error + (t.lossless ? 0 : 0x1p-22)) * ref + (t.lossless ? 0 : 0x1p-24);
+              const double allowed = (t.max_relative_error + (t.lossless ? 0 : 0x1p-22)) * ref +
+                                     (t.lossless ? 0 : 0x1p-24);
               ASSERT_LE(std::fabs((*decoded)[i] - values[i]), allowed);
             }
           }
@@ -344,7 +363,8 @@ TEST(GradientPacket, DecoderChecksTheMask) {
 TEST(SummaryPacket, RoundTripsWithinFp16Error) {
   std::vector<float> units = {0.0f, 1.0f, 0.333f, 1e-6f, 70000.0f, 12.5f, 0.01f};
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeSummary(units, {.boundary = 3, .contract_version = 1, .step = 40}, &packet).ok());
+  ASSERT_TRUE(
+      EncodeSummary(units, {.boundary = 3, .contract_version = 1, .step = 40}, &packet).ok());
   PacketInfo info;
   auto decoded = DecodeSummary(packet, {}, &info);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
@@ -356,7 +376,8 @@ TEST(SummaryPacket, RoundTripsWithinFp16Error) {
     const double want = std::min(units[i], 65504.0f);
     EXPECT_NEAR((*decoded)[i], want, want / 2048 + 0x1p-25) << i;
   }
-  EXPECT_EQ(EncodeSummary(std::vector<float>{1.0f, -1.0f}, {}, &packet).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(EncodeSummary(std::vector<float>{1.0f, -1.0f}, {}, &packet).code(),
+            ErrorCode::kInvalidArgument);
   EXPECT_EQ(EncodeSummary(std::vector<float>{}, {}, &packet).code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(EncodeSummary(std::vector<float>{INFINITY}, {}, &packet).code(), ErrorCode::kNonFinite);
 }
@@ -373,7 +394,8 @@ TEST(ContractPacket, RoundTripsEveryField) {
   c.granularity = Granularity::kUnit;
   c.bound_by = BoundBy::kReceiverBuffer;
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeContract(c, {.boundary = 7, .contract_version = 12, .step = 1000}, &packet).ok());
+  ASSERT_TRUE(
+      EncodeContract(c, {.boundary = 7, .contract_version = 12, .step = 1000}, &packet).ok());
   EXPECT_EQ(packet.size(), 64u + 12 + kContractBodyBytes + 8);
   auto d = DecodeContract(packet);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
@@ -427,10 +449,9 @@ const std::vector<uint8_t> kGoldenActivation = {
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     // section table: index, tier bits, full values, lossy values
-    0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
-    0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
-    0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00,
-    0x04, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00,
+    0x08, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
     // index: bits 1, 3 (row 0) and 5 (row 1, column 0) -> 0x2a 0x00
     0x2a, 0x00,
     // tier bits: entry 1 lossy -> 0x02
@@ -447,7 +468,8 @@ TEST(GoldenPacket, ActivationBitmapFp32Int8) {
   Contract c = MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8);
   std::vector<uint8_t> packet;
   ASSERT_TRUE(EncodeActivation(t, c, {.boundary = 1, .contract_version = 2, .step = 3},
-                               {.index_codec = IndexCodec::kBitmap}, &packet).ok());
+                               {.index_codec = IndexCodec::kBitmap}, &packet)
+                  .ok());
   EXPECT_EQ(packet, kGoldenActivation) << HexDump(packet);
 }
 
@@ -475,12 +497,11 @@ const std::vector<uint8_t> kGoldenUnitSign1 = {
     0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     // section table
-    0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
-    0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
-    0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00,
-    0x04, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
-    0x05, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
-    0x06, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00,
+    0x04, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+    0x05, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,
+    0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00,
     // index: count 2, first column 2, gap 5 - 2 - 1 = 2
     0x02, 0x02, 0x02,
     // tier bits: column 5 lossy
@@ -490,8 +511,8 @@ const std::vector<uint8_t> kGoldenUnitSign1 = {
     // lossy values, int4: scales 0.5 and 1.0, then nibbles 7 and -7 (9)
     0x00, 0x00, 0x00, 0x3f, 0x00, 0x00, 0x80, 0x3f, 0x97,
     // rest bits, centroids
-    0xb2,
-    0x00, 0x00, 0x00, 0x3f, 0x00, 0x00, 0x00, 0xbf, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x80, 0xbf,
+    0xb2, 0x00, 0x00, 0x00, 0x3f, 0x00, 0x00, 0x00, 0xbf, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x80,
+    0xbf,
     // trailer
     0xf6, 0xfa, 0xbd, 0x0f, 0x3c, 0x61, 0x1a, 0xe9};
 
@@ -499,8 +520,10 @@ TEST(GoldenPacket, ActivationUnitDeltaVarintSign1Fp16Int4) {
   const RoutedTensor t = GoldenUnitSign1();
   const Contract c = MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt4);
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeActivation(t, c, {.boundary = 0, .contract_version = 1, .step = 0x0102030405060708ull},
-                               {.index_codec = IndexCodec::kDeltaVarint}, &packet).ok());
+  ASSERT_TRUE(
+      EncodeActivation(t, c, {.boundary = 0, .contract_version = 1, .step = 0x0102030405060708ull},
+                       {.index_codec = IndexCodec::kDeltaVarint}, &packet)
+          .ok());
   EXPECT_EQ(packet, kGoldenUnitSign1) << HexDump(packet);
   auto d = DecodeActivation(kGoldenUnitSign1);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
@@ -508,17 +531,18 @@ TEST(GoldenPacket, ActivationUnitDeltaVarintSign1Fp16Int4) {
 }
 
 const std::vector<uint8_t> kGoldenSummary = {
-    0x53, 0x50, 0x4c, 0x4b, 0x01, 0x02, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x5a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x08, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,
-    0x00, 0x3c, 0x00, 0x38, 0x00, 0x40,
-    0x02, 0x81, 0x12, 0x5c, 0xf0, 0x91, 0x39, 0x15};
+    0x53, 0x50, 0x4c, 0x4b, 0x01, 0x02, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x5a, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00,
+    0x00, 0x00, 0x3c, 0x00, 0x38, 0x00, 0x40, 0x02, 0x81, 0x12, 0x5c, 0xf0, 0x91, 0x39, 0x15};
 
 TEST(GoldenPacket, Summary) {
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeSummary(std::vector<float>{1.0f, 0.5f, 2.0f}, {.boundary = 4, .step = 5}, &packet).ok());
+  ASSERT_TRUE(
+      EncodeSummary(std::vector<float>{1.0f, 0.5f, 2.0f}, {.boundary = 4, .step = 5}, &packet)
+          .ok());
   EXPECT_EQ(packet, kGoldenSummary) << HexDump(packet);
   auto d = DecodeSummary(kGoldenSummary);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
@@ -533,14 +557,16 @@ std::vector<uint8_t> RealPacket(IndexCodec index = IndexCodec::kBitmap, bool zst
   std::mt19937 rng(77);
   const RoutedTensor t = MakeRouted(3, 7, 3, 1, Granularity::kElement, RestPolicy::kSign1, rng);
   std::vector<uint8_t> packet;
-  const Status s = EncodeActivation(t, MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt4),
-                                    {.boundary = 1, .step = 2}, {.index_codec = index, .zstd = zstd}, &packet);
+  const Status s =
+      EncodeActivation(t, MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt4),
+                       {.boundary = 1, .step = 2}, {.index_codec = index, .zstd = zstd}, &packet);
   EXPECT_TRUE(s.ok()) << s.ToString();
   return packet;
 }
 
 bool IsPacketError(ErrorCode c) {
-  return c == ErrorCode::kCorruptPacket || c == ErrorCode::kUnsupported || c == ErrorCode::kResourceExhausted;
+  return c == ErrorCode::kCorruptPacket || c == ErrorCode::kUnsupported ||
+         c == ErrorCode::kResourceExhausted;
 }
 
 TEST(BadPacket, EveryTruncationFails) {
@@ -552,9 +578,11 @@ TEST(BadPacket, EveryTruncationFails) {
       ASSERT_FALSE(r.ok()) << len;
       EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket) << len;
       if (len < 72) {
-        EXPECT_TRUE(Contains(r.status(), "packet size = " + std::to_string(len))) << r.status().message();
+        EXPECT_TRUE(Contains(r.status(), "packet size = " + std::to_string(len)))
+            << r.status().message();
       } else {
-        EXPECT_TRUE(Contains(r.status(), "header.packet_bytes = " + std::to_string(packet.size()))) << r.status().message();
+        EXPECT_TRUE(Contains(r.status(), "header.packet_bytes = " + std::to_string(packet.size())))
+            << r.status().message();
       }
     }
   }
@@ -673,7 +701,8 @@ TEST(BadPacket, TrailingGarbage) {
   bad.push_back(0);
   auto r = DecodeActivation(bad);
   EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
-  EXPECT_TRUE(Contains(r.status(), "header.packet_bytes = " + std::to_string(bad.size() - 1))) << r.status().message();
+  EXPECT_TRUE(Contains(r.status(), "header.packet_bytes = " + std::to_string(bad.size() - 1)))
+      << r.status().message();
   EXPECT_TRUE(Contains(r.status(), "trailing")) << r.status().message();
 }
 
@@ -684,7 +713,8 @@ TEST(BadPacket, OversizedShapeIsRefusedBeforeAllocation) {
   Reseal(bad);
   auto r = DecodeActivation(bad);
   EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
-  EXPECT_TRUE(Contains(r.status(), "header.rows*cols = 18446744065119617025")) << r.status().message();
+  EXPECT_TRUE(Contains(r.status(), "header.rows*cols = 18446744065119617025"))
+      << r.status().message();
   // A small limit refuses a real packet the same way.
   r = DecodeActivation(RealPacket(), {.max_entries = 20});
   EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
@@ -721,7 +751,8 @@ TEST(BadPacket, HugeRawBytesOfAZstdSection) {
   t.row_offsets.assign(65, 0);
   std::vector<uint8_t> packet;
   ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
-                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet).ok());
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
+                  .ok());
   ASSERT_EQ(packet[65], 1);  // zstd
   ASSERT_TRUE(DecodeActivation(packet).ok());
   std::vector<uint8_t> bad = packet;
@@ -784,9 +815,11 @@ TEST(IndexCodec, DeltaVarintRoundTripsWideGaps) {
   codec_internal::AppendDeltaVarint(offsets, indices, &bytes);
   EXPECT_EQ(bytes.size(), codec_internal::DeltaVarintBytes(offsets, indices));
   // Row 0: 3, 0, 126, 99872 (3 bytes); row 1: 0; row 2: 2, 5, 0.
-  EXPECT_EQ(bytes, (std::vector<uint8_t>{0x03, 0x00, 0x7e, 0xa0, 0x8c, 0x06, 0x00, 0x02, 0x05, 0x00}));
+  EXPECT_EQ(bytes,
+            (std::vector<uint8_t>{0x03, 0x00, 0x7e, 0xa0, 0x8c, 0x06, 0x00, 0x02, 0x05, 0x00}));
   std::vector<uint32_t> got_offsets, got_indices;
-  ASSERT_TRUE(codec_internal::DecodeDeltaVarint(bytes, 3, 100001, 5, &got_offsets, &got_indices).ok());
+  ASSERT_TRUE(
+      codec_internal::DecodeDeltaVarint(bytes, 3, 100001, 5, &got_offsets, &got_indices).ok());
   EXPECT_EQ(got_offsets, offsets);
   EXPECT_EQ(got_indices, indices);
 }
@@ -807,7 +840,8 @@ TEST(IndexCodec, DeltaVarintRefusesMalformedStreams) {
   EXPECT_TRUE(Contains(s, "index row 0 count = 11")) << s.message();
   s = DecodeDelta({0x01, 0x00, 0x00}, 1, 10, 1);  // trailing byte
   EXPECT_TRUE(Contains(s, "trailing bytes = 1")) << s.message();
-  s = DecodeDelta({0x01, 0x00, 0x01}, 2, 10, 2);  // total 2 claimed, rows give 2 but row 1 truncated
+  s = DecodeDelta({0x01, 0x00, 0x01}, 2, 10,
+                  2);  // total 2 claimed, rows give 2 but row 1 truncated
   EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket);
   s = DecodeDelta({0x01, 0x80}, 1, 10, 1);  // truncated varint
   EXPECT_TRUE(Contains(s, "runs past the end")) << s.message();
@@ -818,16 +852,20 @@ TEST(IndexCodec, DeltaVarintRefusesMalformedStreams) {
 TEST(IndexCodec, BitmapRoundTripsRowsAcrossByteBoundaries) {
   for (uint32_t cols : {1u, 3u, 7u, 8u, 9u, 33u}) {
     std::mt19937 rng(cols);
-    const RoutedTensor t = MakeRouted(5, cols, (cols + 1) / 2, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+    const RoutedTensor t =
+        MakeRouted(5, cols, (cols + 1) / 2, 0, Granularity::kElement, RestPolicy::kDrop, rng);
     std::vector<uint8_t> bytes;
     codec_internal::AppendBitmap(t.row_offsets, t.indices, cols, &bytes);
     ASSERT_EQ(bytes.size(), codec_internal::BitmapBytes(5, cols));
     std::vector<uint32_t> offsets, indices;
-    ASSERT_TRUE(codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size(), &offsets, &indices).ok());
+    ASSERT_TRUE(
+        codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size(), &offsets, &indices).ok());
     EXPECT_EQ(offsets, t.row_offsets);
     EXPECT_EQ(indices, t.indices);
-    Status s = codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size() - 1, &offsets, &indices);
-    EXPECT_TRUE(Contains(s, "bitmap set bits = " + std::to_string(t.indices.size()))) << s.message();
+    Status s =
+        codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size() - 1, &offsets, &indices);
+    EXPECT_TRUE(Contains(s, "bitmap set bits = " + std::to_string(t.indices.size())))
+        << s.message();
     EXPECT_TRUE(Contains(s, "more than the header's kept count")) << s.message();
     s = codec_internal::DecodeBitmap(bytes, 5, cols, 5 * cols + 1, &offsets, &indices);
     EXPECT_TRUE(Contains(s, "kept count = " + std::to_string(5 * cols + 1))) << s.message();
@@ -871,12 +909,13 @@ TEST(PacketSizeEstimate, EstimateStepBytesAgreesWithEncodedSizesWithin3Percent) 
     const double est_fwd = EstimateStepBytes(contract, rows, cols, false);
     const double est_both = EstimateStepBytes(contract, rows, cols, true, ValueCodec::kFp16);
     const double real_both = static_cast<double>(forward.size() + backward.size());
-    std::printf("[ estimate ] keep %.2f full %.2f %s/%s %s: encoded %zu, estimated %.0f (%+.2f%%); "
-                "with gradient %.0f vs %.0f (%+.2f%%)\n",
-                c.keep, c.keep_full, Traits(c.full).name.data(), Traits(c.lossy).name.data(),
-                RestPolicyName(c.rest).data(), forward.size(), est_fwd,
-                100.0 * (est_fwd / static_cast<double>(forward.size()) - 1), real_both, est_both,
-                100.0 * (est_both / real_both - 1));
+    std::printf(
+        "[ estimate ] keep %.2f full %.2f %s/%s %s: encoded %zu, estimated %.0f (%+.2f%%); "
+        "with gradient %.0f vs %.0f (%+.2f%%)\n",
+        c.keep, c.keep_full, Traits(c.full).name.data(), Traits(c.lossy).name.data(),
+        RestPolicyName(c.rest).data(), forward.size(), est_fwd,
+        100.0 * (est_fwd / static_cast<double>(forward.size()) - 1), real_both, est_both,
+        100.0 * (est_both / real_both - 1));
     EXPECT_NEAR(est_fwd / static_cast<double>(forward.size()), 1.0, c.tolerance);
     EXPECT_NEAR(est_both / real_both, 1.0, c.tolerance);
   }

@@ -126,7 +126,8 @@ RefRow RefSelectRow(const std::vector<double>& score, size_t k, size_t nf) {
 
 // The seed's routeData, literally: sort the indices by importance (descending), keep the
 // first int(n * contract / 100). std::stable_sort leaves equal scores in index order.
-std::vector<uint32_t> SeedRouteData(const std::vector<double>& importance, double contract_percent) {
+std::vector<uint32_t> SeedRouteData(const std::vector<double>& importance,
+                                    double contract_percent) {
   const size_t num_connections = importance.size();
   const auto num_to_maintain =
       static_cast<size_t>(static_cast<double>(num_connections) * (contract_percent / 100));
@@ -134,7 +135,8 @@ std::vector<uint32_t> SeedRouteData(const std::vector<double>& importance, doubl
   std::iota(sorted_indices.begin(), sorted_indices.end(), 0u);
   std::stable_sort(sorted_indices.begin(), sorted_indices.end(),
                    [&](uint32_t a, uint32_t b) { return importance[a] > importance[b]; });
-  return {sorted_indices.begin(), sorted_indices.begin() + static_cast<std::ptrdiff_t>(num_to_maintain)};
+  return {sorted_indices.begin(),
+          sorted_indices.begin() + static_cast<std::ptrdiff_t>(num_to_maintain)};
 }
 
 std::vector<uint32_t> ToVector(std::span<const uint32_t> s) { return {s.begin(), s.end()}; }
@@ -363,7 +365,8 @@ TEST(Router, FullTierScoresAreAtLeastLossyTierScores) {
       }
     }
     for (size_t c = 0; c < cols; ++c) {
-      if (!is_kept[c]) max_dropped = std::max(max_dropped, RefScore(a[r * cols + c], c, &map, 0.05));
+      if (!is_kept[c])
+        max_dropped = std::max(max_dropped, RefScore(a[r * cols + c], c, &map, 0.05));
     }
     EXPECT_GE(min_full, max_lossy) << "row " << r;
     EXPECT_GE(min_kept, max_dropped) << "row " << r;
@@ -391,7 +394,8 @@ RefUnits RefUnitSelect(const std::vector<float>& a, size_t rows, size_t cols, si
   const RefRow units = RefSelectRow(unit_score, k, FullCount(k, keep_full));
   RefUnits ref;
   for (size_t i = 0; i < units.indices.size(); ++i) {
-    for (size_t c = units.indices[i] * block; c < std::min(cols, (units.indices[i] + 1) * block); ++c) {
+    for (size_t c = units.indices[i] * block; c < std::min(cols, (units.indices[i] + 1) * block);
+         ++c) {
       ref.columns.push_back(static_cast<uint32_t>(c));
       ref.tiers.push_back(units.tiers[i]);
     }
@@ -442,8 +446,8 @@ TEST(Router, UnitGranularityKeepsWholeBlocksIncludingThePartialLast) {
   const RoutedTensor routed =
       MustRoute(router, View(a, rows, cols), &map, MakeContract(0.34, 1.0, Granularity::kUnit));
   EXPECT_EQ(routed.indices, (std::vector<uint32_t>{8, 9}));
-  const RoutedTensor two = MustRoute(router, View(a, rows, cols), &map,
-                                     MakeContract(0.67, 0.5, Granularity::kUnit));
+  const RoutedTensor two =
+      MustRoute(router, View(a, rows, cols), &map, MakeContract(0.67, 0.5, Granularity::kUnit));
   EXPECT_EQ(two.indices, (std::vector<uint32_t>{4, 5, 6, 7, 8, 9}));
   EXPECT_EQ(two.tiers, (std::vector<Tier>{Tier::kLossy, Tier::kLossy, Tier::kLossy, Tier::kLossy,
                                           Tier::kFull, Tier::kFull, Tier::kLossy, Tier::kLossy,
@@ -490,7 +494,8 @@ void ExpectSign1MatchesReference(const RoutedTensor& routed, const std::vector<f
       }
       ++bit;
     }
-    centroids.push_back(positive_count ? static_cast<float>(positive_sum / double(positive_count)) : 0.0f);
+    centroids.push_back(positive_count ? static_cast<float>(positive_sum / double(positive_count))
+                                       : 0.0f);
     centroids.push_back(other_count ? static_cast<float>(other_sum / double(other_count)) : 0.0f);
   }
   EXPECT_EQ(routed.rest_bits, bits);
@@ -531,8 +536,9 @@ TEST(Router, Sign1RestMatchesReferenceInUnitMode) {
   const std::vector<float> a = RandomValues(rows, cols, 42);
   const SensitivityMap map = RandomMap(cols, 4, 43);
   const Router router = MakeRouter(ScorePolicy::kSensitivity);
-  const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map,
-                                        MakeContract(0.34, 1.0, Granularity::kUnit, RestPolicy::kSign1));
+  const RoutedTensor routed =
+      MustRoute(router, View(a, rows, cols), &map,
+                MakeContract(0.34, 1.0, Granularity::kUnit, RestPolicy::kSign1));
   ExpectSign1MatchesReference(routed, a);
 }
 
@@ -570,7 +576,8 @@ TEST(Scatter, PutsValuesBackAndZerosElsewhere) {
   const std::vector<float> a = RandomValues(rows, cols, 51);
   const Router router = MakeRouter(ScorePolicy::kMagnitude);
   for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
-    const RoutedTensor routed = MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.3, 0.5, g));
+    const RoutedTensor routed =
+        MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.3, 0.5, g));
     std::vector<float> dense(rows * cols, -7.0f);
     ASSERT_TRUE(Scatter(routed, {dense.data(), rows, cols}).ok());
     for (size_t r = 0; r < rows; ++r) {
@@ -599,7 +606,8 @@ TEST(GatherAtMask, RoundTripsThroughScatterAtMask) {
   const std::vector<float> g = RandomValues(rows, cols, 54);
   const Router router = MakeRouter(ScorePolicy::kMagnitude);
   for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
-    const RoutedTensor mask = MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.2, 1.0, gran));
+    const RoutedTensor mask =
+        MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.2, 1.0, gran));
     std::vector<float> values;
     ASSERT_TRUE(GatherAtMask(mask, View(g, rows, cols), &values).ok());
     ASSERT_EQ(values.size(), mask.num_kept());
@@ -692,14 +700,17 @@ TEST(Router, TreatAsZeroNeverSendsNonFiniteValues) {
   const RoutedTensor all = MustRoute(router, View(a, 2, 4), nullptr, MakeContract(1.0));
   EXPECT_EQ(all.values, (std::vector<float>{0, 0, 0, 0, 1.0f, -2.0f, 0, 0.5f}));
   // With room to choose, non-finite entries score 0 and lose to the finite ones.
-  const RoutedTensor half = MustRoute(router, View(a, 2, 4), nullptr,
-                                      MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1));
+  const RoutedTensor half =
+      MustRoute(router, View(a, 2, 4), nullptr,
+                MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1));
   EXPECT_EQ(ToVector(half.RowIndices(1)), (std::vector<uint32_t>{0, 1}));
   for (float v : half.values) EXPECT_TRUE(std::isfinite(v));
   for (float v : half.rest_centroids) EXPECT_TRUE(std::isfinite(v));
-  const Router sensitive = MakeRouter(ScorePolicy::kSensitivity, 1e-3, 0, NonFinitePolicy::kTreatAsZero);
+  const Router sensitive =
+      MakeRouter(ScorePolicy::kSensitivity, 1e-3, 0, NonFinitePolicy::kTreatAsZero);
   const SensitivityMap map = RandomMap(4, 1, 67);
-  const RoutedTensor unit = MustRoute(sensitive, View(a, 2, 4), &map, MakeContract(0.5, 1.0, Granularity::kUnit));
+  const RoutedTensor unit =
+      MustRoute(sensitive, View(a, 2, 4), &map, MakeContract(0.5, 1.0, Granularity::kUnit));
   for (float v : unit.values) EXPECT_TRUE(std::isfinite(v));
 }
 
@@ -733,7 +744,8 @@ TEST(Router, RejectsEmptyOrNullActivation) {
     Result<RoutedTensor> routed = router.Route(c.m, nullptr, MakeContract(0.5), 0);
     ASSERT_FALSE(routed.ok()) << c.field;
     EXPECT_EQ(routed.status().code(), ErrorCode::kInvalidArgument);
-    EXPECT_NE(routed.status().message().find(c.field), std::string::npos) << routed.status().message();
+    EXPECT_NE(routed.status().message().find(c.field), std::string::npos)
+        << routed.status().message();
   }
 }
 
@@ -788,14 +800,16 @@ TEST(Router, RouteReusesOutputCapacity) {
   const std::vector<float> small = RandomValues(4, 16, 78);
   const Router router = MakeRouter(ScorePolicy::kMagnitude);
   RoutedTensor out;
-  ASSERT_TRUE(router.Route(View(big, 16, 256), nullptr,
-                           MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+  ASSERT_TRUE(router
+                  .Route(View(big, 16, 256), nullptr,
+                         MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
                   .ok());
   const float* values = out.values.data();
   const uint32_t* indices = out.indices.data();
   const uint8_t* bits = out.rest_bits.data();
-  ASSERT_TRUE(router.Route(View(small, 4, 16), nullptr,
-                           MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+  ASSERT_TRUE(router
+                  .Route(View(small, 4, 16), nullptr,
+                         MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
                   .ok());
   EXPECT_EQ(out.values.data(), values);
   EXPECT_EQ(out.indices.data(), indices);
@@ -840,7 +854,8 @@ TEST(GatherAtMask, RejectsWrongSizes) {
   EXPECT_NE(short_status.message().find("values.size() = 11"), std::string::npos)
       << short_status.message();
   const std::vector<float> right_values(mask.num_kept(), 1.0f);
-  EXPECT_EQ(ScatterAtMask(mask, right_values, {dense.data(), 4, 5}).code(), ErrorCode::kShapeMismatch);
+  EXPECT_EQ(ScatterAtMask(mask, right_values, {dense.data(), 4, 5}).code(),
+            ErrorCode::kShapeMismatch);
 }
 
 // ----------------------------------------------------------------------------- Validate
@@ -866,36 +881,66 @@ void ExpectEachCorruptionCaught(const RoutedTensor& valid, const std::vector<Cor
 TEST(RoutedTensor, ValidateCatchesEachCorruptedElementField) {
   const std::vector<float> a = RandomValues(4, 10, 91);
   const Router router = MakeRouter(ScorePolicy::kMagnitude);
-  const RoutedTensor valid = MustRoute(router, View(a, 4, 10), nullptr,
-                                       MakeContract(0.3, 0.5, Granularity::kElement, RestPolicy::kSign1));
+  const RoutedTensor valid =
+      MustRoute(router, View(a, 4, 10), nullptr,
+                MakeContract(0.3, 0.5, Granularity::kElement, RestPolicy::kSign1));
   // Rows keep 3 of 10: row_offsets = {0, 3, 6, 9, 12}.
-  ExpectEachCorruptionCaught(valid, {
-      {"zero rows", [](RoutedTensor& t) { t.rows = 0; }, "routed.rows = 0"},
-      {"zero cols", [](RoutedTensor& t) { t.cols = 0; }, "routed.cols = 0"},
-      {"unknown granularity", [](RoutedTensor& t) { t.granularity = Granularity(7); }, "routed.granularity = 7"},
-      {"unknown rest", [](RoutedTensor& t) { t.rest = RestPolicy(9); }, "routed.rest = 9"},
-      {"row_offsets too short", [](RoutedTensor& t) { t.row_offsets.pop_back(); }, "routed.row_offsets.size() = 4"},
-      {"row_offsets too long", [](RoutedTensor& t) { t.row_offsets.push_back(12); }, "routed.row_offsets.size() = 6"},
-      {"row_offsets start", [](RoutedTensor& t) { t.row_offsets[0] = 1; }, "routed.row_offsets[0] = 1"},
-      {"row_offsets decrease", [](RoutedTensor& t) { t.row_offsets[2] = 2; }, "routed.row_offsets[2] = 2"},
-      {"row_offsets end", [](RoutedTensor& t) { t.row_offsets[4] = 13; }, "routed.row_offsets[4] = 13"},
-      {"index out of range", [](RoutedTensor& t) { t.indices[4] = 10; }, "routed.indices[4] = 10"},
-      {"index not ascending", [](RoutedTensor& t) { std::swap(t.indices[3], t.indices[4]); }, "routed.indices[4]"},
-      {"index repeated", [](RoutedTensor& t) { t.indices[4] = t.indices[3]; }, "routed.indices[4]"},
-      {"values too short", [](RoutedTensor& t) { t.values.pop_back(); }, "routed.values.size() = 11"},
-      {"values too long", [](RoutedTensor& t) { t.values.push_back(1); }, "routed.values.size() = 13"},
-      {"value NaN", [](RoutedTensor& t) { t.values[5] = kNaN; }, "routed.values[5]"},
-      {"value Inf", [](RoutedTensor& t) { t.values[0] = kInf; }, "routed.values[0]"},
-      {"tiers too short", [](RoutedTensor& t) { t.tiers.pop_back(); }, "routed.tiers.size() = 11"},
-      {"tier dropped", [](RoutedTensor& t) { t.tiers[2] = Tier::kDropped; }, "routed.tiers[2] = 2"},
-      {"tier unknown", [](RoutedTensor& t) { t.tiers[2] = Tier(5); }, "routed.tiers[2] = 5"},
-      {"rest_bits too short", [](RoutedTensor& t) { t.rest_bits.pop_back(); }, "routed.rest_bits.size() = 3"},
-      {"rest_bits too long", [](RoutedTensor& t) { t.rest_bits.push_back(0); }, "routed.rest_bits.size() = 5"},
-      {"centroids too short", [](RoutedTensor& t) { t.rest_centroids.pop_back(); }, "routed.rest_centroids.size() = 7"},
-      {"centroid NaN", [](RoutedTensor& t) { t.rest_centroids[3] = kNaN; }, "routed.rest_centroids[3]"},
-      {"drop with rest_bits", [](RoutedTensor& t) { t.rest = RestPolicy::kDrop; t.rest_centroids.clear(); }, "routed.rest_bits.size() = 4"},
-      {"drop with centroids", [](RoutedTensor& t) { t.rest = RestPolicy::kDrop; t.rest_bits.clear(); }, "routed.rest_centroids.size() = 8"},
-  });
+  ExpectEachCorruptionCaught(
+      valid,
+      {
+          {"zero rows", [](RoutedTensor& t) { t.rows = 0; }, "routed.rows = 0"},
+          {"zero cols", [](RoutedTensor& t) { t.cols = 0; }, "routed.cols = 0"},
+          {"unknown granularity", [](RoutedTensor& t) { t.granularity = Granularity(7); },
+           "routed.granularity = 7"},
+          {"unknown rest", [](RoutedTensor& t) { t.rest = RestPolicy(9); }, "routed.rest = 9"},
+          {"row_offsets too short", [](RoutedTensor& t) { t.row_offsets.pop_back(); },
+           "routed.row_offsets.size() = 4"},
+          {"row_offsets too long", [](RoutedTensor& t) { t.row_offsets.push_back(12); },
+           "routed.row_offsets.size() = 6"},
+          {"row_offsets start", [](RoutedTensor& t) { t.row_offsets[0] = 1; },
+           "routed.row_offsets[0] = 1"},
+          {"row_offsets decrease", [](RoutedTensor& t) { t.row_offsets[2] = 2; },
+           "routed.row_offsets[2] = 2"},
+          {"row_offsets end", [](RoutedTensor& t) { t.row_offsets[4] = 13; },
+           "routed.row_offsets[4] = 13"},
+          {"index out of range", [](RoutedTensor& t) { t.indices[4] = 10; },
+           "routed.indices[4] = 10"},
+          {"index not ascending", [](RoutedTensor& t) { std::swap(t.indices[3], t.indices[4]); },
+           "routed.indices[4]"},
+          {"index repeated", [](RoutedTensor& t) { t.indices[4] = t.indices[3]; },
+           "routed.indices[4]"},
+          {"values too short", [](RoutedTensor& t) { t.values.pop_back(); },
+           "routed.values.size() = 11"},
+          {"values too long", [](RoutedTensor& t) { t.values.push_back(1); },
+           "routed.values.size() = 13"},
+          {"value NaN", [](RoutedTensor& t) { t.values[5] = kNaN; }, "routed.values[5]"},
+          {"value Inf", [](RoutedTensor& t) { t.values[0] = kInf; }, "routed.values[0]"},
+          {"tiers too short", [](RoutedTensor& t) { t.tiers.pop_back(); },
+           "routed.tiers.size() = 11"},
+          {"tier dropped", [](RoutedTensor& t) { t.tiers[2] = Tier::kDropped; },
+           "routed.tiers[2] = 2"},
+          {"tier unknown", [](RoutedTensor& t) { t.tiers[2] = Tier(5); }, "routed.tiers[2] = 5"},
+          {"rest_bits too short", [](RoutedTensor& t) { t.rest_bits.pop_back(); },
+           "routed.rest_bits.size() = 3"},
+          {"rest_bits too long", [](RoutedTensor& t) { t.rest_bits.push_back(0); },
+           "routed.rest_bits.size() = 5"},
+          {"centroids too short", [](RoutedTensor& t) { t.rest_centroids.pop_back(); },
+           "routed.rest_centroids.size() = 7"},
+          {"centroid NaN", [](RoutedTensor& t) { t.rest_centroids[3] = kNaN; },
+           "routed.rest_centroids[3]"},
+          {"drop with rest_bits",
+           [](RoutedTensor& t) {
+             t.rest = RestPolicy::kDrop;
+             t.rest_centroids.clear();
+           },
+           "routed.rest_bits.size() = 4"},
+          {"drop with centroids",
+           [](RoutedTensor& t) {
+             t.rest = RestPolicy::kDrop;
+             t.rest_bits.clear();
+           },
+           "routed.rest_centroids.size() = 8"},
+      });
 }
 
 TEST(RoutedTensor, ValidateCatchesEachCorruptedUnitField) {
@@ -905,16 +950,28 @@ TEST(RoutedTensor, ValidateCatchesEachCorruptedUnitField) {
       MustRoute(router, View(a, 3, 10), nullptr, MakeContract(0.4, 0.5, Granularity::kUnit));
   // 4 shared columns, 2 full and 2 lossy; values are 3 x 4.
   ASSERT_EQ(valid.indices.size(), 4u);
-  ExpectEachCorruptionCaught(valid, {
-      {"row_offsets per row", [](RoutedTensor& t) { t.row_offsets = {0, 4, 4, 4}; }, "routed.row_offsets.size() = 4"},
-      {"row_offsets end", [](RoutedTensor& t) { t.row_offsets[1] = 3; }, "routed.row_offsets[1] = 3"},
-      {"values one row only", [](RoutedTensor& t) { t.values.resize(4); }, "routed.values.size() = 4"},
-      {"tiers one row only", [](RoutedTensor& t) { t.tiers.resize(4); }, "routed.tiers.size() = 4"},
-      {"tier differs between rows",
-       [](RoutedTensor& t) { t.tiers[5] = t.tiers[1] == Tier::kFull ? Tier::kLossy : Tier::kFull; },
-       "routed.tiers[5]"},
-      {"index not ascending", [](RoutedTensor& t) { std::swap(t.indices[0], t.indices[1]); }, "routed.indices[1]"},
-  });
+  ExpectEachCorruptionCaught(
+      valid,
+      {
+          {"row_offsets per row",
+           [](RoutedTensor& t) {
+             t.row_offsets = {0, 4, 4, 4};
+           },
+           "routed.row_offsets.size() = 4"},
+          {"row_offsets end", [](RoutedTensor& t) { t.row_offsets[1] = 3; },
+           "routed.row_offsets[1] = 3"},
+          {"values one row only", [](RoutedTensor& t) { t.values.resize(4); },
+           "routed.values.size() = 4"},
+          {"tiers one row only", [](RoutedTensor& t) { t.tiers.resize(4); },
+           "routed.tiers.size() = 4"},
+          {"tier differs between rows",
+           [](RoutedTensor& t) {
+             t.tiers[5] = t.tiers[1] == Tier::kFull ? Tier::kLossy : Tier::kFull;
+           },
+           "routed.tiers[5]"},
+          {"index not ascending", [](RoutedTensor& t) { std::swap(t.indices[0], t.indices[1]); },
+           "routed.indices[1]"},
+      });
 }
 
 TEST(RoutedTensor, RandomCorruptionIsEitherRejectedOrSafeToScatter) {
@@ -924,8 +981,8 @@ TEST(RoutedTensor, RandomCorruptionIsEitherRejectedOrSafeToScatter) {
   const Router router = MakeRouter(ScorePolicy::kMagnitude);
   std::mt19937 rng(94);
   for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
-    const RoutedTensor valid = MustRoute(router, View(a, 3, 12), nullptr,
-                                         MakeContract(0.25, 0.5, g, RestPolicy::kSign1));
+    const RoutedTensor valid =
+        MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25, 0.5, g, RestPolicy::kSign1));
     for (int trial = 0; trial < 2000; ++trial) {
       RoutedTensor t = valid;
       const uint32_t value = std::uniform_int_distribution<uint32_t>(0, 40)(rng);
@@ -1047,7 +1104,8 @@ void ExpectBitIdentical(const RoutedTensor& fast, const RoutedTensor& ref) {
   EXPECT_EQ(fast.indices, ref.indices);
   EXPECT_EQ(fast.tiers, ref.tiers);
   ASSERT_EQ(fast.values.size(), ref.values.size());
-  EXPECT_EQ(0, std::memcmp(fast.values.data(), ref.values.data(), fast.values.size() * sizeof(float)));
+  EXPECT_EQ(0,
+            std::memcmp(fast.values.data(), ref.values.data(), fast.values.size() * sizeof(float)));
   EXPECT_EQ(fast.rest_bits, ref.rest_bits);
   ASSERT_EQ(fast.rest_centroids.size(), ref.rest_centroids.size());
   EXPECT_EQ(0, std::memcmp(fast.rest_centroids.data(), ref.rest_centroids.data(),
@@ -1075,26 +1133,30 @@ TEST(RouterFastSelect, MatchesReferenceBitForBit) {
       const SensitivityMap fine = RandomMap(cols, 1, seed + 1);
       const size_t block = std::min<size_t>(8, cols);
       const SensitivityMap coarse = RandomMap(cols, block, seed + 2);
-      for (ScorePolicy policy : {ScorePolicy::kSensitivity, ScorePolicy::kMagnitude, ScorePolicy::kRandom}) {
+      for (ScorePolicy policy :
+           {ScorePolicy::kSensitivity, ScorePolicy::kMagnitude, ScorePolicy::kRandom}) {
         for (Granularity granularity : {Granularity::kElement, Granularity::kUnit}) {
           const SensitivityMap* map = granularity == Granularity::kUnit ? &coarse : &fine;
-          const size_t candidates = granularity == Granularity::kUnit && policy == ScorePolicy::kSensitivity
-                                        ? (cols + block - 1) / block
-                                        : cols;
+          const size_t candidates =
+              granularity == Granularity::kUnit && policy == ScorePolicy::kSensitivity
+                  ? (cols + block - 1) / block
+                  : cols;
           for (const auto& [keep, k] : KeepsForEdgeKs(candidates)) {
             for (double keep_full : {0.0, 0.5, 1.0}) {
               const RestPolicy rest = keep_full == 0.5 ? RestPolicy::kSign1 : RestPolicy::kDrop;
               const Contract contract = MakeContract(keep, keep_full, granularity, rest);
-              RouterOptions options{.policy = policy, .eps = 1e-3, .seed = 5,
+              RouterOptions options{.policy = policy,
+                                    .eps = 1e-3,
+                                    .seed = 5,
                                     .non_finite = NonFinitePolicy::kTreatAsZero};
               options.select = SelectMethod::kReference;
               const Router reference = *Router::Create(options);
               options.select = SelectMethod::kFast;
               const Router fast = *Router::Create(options);
               SCOPED_TRACE("cols=" + std::to_string(cols) + " kind=" + std::to_string(int(kind)) +
-                           " policy=" + std::string(ScorePolicyName(policy)) + " granularity=" +
-                           std::string(GranularityName(granularity)) + " k=" + std::to_string(k) +
-                           " keep_full=" + std::to_string(keep_full));
+                           " policy=" + std::string(ScorePolicyName(policy)) +
+                           " granularity=" + std::string(GranularityName(granularity)) +
+                           " k=" + std::to_string(k) + " keep_full=" + std::to_string(keep_full));
               omp_set_num_threads(1);
               const RoutedTensor want = MustRoute(reference, View(a, rows, cols), map, contract, 3);
               // Two threads only where rows run in parallel (9 x 4097), at one k: an idle
@@ -1123,7 +1185,8 @@ TEST(RouterFastSelect, MatchesReferenceOnSignedZeroAndSubFloatScores) {
   const size_t rows = 6;
   const size_t cols = 300;
   std::vector<float> map_values(cols);
-  for (size_t c = 0; c < cols; ++c) map_values[c] = c % 4 == 0 ? -0.0f : 0.25f + 0x1p-24f * float(c);
+  for (size_t c = 0; c < cols; ++c)
+    map_values[c] = c % 4 == 0 ? -0.0f : 0.25f + 0x1p-24f * float(c);
   const SensitivityMap map = MakeMap(cols, 1, map_values);
   const std::vector<float> a = MakeData(Data::kNarrow, rows, cols, 77);
   for (double eps : {-0.0, 0.0, 1e-300}) {
@@ -1131,9 +1194,11 @@ TEST(RouterFastSelect, MatchesReferenceOnSignedZeroAndSubFloatScores) {
       const Contract contract = MakeContract(keep, 0.3);
       RouterOptions options{.policy = ScorePolicy::kSensitivity, .eps = eps};
       options.select = SelectMethod::kReference;
-      const RoutedTensor want = MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
+      const RoutedTensor want =
+          MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
       options.select = SelectMethod::kFast;
-      const RoutedTensor got = MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
+      const RoutedTensor got =
+          MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
       SCOPED_TRACE("eps=" + std::to_string(eps) + " keep=" + std::to_string(keep));
       ExpectBitIdentical(got, want);
     }
@@ -1152,7 +1217,8 @@ TEST(RouterFastSelect, AgreesWithFullSortOracleOnManyRandomRows) {
     const double keep_full = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
     const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.01);
     ASSERT_EQ(router.options().select, SelectMethod::kFast);
-    const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map, MakeContract(keep, keep_full));
+    const RoutedTensor routed =
+        MustRoute(router, View(a, rows, cols), &map, MakeContract(keep, keep_full));
     const size_t k = KeptCount(cols, keep);
     for (size_t r = 0; r < rows; ++r) {
       std::vector<double> score(cols);

@@ -1,9 +1,8 @@
 #include "sparselink/sensitivity.hpp"
 
 #include <gtest/gtest.h>
-#include <xxhash.h>
-
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <bit>
@@ -28,8 +27,9 @@ std::vector<double> Normalized(std::vector<double> v) {
 }
 
 // One batch's per-unit score, normalized, computed the obvious way.
-std::vector<double> ReferenceBatch(const std::vector<float>& a, const std::vector<float>& g, size_t rows,
-                                   size_t cols, size_t block, SensitivityMode mode, double alpha) {
+std::vector<double> ReferenceBatch(const std::vector<float>& a, const std::vector<float>& g,
+                                   size_t rows, size_t cols, size_t block, SensitivityMode mode,
+                                   double alpha) {
   std::vector<double> act(cols, 0), grad(cols, 0), taylor(cols, 0);
   for (size_t r = 0; r < rows; ++r) {
     for (size_t c = 0; c < cols; ++c) {
@@ -76,9 +76,11 @@ SensitivityMap MakeMap(SensitivityOptions o) {
   return std::move(map).value();
 }
 
-void ExpectValuesNear(const SensitivityMap& map, const std::vector<double>& want, double tol = 1e-6) {
+void ExpectValuesNear(const SensitivityMap& map, const std::vector<double>& want,
+                      double tol = 1e-6) {
   ASSERT_EQ(map.num_units(), want.size());
-  for (size_t u = 0; u < want.size(); ++u) EXPECT_NEAR(map.values()[u], want[u], tol) << "unit " << u;
+  for (size_t u = 0; u < want.size(); ++u)
+    EXPECT_NEAR(map.values()[u], want[u], tol) << "unit " << u;
 }
 
 // Rewrites the XXH3-64 trailer so that a deliberately edited buffer passes the checksum and
@@ -96,7 +98,9 @@ void PutU64(std::vector<uint8_t>& bytes, size_t offset, uint64_t v) {
 constexpr size_t kOffVersion = 4, kOffNumNeurons = 8, kOffBlock = 16, kOffMode = 24, kOffAlpha = 25,
                  kOffFrozen = 50, kOffNumUnits = 51, kOffEma = 59;
 
-bool Contains(const Status& s, std::string_view text) { return s.message().find(text) != std::string::npos; }
+bool Contains(const Status& s, std::string_view text) {
+  return s.message().find(text) != std::string::npos;
+}
 
 // ---- names, normalize, rank, coverage ---------------------------------------------------
 
@@ -156,8 +160,8 @@ TEST(RankUnits, EmptyGivesEmpty) { EXPECT_TRUE(RankUnits({}).empty()); }
 
 TEST(Coverage, CountsUnitsUntilTauOfTotal) {
   const std::vector<float> v = {0.25f, 1.0f, 0.25f, 0.5f};  // total 2
-  EXPECT_DOUBLE_EQ(Coverage(v, 0.5), 0.25);   // {1.0}
-  EXPECT_DOUBLE_EQ(Coverage(v, 0.75), 0.5);   // {1.0, 0.5}
+  EXPECT_DOUBLE_EQ(Coverage(v, 0.5), 0.25);                 // {1.0}
+  EXPECT_DOUBLE_EQ(Coverage(v, 0.75), 0.5);                 // {1.0, 0.5}
   EXPECT_DOUBLE_EQ(Coverage(v, 0.76), 0.75);
   EXPECT_DOUBLE_EQ(Coverage(v, 1.0), 1.0);
 }
@@ -225,7 +229,8 @@ TEST(SensitivityMap, CreateRejectsEachBadFieldByName) {
       {{.num_neurons = 8, .alpha = nan}, "sensitivity.alpha = nan"},
       {{.num_neurons = 8, .ema_decay = 1.0}, "sensitivity.ema_decay = 1"},
       {{.num_neurons = 8, .ema_decay = -0.5}, "sensitivity.ema_decay = -0.5"},
-      {{.num_neurons = 8, .non_finite = static_cast<NonFinitePolicy>(9)}, "sensitivity.non_finite = 9"},
+      {{.num_neurons = 8, .non_finite = static_cast<NonFinitePolicy>(9)},
+       "sensitivity.non_finite = 9"},
   };
   for (const Case& c : cases) {
     auto map = SensitivityMap::Create(c.o);
@@ -262,7 +267,9 @@ TEST_P(ModeTest, MatchesPlainReference) {
 INSTANTIATE_TEST_SUITE_P(SensitivityAllModes, ModeTest,
                          ::testing::Values(SensitivityMode::kTaylor, SensitivityMode::kActivation,
                                            SensitivityMode::kGradient, SensitivityMode::kWeighted),
-                         [](const auto& mode_info) { return std::string(SensitivityModeName(mode_info.param)); });
+                         [](const auto& mode_info) {
+                           return std::string(SensitivityModeName(mode_info.param));
+                         });
 
 TEST(SensitivityMap, TaylorHandCase) {
   // a = [[1, -2, 0], [3, 1, 2]], g = [[2, 1, 5], [0, -1, 1]]
@@ -293,7 +300,8 @@ TEST(SensitivityMap, ActivationModeAcceptsNoGradient) {
 
 TEST(SensitivityMap, ModesThatNeedAGradientRejectNone) {
   const auto a = RandomMatrix(3, 6, 5);
-  for (auto mode : {SensitivityMode::kTaylor, SensitivityMode::kGradient, SensitivityMode::kWeighted}) {
+  for (auto mode :
+       {SensitivityMode::kTaylor, SensitivityMode::kGradient, SensitivityMode::kWeighted}) {
     auto map = MakeMap({.num_neurons = 6, .mode = mode});
     Status s = map.Update({a.data(), 3, 6}, ConstMatrix{});
     EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
@@ -507,8 +515,12 @@ TEST(SensitivityMap, AssignRejectsBadValues) {
 // ---- serialization ------------------------------------------------------------------------------
 
 SensitivityMap TrainedMap() {
-  auto map = MakeMap({.num_neurons = 11, .block = 3, .mode = SensitivityMode::kWeighted, .alpha = 0.25,
-                      .ema_decay = 0.8, .non_finite = NonFinitePolicy::kTreatAsZero});
+  auto map = MakeMap({.num_neurons = 11,
+                      .block = 3,
+                      .mode = SensitivityMode::kWeighted,
+                      .alpha = 0.25,
+                      .ema_decay = 0.8,
+                      .non_finite = NonFinitePolicy::kTreatAsZero});
   for (uint32_t step = 0; step < 3; ++step) {
     const auto a = RandomMatrix(4, 11, 40 + step), g = RandomMatrix(4, 11, 50 + step);
     EXPECT_TRUE(map.Update({a.data(), 4, 11}, {g.data(), 4, 11}).ok());

@@ -1,9 +1,10 @@
+#include "sparselink/status.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 
-#include "sparselink/status.hpp"
 #include "sparselink/types.hpp"
 
 namespace sparselink {
@@ -40,7 +41,8 @@ TEST(ResultDeathTest, ValueOfErrorAborts) {
 
 TEST(CheckDeathTest, PrintsBothOperandsAndLocation) {
   int a = 3, b = 4;
-  EXPECT_DEATH(SPARSELINK_CHECK_EQ(a, b), "status_test.cc:[0-9]+: SPARSELINK_CHECK failed: a == b \\(3 vs 4\\)");
+  EXPECT_DEATH(SPARSELINK_CHECK_EQ(a, b),
+               "status_test.cc:[0-9]+: SPARSELINK_CHECK failed: a == b \\(3 vs 4\\)");
 }
 
 TEST(ValidateMatrix, RejectsEmptyNullAndNonFinite) {
@@ -56,8 +58,9 @@ TEST(ValidateMatrix, RejectsEmptyNullAndNonFinite) {
   EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
   EXPECT_NE(s.message().find("gradient[1][1] = nan"), std::string::npos) << s.message();
   v[4] = -std::numeric_limits<float>::infinity();
-  EXPECT_NE(ValidateMatrix({v.data(), 2, 3}, "gradient", NonFinitePolicy::kReject).message().find("-inf"),
-            std::string::npos);
+  EXPECT_NE(
+      ValidateMatrix({v.data(), 2, 3}, "gradient", NonFinitePolicy::kReject).message().find("-inf"),
+      std::string::npos);
   EXPECT_TRUE(ValidateMatrix({v.data(), 2, 3}, "gradient", NonFinitePolicy::kTreatAsZero).ok());
 }
 

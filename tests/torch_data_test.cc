@@ -1,5 +1,6 @@
 // Fashion-MNIST idx.gz loader: a synthetic round trip and every malformed-file case, on small
 // files written here with zlib.
+#include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -9,8 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "sparselink/torch/fashion_mnist.hpp"
 
 namespace sparselink::torch_adapter {
@@ -19,7 +18,8 @@ namespace {
 using Bytes = std::vector<unsigned char>;
 
 void PutBigEndian32(Bytes& out, uint32_t value) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<unsigned char>(value >> shift));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<unsigned char>(value >> shift));
 }
 
 Bytes ImagesFile(uint32_t count, uint32_t rows = 28, uint32_t cols = 28, uint32_t magic = 2051) {
@@ -28,7 +28,8 @@ Bytes ImagesFile(uint32_t count, uint32_t rows = 28, uint32_t cols = 28, uint32_
   PutBigEndian32(out, count);
   PutBigEndian32(out, rows);
   PutBigEndian32(out, cols);
-  for (uint32_t i = 0; i < count * rows * cols; ++i) out.push_back(static_cast<unsigned char>(i * 7 % 256));
+  for (uint32_t i = 0; i < count * rows * cols; ++i)
+    out.push_back(static_cast<unsigned char>(i * 7 % 256));
   return out;
 }
 
@@ -65,7 +66,8 @@ class IdxFiles : public ::testing::Test {
   std::string WritePlain(const std::string& name, const Bytes& bytes) {
     const std::string path = (dir_ / name).string();
     std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
     return path;
   }
 
@@ -95,14 +97,15 @@ TEST_F(IdxFiles, RoundTripsPixelsAndLabels) {
   for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(result->labels[i].item<int64_t>(), i % 10);
   const float* pixels = result->images.data_ptr<float>();
   for (size_t i = 0; i < 5 * 784; ++i) {
-    const float expected = (static_cast<float>(images[16 + i]) / 255.0f - kFashionMnistMean) /
-                           kFashionMnistStd;
+    const float expected =
+        (static_cast<float>(images[16 + i]) / 255.0f - kFashionMnistMean) / kFashionMnistStd;
     ASSERT_NEAR(pixels[i], expected, 1e-5f) << "pixel " << i;
   }
 }
 
 TEST_F(IdxFiles, AcceptsEmptyFilesWithZeroCount) {
-  const auto result = LoadIdxDataset(WriteGzip("i.gz", ImagesFile(0)), WriteGzip("l.gz", LabelsFile(0)));
+  const auto result =
+      LoadIdxDataset(WriteGzip("i.gz", ImagesFile(0)), WriteGzip("l.gz", LabelsFile(0)));
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(result->size(), 0);
 }
@@ -117,8 +120,9 @@ TEST_F(IdxFiles, MissingDatasetNamesThePackage) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), ErrorCode::kIo);
   EXPECT_NE(result.status().message().find("train-images-idx3-ubyte.gz"), std::string::npos);
-  EXPECT_NE(result.status().message().find("install it with: apt-get install dataset-fashion-mnist"),
-            std::string::npos)
+  EXPECT_NE(
+      result.status().message().find("install it with: apt-get install dataset-fashion-mnist"),
+      std::string::npos)
       << result.status().message();
 }
 

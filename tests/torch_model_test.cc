@@ -1,13 +1,13 @@
 // Stage-split models and the dense trainer: shapes for every split, post-ReLU boundaries,
 // refused splits, deterministic init, the boundary hook contract, and a short training run on
 // a synthetic separable dataset.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "sparselink/torch/models.hpp"
 #include "sparselink/torch/runtime.hpp"
@@ -49,7 +49,8 @@ TEST(SplitMlp, StageShapesForEveryStageCount) {
     ASSERT_TRUE(stages.ok()) << stages.status().ToString();
     ASSERT_EQ(stages->size(), static_cast<size_t>(s));
     EXPECT_EQ(StageShapes(*stages, input), expected[static_cast<size_t>(s - 1)]) << "stages " << s;
-    EXPECT_EQ(CountParameters(*stages), 784 * 1024 + 1024 + 2 * (1024 * 1024 + 1024) + 1024 * 10 + 10);
+    EXPECT_EQ(CountParameters(*stages),
+              784 * 1024 + 1024 + 2 * (1024 * 1024 + 1024) + 1024 * 10 + 10);
   }
 }
 
@@ -112,7 +113,9 @@ Dataset SeparableDataset(int64_t n, uint64_t seed) {
   torch::Generator generator = at::detail::createCPUGenerator(seed);
   const torch::Tensor patterns =
       torch::randint(0, 2, {kNumClasses, 1, 28, 28}, at::detail::createCPUGenerator(99),
-                     torch::kFloat32) * 2 - 1;
+                     torch::kFloat32) *
+          2 -
+      1;
   const torch::Tensor labels = torch::randint(0, kNumClasses, {n}, generator, torch::kInt64);
   const torch::Tensor noise = torch::randn({n, 1, 28, 28}, generator);
   return Dataset{.images = patterns.index_select(0, labels) + 1.5 * noise, .labels = labels};
@@ -172,8 +175,11 @@ TEST(Trainer, AdamAlsoLearns) {
   torch::manual_seed(2);
   auto stages = SplitMlp({784, 32, 10}, 2);
   ASSERT_TRUE(stages.ok());
-  const TrainOptions options{.epochs = 2, .batch_size = 32, .optimizer = OptimizerKind::kAdam,
-                             .learning_rate = 1e-3, .schedule = LrSchedule::kConstant};
+  const TrainOptions options{.epochs = 2,
+                             .batch_size = 32,
+                             .optimizer = OptimizerKind::kAdam,
+                             .learning_rate = 1e-3,
+                             .schedule = LrSchedule::kConstant};
   auto report = Train(*stages, train, test, options);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_GT(report->epochs.back().test_accuracy, 0.9);
@@ -228,8 +234,8 @@ TEST(Runtime, ReportsThreadsAndBlas) {
   EXPECT_EQ(info.num_threads, 2);
   EXPECT_FALSE(info.blas.empty());
   EXPECT_GT(info.matmul_1024_ms, 0.0);
-  std::printf("blas: %s  threads %d  matmul 1024^3: %.1f ms\n", info.blas.c_str(),
-              info.num_threads, info.matmul_1024_ms);
+  std::printf("blas: %s  threads %d  matmul 1024^3: %.1f ms\n", info.blas.c_str(), info.num_threads,
+              info.matmul_1024_ms);
 }
 
 }  // namespace

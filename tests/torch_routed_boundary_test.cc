@@ -1,7 +1,6 @@
 // RoutedBoundaries against plain LibTorch references: the forward is the masked activation,
 // the backward is the masked gradient (exact with fp32 codecs), and the bytes are real.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "sparselink/torch/routed_boundary.hpp"
@@ -10,8 +9,12 @@ namespace sparselink::torch_adapter {
 namespace {
 
 RoutedBoundaryOptions Lossless(RoutingPolicy policy, double keep) {
-  return {.policy = policy, .keep = keep, .keep_full = 1.0, .full_codec = ValueCodec::kFp32,
-          .lossy_codec = ValueCodec::kFp32, .gradient_codec = ValueCodec::kFp32};
+  return {.policy = policy,
+          .keep = keep,
+          .keep_full = 1.0,
+          .full_codec = ValueCodec::kFp32,
+          .lossy_codec = ValueCodec::kFp32,
+          .gradient_codec = ValueCodec::kFp32};
 }
 
 // Top-k by |a| per row, ties to the lower column: the reference mask.
@@ -19,7 +22,8 @@ torch::Tensor MagnitudeMask(const torch::Tensor& a, int64_t k) {
   torch::Tensor mask = torch::zeros_like(a);
   for (int64_t r = 0; r < a.size(0); ++r) {
     std::vector<std::pair<float, int64_t>> scored;
-    for (int64_t c = 0; c < a.size(1); ++c) scored.push_back({-std::fabs(a[r][c].item<float>()), c});
+    for (int64_t c = 0; c < a.size(1); ++c)
+      scored.push_back({-std::fabs(a[r][c].item<float>()), c});
     std::sort(scored.begin(), scored.end());
     for (int64_t i = 0; i < k; ++i) mask[r][scored[i].second] = 1.0f;
   }
@@ -95,8 +99,10 @@ TEST(RoutedBoundary, ConvMapsUsePerChannelResolution) {
 
 TEST(RoutedBoundary, NegotiatesEveryKStepsAndRecordsHistory) {
   torch::manual_seed(5);
-  RoutedBoundaryOptions options{.policy = RoutingPolicy::kSensitivity, .negotiate_every = 2,
-                                .summary_every = 1, .initial_keep = 0.5};
+  RoutedBoundaryOptions options{.policy = RoutingPolicy::kSensitivity,
+                                .negotiate_every = 2,
+                                .summary_every = 1,
+                                .initial_keep = 0.5};
   auto hook = RoutedBoundaries::Create(options, nullptr);
   ASSERT_TRUE(hook.ok());
   for (int64_t step = 0; step < 6; ++step) {

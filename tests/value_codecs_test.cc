@@ -1,5 +1,7 @@
 // Value codecs: known bit patterns, round trips within the stated error of kValueCodecTraits,
 // exact stream sizes, and refusal of malformed streams.
+#include "codec/value_codecs.hpp"
+
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -9,7 +11,6 @@
 #include <random>
 #include <vector>
 
-#include "codec/value_codecs.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
@@ -30,13 +31,13 @@ TEST(ValueCodecFp16, KnownBitPatterns) {
   EXPECT_EQ(FloatToHalf(0.0f), 0x0000);
   EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
   EXPECT_EQ(FloatToHalf(65504.0f), 0x7BFF);
-  EXPECT_EQ(FloatToHalf(0x1p-14f), 0x0400);  // smallest normal
-  EXPECT_EQ(FloatToHalf(0x1p-24f), 0x0001);  // smallest subnormal
-  EXPECT_EQ(FloatToHalf(0x1p-25f), 0x0000);  // tie between 0 and 2^-24: even is 0
-  EXPECT_EQ(FloatToHalf(0x1.8p-25f), 0x0001);  // above the tie
-  EXPECT_EQ(FloatToHalf(0x3p-25f), 0x0002);    // 1.5 * 2^-24: tie, rounds to even 2
-  EXPECT_EQ(FloatToHalf(1.0f + 0x1p-11f), 0x3C00);        // tie: even mantissa kept
-  EXPECT_EQ(FloatToHalf(1.0f + 0x3p-11f), 0x3C02);        // tie: rounds up to even
+  EXPECT_EQ(FloatToHalf(0x1p-14f), 0x0400);                    // smallest normal
+  EXPECT_EQ(FloatToHalf(0x1p-24f), 0x0001);                    // smallest subnormal
+  EXPECT_EQ(FloatToHalf(0x1p-25f), 0x0000);                    // tie between 0 and 2^-24: even is 0
+  EXPECT_EQ(FloatToHalf(0x1.8p-25f), 0x0001);                  // above the tie
+  EXPECT_EQ(FloatToHalf(0x3p-25f), 0x0002);                    // 1.5 * 2^-24: tie, rounds to even 2
+  EXPECT_EQ(FloatToHalf(1.0f + 0x1p-11f), 0x3C00);             // tie: even mantissa kept
+  EXPECT_EQ(FloatToHalf(1.0f + 0x3p-11f), 0x3C02);             // tie: rounds up to even
   EXPECT_EQ(FloatToHalf(1.0f + 0x1p-11f + 0x1p-20f), 0x3C01);  // just above the tie
   EXPECT_EQ(FloatToHalf(std::numeric_limits<float>::infinity()), 0x7C00);
   EXPECT_EQ(FloatToHalf(-std::numeric_limits<float>::infinity()), 0xFC00);
@@ -128,7 +129,8 @@ void ExpectRoundTrip(ValueCodec codec, const std::vector<float>& values,
   size_t i = 0;
   for (size_t r = 0; r < row_counts.size(); ++r) {
     float row_max = 0;
-    for (uint32_t j = 0; j < row_counts[r]; ++j) row_max = std::max(row_max, std::fabs(values[i + j]));
+    for (uint32_t j = 0; j < row_counts[r]; ++j)
+      row_max = std::max(row_max, std::fabs(values[i + j]));
     for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {
       const double err = std::fabs(static_cast<double>(decoded[i]) - values[i]);
       ASSERT_LE(err, AllowedError(codec, values[i], row_max))
@@ -158,18 +160,18 @@ TEST(ValueCodecs, RoundTripWithinStatedErrorOnRandomRows) {
 
 TEST(ValueCodecs, RoundTripsEdgeRows) {
   const std::vector<std::pair<std::vector<float>, std::vector<uint32_t>>> cases = {
-      {{}, {}},                                  // nothing at all
-      {{}, {0, 0, 0}},                           // rows, no values
-      {{0, 0, 0, 0}, {4}},                       // all zeros
-      {{0, 0, 3.5f}, {2, 1}},                    // an all-zero row beside another
-      {{-1.25f}, {1}},                           // a single value
-      {{1, 2, 3}, {3}},                          // odd count (int4 padding)
-      {{1, -2, 3, 0.5f, 7}, {2, 0, 3}},          // odd total, rows not byte aligned
-      {{1e30f, -3e29f, 1.0f}, {3}},              // huge magnitudes
-      {{1e-30f, -2e-31f, 5e-31f}, {3}},          // small magnitudes
-      {{4.0f, 4.0f, -4.0f}, {3}},                // all equal magnitude
-      {{1e5f, -7e4f, 65504.0f, 2.0f}, {4}},      // fp16 saturation
-      {{5e-8f, 6e-5f, -1e-7f}, {3}},             // fp16 subnormals
+      {{}, {}},                              // nothing at all
+      {{}, {0, 0, 0}},                       // rows, no values
+      {{0, 0, 0, 0}, {4}},                   // all zeros
+      {{0, 0, 3.5f}, {2, 1}},                // an all-zero row beside another
+      {{-1.25f}, {1}},                       // a single value
+      {{1, 2, 3}, {3}},                      // odd count (int4 padding)
+      {{1, -2, 3, 0.5f, 7}, {2, 0, 3}},      // odd total, rows not byte aligned
+      {{1e30f, -3e29f, 1.0f}, {3}},          // huge magnitudes
+      {{1e-30f, -2e-31f, 5e-31f}, {3}},      // small magnitudes
+      {{4.0f, 4.0f, -4.0f}, {3}},            // all equal magnitude
+      {{1e5f, -7e4f, 65504.0f, 2.0f}, {4}},  // fp16 saturation
+      {{5e-8f, 6e-5f, -1e-7f}, {3}},         // fp16 subnormals
   };
   for (ValueCodec codec : kAllCodecs) {
     for (const auto& [values, row_counts] : cases) ExpectRoundTrip(codec, values, row_counts);
@@ -177,7 +179,8 @@ TEST(ValueCodecs, RoundTripsEdgeRows) {
 }
 
 TEST(ValueCodecs, Fp32IsExact) {
-  const std::vector<float> values = {1.0f, -0.0f, 3.14159f, 1e-40f, std::numeric_limits<float>::max()};
+  const std::vector<float> values = {1.0f, -0.0f, 3.14159f, 1e-40f,
+                                     std::numeric_limits<float>::max()};
   const std::vector<uint32_t> counts = {5};
   std::vector<uint8_t> bytes;
   EncodeValues(ValueCodec::kFp32, values, counts, &bytes);
@@ -215,7 +218,8 @@ TEST(ValueCodecs, Int4PacksLowNibbleFirstContinuouslyAcrossRows) {
   const std::vector<uint32_t> counts = {1, 2};
   std::vector<uint8_t> bytes;
   EncodeValues(ValueCodec::kInt4, values, counts, &bytes);
-  EXPECT_EQ(bytes, (std::vector<uint8_t>{0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x80, 0x3F, 0x47, 0x09}));
+  EXPECT_EQ(bytes,
+            (std::vector<uint8_t>{0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x80, 0x3F, 0x47, 0x09}));
 }
 
 TEST(ValueCodecs, AllZeroRowHasScaleZero) {
@@ -246,9 +250,11 @@ TEST(ValueCodecs, DecodeRejectsWrongSizes) {
       std::vector<float> decoded = {9.0f};
       const Status s = DecodeValues(codec, wrong, counts, &decoded);
       EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket) << Traits(codec).name;
-      EXPECT_NE(s.message().find("value stream bytes = " + std::to_string(wrong.size())), std::string::npos)
+      EXPECT_NE(s.message().find("value stream bytes = " + std::to_string(wrong.size())),
+                std::string::npos)
           << s.message();
-      EXPECT_NE(s.message().find("expected " + std::to_string(bytes.size())), std::string::npos) << s.message();
+      EXPECT_NE(s.message().find("expected " + std::to_string(bytes.size())), std::string::npos)
+          << s.message();
     }
   }
 }
@@ -299,7 +305,8 @@ TEST(ValueCodecs, StreamSizesMatchValueStreamBytes) {
         std::vector<float> values(n, 1.5f);
         std::vector<uint8_t> bytes;
         EncodeValues(codec, values, counts, &bytes);
-        EXPECT_EQ(bytes.size(), ValueStreamBytes(codec, n, rows)) << Traits(codec).name << " " << n << " " << rows;
+        EXPECT_EQ(bytes.size(), ValueStreamBytes(codec, n, rows))
+            << Traits(codec).name << " " << n << " " << rows;
       }
     }
   }

@@ -30,15 +30,15 @@ std::string_view PacketKindName(PacketKind k);
 
 // Section identifiers inside a packet (each appears at most once, in this order).
 enum class SectionId : uint8_t {
-  kIndex = 1,          // kept positions (bitmap or delta-varint)
-  kTierBits = 2,       // 1 bit per kept entry, 1 = lossy; present only when both tiers are used
-  kFullValues = 3,     // full tier values (per-row scales first where the codec has them)
-  kLossyValues = 4,    // lossy tier values (likewise)
-  kRestBits = 5,       // kSign1: 1 bit per non-kept entry
-  kRestCentroids = 6,  // kSign1: 2 fp32 per row
-  kGradientValues = 7, // gradient packet values
-  kSummaryValues = 8,  // summary packet values (fp16 per unit)
-  kContractBody = 9,   // contract packet body
+  kIndex = 1,           // kept positions (bitmap or delta-varint)
+  kTierBits = 2,        // 1 bit per kept entry, 1 = lossy; present only when both tiers are used
+  kFullValues = 3,      // full tier values (per-row scales first where the codec has them)
+  kLossyValues = 4,     // lossy tier values (likewise)
+  kRestBits = 5,        // kSign1: 1 bit per non-kept entry
+  kRestCentroids = 6,   // kSign1: 2 fp32 per row
+  kGradientValues = 7,  // gradient packet values
+  kSummaryValues = 8,   // summary packet values (fp16 per unit)
+  kContractBody = 9,    // contract packet body
 };
 // "index", "tier_bits", ...; "unknown" for a value outside the enum.
 std::string_view SectionIdName(SectionId id);
@@ -48,7 +48,7 @@ inline constexpr size_t kContractBodyBytes = 32;
 
 struct EncodeOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
-  bool zstd = false;       // compress each section with zstd when that makes it smaller
+  bool zstd = false;  // compress each section with zstd when that makes it smaller
   int zstd_level = 3;
 };
 
@@ -79,7 +79,7 @@ struct PacketHeader {
 struct SectionInfo {
   SectionId id;
   bool zstd;
-  uint32_t offset;       // of the stored bytes, from the start of the packet
+  uint32_t offset;  // of the stored bytes, from the start of the packet
   uint32_t stored_bytes;
   uint32_t raw_bytes;
 };
@@ -120,8 +120,7 @@ Status EncodeContract(const Contract& contract, const PacketLabel& label,
                       std::vector<uint8_t>* out);
 
 // Parses and checks header, section table and checksum; reads no section payload.
-Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet,
-                                 const DecodeLimits& limits = {});
+Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet, const DecodeLimits& limits = {});
 
 // Like InspectPacket, but on error `info` keeps whatever was read before the failing check:
 // the header once magic and version parsed, the checksum once the length field matched the
@@ -132,19 +131,16 @@ Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits&
 // Full decoders. Each verifies kind, checksum and every length; the routed tensor comes back
 // with values dequantized to fp32 and passes RoutedTensor::Validate.
 Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
-                                      const DecodeLimits& limits = {},
-                                      PacketInfo* info = nullptr);
+                                      const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
 // `mask` is the receiver's own copy of the activation it sent; its shape and kept count must
 // match the header.
-Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet,
-                                          const RoutedTensor& mask,
+Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,
                                           const DecodeLimits& limits = {},
                                           PacketInfo* info = nullptr);
 Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,
                                          const DecodeLimits& limits = {},
                                          PacketInfo* info = nullptr);
-Result<Contract> DecodeContract(std::span<const uint8_t> packet,
-                                const DecodeLimits& limits = {});
+Result<Contract> DecodeContract(std::span<const uint8_t> packet, const DecodeLimits& limits = {});
 
 // Value codecs on their own (used by the packet codec and by tests): encode `count` values
 // split in rows by `row_counts` (sum == values.size()), per-row scales first where the codec

@@ -23,17 +23,17 @@ namespace sparselink {
 // The one catalogue of reasons a keep value is what it is. Every proposal, counter, cap and
 // refusal carries one, so "why is this boundary at 7%?" always has a printable answer.
 enum class BoundBy : uint8_t {
-  kFixed = 0,           // set by the user, never negotiated
-  kSenderCoverage,      // sender's sensitivity coverage of tau_send
-  kReceiverCoverage,    // receiver's sensitivity coverage of tau_recv (raised the sender's)
-  kFloor,               // options.keep_min
-  kCeiling,             // options.keep_max
-  kSenderLinkBudget,    // sender's link bytes per step
-  kReceiverCompute,     // receiver's compute budget (entries per step)
-  kReceiverBuffer,      // receiver's buffer bytes
-  kHysteresis,          // change smaller than options.hysteresis: previous contract kept
-  kSharedBudget,        // BudgetAllocator's share of a link budget shared by boundaries
-  kBudgetBelowFloor,    // refusal: the caps leave less than keep_min; previous contract kept
+  kFixed = 0,         // set by the user, never negotiated
+  kSenderCoverage,    // sender's sensitivity coverage of tau_send
+  kReceiverCoverage,  // receiver's sensitivity coverage of tau_recv (raised the sender's)
+  kFloor,             // options.keep_min
+  kCeiling,           // options.keep_max
+  kSenderLinkBudget,  // sender's link bytes per step
+  kReceiverCompute,   // receiver's compute budget (entries per step)
+  kReceiverBuffer,    // receiver's buffer bytes
+  kHysteresis,        // change smaller than options.hysteresis: previous contract kept
+  kSharedBudget,      // BudgetAllocator's share of a link budget shared by boundaries
+  kBudgetBelowFloor,  // refusal: the caps leave less than keep_min; previous contract kept
 };
 inline constexpr size_t kNumBoundBy = 11;
 std::string_view BoundByName(BoundBy b);
@@ -43,9 +43,9 @@ Result<double> KeepFromPercent(double percent, std::string_view field = "keep_pe
 
 struct Contract {
   uint32_t boundary = 0;
-  uint32_t version = 0;          // bumps by one on every change; packets carry it
-  double keep = 1.0;             // share of entries that cross, in (0, 1]
-  double keep_full = 1.0;        // of the kept, share at full precision, in [0, 1]
+  uint32_t version = 0;    // bumps by one on every change; packets carry it
+  double keep = 1.0;       // share of entries that cross, in (0, 1]
+  double keep_full = 1.0;  // of the kept, share at full precision, in [0, 1]
   ValueCodec full_codec = ValueCodec::kFp32;
   ValueCodec lossy_codec = ValueCodec::kInt8;
   RestPolicy rest = RestPolicy::kDrop;
@@ -74,11 +74,11 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
                          ValueCodec gradient_codec = ValueCodec::kFp32);
 
 struct NegotiatorOptions {
-  double tau_send = 0.95;    // sender keeps the units covering this share of its sensitivity
-  double tau_recv = 0.95;    // receiver asks for the units covering this share of its own
-  double keep_min = 0.01;    // floor, in (0, 1]
-  double keep_max = 1.0;     // ceiling, in [keep_min, 1]
-  double hysteresis = 0.005; // |new - old| keep below this keeps the old contract
+  double tau_send = 0.95;     // sender keeps the units covering this share of its sensitivity
+  double tau_recv = 0.95;     // receiver asks for the units covering this share of its own
+  double keep_min = 0.01;     // floor, in (0, 1]
+  double keep_max = 1.0;      // ceiling, in [keep_min, 1]
+  double hysteresis = 0.005;  // |new - old| keep below this keeps the old contract
 };
 
 // What the sender brings to a negotiation.
@@ -162,9 +162,9 @@ struct BoundaryDemand {
 };
 
 struct Allocation {
-  std::vector<double> keep;      // per boundary, in [keep_min, 1]
-  std::vector<double> bytes;     // per boundary, modelled bytes per step at that keep
-  std::vector<BoundBy> bound_by; // kSharedBudget, kFloor (budget below the floors), kCeiling
+  std::vector<double> keep;       // per boundary, in [keep_min, 1]
+  std::vector<double> bytes;      // per boundary, modelled bytes per step at that keep
+  std::vector<BoundBy> bound_by;  // kSharedBudget, kFloor (budget below the floors), kCeiling
   double total_bytes = 0;
 };
 

@@ -20,10 +20,10 @@ namespace sparselink {
 struct LinkModel {
   double bandwidth_bits_per_s = 0;
   std::chrono::nanoseconds latency{0};
-  double loss_rate = 0;        // probability a packet vanishes, [0, 1)
-  double corrupt_rate = 0;     // probability one byte of a packet is flipped, [0, 1]
-  uint64_t fault_seed = 1;     // seeds the loss/corruption draws (deterministic)
-  bool sleep = false;          // really wait the modelled time in send (wall-clock emulation)
+  double loss_rate = 0;     // probability a packet vanishes, [0, 1)
+  double corrupt_rate = 0;  // probability one byte of a packet is flipped, [0, 1]
+  uint64_t fault_seed = 1;  // seeds the loss/corruption draws (deterministic)
+  bool sleep = false;       // really wait the modelled time in send (wall-clock emulation)
 };
 
 // Parses "100Mbit", "1Gbit", "250kbit", "12.5MB" (bytes), "1e8" (bits/s) into bits per second.

@@ -108,11 +108,11 @@ class SensitivityMap {
   void FoldBatch();  // batch_ (raw per unit) -> normalize -> EMA into ema_ -> values_
 
   SensitivityOptions options_;
-  std::vector<float> ema_;     // EMA of per-batch normalized scores, per unit
-  std::vector<float> values_;  // ema_ normalized by its max
-  std::vector<double> batch_;   // scratch: this batch's raw per-unit score
-  std::vector<double> scratch_; // scratch: per-neuron sums (2 x num_neurons in kWeighted);
-                                // double so that |a*g| of large finite floats cannot overflow
+  std::vector<float> ema_;       // EMA of per-batch normalized scores, per unit
+  std::vector<float> values_;    // ema_ normalized by its max
+  std::vector<double> batch_;    // scratch: this batch's raw per-unit score
+  std::vector<double> scratch_;  // scratch: per-neuron sums (2 x num_neurons in kWeighted);
+                                 // double so that |a*g| of large finite floats cannot overflow
   uint64_t num_updates_ = 0;
   bool frozen_ = false;
 };

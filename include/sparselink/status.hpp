@@ -67,7 +67,7 @@ Status FieldError(ErrorCode code, std::string_view field, const T& value, std::s
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (status_.ok()) {
       std::fprintf(stderr, "sparselink: Result built from an ok Status\n");
@@ -101,7 +101,8 @@ class [[nodiscard]] Result {
 };
 
 namespace internal {
-[[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const std::string& detail);
+[[noreturn]] void CheckFailed(const char* file, int line, const char* expr,
+                              const std::string& detail);
 
 template <typename A, typename B>
 std::string Operands(const A& a, const B& b) {
@@ -114,34 +115,34 @@ std::string Operands(const A& a, const B& b) {
 }  // namespace sparselink
 
 // Returns early from the enclosing function when `expr` (a Status) is an error.
-#define SPARSELINK_RETURN_IF_ERROR(expr)                 \
-  do {                                                   \
-    ::sparselink::Status sparselink_status_ = (expr);    \
+#define SPARSELINK_RETURN_IF_ERROR(expr)                     \
+  do {                                                       \
+    ::sparselink::Status sparselink_status_ = (expr);        \
     if (!sparselink_status_.ok()) return sparselink_status_; \
   } while (0)
 
 #define SPARSELINK_CONCAT_INNER(a, b) a##b
 #define SPARSELINK_CONCAT(a, b) SPARSELINK_CONCAT_INNER(a, b)
 // `SPARSELINK_ASSIGN_OR_RETURN(auto x, MakeX());` unwraps a Result or returns its Status.
-#define SPARSELINK_ASSIGN_OR_RETURN(lhs, expr)                                   \
-  auto SPARSELINK_CONCAT(sparselink_result_, __LINE__) = (expr);                 \
-  if (!SPARSELINK_CONCAT(sparselink_result_, __LINE__).ok())                     \
-    return SPARSELINK_CONCAT(sparselink_result_, __LINE__).status();             \
+#define SPARSELINK_ASSIGN_OR_RETURN(lhs, expr)                       \
+  auto SPARSELINK_CONCAT(sparselink_result_, __LINE__) = (expr);     \
+  if (!SPARSELINK_CONCAT(sparselink_result_, __LINE__).ok())         \
+    return SPARSELINK_CONCAT(sparselink_result_, __LINE__).status(); \
   lhs = std::move(SPARSELINK_CONCAT(sparselink_result_, __LINE__)).value()
 
-#define SPARSELINK_CHECK(cond)                                                     \
-  do {                                                                            \
+#define SPARSELINK_CHECK(cond)                                                       \
+  do {                                                                               \
     if (!(cond)) ::sparselink::internal::CheckFailed(__FILE__, __LINE__, #cond, ""); \
   } while (0)
 
-#define SPARSELINK_CHECK_OP(a, op, b)                                            \
-  do {                                                                          \
-    const auto& sparselink_a_ = (a);                                            \
-    const auto& sparselink_b_ = (b);                                            \
-    if (!(sparselink_a_ op sparselink_b_))                                      \
-      ::sparselink::internal::CheckFailed(                                      \
-          __FILE__, __LINE__, #a " " #op " " #b,                                \
-          ::sparselink::internal::Operands(sparselink_a_, sparselink_b_));      \
+#define SPARSELINK_CHECK_OP(a, op, b)                                      \
+  do {                                                                     \
+    const auto& sparselink_a_ = (a);                                       \
+    const auto& sparselink_b_ = (b);                                       \
+    if (!(sparselink_a_ op sparselink_b_))                                 \
+      ::sparselink::internal::CheckFailed(                                 \
+          __FILE__, __LINE__, #a " " #op " " #b,                           \
+          ::sparselink::internal::Operands(sparselink_a_, sparselink_b_)); \
   } while (0)
 #define SPARSELINK_CHECK_EQ(a, b) SPARSELINK_CHECK_OP(a, ==, b)
 #define SPARSELINK_CHECK_NE(a, b) SPARSELINK_CHECK_OP(a, !=, b)

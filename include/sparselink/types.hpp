@@ -39,8 +39,8 @@ struct MutableMatrix {
 // What to do with NaN or Inf in an activation or gradient. The default rejects the tensor
 // with kNonFinite naming the field, the row and the column of the first bad entry.
 enum class NonFinitePolicy : uint8_t {
-  kReject = 0,     // return an error (default)
-  kTreatAsZero,    // score it 0, send it never (it becomes a dropped entry)
+  kReject = 0,   // return an error (default)
+  kTreatAsZero,  // score it 0, send it never (it becomes a dropped entry)
 };
 
 // Checks that `m` is non-empty, not null and (under kReject) finite.

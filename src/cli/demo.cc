@@ -86,10 +86,14 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   for (int b = 0; b < kBoundaries; ++b) {
     auto map = SensitivityMap::Create({.num_neurons = cols, .ema_decay = 0.8});
     if (!map.ok()) return Fail(err, map.status());
-    const Contract initial{.boundary = static_cast<uint32_t>(b), .keep = 0.25, .keep_full = 0.5,
-                           .full_codec = ValueCodec::kFp16, .lossy_codec = *lossy_codec,
+    const Contract initial{.boundary = static_cast<uint32_t>(b),
+                           .keep = 0.25,
+                           .keep_full = 0.5,
+                           .full_codec = ValueCodec::kFp16,
+                           .lossy_codec = *lossy_codec,
                            .bound_by = BoundBy::kFixed};
-    auto negotiator = Negotiator::Create({.tau_send = 0.9, .tau_recv = 0.8, .keep_min = 0.02}, initial);
+    auto negotiator =
+        Negotiator::Create({.tau_send = 0.9, .tau_recv = 0.8, .keep_min = 0.02}, initial);
     if (!negotiator.ok()) return Fail(err, negotiator.status());
     Boundary boundary{.map = std::move(map).value(), .negotiator = std::move(negotiator).value()};
     // Deeper boundaries concentrate importance more (larger sigma), as later layers of a
@@ -127,8 +131,11 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
           // precision, its index share, and the fp16 gradient value that comes back.
           const double value_bytes = c.keep_full * Traits(c.full_codec).bits_per_value / 8.0 +
                                      (1 - c.keep_full) * Traits(c.lossy_codec).bits_per_value / 8.0;
-          demands.push_back({.sensitivity = bd.map.values(), .rows = rows, .cols = cols,
-                             .bytes_per_entry = value_bytes + 1.0 + 2.0, .keep_min = 0.02});
+          demands.push_back({.sensitivity = bd.map.values(),
+                             .rows = rows,
+                             .cols = cols,
+                             .bytes_per_entry = value_bytes + 1.0 + 2.0,
+                             .keep_min = 0.02});
         }
         auto allocation = AllocateBudget(demands, options.link_budget_bytes);
         if (!allocation.ok()) return Fail(err, allocation.status());
@@ -136,8 +143,9 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
       }
       for (int b = 0; b < kBoundaries; ++b) {
         Boundary& bd = boundaries[b];
-        auto record = bd.negotiator.Negotiate({.map = &bd.map, .link_bytes_per_step = caps[b]},
-                                              {.map = &bd.map}, rows, cols, static_cast<uint64_t>(step));
+        auto record =
+            bd.negotiator.Negotiate({.map = &bd.map, .link_bytes_per_step = caps[b]},
+                                    {.map = &bd.map}, rows, cols, static_cast<uint64_t>(step));
         if (!record.ok()) return Fail(err, record.status());
       }
     }
@@ -153,9 +161,11 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
       }
       const Contract& contract = bd.negotiator.contract();
       const ConstMatrix activation{bd.activation.data(), rows, cols};
-      Status s = router->Route(activation, &bd.map, contract, static_cast<uint64_t>(step), &bd.routed);
+      Status s =
+          router->Route(activation, &bd.map, contract, static_cast<uint64_t>(step), &bd.routed);
       if (!s.ok()) return Fail(err, s);
-      const PacketLabel label{.boundary = contract.boundary, .contract_version = contract.version,
+      const PacketLabel label{.boundary = contract.boundary,
+                              .contract_version = contract.version,
                               .step = static_cast<uint64_t>(step)};
       s = EncodeActivation(bd.routed, contract, label, {}, &bd.packet);
       if (!s.ok()) return Fail(err, s);
@@ -196,7 +206,8 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
       if (step % options.negotiate_every == 0) {
         std::vector<float> mean_abs_gradient(cols, 0.0f);
         for (size_t r = 0; r < rows; ++r) {
-          for (size_t j = 0; j < cols; ++j) mean_abs_gradient[j] += std::fabs(bd.gradient[r * cols + j]) / float(rows);
+          for (size_t j = 0; j < cols; ++j)
+            mean_abs_gradient[j] += std::fabs(bd.gradient[r * cols + j]) / float(rows);
         }
         std::vector<uint8_t> summary_packet;
         s = EncodeSummary(mean_abs_gradient, label, &summary_packet);
@@ -215,7 +226,8 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
       for (size_t r = 0; r < rows; ++r) {
         for (size_t j = 0; j < cols; ++j) {
           const size_t i = r * cols + j;
-          const float g = bd.gradient_at_sender[i] != 0.0f ? std::fabs(bd.gradient_at_sender[i]) : bd.summary[j];
+          const float g = bd.gradient_at_sender[i] != 0.0f ? std::fabs(bd.gradient_at_sender[i])
+                                                           : bd.summary[j];
           bd.unit_scores[j] += std::fabs(bd.activation[i]) * g / float(rows);
         }
       }
@@ -225,12 +237,14 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
     }
 
     if ((step + 1) % 100 == 0 || step + 1 == options.steps) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double rate = (step + 1) / elapsed;
-      out << "step " << (step + 1) << "/" << options.steps << "  " << std::fixed << std::setprecision(0)
-          << rate << " steps/s  ETA " << std::setprecision(1) << (options.steps - step - 1) / rate
-          << " s  wire " << std::setprecision(2)
-          << double((*forward)->stats().wire_bytes + (*backward)->stats().wire_bytes) / 1e6 << " MB\n";
+      out << "step " << (step + 1) << "/" << options.steps << "  " << std::fixed
+          << std::setprecision(0) << rate << " steps/s  ETA " << std::setprecision(1)
+          << (options.steps - step - 1) / rate << " s  wire " << std::setprecision(2)
+          << double((*forward)->stats().wire_bytes + (*backward)->stats().wire_bytes) / 1e6
+          << " MB\n";
     }
   }
 
@@ -240,35 +254,40 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
 
   const LinkStats fwd = (*forward)->stats();
   const LinkStats bwd = (*backward)->stats();
-  out << "\nboundary  contract                                              importance  rel.error\n";
+  out << "\nboundary  contract                                              importance  "
+         "rel.error\n";
   for (int b = 0; b < kBoundaries; ++b) {
     const Boundary& bd = boundaries[b];
-    out << std::setw(8) << b << "  " << std::left << std::setw(54) << bd.negotiator.contract().ToString()
-        << std::right << std::fixed << std::setprecision(1) << std::setw(9)
-        << 100.0 * bd.importance_carried / bd.importance_total << "%" << std::setprecision(3)
-        << std::setw(11) << std::sqrt(bd.error_sq / bd.norm_sq) << "\n";
+    out << std::setw(8) << b << "  " << std::left << std::setw(54)
+        << bd.negotiator.contract().ToString() << std::right << std::fixed << std::setprecision(1)
+        << std::setw(9) << 100.0 * bd.importance_carried / bd.importance_total << "%"
+        << std::setprecision(3) << std::setw(11) << std::sqrt(bd.error_sq / bd.norm_sq) << "\n";
     const std::filesystem::path path =
         std::filesystem::path(options.out_dir) / ("boundary" + std::to_string(b) + ".packet");
     std::ofstream file(path, std::ios::binary);
     file.write(reinterpret_cast<const char*>(bd.last_packet.data()),
                static_cast<std::streamsize>(bd.last_packet.size()));
-    if (!file) return Fail(err, FieldError(ErrorCode::kIo, "packet path", path.string(), "cannot write"));
+    if (!file)
+      return Fail(err, FieldError(ErrorCode::kIo, "packet path", path.string(), "cannot write"));
   }
   const double wire = double(fwd.wire_bytes + bwd.wire_bytes);
   const double dense = double(fwd.dense_bytes + bwd.dense_bytes);
-  const double dense_time = 2.0 * options.steps * kBoundaries *
-                            std::chrono::duration<double>(ModelledTransferTime(link_options.model,
-                                static_cast<uint64_t>(dense_step_bytes))).count();
-  const double routed_time = std::chrono::duration<double>(fwd.modelled_time + bwd.modelled_time).count();
+  const double dense_time =
+      2.0 * options.steps * kBoundaries *
+      std::chrono::duration<double>(
+          ModelledTransferTime(link_options.model, static_cast<uint64_t>(dense_step_bytes)))
+          .count();
+  const double routed_time =
+      std::chrono::duration<double>(fwd.modelled_time + bwd.modelled_time).count();
   out << std::setprecision(2) << "\nwire bytes (both directions, all overhead): " << wire / 1e6
       << " MB   dense fp32: " << dense / 1e6 << " MB   ratio " << std::setprecision(1)
       << dense / wire << "x\n"
-      << std::setprecision(2) << "modelled link time at " << options.link_bandwidth << ": " << routed_time
-      << " s routed vs " << dense_time << " s dense\n"
+      << std::setprecision(2) << "modelled link time at " << options.link_bandwidth << ": "
+      << routed_time << " s routed vs " << dense_time << " s dense\n"
       << "contract negotiations: ";
   for (int b = 0; b < kBoundaries; ++b) {
-    out << (b ? ", " : "") << "b" << b << " " << boundaries[b].negotiator.history().size()
-        << " (v" << boundaries[b].negotiator.contract().version << ")";
+    out << (b ? ", " : "") << "b" << b << " " << boundaries[b].negotiator.history().size() << " (v"
+        << boundaries[b].negotiator.contract().version << ")";
   }
   out << "\nlast packets written to " << options.out_dir
       << "/boundary*.packet (see: sparselink inspect " << options.out_dir << "/boundary0.packet)\n";

@@ -23,18 +23,21 @@ Status ReadFile(const std::string& path, std::vector<uint8_t>* bytes) {
   std::error_code ec;
   const std::filesystem::file_status st = std::filesystem::status(path, ec);
   if (ec || !std::filesystem::exists(st)) {
-    return Status(ErrorCode::kIo, "cannot open: " + (ec ? ec.message() : std::string("no such file")));
+    return Status(ErrorCode::kIo,
+                  "cannot open: " + (ec ? ec.message() : std::string("no such file")));
   }
   if (!std::filesystem::is_regular_file(st)) return Status(ErrorCode::kIo, "not a regular file");
   const uint64_t size = std::filesystem::file_size(path, ec);
   if (ec) return Status(ErrorCode::kIo, "cannot read its size: " + ec.message());
   if (size > kMaxFileBytes) {
-    return FieldError(ErrorCode::kResourceExhausted, "file size", size, "larger than the 1 GiB a packet may have");
+    return FieldError(ErrorCode::kResourceExhausted, "file size", size,
+                      "larger than the 1 GiB a packet may have");
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status(ErrorCode::kIo, "cannot open for reading");
   bytes->resize(size);
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes->data()), static_cast<std::streamsize>(size))) {
+  if (size > 0 &&
+      !in.read(reinterpret_cast<char*>(bytes->data()), static_cast<std::streamsize>(size))) {
     return Status(ErrorCode::kIo, "read failed after " + std::to_string(in.gcount()) + " bytes");
   }
   return Status::Ok();
@@ -91,7 +94,9 @@ Tiers DescribeTiers(const PacketHeader& h) {
                         h.rest == RestPolicy::kSign1 ? "1 bit + 2 fp32 centroids per row" : "-"});
       break;
     }
-    case PacketKind::kGradient: t.rows.push_back({"gradient", h.count_full, CodecName(h.full_codec)}); break;
+    case PacketKind::kGradient:
+      t.rows.push_back({"gradient", h.count_full, CodecName(h.full_codec)});
+      break;
     case PacketKind::kSummary: t.rows.push_back({"summary units", h.count_full, "fp16"}); break;
     case PacketKind::kContract: break;
   }
@@ -99,23 +104,27 @@ Tiers DescribeTiers(const PacketHeader& h) {
 }
 
 double Ratio(const PacketInfo& info) {
-  return info.dense_bytes > 0 ? static_cast<double>(info.wire_bytes) / static_cast<double>(info.dense_bytes) : 0.0;
+  return info.dense_bytes > 0
+             ? static_cast<double>(info.wire_bytes) / static_cast<double>(info.dense_bytes)
+             : 0.0;
 }
 
 void PrintText(const std::string& path, const PacketInfo& info, const std::string& extra,
                const Status& status, std::ostream& out) {
   const PacketHeader& h = info.header;
   out << "packet " << path << "\n";
-  out << "  format v" << int(h.version) << ", kind " << KindName(h.kind) << ", " << info.wire_bytes << " bytes\n";
-  out << "  boundary " << h.boundary << ", contract version " << h.contract_version << ", step " << h.step << "\n";
+  out << "  format v" << int(h.version) << ", kind " << KindName(h.kind) << ", " << info.wire_bytes
+      << " bytes\n";
+  out << "  boundary " << h.boundary << ", contract version " << h.contract_version << ", step "
+      << h.step << "\n";
   out << "  shape " << h.rows << " x " << h.cols << ", granularity " << GranName(h.granularity)
       << ", rest " << RestName(h.rest) << ", index " << IndexName(h) << "\n";
   const Tiers tiers = DescribeTiers(h);
   if (!tiers.rows.empty()) {
     out << "  tiers\n";
     for (const auto& row : tiers.rows) {
-      out << "    " << std::left << std::setw(14) << row.tier << std::right << std::setw(12) << row.count
-          << "  " << row.codec << "\n";
+      out << "    " << std::left << std::setw(14) << row.tier << std::right << std::setw(12)
+          << row.count << "  " << row.codec << "\n";
     }
   }
   if (!info.sections.empty()) {
@@ -130,7 +139,8 @@ void PrintText(const std::string& path, const PacketInfo& info, const std::strin
   out << "  wire bytes " << info.wire_bytes << ", dense fp32 bytes " << info.dense_bytes;
   if (info.dense_bytes > 0) {
     const double ratio = Ratio(info);
-    out << ", ratio " << std::fixed << std::setprecision(4) << ratio << " (" << std::setprecision(1);
+    out << ", ratio " << std::fixed << std::setprecision(4) << ratio << " ("
+        << std::setprecision(1);
     if (ratio <= 1.0) {
       out << 1.0 / std::max(ratio, 1e-12) << "x smaller)";
     } else {
@@ -208,7 +218,9 @@ int RunInspect(const std::string& path, bool json, std::ostream& out, std::ostre
         if (contract.ok()) extra = "contract " + contract->ToString();
         break;
       }
-      case PacketKind::kGradient: extra = "values not decoded (they need the activation's mask)"; break;
+      case PacketKind::kGradient:
+        extra = "values not decoded (they need the activation's mask)";
+        break;
     }
   }
   if (json) {

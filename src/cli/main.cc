@@ -6,9 +6,10 @@
 #include "cli/demo.hpp"
 #include "cli/inspect.hpp"
 #ifdef SPARSELINK_WITH_TORCH
+#include <c10/util/Exception.h>
+
 #include "cli/train.hpp"
 #include "sparselink/torch/runtime.hpp"
-#include <c10/util/Exception.h>
 #endif
 
 int main(int argc, char** argv) {
@@ -19,65 +20,91 @@ int main(int argc, char** argv) {
   CLI::App app{
       "sparselink: dynamic sparsity allocation with inter-layer communication.\n"
       "Routes the most sensitive entries across layer boundaries under negotiated contracts."};
-  app.set_version_flag("--version", std::string("sparselink ") + SPARSELINK_VERSION_STRING +
-                                        " (wire format v1)");
+  app.set_version_flag(
+      "--version", std::string("sparselink ") + SPARSELINK_VERSION_STRING + " (wire format v1)");
   app.require_subcommand(1);
 
   std::string packet_path;
   bool inspect_json = false;
-  CLI::App* inspect = app.add_subcommand("inspect", "Print a packet's header, tiers, sizes and checksum status");
+  CLI::App* inspect =
+      app.add_subcommand("inspect", "Print a packet's header, tiers, sizes and checksum status");
   inspect->add_option("PACKET_FILE", packet_path, "a packet written by sparselink")->required();
   inspect->add_flag("--json", inspect_json, "print one JSON object instead of a table");
 
   sparselink::cli::DemoOptions demo_options;
   CLI::App* demo = app.add_subcommand(
       "demo", "Route synthetic activations across 3 boundaries under negotiated contracts");
-  demo->add_option("--steps", demo_options.steps, "training steps to emulate")->check(CLI::Range(1, 100000));
-  demo->add_option("--rows", demo_options.rows, "rows (samples) per micro-batch")->check(CLI::Range(1, 65536));
-  demo->add_option("--cols", demo_options.cols, "neurons per boundary")->check(CLI::Range(1, 1 << 20));
+  demo->add_option("--steps", demo_options.steps, "training steps to emulate")
+      ->check(CLI::Range(1, 100000));
+  demo->add_option("--rows", demo_options.rows, "rows (samples) per micro-batch")
+      ->check(CLI::Range(1, 65536));
+  demo->add_option("--cols", demo_options.cols, "neurons per boundary")
+      ->check(CLI::Range(1, 1 << 20));
   demo->add_option("--negotiate-every", demo_options.negotiate_every, "steps between negotiations")
       ->check(CLI::Range(1, 100000));
   demo->add_option("--link-budget", demo_options.link_budget_bytes,
                    "bytes per step shared by all boundaries (0 = no shared budget)")
       ->check(CLI::NonNegativeNumber);
   demo->add_option("--link-bandwidth", demo_options.link_bandwidth, "emulated link, e.g. 100Mbit");
-  demo->add_option("--codec", demo_options.lossy_codec, "lossy-tier codec: fp32|fp16|bf16|int8|int4");
+  demo->add_option("--codec", demo_options.lossy_codec,
+                   "lossy-tier codec: fp32|fp16|bf16|int8|int4");
   demo->add_option("--seed", demo_options.seed, "random seed");
-  demo->add_option("--out", demo_options.out_dir, "where the last packet of each boundary is written");
+  demo->add_option("--out", demo_options.out_dir,
+                   "where the last packet of each boundary is written");
 
 #ifdef SPARSELINK_WITH_TORCH
   sparselink::cli::TrainCliOptions train_options;
   CLI::App* train = app.add_subcommand(
       "train", "Train a network split into stages on Fashion-MNIST with routed boundaries");
-  train->add_option("--model", train_options.model, "mlp | cnn")->check(CLI::IsMember({"mlp", "cnn"}));
-  train->add_option("--policy", train_options.policy, "dense | random | magnitude | sensitivity | structured")
+  train->add_option("--model", train_options.model, "mlp | cnn")
+      ->check(CLI::IsMember({"mlp", "cnn"}));
+  train
+      ->add_option("--policy", train_options.policy,
+                   "dense | random | magnitude | sensitivity | structured")
       ->check(CLI::IsMember({"dense", "random", "magnitude", "sensitivity", "structured"}));
-  train->add_option("--keep", train_options.keep, "share of entries kept, PERCENT in (0, 100], or auto");
-  train->add_option("--link-budget", train_options.link_budget_bytes,
-                    "bytes per step shared by all boundaries (0 = none), split by sensitivity")
+  train->add_option("--keep", train_options.keep,
+                    "share of entries kept, PERCENT in (0, 100], or auto");
+  train
+      ->add_option("--link-budget", train_options.link_budget_bytes,
+                   "bytes per step shared by all boundaries (0 = none), split by sensitivity")
       ->check(CLI::NonNegativeNumber);
-  train->add_option("--codec", train_options.codec, "codec of kept values: fp32|fp16|bf16|int8|int4");
+  train->add_option("--codec", train_options.codec,
+                    "codec of kept values: fp32|fp16|bf16|int8|int4");
   train->add_option("--gradient-codec", train_options.gradient_codec, "codec of routed gradients");
   train->add_option("--stages", train_options.stages, "pipeline stages")->check(CLI::Range(1, 64));
-  train->add_option("--epochs", train_options.epochs, "training epochs")->check(CLI::Range(1, 1000));
-  train->add_option("--batch", train_options.batch, "micro-batch size")->check(CLI::Range(1, 65536));
+  train->add_option("--epochs", train_options.epochs, "training epochs")
+      ->check(CLI::Range(1, 1000));
+  train->add_option("--batch", train_options.batch, "micro-batch size")
+      ->check(CLI::Range(1, 65536));
   train->add_option("--seed", train_options.seed, "seed of init, shuffling and random routing");
-  train->add_option("--threads", train_options.threads, "LibTorch/OpenBLAS threads")->check(CLI::Range(1, 256));
-  train->add_option("--link-bandwidth", train_options.link_bandwidth, "emulated link, e.g. 100Mbit");
-  train->add_option("--negotiate-every", train_options.negotiate_every, "steps between negotiations")
+  train->add_option("--threads", train_options.threads, "LibTorch/OpenBLAS threads")
+      ->check(CLI::Range(1, 256));
+  train->add_option("--link-bandwidth", train_options.link_bandwidth,
+                    "emulated link, e.g. 100Mbit");
+  train
+      ->add_option("--negotiate-every", train_options.negotiate_every, "steps between negotiations")
       ->check(CLI::Range(1, 1000000));
-  train->add_option("--tau", train_options.tau, "sensitivity coverage the contract must keep, (0, 1]");
+  train->add_option("--tau", train_options.tau,
+                    "sensitivity coverage the contract must keep, (0, 1]");
   train->add_option("--sensitivity", train_options.sensitivity,
                     "how the map scores neurons: taylor | activation | gradient | weighted");
   train->add_option("--eps", train_options.eps, "routing score |a| * (eps + S_j): floor of S");
-  train->add_option("--summary-every", train_options.summary_every, "steps between receiver summaries")
+  train
+      ->add_option("--summary-every", train_options.summary_every,
+                   "steps between receiver summaries")
       ->check(CLI::Range(1, 1000000));
-  train->add_flag("--zstd,!--no-zstd", train_options.zstd, "zstd each packet section where it is smaller");
-  train->add_option("--keep-min", train_options.keep_min_percent, "floor of negotiated keep, percent");
-  train->add_option("--data", train_options.data_dir, "directory of the Fashion-MNIST idx.gz files");
+  train->add_flag("--zstd,!--no-zstd", train_options.zstd,
+                  "zstd each packet section where it is smaller");
+  train->add_option("--keep-min", train_options.keep_min_percent,
+                    "floor of negotiated keep, percent");
+  train->add_option("--data", train_options.data_dir,
+                    "directory of the Fashion-MNIST idx.gz files");
   train->add_option("--report", train_options.report_path, "JSON report path");
-  train->add_option("--plot", train_options.plot_dir, "directory for PNG plots (needs python3-matplotlib)");
-  train->add_option("--max-train-samples", train_options.max_train_samples, "train on the first N samples")
+  train->add_option("--plot", train_options.plot_dir,
+                    "directory for PNG plots (needs python3-matplotlib)");
+  train
+      ->add_option("--max-train-samples", train_options.max_train_samples,
+                   "train on the first N samples")
       ->check(CLI::NonNegativeNumber);
   train->add_flag("--compare-dense", train_options.compare_dense,
                   "train the dense baseline first, same seed, for the accuracy comparison");
@@ -88,7 +115,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (inspect->parsed()) return sparselink::cli::RunInspect(packet_path, inspect_json, std::cout, std::cerr);
+  if (inspect->parsed())
+    return sparselink::cli::RunInspect(packet_path, inspect_json, std::cout, std::cerr);
 #ifdef SPARSELINK_WITH_TORCH
   if (train->parsed()) {
     try {

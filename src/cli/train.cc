@@ -4,6 +4,9 @@
 // (docs/report.md) atomically, and calls scripts/plot_report.py for the PNG plots.
 #include "cli/train.hpp"
 
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,8 +16,6 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include "sparselink/link.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
@@ -39,8 +40,11 @@ int Fail(std::ostream& err, const Status& s) {
 json EpochsJson(const ta::TrainReport& report) {
   json epochs = json::array();
   for (const ta::EpochStats& e : report.epochs) {
-    epochs.push_back({{"epoch", e.epoch}, {"seconds", e.seconds}, {"samples_per_s", e.samples_per_s},
-                      {"loss", e.loss}, {"train_accuracy", e.train_accuracy},
+    epochs.push_back({{"epoch", e.epoch},
+                      {"seconds", e.seconds},
+                      {"samples_per_s", e.samples_per_s},
+                      {"loss", e.loss},
+                      {"train_accuracy", e.train_accuracy},
                       {"test_accuracy", e.test_accuracy}});
   }
   return epochs;
@@ -108,8 +112,9 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   }
   auto gradient_codec = ParseValueCodec(options.gradient_codec);
   if (!gradient_codec.ok()) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--gradient-codec", options.gradient_codec,
-                                "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
+    return Fail(err,
+                FieldError(ErrorCode::kInvalidArgument, "--gradient-codec", options.gradient_codec,
+                           "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
   }
   std::optional<double> keep;
   if (options.keep != "auto") {
@@ -128,7 +133,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   auto keep_min = KeepFromPercent(options.keep_min_percent, "--keep-min");
   if (!keep_min.ok()) return Fail(err, keep_min.status());
   if (!(options.tau > 0 && options.tau <= 1)) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--tau", options.tau, "must be in (0, 1]"));
+    return Fail(err,
+                FieldError(ErrorCode::kInvalidArgument, "--tau", options.tau, "must be in (0, 1]"));
   }
   auto sensitivity_mode = ParseSensitivityMode(options.sensitivity);
   if (!sensitivity_mode.ok()) {
@@ -136,32 +142,37 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                                 "unknown mode (one of taylor, activation, gradient, weighted)"));
   }
   if (!std::isfinite(options.link_budget_bytes) || options.link_budget_bytes < 0) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
-                                "must be a finite number of bytes per step >= 0"));
+    return Fail(err,
+                FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
+                           "must be a finite number of bytes per step >= 0"));
   }
   if (!(std::isfinite(options.eps) && options.eps >= 0)) {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--eps", options.eps, "must be >= 0"));
   }
   auto bandwidth = ParseBandwidth(options.link_bandwidth);
   if (!bandwidth.ok()) {
-    return Fail(err, Status(bandwidth.status().code(), "--link-bandwidth: " + bandwidth.status().message()));
+    return Fail(err, Status(bandwidth.status().code(),
+                            "--link-bandwidth: " + bandwidth.status().message()));
   }
   if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
   if (options.summary_every < 1 || options.negotiate_every < 1) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--summary-every/--negotiate-every",
-                                std::min(options.summary_every, options.negotiate_every), "must be >= 1"));
+    return Fail(
+        err, FieldError(ErrorCode::kInvalidArgument, "--summary-every/--negotiate-every",
+                        std::min(options.summary_every, options.negotiate_every), "must be >= 1"));
   }
 
   // The shared budget steers negotiated contracts; a fixed --keep (or dense) has none.
-  const bool budget_applies = !keep && *policy != ta::RoutingPolicy::kDense && options.link_budget_bytes > 0;
+  const bool budget_applies =
+      !keep && *policy != ta::RoutingPolicy::kDense && options.link_budget_bytes > 0;
 
   // --- Data and runtime. ---
   ta::SetNumThreads(options.threads);
   const ta::TorchRuntimeInfo runtime = ta::ProbeTorchRuntime();
-  out << "runtime: " << runtime.num_threads << " threads, BLAS " << runtime.blas << ", 1024^3 matmul "
-      << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms << " ms\n";
+  out << "runtime: " << runtime.num_threads << " threads, BLAS " << runtime.blas
+      << ", 1024^3 matmul " << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms
+      << " ms\n";
   auto data = ta::LoadFashionMnist(options.data_dir);
   if (!data.ok()) return Fail(err, data.status());
 
@@ -174,7 +185,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   report["config"] = {{"model", options.model},
                       {"policy", options.policy},
                       {"keep", keep ? json(*keep) : json("auto")},
-                      {"link_budget_bytes_per_step", budget_applies ? json(options.link_budget_bytes) : json(nullptr)},
+                      {"link_budget_bytes_per_step",
+                       budget_applies ? json(options.link_budget_bytes) : json(nullptr)},
                       {"codec", options.codec},
                       {"gradient_codec", options.gradient_codec},
                       {"stages", options.stages},
@@ -221,7 +233,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     if (!stages.ok()) return Fail(err, stages.status());
     auto dense = ta::Train(*stages, data->train, data->test, train_options, nullptr, &out);
     if (!dense.ok()) return Fail(err, dense.status());
-    report["baseline"] = {{"policy", "dense"}, {"epochs", EpochsJson(*dense)},
+    report["baseline"] = {{"policy", "dense"},
+                          {"epochs", EpochsJson(*dense)},
                           {"test_accuracy", dense->epochs.back().test_accuracy}};
   }
 
@@ -235,7 +248,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   ta::TrainOptions routed_options = train_options;
   routed_options.progress_suffix = [&boundaries] {
     double wire = 0;
-    for (const auto& b : boundaries.Report()) wire += double(b.forward_wire_bytes + b.backward_wire_bytes);
+    for (const auto& b : boundaries.Report())
+      wire += double(b.forward_wire_bytes + b.backward_wire_bytes);
     return "wire " + Megabytes(wire);
   };
   out << "routed: model " << options.model << ", " << options.stages << " stages, policy "
@@ -250,7 +264,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     err << "sparselink train: " << e.what_without_backtrace() << "\n";
     return 1;
   }
-  const double wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   // --- Report. ---
   double train_seconds = 0;
@@ -269,11 +284,15 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     for (const NegotiationRecord& r : b.history) {
       json stages_json = json::array();
       for (const auto& st : r.stages) {
-        stages_json.push_back({{"state", NegotiationStateName(st.state)}, {"keep", st.keep},
+        stages_json.push_back({{"state", NegotiationStateName(st.state)},
+                               {"keep", st.keep},
                                {"reason", BoundByName(st.reason)}});
       }
-      history.push_back({{"step", r.step}, {"version", r.contract.version}, {"keep", r.contract.keep},
-                         {"bound_by", BoundByName(r.contract.bound_by)}, {"changed", r.changed},
+      history.push_back({{"step", r.step},
+                         {"version", r.contract.version},
+                         {"keep", r.contract.keep},
+                         {"bound_by", BoundByName(r.contract.bound_by)},
+                         {"changed", r.changed},
                          {"stages", stages_json}});
     }
     boundaries_json.push_back({{"boundary", b.boundary},
@@ -292,7 +311,9 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   }
   wire = forward_wire + backward_wire;
   const double dense_link_seconds =
-      std::chrono::duration<double>(ModelledTransferTime({.bandwidth_bits_per_s = *bandwidth}, dense)).count();
+      std::chrono::duration<double>(
+          ModelledTransferTime({.bandwidth_bits_per_s = *bandwidth}, dense))
+          .count();
   report["epochs"] = EpochsJson(trained);
   report["final"] = {{"test_accuracy", trained.epochs.back().test_accuracy},
                      {"train_accuracy", trained.epochs.back().train_accuracy},
@@ -302,46 +323,54 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                        {"backward_wire_bytes", backward_wire},
                        {"dense_fp32_bytes", dense},
                        {"ratio", wire > 0 ? double(dense) / double(wire) : 0.0}};
-  report["time"] = {{"wall_seconds", wall_seconds},
-                    {"train_seconds", train_seconds},
-                    {"route_seconds", route_seconds},
-                    {"route_share_of_train", train_seconds > 0 ? route_seconds / train_seconds : 0.0},
-                    {"modelled_link_seconds", modelled},
-                    {"modelled_dense_link_seconds", dense_link_seconds}};
+  report["time"] = {
+      {"wall_seconds", wall_seconds},
+      {"train_seconds", train_seconds},
+      {"route_seconds", route_seconds},
+      {"route_share_of_train", train_seconds > 0 ? route_seconds / train_seconds : 0.0},
+      {"modelled_link_seconds", modelled},
+      {"modelled_dense_link_seconds", dense_link_seconds}};
   report["boundaries"] = boundaries_json;
 
-  out << "\nboundary   cols  contract  keep     values/gradients  bound by             wire        dense"
+  out << "\nboundary   cols  contract  keep     values/gradients  bound by             wire        "
+         "dense"
          "       ratio\n";
   for (const ta::BoundaryReport& b : reports) {
     const uint64_t b_wire = b.forward_wire_bytes + b.backward_wire_bytes;
     const double ratio = double(b.dense_fp32_bytes) / double(std::max<uint64_t>(1, b_wire));
     const std::string codecs = std::string(Traits(b.contract.keep_full > 0 ? b.contract.full_codec
-                                                                           : b.contract.lossy_codec).name) +
+                                                                           : b.contract.lossy_codec)
+                                               .name) +
                                "/" + std::string(Traits(*gradient_codec).name);
-    out << std::setw(8) << b.boundary << std::setw(7) << b.cols << "  v" << std::left << std::setw(7)
-        << b.contract.version << std::right << std::fixed << std::setprecision(2) << std::setw(6)
-        << b.contract.keep_percent() << "%  " << std::left << std::setw(17) << codecs << " "
-        << std::setw(18) << BoundByName(b.contract.bound_by) << std::right << std::setw(10)
-        << Megabytes(double(b_wire)) << std::setw(12) << Megabytes(double(b.dense_fp32_bytes))
-        << std::setw(9) << std::setprecision(1) << ratio << "x\n";
+    out << std::setw(8) << b.boundary << std::setw(7) << b.cols << "  v" << std::left
+        << std::setw(7) << b.contract.version << std::right << std::fixed << std::setprecision(2)
+        << std::setw(6) << b.contract.keep_percent() << "%  " << std::left << std::setw(17)
+        << codecs << " " << std::setw(18) << BoundByName(b.contract.bound_by) << std::right
+        << std::setw(10) << Megabytes(double(b_wire)) << std::setw(12)
+        << Megabytes(double(b.dense_fp32_bytes)) << std::setw(9) << std::setprecision(1) << ratio
+        << "x\n";
   }
-  out << std::setprecision(2) << "\ntest accuracy " << 100.0 * trained.epochs.back().test_accuracy << "%";
+  out << std::setprecision(2) << "\ntest accuracy " << 100.0 * trained.epochs.back().test_accuracy
+      << "%";
   if (report.contains("baseline")) {
     out << " (dense baseline " << 100.0 * report["baseline"]["test_accuracy"].get<double>() << "%)";
   }
   out << std::setprecision(1) << "\nwire " << Megabytes(double(wire)) << " vs dense fp32 "
-      << Megabytes(double(dense)) << ": " << (wire ? double(dense) / double(wire) : 0.0) << "x smaller\n"
-      << "routing + coding + link: " << std::setprecision(2) << route_seconds << " s of " << train_seconds
-      << " s training (" << std::setprecision(1) << 100.0 * route_seconds / std::max(train_seconds, 1e-9)
-      << "%)\nmodelled link time at " << options.link_bandwidth << ": " << modelled << " s vs "
-      << dense_link_seconds << " s dense\n";
+      << Megabytes(double(dense)) << ": " << (wire ? double(dense) / double(wire) : 0.0)
+      << "x smaller\n"
+      << "routing + coding + link: " << std::setprecision(2) << route_seconds << " s of "
+      << train_seconds << " s training (" << std::setprecision(1)
+      << 100.0 * route_seconds / std::max(train_seconds, 1e-9) << "%)\nmodelled link time at "
+      << options.link_bandwidth << ": " << modelled << " s vs " << dense_link_seconds
+      << " s dense\n";
 
   if (Status s = WriteAtomically(options.report_path, report.dump(1)); !s.ok()) return Fail(err, s);
   out << "report: " << options.report_path << "\n";
   if (!options.plot_dir.empty()) {
     // An argument vector, not a shell line: paths with quotes or '$' stay paths.
     const std::string script = SPARSELINK_SOURCE_DIR "/scripts/plot_report.py";
-    std::vector<std::string> args = {"/usr/bin/python3", script, options.report_path, options.plot_dir};
+    std::vector<std::string> args = {"/usr/bin/python3", script, options.report_path,
+                                     options.plot_dir};
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -349,8 +378,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     int status = 0;
     if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0 ||
         waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      err << "sparselink train: plots failed: /usr/bin/python3 " << script << " " << options.report_path
-          << " " << options.plot_dir << " (needs python3-matplotlib)\n";
+      err << "sparselink train: plots failed: /usr/bin/python3 " << script << " "
+          << options.report_path << " " << options.plot_dir << " (needs python3-matplotlib)\n";
       return 1;
     }
     out << "plots: " << options.plot_dir << "/\n";

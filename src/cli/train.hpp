@@ -30,9 +30,9 @@ struct TrainCliOptions {
   double keep_min_percent = 1.0;
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::string report_path = "out/train/report.json";
-  std::string plot_dir;               // empty: no plots
-  int64_t max_train_samples = 0;      // > 0: quick runs on the first N samples
-  bool compare_dense = false;         // also train the dense baseline with the same seed
+  std::string plot_dir;           // empty: no plots
+  int64_t max_train_samples = 0;  // > 0: quick runs on the first N samples
+  bool compare_dense = false;     // also train the dense baseline with the same seed
 };
 
 // Returns the process exit code (0, or 1 with one line on `err`). The report is written to

@@ -53,7 +53,8 @@ Status GetVarint(std::span<const uint8_t> bytes, size_t* pos, std::string_view f
     const uint8_t byte = bytes[(*pos)++];
     v |= static_cast<uint64_t>(byte & 0x7F) << (7 * i);
     if ((byte & 0x80) == 0) {
-      if (i > 0 && byte == 0) return IndexError(what() + " offset", *pos - 1, "varint is not minimal");
+      if (i > 0 && byte == 0)
+        return IndexError(what() + " offset", *pos - 1, "varint is not minimal");
       if (v > 0xFFFFFFFFull) return IndexError(what(), v, "varint overflows 32 bits");
       *value = static_cast<uint32_t>(v);
       return Status::Ok();
@@ -89,7 +90,8 @@ Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_
                       "expected " + std::to_string(BitmapBytes(index_rows, cols)) + " for " +
                           std::to_string(index_rows) + " x " + std::to_string(cols) + " bits");
   }
-  if (expected_kept > total_bits) return IndexError("kept count", expected_kept, "exceeds the bitmap's bits");
+  if (expected_kept > total_bits)
+    return IndexError("kept count", expected_kept, "exceeds the bitmap's bits");
   if (total_bits % 8 != 0 && (bytes.back() >> (total_bits % 8)) != 0) {
     return IndexError("bitmap padding bits", bytes.back() >> (total_bits % 8), "must be 0");
   }
@@ -122,9 +124,11 @@ Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_
       if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
       while (x != 0) {
         if (pos == expected_kept) {
-          return IndexError("bitmap set bits", expected_kept + 1, "more than the header's kept count");
+          return IndexError("bitmap set bits", expected_kept + 1,
+                            "more than the header's kept count");
         }
-        out[pos++] = static_cast<uint32_t>(w * 64 + static_cast<uint64_t>(std::countr_zero(x)) - begin);
+        out[pos++] =
+            static_cast<uint32_t>(w * 64 + static_cast<uint64_t>(std::countr_zero(x)) - begin);
         x &= x - 1;
       }
     }
@@ -177,15 +181,18 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
   for (uint32_t r = 0; r < index_rows; ++r) {
     uint32_t count = 0;
     SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, "count", r, &count));
-    if (count > cols) return IndexError(RowField("count", r), count, "exceeds cols = " + std::to_string(cols));
+    if (count > cols)
+      return IndexError(RowField("count", r), count, "exceeds cols = " + std::to_string(cols));
     if (indices->size() + count > expected_kept) {
-      return IndexError(RowField("count", r), count,
-                        "brings the total past the header's " + std::to_string(expected_kept) + " kept");
+      return IndexError(
+          RowField("count", r), count,
+          "brings the total past the header's " + std::to_string(expected_kept) + " kept");
     }
     uint64_t col = 0;
     for (uint32_t j = 0; j < count; ++j) {
       uint32_t delta = 0;
-      SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, j == 0 ? "first column" : "gap", r, &delta));
+      SPARSELINK_RETURN_IF_ERROR(
+          GetVarint(bytes, &pos, j == 0 ? "first column" : "gap", r, &delta));
       col = j == 0 ? delta : col + 1 + delta;
       if (col >= cols) {
         return IndexError(RowField("column", r), col, "must be < cols = " + std::to_string(cols));

@@ -31,8 +31,7 @@ Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_
 // following column as the gap col - prev - 1; all LEB128 (7 bits per byte, low group first,
 // high bit = more follows), minimal length, at most 5 bytes for a u32.
 // Exact encoded size, without encoding. O(kept).
-uint64_t DeltaVarintBytes(std::span<const uint32_t> row_offsets,
-                          std::span<const uint32_t> indices);
+uint64_t DeltaVarintBytes(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices);
 void AppendDeltaVarint(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                        std::vector<uint8_t>* out);
 // Refuses an over-long, overflowing or truncated varint, a count > cols, a column >= cols,

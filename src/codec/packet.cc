@@ -124,7 +124,8 @@ enum HeaderOffset : size_t {
 
 template <typename T>
 void Store(uint8_t* p, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i));
+  for (size_t i = 0; i < sizeof(T); ++i)
+    p[i] = static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i));
 }
 template <typename T>
 T Load(const uint8_t* p) {
@@ -177,8 +178,10 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
         out.push_back({SectionId::kIndex, index_rows + index_kept, 5 * (index_rows + index_kept)});
       }
       if (HasTierBits(h)) exact(SectionId::kTierBits, (index_kept + 7) / 8);
-      if (h.count_full > 0) exact(SectionId::kFullValues, ValueStreamBytes(h.full_codec, h.count_full, h.rows));
-      if (h.count_lossy > 0) exact(SectionId::kLossyValues, ValueStreamBytes(h.lossy_codec, h.count_lossy, h.rows));
+      if (h.count_full > 0)
+        exact(SectionId::kFullValues, ValueStreamBytes(h.full_codec, h.count_full, h.rows));
+      if (h.count_lossy > 0)
+        exact(SectionId::kLossyValues, ValueStreamBytes(h.lossy_codec, h.count_lossy, h.rows));
       if (h.rest == RestPolicy::kSign1) {
         exact(SectionId::kRestBits, (Entries(h) - Kept(h) + 7) / 8);
         exact(SectionId::kRestCentroids, uint64_t{h.rows} * 2 * sizeof(float));
@@ -191,9 +194,7 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
     case PacketKind::kSummary:
       exact(SectionId::kSummaryValues, ValueStreamBytes(ValueCodec::kFp16, h.count_full, 1));
       break;
-    case PacketKind::kContract:
-      exact(SectionId::kContractBody, kContractBodyBytes);
-      break;
+    case PacketKind::kContract: exact(SectionId::kContractBody, kContractBodyBytes); break;
   }
   return out;
 }
@@ -222,8 +223,8 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
     }
     if (options.zstd && !raw.empty()) {
       std::vector<uint8_t> frame(ZSTD_compressBound(raw.size()));
-      const size_t n = ZSTD_compressCCtx(ThreadCompressionContext(), frame.data(), frame.size(), raw.data(),
-                                         raw.size(), options.zstd_level);
+      const size_t n = ZSTD_compressCCtx(ThreadCompressionContext(), frame.data(), frame.size(),
+                                         raw.data(), raw.size(), options.zstd_level);
       if (!ZSTD_isError(n) && n < raw.size()) {
         frame.resize(n);
         stored[i] = {true, std::move(frame)};
@@ -271,7 +272,8 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
 // packets; on the encoder side the same failures are the caller's arguments.
 Status AsArgument(Status s, std::string_view what) {
   if (s.ok()) return s;
-  const ErrorCode code = s.code() == ErrorCode::kCorruptPacket ? ErrorCode::kInvalidArgument : s.code();
+  const ErrorCode code =
+      s.code() == ErrorCode::kCorruptPacket ? ErrorCode::kInvalidArgument : s.code();
   return Status(code, std::string(what) + ": " + s.message());
 }
 
@@ -284,14 +286,17 @@ std::pair<size_t, size_t> RowRange(const RoutedTensor& t, size_t r) {
   return {t.row_offsets[r], t.row_offsets[r + 1]};
 }
 
-void PackBit(std::vector<uint8_t>& bits, uint64_t i) { bits[i / 8] = static_cast<uint8_t>(bits[i / 8] | (1u << (i % 8))); }
+void PackBit(std::vector<uint8_t>& bits, uint64_t i) {
+  bits[i / 8] = static_cast<uint8_t>(bits[i / 8] | (1u << (i % 8)));
+}
 bool GetBit(std::span<const uint8_t> bits, uint64_t i) { return (bits[i / 8] >> (i % 8)) & 1u; }
 
 Status CheckPaddingZero(std::span<const uint8_t> bits, uint64_t used_bits, std::string_view field,
                         ErrorCode code) {
   if (used_bits % 8 == 0 || bits.empty()) return Status::Ok();
   const unsigned padding = bits.back() >> (used_bits % 8);
-  if (padding != 0) return FieldError(code, field, padding, "padding bits after the last entry must be 0");
+  if (padding != 0)
+    return FieldError(code, field, padding, "padding bits after the last entry must be 0");
   return Status::Ok();
 }
 
@@ -303,23 +308,25 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
   SPARSELINK_RETURN_IF_ERROR(contract.Validate());
   SPARSELINK_RETURN_IF_ERROR(AsArgument(routed.Validate(), "routed"));
   if (routed.granularity != contract.granularity) {
-    return FieldError(ErrorCode::kInvalidArgument, "routed.granularity", GranularityName(routed.granularity),
-                      "differs from the contract's " + std::string(GranularityName(contract.granularity)));
+    return FieldError(
+        ErrorCode::kInvalidArgument, "routed.granularity", GranularityName(routed.granularity),
+        "differs from the contract's " + std::string(GranularityName(contract.granularity)));
   }
   if (routed.rest != contract.rest) {
     return FieldError(ErrorCode::kInvalidArgument, "routed.rest", RestPolicyName(routed.rest),
                       "differs from the contract's " + std::string(RestPolicyName(contract.rest)));
   }
   if (static_cast<size_t>(options.index_codec) >= kNumIndexCodecs) {
-    return FieldError(ErrorCode::kInvalidArgument, "options.index_codec", int(options.index_codec), "unknown index codec");
+    return FieldError(ErrorCode::kInvalidArgument, "options.index_codec", int(options.index_codec),
+                      "unknown index codec");
   }
   const bool unit = routed.granularity == Granularity::kUnit;
   const size_t rows = routed.rows;
   const uint64_t entries = uint64_t{routed.rows} * routed.cols;
   const uint64_t kept = routed.num_kept();
   if (routed.rest == RestPolicy::kSign1) {
-    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(routed.rest_bits, entries - kept, "routed.rest_bits padding",
-                                                ErrorCode::kInvalidArgument));
+    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(
+        routed.rest_bits, entries - kept, "routed.rest_bits padding", ErrorCode::kInvalidArgument));
   }
 
   PacketHeader h;
@@ -342,8 +349,9 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
   const uint64_t bitmap_bytes = BitmapBytes(index_rows, routed.cols);
   h.index_codec = options.index_codec;
   if (h.index_codec == IndexCodec::kAuto) {
-    h.index_codec = DeltaVarintBytes(offsets, routed.indices) < bitmap_bytes ? IndexCodec::kDeltaVarint
-                                                                             : IndexCodec::kBitmap;
+    h.index_codec = DeltaVarintBytes(offsets, routed.indices) < bitmap_bytes
+                        ? IndexCodec::kDeltaVarint
+                        : IndexCodec::kBitmap;
   }
   std::vector<RawSection> sections;
   sections.push_back({SectionId::kIndex, {}});
@@ -410,11 +418,13 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
   }
   for (size_t i = 0; i < values.size(); ++i) {
     if (!std::isfinite(values[i])) {
-      return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(i) + "]", values[i], "must be finite");
+      return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(i) + "]", values[i],
+                        "must be finite");
     }
   }
   std::vector<uint32_t> row_counts(mask.rows);
-  for (size_t r = 0; r < mask.rows; ++r) row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+  for (size_t r = 0; r < mask.rows; ++r)
+    row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
 
   PacketHeader h;
   h.kind = PacketKind::kGradient;
@@ -438,14 +448,18 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
 
 Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
                      std::vector<uint8_t>* out) {
-  if (unit_values.empty()) return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", 0, "must be > 0");
+  if (unit_values.empty())
+    return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", 0, "must be > 0");
   if (unit_values.size() > UINT32_MAX) {
-    return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", unit_values.size(), "must fit in 32 bits");
+    return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", unit_values.size(),
+                      "must fit in 32 bits");
   }
   for (size_t i = 0; i < unit_values.size(); ++i) {
     const std::string field = "unit_values[" + std::to_string(i) + "]";
-    if (!std::isfinite(unit_values[i])) return FieldError(ErrorCode::kNonFinite, field, unit_values[i], "must be finite");
-    if (unit_values[i] < 0) return FieldError(ErrorCode::kInvalidArgument, field, unit_values[i], "must be >= 0");
+    if (!std::isfinite(unit_values[i]))
+      return FieldError(ErrorCode::kNonFinite, field, unit_values[i], "must be finite");
+    if (unit_values[i] < 0)
+      return FieldError(ErrorCode::kInvalidArgument, field, unit_values[i], "must be >= 0");
   }
   PacketHeader h;
   h.kind = PacketKind::kSummary;
@@ -470,7 +484,8 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
 
 // Contract body, 32 bytes: u32 boundary, u32 version, f64 keep, f64 keep_full, u8 full codec,
 // u8 lossy codec, u8 rest, u8 granularity, u8 bound_by, 3 reserved zero bytes.
-Status EncodeContract(const Contract& contract, const PacketLabel& label, std::vector<uint8_t>* out) {
+Status EncodeContract(const Contract& contract, const PacketLabel& label,
+                      std::vector<uint8_t>* out) {
   SPARSELINK_RETURN_IF_ERROR(contract.Validate());
   PacketHeader h;
   h.kind = PacketKind::kContract;
@@ -503,7 +518,8 @@ Status EncodeContract(const Contract& contract, const PacketLabel& label, std::v
 namespace {
 
 Status Unsupported(std::string_view field, int value, std::string_view what) {
-  return FieldError(ErrorCode::kUnsupported, field, value, std::string("unknown ") + std::string(what) + " (format v1)");
+  return FieldError(ErrorCode::kUnsupported, field, value,
+                    std::string("unknown ") + std::string(what) + " (format v1)");
 }
 
 Status MustBeZero(std::string_view field, uint64_t value, std::string_view kind) {
@@ -514,11 +530,16 @@ Status MustBeZero(std::string_view field, uint64_t value, std::string_view kind)
 // Step 3: header fields. Raw bytes are at p (64 of them).
 Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& limits) {
   if (p[kOffKind] >= kNumPacketKinds) return Unsupported("header.kind", p[kOffKind], "packet kind");
-  if (p[kOffGranularity] >= kNumGranularities) return Unsupported("header.granularity", p[kOffGranularity], "granularity");
-  if (p[kOffIndexCodec] >= kNumIndexCodecs) return Unsupported("header.index_codec", p[kOffIndexCodec], "index codec");
-  if (p[kOffFullCodec] >= kNumValueCodecs) return Unsupported("header.full_codec", p[kOffFullCodec], "value codec");
-  if (p[kOffLossyCodec] >= kNumValueCodecs) return Unsupported("header.lossy_codec", p[kOffLossyCodec], "value codec");
-  if (p[kOffRest] >= kNumRestPolicies) return Unsupported("header.rest", p[kOffRest], "rest policy");
+  if (p[kOffGranularity] >= kNumGranularities)
+    return Unsupported("header.granularity", p[kOffGranularity], "granularity");
+  if (p[kOffIndexCodec] >= kNumIndexCodecs)
+    return Unsupported("header.index_codec", p[kOffIndexCodec], "index codec");
+  if (p[kOffFullCodec] >= kNumValueCodecs)
+    return Unsupported("header.full_codec", p[kOffFullCodec], "value codec");
+  if (p[kOffLossyCodec] >= kNumValueCodecs)
+    return Unsupported("header.lossy_codec", p[kOffLossyCodec], "value codec");
+  if (p[kOffRest] >= kNumRestPolicies)
+    return Unsupported("header.rest", p[kOffRest], "rest policy");
   const uint32_t reserved = Load<uint32_t>(p + kOffReserved);
   if (reserved != 0) return Corrupt("header.reserved", reserved, "must be 0");
 
@@ -529,10 +550,12 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
     if (h.cols == 0) return Corrupt("header.cols", 0, "must be > 0");
     if (entries > limits.max_entries || entries > kMaxEntriesHard) {
       return FieldError(ErrorCode::kResourceExhausted, "header.rows*cols", entries,
-                        "exceeds limits.max_entries = " + std::to_string(std::min(limits.max_entries, kMaxEntriesHard)));
+                        "exceeds limits.max_entries = " +
+                            std::to_string(std::min(limits.max_entries, kMaxEntriesHard)));
     }
     if (h.count_full > entries) {
-      return Corrupt("header.count_full", h.count_full, "exceeds rows * cols = " + std::to_string(entries));
+      return Corrupt("header.count_full", h.count_full,
+                     "exceeds rows * cols = " + std::to_string(entries));
     }
     if (h.count_lossy > entries - h.count_full) {
       return Corrupt("header.count_lossy", h.count_lossy,
@@ -540,10 +563,14 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
     }
     if (IsUnit(h)) {
       if (h.count_full % h.rows != 0) {
-        return Corrupt("header.count_full", h.count_full, "must be a multiple of rows = " + std::to_string(h.rows) + " (unit granularity)");
+        return Corrupt(
+            "header.count_full", h.count_full,
+            "must be a multiple of rows = " + std::to_string(h.rows) + " (unit granularity)");
       }
       if (h.count_lossy % h.rows != 0) {
-        return Corrupt("header.count_lossy", h.count_lossy, "must be a multiple of rows = " + std::to_string(h.rows) + " (unit granularity)");
+        return Corrupt(
+            "header.count_lossy", h.count_lossy,
+            "must be a multiple of rows = " + std::to_string(h.rows) + " (unit granularity)");
       }
     }
     return Status::Ok();
@@ -552,7 +579,8 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
   switch (h.kind) {
     case PacketKind::kActivation:
       if (h.index_codec == IndexCodec::kAuto) {
-        return Corrupt("header.index_codec", 0, "must be bitmap (1) or delta-varint (2) in an activation packet");
+        return Corrupt("header.index_codec", 0,
+                       "must be bitmap (1) or delta-varint (2) in an activation packet");
       }
       return check_shape();
     case PacketKind::kGradient:
@@ -567,14 +595,20 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
       SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.lossy_codec", p[kOffLossyCodec], kind));
       SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.rest", p[kOffRest], kind));
       SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.count_lossy", h.count_lossy, kind));
-      if (h.full_codec != ValueCodec::kFp16) return Corrupt("header.full_codec", p[kOffFullCodec], "must be fp16 (1) in a summary packet");
+      if (h.full_codec != ValueCodec::kFp16)
+        return Corrupt("header.full_codec", p[kOffFullCodec],
+                       "must be fp16 (1) in a summary packet");
       if (h.rows != 1) return Corrupt("header.rows", h.rows, "must be 1 in a summary packet");
       SPARSELINK_RETURN_IF_ERROR(check_shape());
-      if (h.count_full != h.cols) return Corrupt("header.count_full", h.count_full, "must equal cols = " + std::to_string(h.cols) + " in a summary packet");
+      if (h.count_full != h.cols)
+        return Corrupt("header.count_full", h.count_full,
+                       "must equal cols = " + std::to_string(h.cols) + " in a summary packet");
       return Status::Ok();
     case PacketKind::kContract:
-      for (const auto& [field, off] : {std::pair{"header.granularity", kOffGranularity}, {"header.index_codec", kOffIndexCodec},
-                                       {"header.full_codec", kOffFullCodec}, {"header.lossy_codec", kOffLossyCodec},
+      for (const auto& [field, off] : {std::pair{"header.granularity", kOffGranularity},
+                                       {"header.index_codec", kOffIndexCodec},
+                                       {"header.full_codec", kOffFullCodec},
+                                       {"header.lossy_codec", kOffLossyCodec},
                                        {"header.rest", kOffRest}}) {
         SPARSELINK_RETURN_IF_ERROR(MustBeZero(field, p[off], kind));
       }
@@ -587,7 +621,8 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
 }
 
 // Step 4: the section table against what the header implies.
-Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits, PacketInfo* info) {
+Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                     PacketInfo* info) {
   const PacketHeader& h = info->header;
   const uint8_t* p = packet.data();
   const std::vector<ExpectedSection> expected = ExpectedSections(h);
@@ -609,17 +644,21 @@ Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits
     const ExpectedSection& want = expected[i];
     if (e[0] != static_cast<uint8_t>(want.id)) {
       return Corrupt(SectionField(i, "id"), e[0],
-                     "expected " + std::to_string(int(want.id)) + " (" + std::string(SectionIdName(want.id)) + ")");
+                     "expected " + std::to_string(int(want.id)) + " (" +
+                         std::string(SectionIdName(want.id)) + ")");
     }
-    if ((e[1] & ~kFlagZstd) != 0) return Corrupt(SectionField(i, "flags"), e[1], "only bit 0 (zstd) may be set");
+    if ((e[1] & ~kFlagZstd) != 0)
+      return Corrupt(SectionField(i, "flags"), e[1], "only bit 0 (zstd) may be set");
     const uint16_t reserved = Load<uint16_t>(e + 2);
     if (reserved != 0) return Corrupt(SectionField(i, "reserved"), reserved, "must be 0");
-    SectionInfo s{want.id, (e[1] & kFlagZstd) != 0, 0, Load<uint32_t>(e + 4), Load<uint32_t>(e + 8)};
+    SectionInfo s{want.id, (e[1] & kFlagZstd) != 0, 0, Load<uint32_t>(e + 4),
+                  Load<uint32_t>(e + 8)};
     if (s.raw_bytes < want.raw_min || s.raw_bytes > want.raw_max) {
       return Corrupt(SectionField(i, "raw_bytes"), s.raw_bytes,
                      want.raw_min == want.raw_max
                          ? "the header implies " + std::to_string(want.raw_min)
-                         : "the header implies " + std::to_string(want.raw_min) + " to " + std::to_string(want.raw_max));
+                         : "the header implies " + std::to_string(want.raw_min) + " to " +
+                               std::to_string(want.raw_max));
     }
     raw_total += s.raw_bytes;
     if (raw_total > limits.max_packet_bytes) {
@@ -629,8 +668,9 @@ Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits
     }
     if (s.zstd) {
       if (s.stored_bytes >= s.raw_bytes) {
-        return Corrupt(SectionField(i, "stored_bytes"), s.stored_bytes,
-                       "a zstd section must be smaller than its raw_bytes = " + std::to_string(s.raw_bytes));
+        return Corrupt(
+            SectionField(i, "stored_bytes"), s.stored_bytes,
+            "a zstd section must be smaller than its raw_bytes = " + std::to_string(s.raw_bytes));
       }
     } else if (s.stored_bytes != s.raw_bytes) {
       return Corrupt(SectionField(i, "stored_bytes"), s.stored_bytes,
@@ -656,21 +696,25 @@ Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits
 
 }  // namespace
 
-Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits& limits, PacketInfo* info) {
+Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                            PacketInfo* info) {
   *info = PacketInfo{};
   info->wire_bytes = packet.size();
   if (packet.size() < kMinPacketBytes) {
-    return Corrupt("packet size", packet.size(), "shorter than the 72-byte minimum (header + trailer)");
+    return Corrupt("packet size", packet.size(),
+                   "shorter than the 72-byte minimum (header + trailer)");
   }
   const uint8_t* p = packet.data();
   const uint32_t magic = Load<uint32_t>(p + kOffMagic);
   if (magic != kPacketMagic) {
     std::ostringstream v;
     v << "0x" << std::hex << std::setw(8) << std::setfill('0') << magic;
-    return FieldError(ErrorCode::kCorruptPacket, "header.magic", v.str(), "not a sparselink packet (expected 0x4b4c5053, \"SPLK\")");
+    return FieldError(ErrorCode::kCorruptPacket, "header.magic", v.str(),
+                      "not a sparselink packet (expected 0x4b4c5053, \"SPLK\")");
   }
   if (p[kOffVersion] != kWireFormatVersion) {
-    return FieldError(ErrorCode::kUnsupported, "header.version", int(p[kOffVersion]), "this build reads format version 1 only");
+    return FieldError(ErrorCode::kUnsupported, "header.version", int(p[kOffVersion]),
+                      "this build reads format version 1 only");
   }
   PacketHeader& h = info->header;
   h.version = p[kOffVersion];
@@ -692,8 +736,9 @@ Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits&
   info->checksum = Load<uint64_t>(p + packet.size() - kChecksumBytes);
 
   if (packet.size() > limits.max_packet_bytes) {
-    return FieldError(ErrorCode::kResourceExhausted, "packet size", packet.size(),
-                      "exceeds limits.max_packet_bytes = " + std::to_string(limits.max_packet_bytes));
+    return FieldError(
+        ErrorCode::kResourceExhausted, "packet size", packet.size(),
+        "exceeds limits.max_packet_bytes = " + std::to_string(limits.max_packet_bytes));
   }
   const uint64_t packet_bytes = Load<uint64_t>(p + kOffPacketBytes);
   if (packet_bytes != packet.size()) {
@@ -739,8 +784,9 @@ class SectionBytes {
     const size_t n = ZSTD_decompressDCtx(ThreadDecompressionContext(), owned_.data(), owned_.size(),
                                          stored.data(), stored.size());
     if (ZSTD_isError(n)) {
-      return FieldError(ErrorCode::kCorruptPacket, SectionField(index, "zstd"), ZSTD_getErrorName(n),
-                        "the frame does not decompress to raw_bytes = " + std::to_string(s.raw_bytes));
+      return FieldError(
+          ErrorCode::kCorruptPacket, SectionField(index, "zstd"), ZSTD_getErrorName(n),
+          "the frame does not decompress to raw_bytes = " + std::to_string(s.raw_bytes));
     }
     if (n != s.raw_bytes) {
       return Corrupt(SectionField(index, "zstd decompressed bytes"), n,
@@ -756,8 +802,8 @@ class SectionBytes {
   std::span<const uint8_t> view_;
 };
 
-Status ParseAndCheckKind(std::span<const uint8_t> packet, const DecodeLimits& limits, PacketKind want,
-                         PacketInfo* info) {
+Status ParseAndCheckKind(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                         PacketKind want, PacketInfo* info) {
   SPARSELINK_RETURN_IF_ERROR(InspectPacketPartial(packet, limits, info));
   if (info->header.kind != want) {
     return FieldError(ErrorCode::kInvalidArgument, "header.kind", PacketKindName(info->header.kind),
@@ -766,7 +812,8 @@ Status ParseAndCheckKind(std::span<const uint8_t> packet, const DecodeLimits& li
   return Status::Ok();
 }
 
-Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& info, RoutedTensor* t) {
+Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& info,
+                            RoutedTensor* t) {
   const PacketHeader& h = info.header;
   const bool unit = IsUnit(h);
   std::vector<SectionBytes> raw(info.sections.size());
@@ -784,9 +831,11 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
   const auto index_rows = static_cast<uint32_t>(IndexRows(h));
   const std::span<const uint8_t> index = raw[next++].bytes();
   if (h.index_codec == IndexCodec::kBitmap) {
-    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeBitmap(index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
+    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeBitmap(index, index_rows, h.cols, index_kept,
+                                                            &t->row_offsets, &t->indices));
   } else {
-    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeDeltaVarint(index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
+    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeDeltaVarint(
+        index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
   }
 
   // Tiers: from the tier bits, or all one tier. Unit granularity repeats row 0's per row.
@@ -794,7 +843,8 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
   t->tiers.assign(kept, h.count_lossy > 0 ? Tier::kLossy : Tier::kFull);
   if (HasTierBits(h)) {
     const std::span<const uint8_t> bits = raw[next++].bytes();
-    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(bits, index_kept, "tier_bits padding", ErrorCode::kCorruptPacket));
+    SPARSELINK_RETURN_IF_ERROR(
+        CheckPaddingZero(bits, index_kept, "tier_bits padding", ErrorCode::kCorruptPacket));
     uint64_t lossy = 0;
     for (uint64_t i = 0; i < index_kept; ++i) {
       if (GetBit(bits, i)) {
@@ -809,7 +859,8 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
       lossy *= h.rows;
     }
     if (lossy != h.count_lossy) {
-      return Corrupt("tier_bits lossy entries", lossy, "header.count_lossy = " + std::to_string(h.count_lossy));
+      return Corrupt("tier_bits lossy entries", lossy,
+                     "header.count_lossy = " + std::to_string(h.count_lossy));
     }
   }
 
@@ -822,36 +873,43 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
     lossy_counts.assign(h.rows, 0);
     for (size_t r = 0; r < h.rows; ++r) {
       const auto [begin, end] = RowRange(*t, r);
-      for (size_t i = begin; i < end; ++i) ++(t->tiers[i] == Tier::kFull ? full_counts[r] : lossy_counts[r]);
+      for (size_t i = begin; i < end; ++i)
+        ++(t->tiers[i] == Tier::kFull ? full_counts[r] : lossy_counts[r]);
     }
   }
   std::vector<float> full_values(h.count_full), lossy_values(h.count_lossy);
   if (h.count_full > 0) {
-    Status s = codec_internal::DecodeValuesInto(h.full_codec, raw[next++].bytes(), full_counts, full_values);
+    Status s = codec_internal::DecodeValuesInto(h.full_codec, raw[next++].bytes(), full_counts,
+                                                full_values);
     if (!s.ok()) return Status(s.code(), "full_values: " + s.message());
   }
   if (h.count_lossy > 0) {
-    Status s = codec_internal::DecodeValuesInto(h.lossy_codec, raw[next++].bytes(), lossy_counts, lossy_values);
+    Status s = codec_internal::DecodeValuesInto(h.lossy_codec, raw[next++].bytes(), lossy_counts,
+                                                lossy_values);
     if (!s.ok()) return Status(s.code(), "lossy_values: " + s.message());
   }
   t->values.resize(kept);
   size_t fi = 0, li = 0;
-  for (size_t i = 0; i < kept; ++i) t->values[i] = t->tiers[i] == Tier::kFull ? full_values[fi++] : lossy_values[li++];
+  for (size_t i = 0; i < kept; ++i)
+    t->values[i] = t->tiers[i] == Tier::kFull ? full_values[fi++] : lossy_values[li++];
 
   // Rest tier.
   t->rest_bits.clear();
   t->rest_centroids.clear();
   if (h.rest == RestPolicy::kSign1) {
     const std::span<const uint8_t> bits = raw[next++].bytes();
-    SPARSELINK_RETURN_IF_ERROR(CheckPaddingZero(bits, Entries(h) - kept, "rest_bits padding", ErrorCode::kCorruptPacket));
+    SPARSELINK_RETURN_IF_ERROR(
+        CheckPaddingZero(bits, Entries(h) - kept, "rest_bits padding", ErrorCode::kCorruptPacket));
     t->rest_bits.assign(bits.begin(), bits.end());
     t->rest_centroids.resize(uint64_t{h.rows} * 2);
-    Status s = codec_internal::DecodeValuesInto(ValueCodec::kFp32, raw[next++].bytes(),
-                                                std::vector<uint32_t>(h.rows, 2), t->rest_centroids);
+    Status s =
+        codec_internal::DecodeValuesInto(ValueCodec::kFp32, raw[next++].bytes(),
+                                         std::vector<uint32_t>(h.rows, 2), t->rest_centroids);
     if (!s.ok()) return Status(s.code(), "rest_centroids: " + s.message());
   }
   Status valid = t->Validate();
-  if (!valid.ok()) return Status(ErrorCode::kCorruptPacket, "decoded activation: " + valid.message());
+  if (!valid.ok())
+    return Status(ErrorCode::kCorruptPacket, "decoded activation: " + valid.message());
   return Status::Ok();
 }
 
@@ -874,10 +932,15 @@ Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
   SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
   const PacketHeader& h = pi->header;
-  if (h.rows != mask.rows) return FieldError(ErrorCode::kShapeMismatch, "header.rows", h.rows, "mask.rows = " + std::to_string(mask.rows));
-  if (h.cols != mask.cols) return FieldError(ErrorCode::kShapeMismatch, "header.cols", h.cols, "mask.cols = " + std::to_string(mask.cols));
+  if (h.rows != mask.rows)
+    return FieldError(ErrorCode::kShapeMismatch, "header.rows", h.rows,
+                      "mask.rows = " + std::to_string(mask.rows));
+  if (h.cols != mask.cols)
+    return FieldError(ErrorCode::kShapeMismatch, "header.cols", h.cols,
+                      "mask.cols = " + std::to_string(mask.cols));
   if (h.granularity != mask.granularity) {
-    return FieldError(ErrorCode::kShapeMismatch, "header.granularity", GranularityName(h.granularity),
+    return FieldError(ErrorCode::kShapeMismatch, "header.granularity",
+                      GranularityName(h.granularity),
                       "mask.granularity = " + std::string(GranularityName(mask.granularity)));
   }
   if (h.count_full != mask.num_kept()) {
@@ -887,15 +950,16 @@ Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const
   SectionBytes raw;
   SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, pi->sections[0], 0));
   std::vector<uint32_t> row_counts(mask.rows);
-  for (size_t r = 0; r < mask.rows; ++r) row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+  for (size_t r = 0; r < mask.rows; ++r)
+    row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
   std::vector<float> values(h.count_full);
   Status s = codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, values);
   if (!s.ok()) return Status(s.code(), "gradient_values: " + s.message());
   return values;
 }
 
-Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet, const DecodeLimits& limits,
-                                         PacketInfo* info) {
+Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,
+                                         const DecodeLimits& limits, PacketInfo* info) {
   PacketInfo local;
   PacketInfo* pi = info != nullptr ? info : &local;
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kSummary, pi));
@@ -907,7 +971,8 @@ Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet, const 
   if (!s.ok()) return Status(s.code(), "summary_values: " + s.message());
   for (size_t i = 0; i < values.size(); ++i) {
     if (std::signbit(values[i]) && values[i] != 0.0f) {
-      return FieldError(ErrorCode::kCorruptPacket, "summary_values[" + std::to_string(i) + "]", values[i], "must be >= 0");
+      return FieldError(ErrorCode::kCorruptPacket, "summary_values[" + std::to_string(i) + "]",
+                        values[i], "must be >= 0");
     }
   }
   return values;
@@ -920,12 +985,16 @@ Result<Contract> DecodeContract(std::span<const uint8_t> packet, const DecodeLim
   SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, info.sections[0], 0));
   const uint8_t* b = raw.bytes().data();
   for (size_t i = 29; i < kContractBodyBytes; ++i) {
-    if (b[i] != 0) return Corrupt("contract_body.reserved[" + std::to_string(i - 29) + "]", b[i], "must be 0");
+    if (b[i] != 0)
+      return Corrupt("contract_body.reserved[" + std::to_string(i - 29) + "]", b[i], "must be 0");
   }
-  if (b[24] >= kNumValueCodecs) return Unsupported("contract_body.full_codec", b[24], "value codec");
-  if (b[25] >= kNumValueCodecs) return Unsupported("contract_body.lossy_codec", b[25], "value codec");
+  if (b[24] >= kNumValueCodecs)
+    return Unsupported("contract_body.full_codec", b[24], "value codec");
+  if (b[25] >= kNumValueCodecs)
+    return Unsupported("contract_body.lossy_codec", b[25], "value codec");
   if (b[26] >= kNumRestPolicies) return Unsupported("contract_body.rest", b[26], "rest policy");
-  if (b[27] >= kNumGranularities) return Unsupported("contract_body.granularity", b[27], "granularity");
+  if (b[27] >= kNumGranularities)
+    return Unsupported("contract_body.granularity", b[27], "granularity");
   if (b[28] >= kNumBoundBy) return Unsupported("contract_body.bound_by", b[28], "reason");
   Contract c;
   c.boundary = Load<uint32_t>(b);

@@ -25,6 +25,8 @@
 // the packet encoders refuse non-finite values before they get here. Every decoder refuses a
 // stream of the wrong size, a negative or non-finite scale, and a non-finite value, so a
 // decoded tensor is always finite.
+#include "codec/value_codecs.hpp"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -33,7 +35,6 @@
 #include <numeric>
 #include <sstream>
 
-#include "codec/value_codecs.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
@@ -43,9 +44,9 @@ uint16_t FloatToHalf(float f) {
   const uint32_t x = std::bit_cast<uint32_t>(f);
   const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t abs = x & 0x7FFFFFFFu;
-  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);  // NaN
-  if (abs == 0x7F800000u) return static_cast<uint16_t>(sign | 0x7C00u); // Inf
-  if (abs >= 0x477FE000u) return static_cast<uint16_t>(sign | 0x7BFFu); // >= 65504: saturate
+  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);   // NaN
+  if (abs == 0x7F800000u) return static_cast<uint16_t>(sign | 0x7C00u);  // Inf
+  if (abs >= 0x477FE000u) return static_cast<uint16_t>(sign | 0x7BFFu);  // >= 65504: saturate
   if (abs >= 0x38800000u) {
     // Normal binary16: rebias the exponent (127 -> 15), keep the top 10 mantissa bits and
     // round on the 13 dropped ones. A mantissa carry moves into the exponent by itself.
@@ -154,21 +155,20 @@ void EncodeBf16(std::span<const float> values, std::span<const uint32_t>, uint8_
   for (size_t i = 0; i < values.size(); ++i) PutU16(out + 2 * i, FloatToBf16(values[i]));
 }
 
-void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_counts,
-                uint8_t* out) {
+void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out) {
   uint8_t* q_out = out + 4 * row_counts.size();
   size_t begin = 0;
   for (size_t r = 0; r < row_counts.size(); ++r) {
     const std::span<const float> row = values.subspan(begin, row_counts[r]);
     const float scale = RowScale(row, 127.0f);
     PutF32(out + 4 * r, scale);
-    for (float v : row) *q_out++ = static_cast<uint8_t>(static_cast<int8_t>(Quantize(v, scale, 127)));
+    for (float v : row)
+      *q_out++ = static_cast<uint8_t>(static_cast<int8_t>(Quantize(v, scale, 127)));
     begin += row_counts[r];
   }
 }
 
-void EncodeInt4(std::span<const float> values, std::span<const uint32_t> row_counts,
-                uint8_t* out) {
+void EncodeInt4(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out) {
   uint8_t* q_out = out + 4 * row_counts.size();
   if (!values.empty()) std::memset(q_out, 0, (values.size() + 1) / 2);
   size_t i = 0;
@@ -185,7 +185,8 @@ void EncodeInt4(std::span<const float> values, std::span<const uint32_t> row_cou
 }
 
 // Each decoder gets a stream whose size was already checked and writes values.size() values.
-Status DecodeFp32(std::span<const uint8_t> bytes, std::span<const uint32_t>, std::span<float> values) {
+Status DecodeFp32(std::span<const uint8_t> bytes, std::span<const uint32_t>,
+                  std::span<float> values) {
   for (size_t i = 0; i < values.size(); ++i) {
     values[i] = GetF32(bytes.data() + 4 * i);
     if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
@@ -193,7 +194,8 @@ Status DecodeFp32(std::span<const uint8_t> bytes, std::span<const uint32_t>, std
   return Status::Ok();
 }
 
-Status DecodeFp16(std::span<const uint8_t> bytes, std::span<const uint32_t>, std::span<float> values) {
+Status DecodeFp16(std::span<const uint8_t> bytes, std::span<const uint32_t>,
+                  std::span<float> values) {
   for (size_t i = 0; i < values.size(); ++i) {
     values[i] = HalfToFloat(GetU16(bytes.data() + 2 * i));
     if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
@@ -201,7 +203,8 @@ Status DecodeFp16(std::span<const uint8_t> bytes, std::span<const uint32_t>, std
   return Status::Ok();
 }
 
-Status DecodeBf16(std::span<const uint8_t> bytes, std::span<const uint32_t>, std::span<float> values) {
+Status DecodeBf16(std::span<const uint8_t> bytes, std::span<const uint32_t>,
+                  std::span<float> values) {
   for (size_t i = 0; i < values.size(); ++i) {
     values[i] = Bf16ToFloat(GetU16(bytes.data() + 2 * i));
     if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
@@ -253,8 +256,8 @@ Status DecodeInt4(std::span<const uint8_t> bytes, std::span<const uint32_t> row_
     }
   }
   if (values.size() % 2 == 1 && (q_in[values.size() / 2] >> 4) != 0) {
-    return FieldError(ErrorCode::kCorruptPacket, "int4 padding nibble", int(q_in[values.size() / 2] >> 4),
-                      "must be 0 after an odd number of values");
+    return FieldError(ErrorCode::kCorruptPacket, "int4 padding nibble",
+                      int(q_in[values.size() / 2] >> 4), "must be 0 after an odd number of values");
   }
   return Status::Ok();
 }

@@ -52,8 +52,10 @@ std::string Field(size_t b, std::string_view name) {
 }
 
 Status ValidateDemand(const BoundaryDemand& d, size_t b) {
-  if (d.rows == 0) return FieldError(ErrorCode::kInvalidArgument, Field(b, "rows"), d.rows, "must be > 0");
-  if (d.cols == 0) return FieldError(ErrorCode::kInvalidArgument, Field(b, "cols"), d.cols, "must be > 0");
+  if (d.rows == 0)
+    return FieldError(ErrorCode::kInvalidArgument, Field(b, "rows"), d.rows, "must be > 0");
+  if (d.cols == 0)
+    return FieldError(ErrorCode::kInvalidArgument, Field(b, "cols"), d.cols, "must be > 0");
   const size_t units = d.sensitivity.size();
   if (units == 0 || units > d.cols) {
     return FieldError(ErrorCode::kInvalidArgument, Field(b, "sensitivity.size"), units,
@@ -61,25 +63,27 @@ Status ValidateDemand(const BoundaryDemand& d, size_t b) {
   }
   const size_t block = (d.cols + units - 1) / units;
   if ((d.cols + block - 1) / block != units) {
-    return FieldError(ErrorCode::kShapeMismatch, Field(b, "sensitivity.size"), units,
-                      "is not ceil(cols / block) for any block (cols = " + std::to_string(d.cols) + ")");
+    return FieldError(
+        ErrorCode::kShapeMismatch, Field(b, "sensitivity.size"), units,
+        "is not ceil(cols / block) for any block (cols = " + std::to_string(d.cols) + ")");
   }
   if (!std::isfinite(d.bytes_per_entry) || d.bytes_per_entry <= 0) {
     return FieldError(ErrorCode::kInvalidArgument, Field(b, "bytes_per_entry"), d.bytes_per_entry,
                       "must be finite and > 0");
   }
   if (!std::isfinite(d.keep_min) || d.keep_min <= 0 || d.keep_min > 1) {
-    return FieldError(ErrorCode::kInvalidArgument, Field(b, "keep_min"), d.keep_min, "must be in (0, 1]");
+    return FieldError(ErrorCode::kInvalidArgument, Field(b, "keep_min"), d.keep_min,
+                      "must be in (0, 1]");
   }
   for (size_t u = 0; u < units; ++u) {
     const float v = d.sensitivity[u];
     if (!std::isfinite(v)) {
-      return FieldError(ErrorCode::kNonFinite, Field(b, "sensitivity[" + std::to_string(u) + "]"), v,
-                        "must be finite");
+      return FieldError(ErrorCode::kNonFinite, Field(b, "sensitivity[" + std::to_string(u) + "]"),
+                        v, "must be finite");
     }
     if (v < 0) {
-      return FieldError(ErrorCode::kInvalidArgument, Field(b, "sensitivity[" + std::to_string(u) + "]"), v,
-                        "must be >= 0");
+      return FieldError(ErrorCode::kInvalidArgument,
+                        Field(b, "sensitivity[" + std::to_string(u) + "]"), v, "must be >= 0");
     }
   }
   return Status::Ok();
@@ -88,9 +92,9 @@ Status ValidateDemand(const BoundaryDemand& d, size_t b) {
 // Per-boundary layout and running state.
 struct Boundary {
   size_t block = 1;
-  double total = 0;             // sum of values
+  double total = 0;  // sum of values
   size_t kept_neurons = 0;
-  std::vector<bool> taken;      // per unit
+  std::vector<bool> taken;  // per unit
 };
 
 size_t NeuronsIn(const BoundaryDemand& d, size_t block, size_t u) {
@@ -98,19 +102,23 @@ size_t NeuronsIn(const BoundaryDemand& d, size_t block, size_t u) {
 }
 
 double CostOf(const BoundaryDemand& d, size_t block, size_t u) {
-  return static_cast<double>(d.rows) * static_cast<double>(NeuronsIn(d, block, u)) * d.bytes_per_entry;
+  return static_cast<double>(d.rows) * static_cast<double>(NeuronsIn(d, block, u)) *
+         d.bytes_per_entry;
 }
 
 }  // namespace
 
 Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, double budget_bytes) {
   if (demands.empty()) {
-    return FieldError(ErrorCode::kInvalidArgument, "demands.size", 0, "at least one boundary is needed");
+    return FieldError(ErrorCode::kInvalidArgument, "demands.size", 0,
+                      "at least one boundary is needed");
   }
   if (!std::isfinite(budget_bytes) || budget_bytes < 0) {
-    return FieldError(ErrorCode::kInvalidArgument, "budget_bytes", budget_bytes, "must be finite and >= 0");
+    return FieldError(ErrorCode::kInvalidArgument, "budget_bytes", budget_bytes,
+                      "must be finite and >= 0");
   }
-  for (size_t b = 0; b < demands.size(); ++b) SPARSELINK_RETURN_IF_ERROR(ValidateDemand(demands[b], b));
+  for (size_t b = 0; b < demands.size(); ++b)
+    SPARSELINK_RETURN_IF_ERROR(ValidateDemand(demands[b], b));
 
   const size_t n = demands.size();
   std::vector<Boundary> state(n);
@@ -150,7 +158,8 @@ Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, doubl
     double left = budget_bytes - floor_bytes;
     // std::priority_queue pops the largest under its comparator: "a after b" in greedy order.
     const auto after = [](const Candidate& a, const Candidate& b) { return Before(b, a); };
-    std::priority_queue<Candidate, std::vector<Candidate>, decltype(after)> heap(after, std::move(heap_items));
+    std::priority_queue<Candidate, std::vector<Candidate>, decltype(after)> heap(
+        after, std::move(heap_items));
     bool stopped = false;
     while (!heap.empty()) {
       const Candidate c = heap.top();
@@ -161,7 +170,8 @@ Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, doubl
       }
       heap.pop();
       state[c.boundary].taken[c.unit] = true;
-      state[c.boundary].kept_neurons += NeuronsIn(demands[c.boundary], state[c.boundary].block, c.unit);
+      state[c.boundary].kept_neurons +=
+          NeuronsIn(demands[c.boundary], state[c.boundary].block, c.unit);
       left -= cost;
     }
     // Round-robin over zero-share units with what is left. Every positive unit is taken by
@@ -198,7 +208,7 @@ Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, doubl
     const size_t kept = state[b].kept_neurons;
     out.keep[b] = std::max(d.keep_min, static_cast<double>(kept) / static_cast<double>(d.cols));
     out.bytes[b] = static_cast<double>(d.rows) * static_cast<double>(kept) * d.bytes_per_entry;
-    out.bound_by[b] = below_floors ? BoundBy::kFloor
+    out.bound_by[b] = below_floors     ? BoundBy::kFloor
                       : kept == d.cols ? BoundBy::kCeiling
                                        : BoundBy::kSharedBudget;
     out.total_bytes += out.bytes[b];

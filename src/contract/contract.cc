@@ -1,8 +1,8 @@
 // Contract basics: validation, counts, the byte cost model.
+#include "sparselink/contract.hpp"
+
 #include <cmath>
 #include <sstream>
-
-#include "sparselink/contract.hpp"
 
 namespace sparselink {
 
@@ -35,7 +35,8 @@ std::string_view NegotiationStateName(NegotiationState s) {
 
 Result<double> KeepFromPercent(double percent, std::string_view field) {
   if (!std::isfinite(percent) || percent <= 0.0 || percent > 100.0) {
-    return FieldError(ErrorCode::kInvalidArgument, field, percent, "must be a percentage in (0, 100]");
+    return FieldError(ErrorCode::kInvalidArgument, field, percent,
+                      "must be a percentage in (0, 100]");
   }
   return percent / 100.0;
 }
@@ -58,22 +59,28 @@ Status Contract::Validate() const {
     return FieldError(ErrorCode::kInvalidArgument, "contract.keep", keep, "must be in (0, 1]");
   }
   if (!std::isfinite(keep_full) || keep_full < 0.0 || keep_full > 1.0) {
-    return FieldError(ErrorCode::kInvalidArgument, "contract.keep_full", keep_full, "must be in [0, 1]");
+    return FieldError(ErrorCode::kInvalidArgument, "contract.keep_full", keep_full,
+                      "must be in [0, 1]");
   }
   if (static_cast<size_t>(full_codec) >= kNumValueCodecs) {
-    return FieldError(ErrorCode::kInvalidArgument, "contract.full_codec", int(full_codec), "unknown value codec");
+    return FieldError(ErrorCode::kInvalidArgument, "contract.full_codec", int(full_codec),
+                      "unknown value codec");
   }
   if (static_cast<size_t>(lossy_codec) >= kNumValueCodecs) {
-    return FieldError(ErrorCode::kInvalidArgument, "contract.lossy_codec", int(lossy_codec), "unknown value codec");
+    return FieldError(ErrorCode::kInvalidArgument, "contract.lossy_codec", int(lossy_codec),
+                      "unknown value codec");
   }
   if (static_cast<size_t>(rest) >= kNumRestPolicies) {
-    return FieldError(ErrorCode::kInvalidArgument, "contract.rest", int(rest), "unknown rest policy");
+    return FieldError(ErrorCode::kInvalidArgument, "contract.rest", int(rest),
+                      "unknown rest policy");
   }
   if (static_cast<size_t>(granularity) >= kNumGranularities) {
-    return FieldError(ErrorCode::kInvalidArgument, "contract.granularity", int(granularity), "unknown granularity");
+    return FieldError(ErrorCode::kInvalidArgument, "contract.granularity", int(granularity),
+                      "unknown granularity");
   }
   if (static_cast<size_t>(bound_by) >= kNumBoundBy) {
-    return FieldError(ErrorCode::kInvalidArgument, "contract.bound_by", int(bound_by), "unknown reason");
+    return FieldError(ErrorCode::kInvalidArgument, "contract.bound_by", int(bound_by),
+                      "unknown reason");
   }
   return Status::Ok();
 }
@@ -118,12 +125,14 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
   const double kept_per_row = static_cast<double>(KeptCount(cols, contract.keep));
   const double index_rows = unit ? 1.0 : static_cast<double>(rows);
   const double kept_total = kept_per_row * static_cast<double>(rows);
-  const auto full_per_row = static_cast<double>(FullCount(static_cast<size_t>(kept_per_row), contract.keep_full));
+  const auto full_per_row =
+      static_cast<double>(FullCount(static_cast<size_t>(kept_per_row), contract.keep_full));
   const double full_total = full_per_row * static_cast<double>(rows);
   const double lossy_total = kept_total - full_total;
 
   const double bitmap = std::ceil(index_rows * static_cast<double>(cols) / 8.0);
-  const double density = static_cast<double>(cols) > 0 ? kept_per_row / static_cast<double>(cols) : 0;
+  const double density =
+      static_cast<double>(cols) > 0 ? kept_per_row / static_cast<double>(cols) : 0;
   const double delta =
       index_rows * (VarintBytes(kept_per_row) + kept_per_row * ExpectedGapBytes(density));
   double bytes = kPacketHeaderBytes + kChecksumBytes;
@@ -131,11 +140,13 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
   bytes += std::min(bitmap, delta);
   if (full_total > 0) {
     ++sections;
-    bytes += static_cast<double>(ValueStreamBytes(contract.full_codec, static_cast<uint64_t>(full_total), rows));
+    bytes += static_cast<double>(
+        ValueStreamBytes(contract.full_codec, static_cast<uint64_t>(full_total), rows));
   }
   if (lossy_total > 0) {
     ++sections;
-    bytes += static_cast<double>(ValueStreamBytes(contract.lossy_codec, static_cast<uint64_t>(lossy_total), rows));
+    bytes += static_cast<double>(
+        ValueStreamBytes(contract.lossy_codec, static_cast<uint64_t>(lossy_total), rows));
   }
   if (full_total > 0 && lossy_total > 0) {
     ++sections;
@@ -143,12 +154,14 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
   }
   if (contract.rest == RestPolicy::kSign1) {
     sections += 2;
-    bytes += std::ceil((static_cast<double>(rows * cols) - kept_total) / 8.0) + 8.0 * static_cast<double>(rows);
+    bytes += std::ceil((static_cast<double>(rows * cols) - kept_total) / 8.0) +
+             8.0 * static_cast<double>(rows);
   }
   bytes += sections * static_cast<double>(kSectionEntryBytes);
   if (with_gradient) {
     bytes += kPacketHeaderBytes + kSectionEntryBytes + kChecksumBytes +
-             static_cast<double>(ValueStreamBytes(gradient_codec, static_cast<uint64_t>(kept_total), rows));
+             static_cast<double>(
+                 ValueStreamBytes(gradient_codec, static_cast<uint64_t>(kept_total), rows));
   }
   return bytes;
 }

@@ -53,7 +53,9 @@ Status CheckBudget(std::string_view field, double v) {
 template <typename Bytes>
 double LargestFittingKeep(size_t cols, double budget, Bytes bytes) {
   if (std::isinf(budget)) return 1.0;
-  const auto keep_of = [cols](size_t k) { return static_cast<double>(k) / static_cast<double>(cols); };
+  const auto keep_of = [cols](size_t k) {
+    return static_cast<double>(k) / static_cast<double>(cols);
+  };
   if (bytes(keep_of(cols)) <= budget) return 1.0;
   if (bytes(keep_of(1)) > budget) return 0.0;
   size_t lo = 1, hi = cols;  // bytes(lo) fits, bytes(hi) does not
@@ -74,7 +76,8 @@ Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Co
   SPARSELINK_RETURN_IF_ERROR(CheckFraction("negotiator.tau_send", options.tau_send, 0, false, 1));
   SPARSELINK_RETURN_IF_ERROR(CheckFraction("negotiator.tau_recv", options.tau_recv, 0, false, 1));
   SPARSELINK_RETURN_IF_ERROR(CheckFraction("negotiator.keep_min", options.keep_min, 0, true, 1));
-  if (!std::isfinite(options.keep_max) || options.keep_max < options.keep_min || options.keep_max > 1.0) {
+  if (!std::isfinite(options.keep_max) || options.keep_max < options.keep_min ||
+      options.keep_max > 1.0) {
     return FieldError(ErrorCode::kInvalidArgument, "negotiator.keep_max", options.keep_max,
                       "must be in [keep_min = " + std::to_string(options.keep_min) + ", 1]");
   }
@@ -86,19 +89,22 @@ Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Co
   return Negotiator(options, initial);
 }
 
-Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender, const ReceiverView& receiver,
-                                                size_t rows, size_t cols, uint64_t step) {
+Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
+                                                const ReceiverView& receiver, size_t rows,
+                                                size_t cols, uint64_t step) {
   if (sender.map == nullptr) {
-    return FieldError(ErrorCode::kInvalidArgument, "sender.map", "null", "the sender must bring its map");
+    return FieldError(ErrorCode::kInvalidArgument, "sender.map", "null",
+                      "the sender must bring its map");
   }
   if (rows == 0) return FieldError(ErrorCode::kInvalidArgument, "rows", rows, "must be > 0");
   if (cols == 0) return FieldError(ErrorCode::kInvalidArgument, "cols", cols, "must be > 0");
   if (sender.map->num_neurons() != cols) {
-    return FieldError(ErrorCode::kShapeMismatch, "sender.map.num_neurons", sender.map->num_neurons(),
-                      "must equal cols = " + std::to_string(cols));
+    return FieldError(ErrorCode::kShapeMismatch, "sender.map.num_neurons",
+                      sender.map->num_neurons(), "must equal cols = " + std::to_string(cols));
   }
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("sender.link_bytes_per_step", sender.link_bytes_per_step));
-  SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.compute_entries_per_step", receiver.compute_entries_per_step));
+  SPARSELINK_RETURN_IF_ERROR(
+      CheckBudget("receiver.compute_entries_per_step", receiver.compute_entries_per_step));
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.buffer_bytes", receiver.buffer_bytes));
 
   // Caps, each on the k/cols grid.
@@ -113,7 +119,8 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender, const 
   });
   double compute_cap = 1.0;
   if (!std::isinf(receiver.compute_entries_per_step)) {
-    const double per_row = std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
+    const double per_row =
+        std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
     compute_cap = std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
   }
   double bound = link_cap;

@@ -21,10 +21,13 @@ static bool AllFinite(ConstMatrix m) {
 }
 
 Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy policy) {
-  if (m.rows == 0) return FieldError(ErrorCode::kInvalidArgument, std::string(field) + ".rows", 0, "must be > 0");
-  if (m.cols == 0) return FieldError(ErrorCode::kInvalidArgument, std::string(field) + ".cols", 0, "must be > 0");
+  if (m.rows == 0)
+    return FieldError(ErrorCode::kInvalidArgument, std::string(field) + ".rows", 0, "must be > 0");
+  if (m.cols == 0)
+    return FieldError(ErrorCode::kInvalidArgument, std::string(field) + ".cols", 0, "must be > 0");
   if (m.data == nullptr) {
-    return Status(ErrorCode::kInvalidArgument, std::string(field) + ".data = null: no values given");
+    return Status(ErrorCode::kInvalidArgument,
+                  std::string(field) + ".data = null: no values given");
   }
   if (policy == NonFinitePolicy::kReject && !AllFinite(m)) {
     for (size_t r = 0; r < m.rows; ++r) {

@@ -34,8 +34,8 @@ std::string MustEqual(std::string_view what, uint64_t value) {
 // Branch-free screens of the per-entry checks below: each answers "all fine?" in one pass the
 // compiler can vectorize; only when one says no does Validate walk the entries again to name
 // the first offender. Requires the row_offsets checks to have passed.
-bool IndicesLookValid(const std::vector<uint32_t>& row_offsets, const std::vector<uint32_t>& indices,
-                      uint32_t cols) {
+bool IndicesLookValid(const std::vector<uint32_t>& row_offsets,
+                      const std::vector<uint32_t>& indices, uint32_t cols) {
   bool bad = false;
   for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
     const uint32_t* idx = indices.data() + row_offsets[r];
@@ -103,9 +103,9 @@ Status RoutedTensor::Validate() const {
   }
   for (size_t r = 1; r < row_offsets.size(); ++r) {
     if (row_offsets[r] < row_offsets[r - 1]) {
-      return FieldError(kBad, Indexed("routed.row_offsets", r), row_offsets[r],
-                        MustEqual("at least row_offsets[" + std::to_string(r - 1) + "]",
-                                  row_offsets[r - 1]));
+      return FieldError(
+          kBad, Indexed("routed.row_offsets", r), row_offsets[r],
+          MustEqual("at least row_offsets[" + std::to_string(r - 1) + "]", row_offsets[r - 1]));
     }
   }
   if (row_offsets.back() != indices.size()) {

@@ -167,9 +167,9 @@ constexpr size_t kCountingMaxKeys = 12;
 
 // Scratch of one thread, reused across rows and calls (resize only grows).
 struct SelectScratch {
-  std::vector<double> score;       // one row's scores
-  std::vector<uint32_t> cand_id;   // candidates, id order
-  std::vector<uint64_t> keys;  // keys of one coarse bucket, permuted by RankOfKeys
+  std::vector<double> score;      // one row's scores
+  std::vector<uint32_t> cand_id;  // candidates, id order
+  std::vector<uint64_t> keys;     // keys of one coarse bucket, permuted by RankOfKeys
   std::vector<uint32_t> coarse = std::vector<uint32_t>(kCoarseBuckets);
   std::vector<uint32_t> order;  // reference path
 };
@@ -266,9 +266,10 @@ void SelectTopFast(const double* score, size_t n, size_t k, size_t nf, SelectScr
   // A score whose float lands in kept_bucket or above exceeds the largest float below that
   // bucket (monotone rounding), so `s > floor` admits all of them, plus perhaps a few from the
   // bucket below, which are never taken and are skipped by cut_in_bucket.
-  const double floor = kept_bucket == 0
-                           ? -std::numeric_limits<double>::infinity()
-                           : std::bit_cast<float>(static_cast<uint32_t>(kept_bucket << kCoarseShift) - 1);
+  const double floor =
+      kept_bucket == 0
+          ? -std::numeric_limits<double>::infinity()
+          : std::bit_cast<float>(static_cast<uint32_t>(kept_bucket << kCoarseShift) - 1);
   uint32_t* cand_id = scratch.cand_id.data();
   size_t m = 0;
   for (size_t c = 0; c < n; ++c) {
@@ -347,7 +348,8 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
       }
     }
     out->rest_centroids[2 * r] =
-        positive_count ? static_cast<float>(positive_sum / static_cast<double>(positive_count)) : 0.0f;
+        positive_count ? static_cast<float>(positive_sum / static_cast<double>(positive_count))
+                       : 0.0f;
     out->rest_centroids[2 * r + 1] =
         other_count ? static_cast<float>(other_sum / static_cast<double>(other_count)) : 0.0f;
   }
@@ -463,10 +465,12 @@ Status CheckShape(std::string_view field, size_t rows, size_t cols, bool has_dat
     return Status(ErrorCode::kInvalidArgument, f + ".data = null: no buffer given");
   }
   if (rows != routed.rows) {
-    return FieldError(ErrorCode::kShapeMismatch, f + ".rows", rows, MustEqual(rn + ".rows", routed.rows));
+    return FieldError(ErrorCode::kShapeMismatch, f + ".rows", rows,
+                      MustEqual(rn + ".rows", routed.rows));
   }
   if (cols != routed.cols) {
-    return FieldError(ErrorCode::kShapeMismatch, f + ".cols", cols, MustEqual(rn + ".cols", routed.cols));
+    return FieldError(ErrorCode::kShapeMismatch, f + ".cols", cols,
+                      MustEqual(rn + ".cols", routed.cols));
   }
   return Status::Ok();
 }
@@ -553,10 +557,8 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
       weight[c] = options_.eps + static_cast<double>(map->NeuronValue(c));
     }
   }
-  const Scorer scorer{.policy = options_.policy,
-                      .seed = options_.seed,
-                      .step = step,
-                      .weight = weight.data()};
+  const Scorer scorer{
+      .policy = options_.policy, .seed = options_.seed, .step = step, .weight = weight.data()};
   const bool parallel = activation.size() >= kParallelMinEntries;
 
   out->rows = static_cast<uint32_t>(activation.rows);
@@ -621,10 +623,11 @@ Status Scatter(const RoutedTensor& routed, MutableMatrix out) {
 
 Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<float>* values,
                     NonFinitePolicy non_finite) {
-  if (values == nullptr) return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
+  if (values == nullptr)
+    return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
-  SPARSELINK_RETURN_IF_ERROR(CheckShape("gradient", gradient.rows, gradient.cols,
-                                        gradient.data != nullptr, mask, "mask"));
+  SPARSELINK_RETURN_IF_ERROR(
+      CheckShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask, "mask"));
   values->resize(mask.num_kept());
   size_t i = 0;
   for (size_t r = 0; r < mask.rows; ++r) {

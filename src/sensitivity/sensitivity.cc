@@ -10,6 +10,10 @@
 //      EMA normalized by its max. Normalizing the batch first makes the map blind to the
 //      overall gradient scale; normalizing the EMA makes its zero start equivalent to a
 //      bias-corrected EMA, since bias correction only rescales all units alike.
+#include "sparselink/sensitivity.hpp"
+
+#include <xxhash.h>
+
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -21,10 +25,6 @@
 #include <numeric>
 #include <sstream>
 #include <string>
-
-#include <xxhash.h>
-
-#include "sparselink/sensitivity.hpp"
 
 namespace sparselink {
 
@@ -59,7 +59,9 @@ void NormalizeByMax(std::span<float> values) {
 }
 
 // NaN sorts last, so that a bad value can never break the strict weak order of the sort.
-static float RankKey(float v) { return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v; }
+static float RankKey(float v) {
+  return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v;
+}
 
 std::vector<uint32_t> RankUnits(std::span<const float> values) {
   std::vector<uint32_t> order(values.size());
@@ -98,7 +100,9 @@ double Coverage(std::span<const float> values, double tau) {
 // ---------------------------------------------------------------------------------------
 // SensitivityMap
 
-static size_t NumUnits(size_t num_neurons, size_t block) { return (num_neurons + block - 1) / block; }
+static size_t NumUnits(size_t num_neurons, size_t block) {
+  return (num_neurons + block - 1) / block;
+}
 
 static Status ValidateOptions(const SensitivityOptions& o) {
   if (o.num_neurons == 0 || o.num_neurons > kMaxSensitivityNeurons) {
@@ -113,7 +117,8 @@ static Status ValidateOptions(const SensitivityOptions& o) {
     return FieldError(ErrorCode::kInvalidArgument, "sensitivity.mode", int(o.mode), "unknown mode");
   }
   if (!std::isfinite(o.alpha) || o.alpha < 0.0 || o.alpha > 1.0) {
-    return FieldError(ErrorCode::kInvalidArgument, "sensitivity.alpha", o.alpha, "must be in [0, 1]");
+    return FieldError(ErrorCode::kInvalidArgument, "sensitivity.alpha", o.alpha,
+                      "must be in [0, 1]");
   }
   if (!std::isfinite(o.ema_decay) || o.ema_decay < 0.0 || o.ema_decay >= 1.0) {
     return FieldError(ErrorCode::kInvalidArgument, "sensitivity.ema_decay", o.ema_decay,
@@ -146,7 +151,9 @@ Result<SensitivityMap> SensitivityMap::Create(const SensitivityOptions& options)
 static bool IsEmpty(ConstMatrix m) { return m.data == nullptr && m.rows == 0 && m.cols == 0; }
 
 // |x| under the non-finite policy; after validation under kReject every x here is finite.
-static double Magnitude(float x) { return std::isfinite(x) ? std::fabs(static_cast<double>(x)) : 0.0; }
+static double Magnitude(float x) {
+  return std::isfinite(x) ? std::fabs(static_cast<double>(x)) : 0.0;
+}
 
 static void NormalizeDoubles(std::span<double> values) {
   double max_value = 0.0;
@@ -172,9 +179,9 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
   SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", options_.non_finite));
   const bool has_gradient = !IsEmpty(gradient);
   if (!has_gradient && mode != SensitivityMode::kActivation) {
-    return FieldError(ErrorCode::kInvalidArgument, "gradient", "empty",
-                      std::string("mode ") + std::string(SensitivityModeName(mode)) +
-                          " needs a gradient");
+    return FieldError(
+        ErrorCode::kInvalidArgument, "gradient", "empty",
+        std::string("mode ") + std::string(SensitivityModeName(mode)) + " needs a gradient");
   }
   if (has_gradient) {
     if (gradient.rows != activation.rows) {
@@ -221,7 +228,8 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
     const std::span<double> grad(scratch_.data() + n, n);
     NormalizeDoubles(act);
     NormalizeDoubles(grad);
-    for (size_t j = 0; j < n; ++j) act[j] = options_.alpha * act[j] + (1.0 - options_.alpha) * grad[j];
+    for (size_t j = 0; j < n; ++j)
+      act[j] = options_.alpha * act[j] + (1.0 - options_.alpha) * grad[j];
   }
 
   // Pass 2: per-unit means.
@@ -270,7 +278,8 @@ Status SensitivityMap::Assign(std::span<const float> values) {
   for (size_t u = 0; u < values.size(); ++u) {
     const float v = values[u];
     if (!std::isfinite(v)) {
-      return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(u) + "]", v, "must be finite");
+      return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(u) + "]", v,
+                        "must be finite");
     }
     if (v < 0.0f || v > 1.0f) {
       return FieldError(ErrorCode::kInvalidArgument, "values[" + std::to_string(u) + "]", v,
@@ -475,7 +484,8 @@ Result<SensitivityMap> SensitivityMap::Deserialize(std::span<const uint8_t> byte
     return Status(ErrorCode::kCorruptPacket, "sensitivity_map: " + s.message());
   }
   if (frozen > 1) {
-    return FieldError(ErrorCode::kCorruptPacket, "sensitivity_map.frozen", int(frozen), "must be 0 or 1");
+    return FieldError(ErrorCode::kCorruptPacket, "sensitivity_map.frozen", int(frozen),
+                      "must be 0 or 1");
   }
   const size_t expected_units = NumUnits(options.num_neurons, options.block);
   if (num_units != expected_units) {
@@ -509,7 +519,8 @@ Status SensitivityMap::Save(const std::filesystem::path& path) const {
     return FieldError(ErrorCode::kIo, "path", path.string(),
                       std::string("cannot open for writing: ") + std::strerror(errno));
   }
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   out.close();
   if (!out) {
     return FieldError(ErrorCode::kIo, "path", path.string(), "write failed");
@@ -519,7 +530,8 @@ Status SensitivityMap::Save(const std::filesystem::path& path) const {
 
 Result<SensitivityMap> SensitivityMap::Load(const std::filesystem::path& path) {
   // The largest valid file: the fixed part, two arrays at the neuron cap, the trailer.
-  constexpr uint64_t kMaxFileBytes = kFixedBytes + 2 * sizeof(float) * kMaxSensitivityNeurons + kTrailerBytes;
+  constexpr uint64_t kMaxFileBytes =
+      kFixedBytes + 2 * sizeof(float) * kMaxSensitivityNeurons + kTrailerBytes;
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) {
     return FieldError(ErrorCode::kIo, "path", path.string(),

@@ -77,8 +77,7 @@ Status ReadExactly(gzFile_s* file, const std::string& path, const char* what, un
 }
 
 // Checks the file ends right after the payload and the gzip stream is intact.
-Status CheckEnd(gzFile_s* file, const std::string& path, int header_bytes,
-                int64_t payload_bytes) {
+Status CheckEnd(gzFile_s* file, const std::string& path, int header_bytes, int64_t payload_bytes) {
   unsigned char extra = 0;
   const int got = gzread(file, &extra, 1);
   if (got > 0) {
@@ -164,8 +163,8 @@ Result<torch::Tensor> ReadLabels(const std::string& path, int64_t expected_count
   for (int64_t i = 0; i < count; ++i) {
     if (data[i] >= kNumClasses) {
       return FieldError(ErrorCode::kInvalidArgument,
-                        Field(path, ("label[" + std::to_string(i) + "]").c_str()),
-                        int{data[i]}, "must be < 10");
+                        Field(path, ("label[" + std::to_string(i) + "]").c_str()), int{data[i]},
+                        "must be < 10");
     }
   }
   return labels.to(torch::kInt64);
@@ -182,14 +181,12 @@ Result<Dataset> LoadIdxDataset(const std::string& images_path, const std::string
   SPARSELINK_ASSIGN_OR_RETURN(torch::Tensor pixels, ReadImages(images_path, expected_count));
   SPARSELINK_ASSIGN_OR_RETURN(torch::Tensor labels, ReadLabels(labels_path, expected_count));
   if (pixels.size(0) != labels.size(0)) {
-    return FieldError(ErrorCode::kShapeMismatch, Field(labels_path, "count"), labels.size(0),
-                      "differs from the " + std::to_string(pixels.size(0)) + " images in " +
-                          images_path);
+    return FieldError(
+        ErrorCode::kShapeMismatch, Field(labels_path, "count"), labels.size(0),
+        "differs from the " + std::to_string(pixels.size(0)) + " images in " + images_path);
   }
-  torch::Tensor images = pixels.to(torch::kFloat32)
-                             .div_(255.0f)
-                             .sub_(kFashionMnistMean)
-                             .div_(kFashionMnistStd);
+  torch::Tensor images =
+      pixels.to(torch::kFloat32).div_(255.0f).sub_(kFashionMnistMean).div_(kFashionMnistStd);
   return Dataset{.images = std::move(images), .labels = std::move(labels)};
 }
 
@@ -201,16 +198,15 @@ Result<FashionMnist> LoadFashionMnist(const std::string& dir) {
     std::error_code ec;
     const std::string path = (base / name).string();
     if (!std::filesystem::exists(path, ec)) {
-      return FieldError(ErrorCode::kIo, "path", path,
-                        std::string("no such file; ") + kInstallHint);
+      return FieldError(ErrorCode::kIo, "path", path, std::string("no such file; ") + kInstallHint);
     }
   }
-  SPARSELINK_ASSIGN_OR_RETURN(
-      Dataset train, LoadIdxDataset((base / names[0]).string(), (base / names[1]).string(),
-                                    kFashionMnistTrainCount));
-  SPARSELINK_ASSIGN_OR_RETURN(
-      Dataset test, LoadIdxDataset((base / names[2]).string(), (base / names[3]).string(),
-                                   kFashionMnistTestCount));
+  SPARSELINK_ASSIGN_OR_RETURN(Dataset train,
+                              LoadIdxDataset((base / names[0]).string(), (base / names[1]).string(),
+                                             kFashionMnistTrainCount));
+  SPARSELINK_ASSIGN_OR_RETURN(Dataset test,
+                              LoadIdxDataset((base / names[2]).string(), (base / names[3]).string(),
+                                             kFashionMnistTestCount));
   return FashionMnist{.train = std::move(train), .test = std::move(test)};
 }
 

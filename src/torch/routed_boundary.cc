@@ -106,7 +106,8 @@ void RoutedBoundaries::State::Transfer(Link& link, uint64_t dense_bytes, bool co
 torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, bool count) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t rows = input.size(0);
-  activation = input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
+  activation =
+      input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
   const ConstMatrix a{activation.data_ptr<float>(), static_cast<size_t>(rows), cols};
   const bool use_map = options->policy == RoutingPolicy::kSensitivity ||
                        options->policy == RoutingPolicy::kStructured;
@@ -116,9 +117,11 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step)};
-  ThrowIfError(EncodeActivation(sender_mask, contract, label, {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1},
-                                &packet),
-               boundary);
+  ThrowIfError(
+      EncodeActivation(
+          sender_mask, contract, label,
+          {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1}, &packet),
+      boundary);
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
   Transfer(*forward_link, dense_bytes, count, &report.forward_wire_bytes);
 
@@ -126,8 +129,9 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   ThrowIfError(decoded.status(), boundary);
   receiver_mask = std::move(decoded).value();
   received = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
-  ThrowIfError(Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
-               boundary);
+  ThrowIfError(
+      Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
+      boundary);
   if (count) report.route_seconds += Seconds(std::chrono::steady_clock::now() - start);
   return received.reshape(input.sizes()).to(input.dtype());
 }
@@ -136,7 +140,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   const auto start = std::chrono::steady_clock::now();
   const int64_t rows = activation.size(0);
   const auto num_rows = static_cast<size_t>(rows);
-  torch::Tensor g = grad_output.to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
+  torch::Tensor g =
+      grad_output.to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
   const float* g_data = g.data_ptr<float>();
   const uint64_t dense_bytes = num_rows * cols * sizeof(float);
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
@@ -148,7 +153,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // matters at negotiations, so it is sampled at the summary cadence rather than every step.
   const bool summary_step = step % options->summary_every == 0;
   if (summary_step && !receiver_map->frozen()) {
-    ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols}, {g_data, num_rows, cols}),
+    ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
+                                      {g_data, num_rows, cols}),
                  boundary);
   }
   if (summary_step) {
@@ -169,9 +175,11 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 
   // Receiver -> sender: the gradient at the kept positions only.
   ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values), boundary);
-  ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
-                              {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1}, &packet),
-               boundary);
+  ThrowIfError(
+      EncodeGradient(receiver_mask, values, options->gradient_codec, label,
+                     {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1},
+                     &packet),
+      boundary);
   Transfer(*backward_link, dense_bytes, true, &report.backward_wire_bytes);
   auto decoded = DecodeGradient(packet, sender_mask);
   ThrowIfError(decoded.status(), boundary);
@@ -182,7 +190,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // Sender: score what it can see. The gradient of entry (r, j) is known where it was kept
   // (it just came back); where it was dropped the receiver's mean |g_j| stands in for it.
   //   taylor:     mean_r |a_rj| * |g_rj|        activation: mean_r |a_rj|
-  //   gradient:   mean_r |g_rj|                 weighted: alpha*norm(activation) + (1-alpha)*norm(gradient)
+  //   gradient:   mean_r |g_rj|                 weighted: alpha*norm(activation) +
+  //   (1-alpha)*norm(gradient)
   // With the gradient mode the routing score |a_rj| * (eps + S_j) is the expected Taylor
   // importance of the entry; with the Taylor mode it counts the activation twice.
   if (!map->frozen()) {
@@ -217,7 +226,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
       for (float& v : grad_scores) v = std::max(v, 0.0f);
       NormalizeByMax(grad_scores);
       const auto alpha = static_cast<float>(options->sensitivity_alpha);
-      for (size_t j = 0; j < cols; ++j) taylor_scores[j] = alpha * act_scores[j] + (1 - alpha) * grad_scores[j];
+      for (size_t j = 0; j < cols; ++j)
+        taylor_scores[j] = alpha * act_scores[j] + (1 - alpha) * grad_scores[j];
     }
     std::fill(unit_scores.begin(), unit_scores.end(), 0.0f);
     for (size_t j = 0; j < cols; ++j) unit_scores[j / block] += std::max((*source)[j], 0.0f);
@@ -243,34 +253,42 @@ class RouteFunction : public torch::autograd::Function<RouteFunction> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto* state = reinterpret_cast<RoutedBoundaries::State*>(ctx->saved_data["state"].toInt());
-    TORCH_CHECK(static_cast<uint64_t>(ctx->saved_data["forward"].toInt()) == state->forwards,
-                "sparselink boundary ", state->boundary,
-                ": backward of an older forward; one training forward per boundary may be in flight");
+    TORCH_CHECK(
+        static_cast<uint64_t>(ctx->saved_data["forward"].toInt()) == state->forwards,
+        "sparselink boundary ", state->boundary,
+        ": backward of an older forward; one training forward per boundary may be in flight");
     return {state->RouteBackward(grad_outputs[0]), torch::Tensor()};
   }
 };
 }  // namespace
 
-Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(const RoutedBoundaryOptions& options,
-                                                                   Stages* stages) {
+Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(
+    const RoutedBoundaryOptions& options, Stages* stages) {
   if (options.keep && (!std::isfinite(*options.keep) || *options.keep <= 0 || *options.keep > 1)) {
     return FieldError(ErrorCode::kInvalidArgument, "keep", *options.keep, "must be in (0, 1]");
   }
-  if (!std::isfinite(options.initial_keep) || options.initial_keep <= 0 || options.initial_keep > 1) {
-    return FieldError(ErrorCode::kInvalidArgument, "initial_keep", options.initial_keep, "must be in (0, 1]");
+  if (!std::isfinite(options.initial_keep) || options.initial_keep <= 0 ||
+      options.initial_keep > 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "initial_keep", options.initial_keep,
+                      "must be in (0, 1]");
   }
   if (options.negotiate_every < 1) {
-    return FieldError(ErrorCode::kInvalidArgument, "negotiate_every", options.negotiate_every, "must be >= 1");
+    return FieldError(ErrorCode::kInvalidArgument, "negotiate_every", options.negotiate_every,
+                      "must be >= 1");
   }
   if (options.summary_every < 1) {
-    return FieldError(ErrorCode::kInvalidArgument, "summary_every", options.summary_every, "must be >= 1");
+    return FieldError(ErrorCode::kInvalidArgument, "summary_every", options.summary_every,
+                      "must be >= 1");
   }
-  if (!std::isfinite(options.link_budget_bytes_per_step) || options.link_budget_bytes_per_step < 0) {
-    return FieldError(ErrorCode::kInvalidArgument, "link_budget", options.link_budget_bytes_per_step,
-                      "must be >= 0 bytes per step");
+  if (!std::isfinite(options.link_budget_bytes_per_step) ||
+      options.link_budget_bytes_per_step < 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "link_budget",
+                      options.link_budget_bytes_per_step, "must be >= 0 bytes per step");
   }
-  Contract probe{.keep = options.keep.value_or(options.initial_keep), .keep_full = options.keep_full,
-                 .full_codec = options.full_codec, .lossy_codec = options.lossy_codec};
+  Contract probe{.keep = options.keep.value_or(options.initial_keep),
+                 .keep_full = options.keep_full,
+                 .full_codec = options.full_codec,
+                 .lossy_codec = options.lossy_codec};
   SPARSELINK_RETURN_IF_ERROR(probe.Validate());
   SPARSELINK_ASSIGN_OR_RETURN(auto link_check, MakeLink({.model = options.link}));
   (void)link_check;
@@ -290,9 +308,12 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   state->boundary = boundary;
   state->options = &options;
   state->cols = static_cast<size_t>(activation.numel() / activation.size(0));
-  state->block = activation.dim() == 4 ? static_cast<size_t>(activation.size(2) * activation.size(3)) : 1;
-  const SensitivityOptions map_options{.num_neurons = state->cols, .block = state->block,
-                                       .mode = options.sensitivity_mode, .ema_decay = options.ema_decay};
+  state->block =
+      activation.dim() == 4 ? static_cast<size_t>(activation.size(2) * activation.size(3)) : 1;
+  const SensitivityOptions map_options{.num_neurons = state->cols,
+                                       .block = state->block,
+                                       .mode = options.sensitivity_mode,
+                                       .ema_decay = options.ema_decay};
   SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap map, SensitivityMap::Create(map_options));
   SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap receiver_map, SensitivityMap::Create(map_options));
   state->map.emplace(std::move(map));
@@ -305,13 +326,15 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
                              .lossy_codec = options.lossy_codec,
                              .granularity = structured ? Granularity::kUnit : Granularity::kElement,
                              .bound_by = options.keep ? BoundBy::kFixed : BoundBy::kSenderCoverage};
-  SPARSELINK_ASSIGN_OR_RETURN(Negotiator negotiator, Negotiator::Create(options.negotiator, state->contract));
+  SPARSELINK_ASSIGN_OR_RETURN(Negotiator negotiator,
+                              Negotiator::Create(options.negotiator, state->contract));
   state->negotiator.emplace(std::move(negotiator));
   ScorePolicy score = ScorePolicy::kSensitivity;
   if (options.policy == RoutingPolicy::kRandom) score = ScorePolicy::kRandom;
   if (options.policy == RoutingPolicy::kMagnitude) score = ScorePolicy::kMagnitude;
-  SPARSELINK_ASSIGN_OR_RETURN(Router router, Router::Create({.policy = score, .eps = options.eps,
-                                                             .seed = options.seed + boundary}));
+  SPARSELINK_ASSIGN_OR_RETURN(
+      Router router,
+      Router::Create({.policy = score, .eps = options.eps, .seed = options.seed + boundary}));
   state->router.emplace(std::move(router));
   LinkOptions link_options{.model = options.link};
   link_options.model.fault_seed = options.seed * 1000 + boundary;
@@ -328,12 +351,12 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   return state;
 }
 
-torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& activation, bool training) {
+torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& activation,
+                                        bool training) {
   TORCH_CHECK(activation.device().is_cpu(), "sparselink boundary ", boundary,
               ": activation must be on the CPU, got ", activation.device());
-  TORCH_CHECK(activation.dim() >= 2 && activation.size(0) > 0,
-              "sparselink boundary ", boundary, ": activation must be [N, ...] with N > 0, got ",
-              activation.sizes());
+  TORCH_CHECK(activation.dim() >= 2 && activation.size(0) > 0, "sparselink boundary ", boundary,
+              ": activation must be [N, ...] with N > 0, got ", activation.sizes());
   while (states_.size() <= boundary) states_.emplace_back();
   if (!states_[boundary]) {
     auto state = MakeState(boundary, activation, options_);
@@ -351,12 +374,12 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
       state.report.forward_wire_bytes += bytes;
       state.report.backward_wire_bytes += bytes;
       state.report.dense_fp32_bytes += 2 * bytes;
-      state.report.modelled_link_seconds +=
-          2 * Seconds(ModelledTransferTime(options_.link, bytes));
+      state.report.modelled_link_seconds += 2 * Seconds(ModelledTransferTime(options_.link, bytes));
     }
     return activation;
   }
-  if (!training || !activation.requires_grad()) return state.RouteForward(activation, /*count=*/false);
+  if (!training || !activation.requires_grad())
+    return state.RouteForward(activation, /*count=*/false);
   return RouteFunction::apply(activation, reinterpret_cast<int64_t>(&state));
 }
 
@@ -384,15 +407,17 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
       const auto rows = static_cast<size_t>(state->max_rows);
       const auto cost = [&](double keep) {
         probe.keep = keep;
-        return EstimateStepBytes(probe, rows, state->cols, /*with_gradient=*/true, options_.gradient_codec);
+        return EstimateStepBytes(probe, rows, state->cols, /*with_gradient=*/true,
+                                 options_.gradient_codec);
       };
       const double low_keep = floor_keep;
       const double high_keep = std::min(1.0, 2 * floor_keep);
       const double low_entries = double(rows) * double(KeptCount(state->cols, low_keep));
       const double high_entries = double(rows) * double(KeptCount(state->cols, high_keep));
-      const double per_entry = high_entries > low_entries
-                                   ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
-                                   : cost(high_keep) / std::max(1.0, high_entries);
+      const double per_entry =
+          high_entries > low_entries
+              ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
+              : cost(high_keep) / std::max(1.0, high_entries);
       const double fixed = std::max(0.0, cost(low_keep) - per_entry * low_entries);
       fixed_bytes.push_back(fixed);
       fixed_total += fixed;
@@ -405,7 +430,8 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
     if (!demands.empty()) {
       auto allocation =
           AllocateBudget(demands, std::max(0.0, options_.link_budget_bytes_per_step - fixed_total));
-      TORCH_CHECK(allocation.ok(), "sparselink: shared link budget: ", allocation.status().ToString());
+      TORCH_CHECK(allocation.ok(),
+                  "sparselink: shared link budget: ", allocation.status().ToString());
       size_t i = 0;
       for (auto& state : states_) {
         if (!state || state->max_rows == 0) continue;
@@ -417,10 +443,12 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
   for (auto& state : states_) {
     if (!state || state->max_rows == 0) continue;  // no training step has crossed it yet
     auto record = state->negotiator->Negotiate(
-        {.map = &*state->map, .link_bytes_per_step = state->link_cap_bytes,
+        {.map = &*state->map,
+         .link_bytes_per_step = state->link_cap_bytes,
          .gradient_codec = options_.gradient_codec,
-         .link_budget_reason = options_.link_budget_bytes_per_step > 0 ? BoundBy::kSharedBudget
-                                                                      : BoundBy::kSenderLinkBudget},
+         .link_budget_reason = options_.link_budget_bytes_per_step > 0
+                                   ? BoundBy::kSharedBudget
+                                   : BoundBy::kSenderLinkBudget},
         {.map = &*state->receiver_map}, static_cast<size_t>(state->max_rows), state->cols,
         static_cast<uint64_t>(step + 1));
     ThrowIfError(record.status(), state->boundary);

@@ -4,14 +4,13 @@
 #include "sparselink/torch/runtime.hpp"
 
 #include <dlfcn.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <limits>
-
-#include <torch/torch.h>
 
 namespace sparselink::torch_adapter {
 namespace {

@@ -107,8 +107,7 @@ double Evaluate(Stages& stages, const Dataset& data, BoundaryHook* hook, int64_t
 }
 
 Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& test,
-                          const TrainOptions& options, BoundaryHook* hook,
-                          std::ostream* progress) {
+                          const TrainOptions& options, BoundaryHook* hook, std::ostream* progress) {
   SPARSELINK_RETURN_IF_ERROR(CheckOptions(stages, train, test, options));
   SetNumThreads(options.num_threads);
   DenseBoundary dense;

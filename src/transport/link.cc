@@ -1,9 +1,10 @@
 // The link factory and the helpers every backend shares.
+#include "sparselink/link.hpp"
+
 #include <cctype>
 #include <cmath>
 #include <string>
 
-#include "sparselink/link.hpp"
 #include "transport/inprocess/inprocess_link.hpp"
 
 namespace sparselink {
@@ -26,9 +27,9 @@ Result<double> ParseBandwidth(std::string_view text) {
     double bits;
   };
   static constexpr UnitScale kUnits[] = {
-      {"", 1},         {"bit", 1},        {"bps", 1},     {"kbit", 1e3},  {"Kbit", 1e3},
-      {"mbit", 1e6},   {"Mbit", 1e6},     {"gbit", 1e9},  {"Gbit", 1e9},  {"B", 8},
-      {"kB", 8e3},     {"KB", 8e3},       {"MB", 8e6},    {"GB", 8e9},
+      {"", 1},       {"bit", 1},    {"bps", 1},    {"kbit", 1e3}, {"Kbit", 1e3},
+      {"mbit", 1e6}, {"Mbit", 1e6}, {"gbit", 1e9}, {"Gbit", 1e9}, {"B", 8},
+      {"kB", 8e3},   {"KB", 8e3},   {"MB", 8e6},   {"GB", 8e9},
   };
   for (const UnitScale& u : kUnits) {
     if (unit == u.name) {
@@ -48,7 +49,8 @@ std::chrono::nanoseconds ModelledTransferTime(const LinkModel& model, uint64_t w
   if (model.bandwidth_bits_per_s > 0) {
     seconds = static_cast<double>(wire_bytes) * 8.0 / model.bandwidth_bits_per_s;
   }
-  return model.latency + std::chrono::nanoseconds(static_cast<int64_t>(std::llround(seconds * 1e9)));
+  return model.latency +
+         std::chrono::nanoseconds(static_cast<int64_t>(std::llround(seconds * 1e9)));
 }
 
 static Status ValidateLinkModel(const LinkModel& model) {

@@ -10,10 +10,10 @@
 // message names the path, the field and the value.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "sparselink/status.hpp"
 

@@ -7,7 +7,8 @@
 // non-negative and typically sparse, which is what routing exploits.
 //
 //   MLP  widths {w0, w1, ..., wL}:   block i = Linear(w_i, w_{i+1}) + ReLU for i < L-1
-//                                    (block 0 starts with Flatten), last block = Linear(w_{L-1}, wL)
+//                                    (block 0 starts with Flatten), last block = Linear(w_{L-1},
+//                                    wL)
 //                                    -> L blocks, at most L stages. Default 784-1024-1024-1024-10:
 //                                    4 blocks, boundary activations [N, 1024].
 //   CNN  block 0: Conv(1->32, 3x3, pad 1) + ReLU + MaxPool 2      -> [N, 32, 14, 14]
@@ -23,11 +24,11 @@
 // first and the parameters are identical from run to run.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "sparselink/status.hpp"
 

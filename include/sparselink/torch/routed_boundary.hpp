@@ -17,13 +17,13 @@
 // Not thread-safe: the trainer calls it from one thread.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "sparselink/codec.hpp"
 #include "sparselink/contract.hpp"
@@ -47,19 +47,19 @@ Result<RoutingPolicy> ParseRoutingPolicy(std::string_view name);
 
 struct RoutedBoundaryOptions {
   RoutingPolicy policy = RoutingPolicy::kSensitivity;
-  std::optional<double> keep;   // fixed keep fraction; nullopt = negotiated ("auto")
-  double keep_full = 0.0;       // share of the kept sent with full_codec
+  std::optional<double> keep;  // fixed keep fraction; nullopt = negotiated ("auto")
+  double keep_full = 0.0;      // share of the kept sent with full_codec
   ValueCodec full_codec = ValueCodec::kFp16;
   ValueCodec lossy_codec = ValueCodec::kInt8;  // the kept values' codec when keep_full = 0
   ValueCodec gradient_codec = ValueCodec::kInt8;
   IndexCodec index_codec = IndexCodec::kAuto;
-  bool zstd = false;            // zstd per packet section, kept only where it is smaller
+  bool zstd = false;  // zstd per packet section, kept only where it is smaller
   double eps = 1e-3;
-  int negotiate_every = 50;     // steps between negotiations (auto keep)
-  int summary_every = 10;       // steps between receiver summaries
-  NegotiatorOptions negotiator{.tau_send = 0.9, .tau_recv = 0.9, .keep_min = 0.01,
-                               .keep_max = 1.0, .hysteresis = 0.005};
-  double initial_keep = 0.1;    // contract before the first negotiation (auto keep)
+  int negotiate_every = 50;  // steps between negotiations (auto keep)
+  int summary_every = 10;    // steps between receiver summaries
+  NegotiatorOptions negotiator{
+      .tau_send = 0.9, .tau_recv = 0.9, .keep_min = 0.01, .keep_max = 1.0, .hysteresis = 0.005};
+  double initial_keep = 0.1;              // contract before the first negotiation (auto keep)
   double link_budget_bytes_per_step = 0;  // > 0: one budget shared by all boundaries
   SensitivityMode sensitivity_mode = SensitivityMode::kTaylor;
   double sensitivity_alpha = 0.5;  // kWeighted: weight of the activation term
@@ -78,10 +78,10 @@ struct BoundaryReport {
   uint64_t dense_fp32_bytes = 0;     // forward + backward, as plain fp32
   uint64_t packets = 0;
   double modelled_link_seconds = 0;
-  double route_seconds = 0;          // routing + coding + link, wall clock, both directions
+  double route_seconds = 0;  // routing + coding + link, wall clock, both directions
   std::vector<NegotiationRecord> history;
-  Contract contract;                 // in force at the end
-  std::vector<float> sensitivity;    // the map at the end
+  Contract contract;               // in force at the end
+  std::vector<float> sensitivity;  // the map at the end
 };
 
 class RoutedBoundaries final : public BoundaryHook {

@@ -20,14 +20,14 @@
 // either, Adam a few tenths higher but each step ~25% slower.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <string>
 #include <ostream>
+#include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "sparselink/status.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
@@ -71,12 +71,12 @@ struct TrainOptions {
   int epochs = 5;
   int64_t batch_size = 128;
   OptimizerKind optimizer = OptimizerKind::kSgdMomentum;
-  double learning_rate = 0.05;   // SGD with momentum: 0.05 for both models; Adam: 1e-3
+  double learning_rate = 0.05;  // SGD with momentum: 0.05 for both models; Adam: 1e-3
   LrSchedule schedule = LrSchedule::kCosine;
-  double momentum = 0.9;         // SGD only
+  double momentum = 0.9;  // SGD only
   double weight_decay = 0.0;
-  uint64_t seed = 1;             // shuffling order (the model init is seeded by the caller)
-  int num_threads = 0;           // > 0: SetNumThreads(num_threads) before training
+  uint64_t seed = 1;    // shuffling order (the model init is seeded by the caller)
+  int num_threads = 0;  // > 0: SetNumThreads(num_threads) before training
   int64_t eval_batch_size = 1000;
   int64_t max_train_samples = 0;  // > 0: train on the first N samples only (quick runs)
   // Appended to each epoch's progress line (e.g. "wire 12.3 MB"); may be empty.

@@ -19,16 +19,16 @@ Status InProcessLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes
     return FieldError(ErrorCode::kInvalidArgument, "packet.size", 0, "must be > 0");
   }
   if (packet.size() > options_.max_packet_bytes) {
-    return FieldError(ErrorCode::kResourceExhausted, "packet.size", packet.size(),
-                      "exceeds link.max_packet_bytes = " + std::to_string(options_.max_packet_bytes));
+    return FieldError(
+        ErrorCode::kResourceExhausted, "packet.size", packet.size(),
+        "exceeds link.max_packet_bytes = " + std::to_string(options_.max_packet_bytes));
   }
   const std::chrono::nanoseconds transfer = ModelledTransferTime(options_.model, packet.size());
   if (options_.model.sleep) std::this_thread::sleep_for(transfer);
 
   std::unique_lock lock(mutex_);
-  if (!not_full_.wait_for(lock, timeout, [&] {
-        return closed_ || queue_.size() < options_.max_queued_packets;
-      })) {
+  if (!not_full_.wait_for(lock, timeout,
+                          [&] { return closed_ || queue_.size() < options_.max_queued_packets; })) {
     return FieldError(ErrorCode::kTimeout, "link.send_timeout_ms", timeout.count(),
                       "queue stayed full (" + std::to_string(queue_.size()) + " packets)");
   }
