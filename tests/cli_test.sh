@@ -62,7 +62,7 @@ expect_error demo_negative_budget "link-budget" "$bin" demo --link-budget -5
 
 # train: only when the binary was built with LibTorch. Every bad flag fails before any work
 # and leaves no report behind.
-if "$bin" train --help >/dev/null 2>&1; then
+if "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
   report="$work/train/report.json"
   expect_error train_unknown_model "model" "$bin" train --model resnet --report "$report"
   expect_error train_unknown_policy "policy" "$bin" train --policy smart --report "$report"
