@@ -1106,8 +1106,8 @@ void ExpectBitIdentical(const RoutedTensor& fast, const RoutedTensor& ref) {
   ASSERT_EQ(fast.values.size(), ref.values.size());
   // memcmp, not ==: -0 and +0 must match too. (Never with a null pointer: empty vectors.)
   if (!fast.values.empty()) {
-    EXPECT_EQ(0, std::memcmp(fast.values.data(), ref.values.data(),
-                             fast.values.size() * sizeof(float)));
+    EXPECT_EQ(
+        0, std::memcmp(fast.values.data(), ref.values.data(), fast.values.size() * sizeof(float)));
   }
   EXPECT_EQ(fast.rest_bits, ref.rest_bits);
   ASSERT_EQ(fast.rest_centroids.size(), ref.rest_centroids.size());

@@ -446,6 +446,22 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
   return Assemble(h, sections, options, out);
 }
 
+// The header of a packet that carries no routed tensor (summary, contract): kind and label,
+// every codec field at its neutral value.
+static PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label) {
+  PacketHeader h;
+  h.kind = kind;
+  h.granularity = Granularity::kElement;
+  h.index_codec = IndexCodec::kAuto;
+  h.full_codec = ValueCodec::kFp32;
+  h.lossy_codec = ValueCodec::kFp32;
+  h.rest = RestPolicy::kDrop;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  return h;
+}
+
 Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
                      std::vector<uint8_t>* out) {
   if (unit_values.empty())
@@ -461,16 +477,8 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
     if (unit_values[i] < 0)
       return FieldError(ErrorCode::kInvalidArgument, field, unit_values[i], "must be >= 0");
   }
-  PacketHeader h;
-  h.kind = PacketKind::kSummary;
-  h.granularity = Granularity::kElement;
-  h.index_codec = IndexCodec::kAuto;
+  PacketHeader h = LabelledHeader(PacketKind::kSummary, label);
   h.full_codec = ValueCodec::kFp16;
-  h.lossy_codec = ValueCodec::kFp32;
-  h.rest = RestPolicy::kDrop;
-  h.boundary = label.boundary;
-  h.contract_version = label.contract_version;
-  h.step = label.step;
   h.rows = 1;
   h.cols = static_cast<uint32_t>(unit_values.size());
   h.count_full = unit_values.size();
@@ -487,16 +495,7 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
 Status EncodeContract(const Contract& contract, const PacketLabel& label,
                       std::vector<uint8_t>* out) {
   SPARSELINK_RETURN_IF_ERROR(contract.Validate());
-  PacketHeader h;
-  h.kind = PacketKind::kContract;
-  h.granularity = Granularity::kElement;
-  h.index_codec = IndexCodec::kAuto;
-  h.full_codec = ValueCodec::kFp32;
-  h.lossy_codec = ValueCodec::kFp32;
-  h.rest = RestPolicy::kDrop;
-  h.boundary = label.boundary;
-  h.contract_version = label.contract_version;
-  h.step = label.step;
+  PacketHeader h = LabelledHeader(PacketKind::kContract, label);
   std::vector<RawSection> sections(1);
   sections[0].id = SectionId::kContractBody;
   std::vector<uint8_t>& b = sections[0].raw;

@@ -185,32 +185,21 @@ void EncodeInt4(std::span<const float> values, std::span<const uint32_t> row_cou
 }
 
 // Each decoder gets a stream whose size was already checked and writes values.size() values.
-Status DecodeFp32(std::span<const uint8_t> bytes, std::span<const uint32_t>,
-                  std::span<float> values) {
+// The three float codecs differ only in the width and the conversion of one value.
+template <size_t kBytes, float (*Read)(const uint8_t*)>
+Status DecodeFloats(std::span<const uint8_t> bytes, std::span<const uint32_t>,
+                    std::span<float> values) {
   for (size_t i = 0; i < values.size(); ++i) {
-    values[i] = GetF32(bytes.data() + 4 * i);
+    values[i] = Read(bytes.data() + kBytes * i);
     if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
   }
   return Status::Ok();
 }
-
-Status DecodeFp16(std::span<const uint8_t> bytes, std::span<const uint32_t>,
-                  std::span<float> values) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    values[i] = HalfToFloat(GetU16(bytes.data() + 2 * i));
-    if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
-  }
-  return Status::Ok();
-}
-
-Status DecodeBf16(std::span<const uint8_t> bytes, std::span<const uint32_t>,
-                  std::span<float> values) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    values[i] = Bf16ToFloat(GetU16(bytes.data() + 2 * i));
-    if (!std::isfinite(values[i])) return NonFiniteValue(i, values[i]);
-  }
-  return Status::Ok();
-}
+float ReadHalf(const uint8_t* p) { return HalfToFloat(GetU16(p)); }
+float ReadBf16(const uint8_t* p) { return Bf16ToFloat(GetU16(p)); }
+constexpr auto DecodeFp32 = DecodeFloats<4, GetF32>;
+constexpr auto DecodeFp16 = DecodeFloats<2, ReadHalf>;
+constexpr auto DecodeBf16 = DecodeFloats<2, ReadBf16>;
 
 Status CheckScale(size_t r, float scale) {
   if (std::isfinite(scale) && scale >= 0.0f) return Status::Ok();
