@@ -138,10 +138,8 @@ void BM_RouteAndEncode(benchmark::State& state) {
   std::vector<uint8_t> packet;
   int i = 0;
   for (auto _ : state) {
-    Status s = router->Route({in.pool[i++ % kPool].data(), in.rows, in.cols}, nullptr, contract, 0,
-                             &routed);
-    if (s.ok())
-      s = EncodeActivation(routed, contract, {}, {.index_codec = IndexCodec::kBitmap}, &packet);
+    Status s = RouteAndEncode(*router, {in.pool[i++ % kPool].data(), in.rows, in.cols}, nullptr,
+                              contract, {}, {.index_codec = IndexCodec::kBitmap}, &routed, &packet);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(packet.data());
   }

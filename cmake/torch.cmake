@@ -8,7 +8,7 @@
 # the reference BLAS), which trains about 7x faster. `sparselink_torch` reports the BLAS in use
 # through TorchRuntimeInfo() (include/sparselink/torch/runtime.hpp).
 find_package(Torch REQUIRED)
-find_package(ZLIB REQUIRED)  # zlib1g-dev: the gzip'd Fashion-MNIST idx files
+find_package(ZLIB REQUIRED)  # zlib1g-dev: the gzip'd Fashion-MNIST idx files (sparselink_data)
 
 add_library(sparselink_torch STATIC
   src/torch/fashion_mnist.cc
@@ -23,7 +23,7 @@ target_include_directories(sparselink_torch PUBLIC
 # includes (imported target), so our warnings apply to our code only.
 target_compile_options(sparselink_torch PRIVATE ${SPARSELINK_WARNINGS})
 target_link_libraries(sparselink_torch PUBLIC ${TORCH_LIBRARIES} sparselink::sparselink
-  PRIVATE ZLIB::ZLIB)
+  sparselink_data)
 set_target_properties(sparselink_torch PROPERTIES POSITION_INDEPENDENT_CODE ON)
 add_library(sparselink::torch ALIAS sparselink_torch)
 

@@ -1,10 +1,15 @@
 // Writes the seed corpus for the fuzzers: real packets of every kind, codec and index codec,
-// and real serialized sensitivity maps. usage: make_corpus OUT_DIR
+// real serialized sensitivity maps, small valid idx files (gzip'd and plain, behind the idx
+// fuzzer's selector byte), and the CLI's flag values. usage: make_corpus OUT_DIR
+#include <zlib.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "sparselink/codec.hpp"
 #include "sparselink/routing.hpp"
@@ -15,6 +20,64 @@ void Write(const std::filesystem::path& path, const std::vector<uint8_t>& bytes)
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()),
             static_cast<std::streamsize>(bytes.size()));
+}
+
+void PutBigEndian32(std::vector<uint8_t>& out, uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(value >> shift));
+}
+
+// One gzip member holding `raw`, as gzip(1) writes it.
+std::vector<uint8_t> Gzip(const std::vector<uint8_t>& raw) {
+  z_stream stream{};
+  deflateInit2(&stream, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  std::vector<uint8_t> out(deflateBound(&stream, raw.size()) + 32);
+  stream.next_in = const_cast<Bytef*>(raw.data());
+  stream.avail_in = static_cast<uInt>(raw.size());
+  stream.next_out = out.data();
+  stream.avail_out = static_cast<uInt>(out.size());
+  deflate(&stream, Z_FINISH);
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
+  return out;
+}
+
+// Small valid idx files for the idx fuzzer: its selector byte (bit 0 labels, bit 1 plain),
+// then the file. Images are 28 x 28, as the fuzzer's options expect.
+void WriteIdxCorpus(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  int n = 0;
+  for (uint32_t count : {0u, 1u, 3u}) {
+    std::vector<uint8_t> images, labels;
+    PutBigEndian32(images, 2051);
+    PutBigEndian32(images, count);
+    PutBigEndian32(images, 28);
+    PutBigEndian32(images, 28);
+    for (uint32_t i = 0; i < count * 28 * 28; ++i) images.push_back(static_cast<uint8_t>(i * 7));
+    PutBigEndian32(labels, 2049);
+    PutBigEndian32(labels, count * 4);
+    for (uint32_t i = 0; i < count * 4; ++i) labels.push_back(static_cast<uint8_t>(i % 10));
+    const std::pair<uint8_t, std::vector<uint8_t>> files[] = {
+        {0, Gzip(images)}, {1, Gzip(labels)}, {2, images}, {3, labels}};
+    for (const auto& [selector, file] : files) {
+      std::vector<uint8_t> input{selector};
+      input.insert(input.end(), file.begin(), file.end());
+      Write(dir / ("idx_" + std::to_string(n++)), input);
+    }
+  }
+}
+
+// The CLI's flag values: bandwidths, codecs, policies, modes, keep percentages.
+void WriteTextCorpus(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  int n = 0;
+  for (const char* text :
+       {"100Mbit",   "1Gbit",  "250kbit", "12.5MB",     "1e8",      "8B",
+        "fp32",      "fp16",   "bf16",    "int8",       "int4",     "sensitivity",
+        "magnitude", "random", "taylor",  "activation", "gradient", "weighted",
+        "10",        "12.5%",  "auto",    "0.5"}) {
+    const std::string s(text);
+    Write(dir / ("text_" + std::to_string(n++)), std::vector<uint8_t>(s.begin(), s.end()));
+  }
 }
 }  // namespace
 
@@ -77,6 +140,8 @@ int main(int argc, char** argv) {
       Write(out / "sensitivity" / ("map_" + std::to_string(cols)), map->Serialize());
     }
   }
-  std::printf("corpus: %d packets and 4 maps in %s\n", n, argv[1]);
+  WriteIdxCorpus(out / "idx");
+  WriteTextCorpus(out / "text");
+  std::printf("corpus: %d packets, 4 maps, 12 idx files and 22 flag values in %s\n", n, argv[1]);
   return 0;
 }

@@ -53,6 +53,24 @@ expect_error inspect_missing "no-such-file" "$bin" inspect "$work/no-such-file"
 expect_error inspect_empty "empty.packet" "$bin" inspect "$work/empty.packet"
 expect_error inspect_directory "$work" "$bin" inspect "$work"
 
+# bench: one small case, every baseline measured in the same run, the JSON of the issue.
+expect_ok bench_quick "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/bench.json"
+grep -q "fast/memcpy" "$work/out" || fail "bench prints the ratio table"
+/usr/bin/python3 - "$work/bench.json" <<'PY' || fail "bench JSON has one entry per case with every method"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["machine"]["simd_target"]
+(case,) = j["cases"]
+assert case["rows"] == 64 and case["cols"] == 1024 and case["keep"] == 0.1 and case["threads"] == 1
+for m in ("fast", "fast_decode", "reference", "nth_element", "memcpy"):
+    assert case["gbps"][m] > 0, m
+assert case["ratios"]["fast_vs_memcpy"] > 0 and case["wire_bytes"] < case["dense_bytes"]
+PY
+expect_error bench_bad_what "WHAT: route not in|WHAT.*not in" "$bin" bench sideways
+expect_error bench_bad_json "--json $work/no/such/dir/b.json: cannot open" \
+  "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/no/such/dir/b.json"
+expect_error bench_bad_rounds "rounds" "$bin" bench --rounds 0
+
 expect_error unknown_flag "--frobnicate" "$bin" demo --frobnicate
 expect_error no_subcommand "subcommand" "$bin"
 expect_error demo_bad_codec "codec = fp7" "$bin" demo --codec fp7 --out "$work/x"
@@ -114,6 +132,45 @@ for r in (a, b):
 assert a == b, "reports differ"
 assert len(a["boundaries"][0]["history"]) == 3  # 16 steps, every 5
 PY
+    # Link faults: with one packet in a hundred corrupted, every bad packet is caught by its
+    # checksum and re-sent, so the run is the fault-free run (same seed) apart from the
+    # retransmits, which count as traffic.
+    expect_error train_bad_link_loss "--link-loss = 1: must be a probability" \
+      "$bin" train --link-loss 1 --report "$report"
+    expect_error train_nan_link_corrupt "--link-corrupt = nan" \
+      "$bin" train --link-corrupt nan --report "$report"
+    expect_error train_negative_link_corrupt "--link-corrupt = -0.1" \
+      "$bin" train --link-corrupt -0.1 --report "$report"
+    expect_error train_zero_link_tries "--link-tries = 0" \
+      "$bin" train --link-tries 0 --report "$report"
+    faulty=(--epochs 1 --max-train-samples 2000 --stages 4 --batch 32 --keep auto
+            --link-budget 60000 --negotiate-every 5)
+    expect_ok train_clean "$bin" train "${faulty[@]}" --report "$work/clean.json"
+    expect_ok train_corrupt "$bin" train "${faulty[@]}" --link-corrupt 0.01 \
+      --report "$work/corrupt.json"
+    grep -q "link faults: " "$work/out" || fail "train prints the link faults line"
+    /usr/bin/python3 - "$work/clean.json" "$work/corrupt.json" <<'PY' || fail "corrupt = clean"
+import json, sys
+clean, corrupt = (json.load(open(p)) for p in sys.argv[1:3])
+t = corrupt["traffic"]
+assert t["retransmits"] > 0 and t["retransmits"] == t["corrupt_packets"] + t["lost_packets"]
+assert t["lost_packets"] == 0 and clean["traffic"]["retransmits"] == 0
+assert t["wire_bytes"] == clean["traffic"]["wire_bytes"] + t["retransmit_wire_bytes"]
+assert corrupt["final"] == clean["final"], (corrupt["final"], clean["final"])
+for c, d in zip(clean["epochs"], corrupt["epochs"]):
+    assert c["loss"] == d["loss"] and c["test_accuracy"] == d["test_accuracy"]
+assert len(clean["boundaries"]) == len(corrupt["boundaries"]) == 3
+for c, d in zip(clean["boundaries"], corrupt["boundaries"]):
+    assert c["history"] == d["history"] and c["contract"] == d["contract"]
+    assert c["packets"] == d["packets"] and c["sensitivity"] == d["sensitivity"]
+print("link faults: %d corrupt packets detected, %d retransmits (%d bytes), test accuracy %.4f both"
+    % (t["corrupt_packets"], t["retransmits"], t["retransmit_wire_bytes"],
+       clean["final"]["test_accuracy"]))
+PY
+    # Tries run out: one clear line naming boundary, direction and step; no report.
+    expect_error train_tries_run_out "boundary [0-9]+: corrupt_packet: (forward|backward|summary) packet of step [0-9]+: tries = 1" \
+      "$bin" train "${faulty[@]}" --link-corrupt 0.5 --link-tries 1 --report "$work/fail.json"
+    [[ -e "$work/fail.json" ]] && fail "a train whose link failed left a report behind"
   fi
 fi
 

@@ -219,6 +219,61 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
 
 INSTANTIATE_TEST_SUITE_P(Widths, ActivationPacketRoundTrip, ::testing::Values(1u, 7u, 33u, 4097u));
 
+// The fused sender path writes exactly the bytes of Route + EncodeActivation, for every codec,
+// index codec, granularity, rest policy, select method and awkward width (cols % 8 == 0 takes
+// the bitmap-from-selection path, the others the rebuild).
+TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int cases = 0;
+  for (uint32_t cols : {1u, 8u, 33u, 64u, 520u, 4096u}) {
+    const uint32_t rows = cols >= 4096 ? 9 : 23;
+    std::vector<float> a(size_t{rows} * cols);
+    for (float& v : a) v = normal(rng) * (rng() % 4 == 0 ? 0.0f : 1.0f);  // ReLU-like ties at 0
+    auto map = SensitivityMap::Create({.num_neurons = cols, .block = 1});
+    ASSERT_TRUE(map.ok());
+    std::vector<float> s(cols);
+    for (float& v : s) v = std::uniform_real_distribution<float>(0, 1)(rng);
+    ASSERT_TRUE(map->Assign(s).ok());
+    for (ScorePolicy policy : {ScorePolicy::kSensitivity, ScorePolicy::kMagnitude}) {
+      for (SelectMethod select : {SelectMethod::kFast, SelectMethod::kReference}) {
+        auto router = Router::Create({.policy = policy, .select = select});
+        ASSERT_TRUE(router.ok());
+        for (double keep : {0.01, 0.1, 0.5, 1.0}) {
+          for (ValueCodec codec : kAllCodecs) {
+            for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kAuto}) {
+              const Granularity g = cases % 5 == 0 ? Granularity::kUnit : Granularity::kElement;
+              const RestPolicy rest = cases % 7 == 0 ? RestPolicy::kSign1 : RestPolicy::kDrop;
+              const Contract contract{.keep = keep,
+                                      .keep_full = cases % 3 == 0 ? 0.5 : 1.0,
+                                      .full_codec = codec,
+                                      .lossy_codec = ValueCodec::kInt8,
+                                      .rest = rest,
+                                      .granularity = g};
+              const EncodeOptions options{.index_codec = index, .zstd = cases % 2 == 0};
+              const PacketLabel label{.boundary = 1, .contract_version = 3, .step = 7};
+              ++cases;
+              SCOPED_TRACE(::testing::Message() << "cols " << cols << " keep " << keep << " "
+                                                << Traits(codec).name << " case " << cases);
+              const ConstMatrix view{a.data(), rows, cols};
+              RoutedTensor fused_routed, plain_routed;
+              std::vector<uint8_t> fused, plain;
+              ASSERT_TRUE(RouteAndEncode(*router, view, &*map, contract, label, options,
+                                         &fused_routed, &fused)
+                              .ok());
+              ASSERT_TRUE(router->Route(view, &*map, contract, 7, &plain_routed).ok());
+              ASSERT_TRUE(EncodeActivation(plain_routed, contract, label, options, &plain).ok());
+              ASSERT_EQ(fused, plain);
+              ASSERT_EQ(fused_routed.indices, plain_routed.indices);
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 960);
+}
+
 TEST(ActivationPacket, AutoIndexPicksTheSmallerAndBitmapOnTies) {
   std::mt19937 rng(1);
   // Dense: bitmap is smaller.

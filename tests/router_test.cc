@@ -87,11 +87,14 @@ RoutedTensor MustRoute(const Router& router, ConstMatrix a, const SensitivityMap
   return std::move(routed).value();
 }
 
-// The reference score of routing.hpp, for kSensitivity (map given) or kMagnitude (no map).
+// The reference score of routing.hpp, for kSensitivity (map given) or kMagnitude (no map):
+// float arithmetic, |a| * w with w = eps + S rounded to float; non-finite a scores 0.
 double RefScore(float a, size_t col, const SensitivityMap* map, double eps) {
-  const double magnitude = std::fabs(static_cast<double>(a));
+  if (!std::isfinite(a)) return 0.0;
+  const float magnitude = std::fabs(a);
   if (map == nullptr) return magnitude;
-  return magnitude * (eps + static_cast<double>(map->NeuronValue(col)));
+  const auto w = static_cast<float>(eps + static_cast<double>(map->NeuronValue(col)));
+  return std::fabs(magnitude * w);
 }
 
 // Candidates ids 0..n-1 in the reference order: score descending, then id ascending.

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdio>
+
 #include "sparselink/torch/routed_boundary.hpp"
 
 namespace sparselink::torch_adapter {
@@ -158,6 +160,139 @@ TEST(RoutedBoundary, BadOptionsNameTheField) {
   auto policy = ParseRoutingPolicy("smart");
   ASSERT_FALSE(policy.ok());
   EXPECT_NE(policy.status().message().find("policy = smart"), std::string::npos);
+}
+
+// ------------------------------------------------------------------------------ link faults
+
+struct StepTrace {
+  std::vector<torch::Tensor> outputs;
+  std::vector<torch::Tensor> gradients;
+  BoundaryReport report;
+};
+
+// `steps` training steps of one negotiated sensitivity boundary (summaries every 2 steps,
+// negotiations every 5) on seeded random data; every forward output and input gradient kept.
+StepTrace RunSteps(const LinkModel& link, int steps, int max_tries = 8) {
+  RoutedBoundaryOptions options{
+      .policy = RoutingPolicy::kSensitivity,
+      .negotiate_every = 5,
+      .summary_every = 2,
+      .initial_keep = 0.3,
+      .link = link,
+      .retry = {.max_tries = max_tries, .recv_timeout = std::chrono::milliseconds(0)}};
+  auto hook = RoutedBoundaries::Create(options, nullptr);
+  EXPECT_TRUE(hook.ok()) << hook.status().ToString();
+  torch::manual_seed(11);
+  StepTrace trace;
+  for (int64_t step = 0; step < steps; ++step) {
+    torch::Tensor x = torch::randn({8, 48}, torch::requires_grad());
+    torch::Tensor w = torch::randn({8, 48});
+    torch::Tensor y = (*hook)->Forward(0, x, true);
+    (y * w).sum().backward();
+    (*hook)->OnStepEnd(step);
+    trace.outputs.push_back(y.detach().clone());
+    trace.gradients.push_back(x.grad().clone());
+  }
+  trace.report = (*hook)->Report().at(0);
+  return trace;
+}
+
+void ExpectSameRun(const StepTrace& faulty, const StepTrace& clean) {
+  ASSERT_EQ(faulty.outputs.size(), clean.outputs.size());
+  for (size_t i = 0; i < clean.outputs.size(); ++i) {
+    ASSERT_TRUE(torch::equal(faulty.outputs[i], clean.outputs[i])) << "forward of step " << i;
+    ASSERT_TRUE(torch::equal(faulty.gradients[i], clean.gradients[i])) << "gradient of step " << i;
+  }
+  EXPECT_EQ(faulty.report.packets, clean.report.packets);
+  EXPECT_EQ(faulty.report.dense_fp32_bytes, clean.report.dense_fp32_bytes);
+  ASSERT_EQ(faulty.report.history.size(), clean.report.history.size());
+  for (size_t i = 0; i < clean.report.history.size(); ++i) {
+    EXPECT_EQ(faulty.report.history[i].contract.keep, clean.report.history[i].contract.keep);
+  }
+  // Retransmits are traffic: the faulty run's wire bytes are the clean run's plus theirs.
+  EXPECT_EQ(faulty.report.forward_wire_bytes + faulty.report.backward_wire_bytes,
+            clean.report.forward_wire_bytes + clean.report.backward_wire_bytes +
+                faulty.report.retransmit_wire_bytes);
+  EXPECT_EQ(clean.report.retransmits, 0u);
+}
+
+TEST(RoutedBoundaryFaults, CorruptedPacketsAreResentAndTheRunIsBitIdentical) {
+  const StepTrace clean = RunSteps({}, 300);
+  const StepTrace faulty = RunSteps({.corrupt_rate = 0.01}, 300);
+  ExpectSameRun(faulty, clean);
+  std::printf("[ faults ] corrupt 0.01: %llu of %llu packets re-sent\n",
+              static_cast<unsigned long long>(faulty.report.retransmits),
+              static_cast<unsigned long long>(faulty.report.packets));
+  EXPECT_GT(faulty.report.retransmits, 0u);
+  EXPECT_EQ(faulty.report.retransmits, faulty.report.corrupt_packets);
+  EXPECT_EQ(faulty.report.lost_packets, 0u);
+  EXPECT_GT(faulty.report.retransmit_wire_bytes, 0u);
+}
+
+TEST(RoutedBoundaryFaults, LostPacketsAreResentAndTheRunIsBitIdentical) {
+  const StepTrace clean = RunSteps({}, 300);
+  const StepTrace faulty = RunSteps({.loss_rate = 0.02, .corrupt_rate = 0.01}, 300);
+  ExpectSameRun(faulty, clean);
+  std::printf("[ faults ] loss 0.02 + corrupt 0.01: %llu lost, %llu corrupt of %llu packets\n",
+              static_cast<unsigned long long>(faulty.report.lost_packets),
+              static_cast<unsigned long long>(faulty.report.corrupt_packets),
+              static_cast<unsigned long long>(faulty.report.packets));
+  EXPECT_GT(faulty.report.lost_packets, 0u);
+  EXPECT_GT(faulty.report.corrupt_packets, 0u);
+  EXPECT_EQ(faulty.report.retransmits, faulty.report.lost_packets + faulty.report.corrupt_packets);
+}
+
+// Runs steps until the boundary raises; returns the message ("" if none did).
+std::string FirstError(const LinkModel& link, int max_tries) {
+  try {
+    (void)RunSteps(link, 20, max_tries);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST(RoutedBoundaryFaults, TriesRunOutIntoOneErrorNamingBoundaryDirectionStepAndCause) {
+  const std::string message = FirstError({.corrupt_rate = 1.0}, 8);
+  for (const char* part : {"sparselink boundary 0: corrupt_packet: forward packet of step 0: "
+                           "tries = 8: none arrived intact (8 corrupt, 0 lost)",
+                           "last error: corrupt_packet: "}) {
+    EXPECT_NE(message.find(part), std::string::npos) << message << "\nmissing: " << part;
+  }
+}
+
+TEST(RoutedBoundaryFaults, LossUntilTheLastTryIsATimeoutError) {
+  const std::string message = FirstError({.loss_rate = 0.99}, 3);
+  EXPECT_NE(message.find("timeout: forward packet of step 0: tries = 3: none arrived intact "
+                         "(0 corrupt, 3 lost); last error: timeout: link.recv_timeout_ms = 0"),
+            std::string::npos)
+      << message;
+}
+
+TEST(RoutedBoundaryFaults, OneTryAtAHighRateFailsNamingTheDirection) {
+  // One try per packet at a high rate: some packet fails within 20 steps, and whichever it is,
+  // the message names its direction and step.
+  const std::string message = FirstError({.corrupt_rate = 0.3}, 1);
+  ASSERT_FALSE(message.empty());
+  EXPECT_TRUE(message.find("forward packet of step") != std::string::npos ||
+              message.find("backward packet of step") != std::string::npos ||
+              message.find("summary packet of step") != std::string::npos)
+      << message;
+  EXPECT_NE(message.find("tries = 1: none arrived intact (1 corrupt, 0 lost)"), std::string::npos)
+      << message;
+}
+
+TEST(RoutedBoundaryFaults, BadRetryOptionsNameTheField) {
+  auto tries = RoutedBoundaries::Create({.retry = {.max_tries = 0}}, nullptr);
+  ASSERT_FALSE(tries.ok());
+  EXPECT_NE(tries.status().message().find("retry.max_tries = 0"), std::string::npos);
+  auto timeout =
+      RoutedBoundaries::Create({.retry = {.recv_timeout = std::chrono::milliseconds(-1)}}, nullptr);
+  ASSERT_FALSE(timeout.ok());
+  EXPECT_NE(timeout.status().message().find("retry.recv_timeout_ms = -1"), std::string::npos);
+  auto loss = RoutedBoundaries::Create({.link = {.loss_rate = 1.0}}, nullptr);
+  ASSERT_FALSE(loss.ok());
+  EXPECT_NE(loss.status().message().find("link.loss_rate = 1"), std::string::npos);
 }
 
 }  // namespace

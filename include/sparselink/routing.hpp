@@ -88,11 +88,18 @@ class Router {
   // options().select picks the selection algorithm; the output is the same for both and for
   // any OpenMP thread count. Allocates `out`'s vectors (reusing their capacity); the per-row
   // scratch is thread-local and reused across calls (O(cols) per thread, kept for the thread's
-  // life). Errors: shape, non-finite, invalid contract, missing map.
+  // life). Errors: shape, non-finite, invalid contract, missing map; on error `out` holds no
+  // meaningful routing.
   Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
                uint64_t step, RoutedTensor* out) const;
   Result<RoutedTensor> Route(ConstMatrix activation, const SensitivityMap* map,
                              const Contract& contract, uint64_t step) const;
+  // The same, and the kept set as the wire format's bitmap (rows * cols bits, row r column c at
+  // bit r * cols + c, LSB first) in `bitmap` when it falls out of the selection for free
+  // (kFast, element granularity, cols a multiple of 8); otherwise `bitmap` is left empty.
+  // Used by RouteAndEncode (codec.hpp).
+  Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
+               uint64_t step, RoutedTensor* out, std::vector<uint8_t>* bitmap) const;
 
   const RouterOptions& options() const { return options_; }
 

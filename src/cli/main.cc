@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "cli/bench.hpp"
 #include "cli/demo.hpp"
 #include "cli/inspect.hpp"
 #ifdef SPARSELINK_WITH_TORCH
@@ -31,6 +32,17 @@ int main(int argc, char** argv) {
   inspect->add_option("PACKET_FILE", packet_path, "a packet written by sparselink")->required();
   inspect->add_flag("--json", inspect_json, "print one JSON object instead of a table");
 
+  sparselink::cli::BenchOptions bench_options;
+  CLI::App* bench = app.add_subcommand(
+      "bench", "Time the router against memcpy, torch::topk and nth_element on the same inputs");
+  bench->add_option("WHAT", bench_options.what, "route | decode | all (default all)")
+      ->check(CLI::IsMember({"route", "decode", "all"}));
+  bench->add_option("--json", bench_options.json_path, "also write the results as JSON here");
+  bench->add_option("--min-time", bench_options.min_seconds, "seconds per method and round")
+      ->check(CLI::Range(0.001, 60.0));
+  bench->add_option("--rounds", bench_options.rounds, "rounds per method (the median is kept)")
+      ->check(CLI::Range(1, 100));
+  bench->add_flag("--quick", bench_options.quick, "one small case, for a smoke test");
   sparselink::cli::DemoOptions demo_options;
   CLI::App* demo = app.add_subcommand(
       "demo", "Route synthetic activations across 3 boundaries under negotiated contracts");
@@ -81,6 +93,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   train->add_option("--link-bandwidth", train_options.link_bandwidth,
                     "emulated link, e.g. 100Mbit");
+  train->add_option("--link-loss", train_options.link_loss,
+                    "emulated share of packets lost, [0, 1); lost packets are re-sent");
+  train->add_option("--link-corrupt", train_options.link_corrupt,
+                    "emulated share of packets with one flipped byte, [0, 1); re-sent");
+  train->add_option("--link-tries", train_options.link_tries,
+                    "sends of one packet before the run fails (default 8)");
   train
       ->add_option("--negotiate-every", train_options.negotiate_every, "steps between negotiations")
       ->check(CLI::Range(1, 1000000));
@@ -130,5 +148,12 @@ int main(int argc, char** argv) {
   }
 #endif
   if (demo->parsed()) return sparselink::cli::RunDemo(demo_options, std::cout, std::cerr);
+  if (bench->parsed()) {
+    sparselink::cli::TopkBaseline torch_topk;
+#ifdef SPARSELINK_WITH_TORCH
+    torch_topk = sparselink::torch_adapter::TopkGatherBaseline;
+#endif
+    return sparselink::cli::RunBench(bench_options, torch_topk, std::cout, std::cerr);
+  }
   return 2;
 }

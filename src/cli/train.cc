@@ -16,6 +16,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "sparselink/link.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
@@ -154,6 +155,17 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     return Fail(err, Status(bandwidth.status().code(),
                             "--link-bandwidth: " + bandwidth.status().message()));
   }
+  for (const auto& [flag, rate] : {std::pair{"--link-loss", options.link_loss},
+                                   std::pair{"--link-corrupt", options.link_corrupt}}) {
+    if (!std::isfinite(rate) || rate < 0 || rate >= 1) {
+      return Fail(err, FieldError(ErrorCode::kInvalidArgument, flag, rate,
+                                  "must be a probability per packet in [0, 1)"));
+    }
+  }
+  if (options.link_tries < 1) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--link-tries", options.link_tries,
+                                "must be >= 1"));
+  }
   if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
@@ -195,6 +207,9 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                       {"seed", options.seed},
                       {"threads", options.threads},
                       {"link_bandwidth_bits_per_s", *bandwidth},
+                      {"link_loss", options.link_loss},
+                      {"link_corrupt", options.link_corrupt},
+                      {"link_tries", options.link_tries},
                       {"negotiate_every", options.negotiate_every},
                       {"tau", options.tau},
                       {"sensitivity", options.sensitivity},
@@ -219,7 +234,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       .initial_keep = std::max(*keep_min, 0.1),
       .link_budget_bytes_per_step = budget_applies ? options.link_budget_bytes : 0.0,
       .sensitivity_mode = *sensitivity_mode,
-      .link = {.bandwidth_bits_per_s = *bandwidth},
+      .link = {.bandwidth_bits_per_s = *bandwidth,
+               .loss_rate = options.link_loss,
+               .corrupt_rate = options.link_corrupt},
+      .retry = {.max_tries = options.link_tries},
       .seed = options.seed};
   if (auto check = ta::RoutedBoundaries::Create(boundary_options, nullptr); !check.ok()) {
     return Fail(err, check.status());
@@ -271,6 +289,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   double train_seconds = 0;
   for (const auto& e : trained.epochs) train_seconds += e.seconds;
   uint64_t wire = 0, dense = 0, forward_wire = 0, backward_wire = 0;
+  uint64_t retransmits = 0, retransmit_wire = 0, corrupt_packets = 0, lost_packets = 0;
   double modelled = 0, route_seconds = 0;
   json boundaries_json = json::array();
   const std::vector<ta::BoundaryReport> reports = boundaries.Report();
@@ -278,6 +297,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     forward_wire += b.forward_wire_bytes;
     backward_wire += b.backward_wire_bytes;
     dense += b.dense_fp32_bytes;
+    retransmits += b.retransmits;
+    retransmit_wire += b.retransmit_wire_bytes;
+    corrupt_packets += b.corrupt_packets;
+    lost_packets += b.lost_packets;
     modelled += b.modelled_link_seconds;
     route_seconds += b.route_seconds;
     json history = json::array();
@@ -304,6 +327,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                                {"backward_wire_bytes", b.backward_wire_bytes},
                                {"dense_fp32_bytes", b.dense_fp32_bytes},
                                {"packets", b.packets},
+                               {"retransmits", b.retransmits},
+                               {"retransmit_wire_bytes", b.retransmit_wire_bytes},
+                               {"corrupt_packets", b.corrupt_packets},
+                               {"lost_packets", b.lost_packets},
                                {"modelled_link_seconds", b.modelled_link_seconds},
                                {"route_seconds", b.route_seconds},
                                {"history", history},
@@ -322,7 +349,11 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                        {"forward_wire_bytes", forward_wire},
                        {"backward_wire_bytes", backward_wire},
                        {"dense_fp32_bytes", dense},
-                       {"ratio", wire > 0 ? double(dense) / double(wire) : 0.0}};
+                       {"ratio", wire > 0 ? double(dense) / double(wire) : 0.0},
+                       {"retransmits", retransmits},
+                       {"retransmit_wire_bytes", retransmit_wire},
+                       {"corrupt_packets", corrupt_packets},
+                       {"lost_packets", lost_packets}};
   report["time"] = {
       {"wall_seconds", wall_seconds},
       {"train_seconds", train_seconds},
@@ -334,7 +365,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
 
   out << "\nboundary   cols  contract  keep     values/gradients  bound by             wire        "
          "dense"
-         "       ratio\n";
+         "       ratio   retransmits (corrupt/lost)\n";
   for (const ta::BoundaryReport& b : reports) {
     const uint64_t b_wire = b.forward_wire_bytes + b.backward_wire_bytes;
     const double ratio = double(b.dense_fp32_bytes) / double(std::max<uint64_t>(1, b_wire));
@@ -348,7 +379,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
         << codecs << " " << std::setw(18) << BoundByName(b.contract.bound_by) << std::right
         << std::setw(10) << Megabytes(double(b_wire)) << std::setw(12)
         << Megabytes(double(b.dense_fp32_bytes)) << std::setw(9) << std::setprecision(1) << ratio
-        << "x\n";
+        << "x" << std::setw(14) << b.retransmits << " (" << b.corrupt_packets << "/"
+        << b.lost_packets << ")\n";
   }
   out << std::setprecision(2) << "\ntest accuracy " << 100.0 * trained.epochs.back().test_accuracy
       << "%";
@@ -357,8 +389,13 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   }
   out << std::setprecision(1) << "\nwire " << Megabytes(double(wire)) << " vs dense fp32 "
       << Megabytes(double(dense)) << ": " << (wire ? double(dense) / double(wire) : 0.0)
-      << "x smaller\n"
-      << "routing + coding + link: " << std::setprecision(2) << route_seconds << " s of "
+      << "x smaller\n";
+  if (retransmits > 0) {
+    out << "link faults: " << corrupt_packets << " corrupt and " << lost_packets
+        << " lost packets detected, " << retransmits << " retransmits ("
+        << Megabytes(double(retransmit_wire)) << ", counted in the wire bytes)\n";
+  }
+  out << "routing + coding + link: " << std::setprecision(2) << route_seconds << " s of "
       << train_seconds << " s training (" << std::setprecision(1)
       << 100.0 * route_seconds / std::max(train_seconds, 1e-9) << "%)\nmodelled link time at "
       << options.link_bandwidth << ": " << modelled << " s vs " << dense_link_seconds

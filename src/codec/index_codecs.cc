@@ -18,6 +18,8 @@
 #include <sstream>
 #include <string>
 
+#include "simd/kernels.hpp"
+
 namespace sparselink::codec_internal {
 namespace {
 
@@ -73,12 +75,28 @@ void AppendBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_
   const size_t start = out->size();
   out->resize(start + BitmapBytes(index_rows, cols), 0);
   uint8_t* bits = out->data() + start;
+  // Kept columns ascend within a row and rows follow each other, so bit positions ascend:
+  // gather them in one 64-bit word and store it when the next position leaves it.
+  uint64_t word_index = 0;
+  uint64_t word = 0;
+  const auto flush = [&] {
+    for (int b = 0; b < 8 && word != 0; ++b, word >>= 8) {
+      const uint64_t byte = word_index * 8 + static_cast<uint64_t>(b);
+      bits[byte] = static_cast<uint8_t>(bits[byte] | static_cast<uint8_t>(word));
+    }
+    word = 0;
+  };
   for (uint64_t r = 0; r < index_rows; ++r) {
     for (uint32_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
       const uint64_t bit = r * cols + indices[i];
-      bits[bit / 8] = static_cast<uint8_t>(bits[bit / 8] | (1u << (bit % 8)));
+      if (bit / 64 != word_index) {
+        flush();
+        word_index = bit / 64;
+      }
+      word |= uint64_t{1} << (bit % 64);
     }
   }
+  flush();
 }
 
 Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
@@ -96,46 +114,20 @@ Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_
     return IndexError("bitmap padding bits", bytes.back() >> (total_bits % 8), "must be 0");
   }
   // Row by row over 64-bit little-endian words: mask the word to the row's bit range, then
-  // one store per set bit. The output is sized to expected_kept up front; a set bit beyond it
-  // is an error before it is stored.
+  // turn its set bits into columns. The output is sized to expected_kept (plus slack) up
+  // front; a word that would pass it is an error before it is stored.
   row_offsets->resize(static_cast<size_t>(index_rows) + 1);
-  indices->resize(expected_kept);
-  uint32_t* offsets = row_offsets->data();
-  uint32_t* out = indices->data();
-  const auto load_word = [&bytes](uint64_t w) {
-    uint64_t x = 0;
-    const uint64_t first = w * 8;
-    if (first + 8 <= bytes.size()) {
-      std::memcpy(&x, bytes.data() + first, 8);
-      if constexpr (std::endian::native == std::endian::big) x = __builtin_bswap64(x);
-    } else {
-      for (uint64_t i = first; i < bytes.size(); ++i) x |= uint64_t{bytes[i]} << (8 * (i - first));
-    }
-    return x;
-  };
+  indices->resize(expected_kept + simd::kSlack);
   uint64_t pos = 0;
-  for (uint64_t r = 0; r < index_rows; ++r) {
-    offsets[r] = static_cast<uint32_t>(pos);
-    const uint64_t begin = r * cols;
-    const uint64_t end = begin + cols;
-    for (uint64_t w = begin / 64; w * 64 < end; ++w) {
-      uint64_t x = load_word(w);
-      if (w * 64 < begin) x &= ~uint64_t{0} << (begin % 64);
-      if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
-      while (x != 0) {
-        if (pos == expected_kept) {
-          return IndexError("bitmap set bits", expected_kept + 1,
-                            "more than the header's kept count");
-        }
-        out[pos++] =
-            static_cast<uint32_t>(w * 64 + static_cast<uint64_t>(std::countr_zero(x)) - begin);
-        x &= x - 1;
-      }
-    }
+  const bool fits =
+      simd::BitmapToColumns(bytes.data(), bytes.size(), index_rows, cols, row_offsets->data(),
+                            indices->data(), expected_kept, &pos);
+  if (!fits) {
+    indices->resize(expected_kept);
+    return IndexError("bitmap set bits", pos, "more than the header's kept count");
   }
-  offsets[index_rows] = static_cast<uint32_t>(pos);
+  indices->resize(pos);
   if (pos != expected_kept) {
-    indices->resize(pos);
     return IndexError("bitmap set bits", pos,
                       "header says " + std::to_string(expected_kept) + " kept");
   }

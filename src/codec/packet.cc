@@ -302,11 +302,13 @@ Status CheckPaddingZero(std::span<const uint8_t> bits, uint64_t used_bits, std::
 
 }  // namespace
 
-Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
-                        const PacketLabel& label, const EncodeOptions& options,
-                        std::vector<uint8_t>* out) {
-  SPARSELINK_RETURN_IF_ERROR(contract.Validate());
-  SPARSELINK_RETURN_IF_ERROR(AsArgument(routed.Validate(), "routed"));
+namespace {
+
+// EncodeActivation after the routed tensor was validated (or made by the router in the same
+// call). `bitmap`, when not empty, is the routed set as the wire's bitmap.
+Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t> bitmap,
+                             const Contract& contract, const PacketLabel& label,
+                             const EncodeOptions& options, std::vector<uint8_t>* out) {
   if (routed.granularity != contract.granularity) {
     return FieldError(
         ErrorCode::kInvalidArgument, "routed.granularity", GranularityName(routed.granularity),
@@ -355,7 +357,9 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
   }
   std::vector<RawSection> sections;
   sections.push_back({SectionId::kIndex, {}});
-  if (h.index_codec == IndexCodec::kBitmap) {
+  if (h.index_codec == IndexCodec::kBitmap && !bitmap.empty()) {
+    sections.back().raw.assign(bitmap.begin(), bitmap.end());
+  } else if (h.index_codec == IndexCodec::kBitmap) {
     AppendBitmap(offsets, routed.indices, routed.cols, &sections.back().raw);
   } else {
     AppendDeltaVarint(offsets, routed.indices, &sections.back().raw);
@@ -371,28 +375,35 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
     sections.push_back({SectionId::kTierBits, std::move(bits)});
   }
 
-  // Value streams: each tier's values in kept order, split in rows.
-  std::vector<float> full_values, lossy_values;
-  full_values.reserve(h.count_full);
-  lossy_values.reserve(h.count_lossy);
-  std::vector<uint32_t> full_counts(rows), lossy_counts(rows);
+  // Value streams: each tier's values in kept order, split in rows. With one tier (the common
+  // case) that is routed.values as it is; with two, the values are split first.
+  std::vector<uint32_t> row_counts(rows);
   for (size_t r = 0; r < rows; ++r) {
     const auto [begin, end] = RowRange(routed, r);
-    for (size_t i = begin; i < end; ++i) {
-      if (routed.tiers[i] == Tier::kFull) {
-        full_values.push_back(routed.values[i]);
-        ++full_counts[r];
-      } else {
-        lossy_values.push_back(routed.values[i]);
-        ++lossy_counts[r];
+    row_counts[r] = static_cast<uint32_t>(end - begin);
+  }
+  if (h.count_lossy == 0 || h.count_full == 0) {
+    const bool full = h.count_full > 0;
+    if (kept > 0) {
+      sections.push_back({full ? SectionId::kFullValues : SectionId::kLossyValues, {}});
+      AppendValues(full ? h.full_codec : h.lossy_codec, routed.values, row_counts,
+                   &sections.back().raw);
+    }
+  } else {
+    std::vector<float> full_values, lossy_values;
+    full_values.reserve(h.count_full);
+    lossy_values.reserve(h.count_lossy);
+    std::vector<uint32_t> full_counts(rows), lossy_counts(rows);
+    for (size_t r = 0; r < rows; ++r) {
+      const auto [begin, end] = RowRange(routed, r);
+      for (size_t i = begin; i < end; ++i) {
+        const bool is_full = routed.tiers[i] == Tier::kFull;
+        (is_full ? full_values : lossy_values).push_back(routed.values[i]);
+        ++(is_full ? full_counts : lossy_counts)[r];
       }
     }
-  }
-  if (h.count_full > 0) {
     sections.push_back({SectionId::kFullValues, {}});
     AppendValues(h.full_codec, full_values, full_counts, &sections.back().raw);
-  }
-  if (h.count_lossy > 0) {
     sections.push_back({SectionId::kLossyValues, {}});
     AppendValues(h.lossy_codec, lossy_values, lossy_counts, &sections.back().raw);
   }
@@ -403,6 +414,29 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
                  &sections.back().raw);
   }
   return Assemble(h, sections, options, out);
+}
+
+}  // namespace
+
+Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
+                        const PacketLabel& label, const EncodeOptions& options,
+                        std::vector<uint8_t>* out) {
+  SPARSELINK_RETURN_IF_ERROR(contract.Validate());
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(routed.Validate(), "routed"));
+  return EncodeValidActivation(routed, {}, contract, label, options, out);
+}
+
+Status RouteAndEncode(const Router& router, ConstMatrix activation, const SensitivityMap* map,
+                      const Contract& contract, const PacketLabel& label,
+                      const EncodeOptions& options, RoutedTensor* routed,
+                      std::vector<uint8_t>* out) {
+  if (routed == nullptr || out == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "routed/out = null: no output given");
+  }
+  thread_local std::vector<uint8_t> bitmap;
+  SPARSELINK_RETURN_IF_ERROR(router.Route(activation, map, contract, label.step, routed, &bitmap));
+  SPARSELINK_DCHECK(routed->Validate().ok());
+  return EncodeValidActivation(*routed, bitmap, contract, label, options, out);
 }
 
 Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
@@ -866,31 +900,40 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
   // Values: each tier's stream holds its entries in kept order, split in rows.
   // Per-row arrays only when there are values: a unit-granularity packet with nothing kept
   // may claim many rows in a few bytes, and nothing else bounds them by the buffer.
-  std::vector<uint32_t> full_counts, lossy_counts;
-  if (kept > 0) {
-    full_counts.assign(h.rows, 0);
-    lossy_counts.assign(h.rows, 0);
+  if (h.count_full == 0 || h.count_lossy == 0) {
+    // One tier (the common case): its stream is the values in kept order.
+    t->values.resize(kept);
+    if (kept > 0) {
+      std::vector<uint32_t> row_counts(h.rows);
+      for (size_t r = 0; r < h.rows; ++r) {
+        const auto [begin, end] = RowRange(*t, r);
+        row_counts[r] = static_cast<uint32_t>(end - begin);
+      }
+      const bool full = h.count_full > 0;
+      Status s = codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec,
+                                                  raw[next++].bytes(), row_counts, t->values);
+      if (!s.ok())
+        return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
+    }
+  } else {
+    std::vector<uint32_t> full_counts(h.rows, 0), lossy_counts(h.rows, 0);
     for (size_t r = 0; r < h.rows; ++r) {
       const auto [begin, end] = RowRange(*t, r);
       for (size_t i = begin; i < end; ++i)
         ++(t->tiers[i] == Tier::kFull ? full_counts[r] : lossy_counts[r]);
     }
-  }
-  std::vector<float> full_values(h.count_full), lossy_values(h.count_lossy);
-  if (h.count_full > 0) {
+    std::vector<float> full_values(h.count_full), lossy_values(h.count_lossy);
     Status s = codec_internal::DecodeValuesInto(h.full_codec, raw[next++].bytes(), full_counts,
                                                 full_values);
     if (!s.ok()) return Status(s.code(), "full_values: " + s.message());
-  }
-  if (h.count_lossy > 0) {
-    Status s = codec_internal::DecodeValuesInto(h.lossy_codec, raw[next++].bytes(), lossy_counts,
-                                                lossy_values);
+    s = codec_internal::DecodeValuesInto(h.lossy_codec, raw[next++].bytes(), lossy_counts,
+                                         lossy_values);
     if (!s.ok()) return Status(s.code(), "lossy_values: " + s.message());
+    t->values.resize(kept);
+    size_t fi = 0, li = 0;
+    for (size_t i = 0; i < kept; ++i)
+      t->values[i] = t->tiers[i] == Tier::kFull ? full_values[fi++] : lossy_values[li++];
   }
-  t->values.resize(kept);
-  size_t fi = 0, li = 0;
-  for (size_t i = 0; i < kept; ++i)
-    t->values[i] = t->tiers[i] == Tier::kFull ? full_values[fi++] : lossy_values[li++];
 
   // Rest tier.
   t->rest_bits.clear();

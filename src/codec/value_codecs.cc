@@ -35,6 +35,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
@@ -104,10 +105,6 @@ using codec_internal::FloatToBf16;
 using codec_internal::FloatToHalf;
 using codec_internal::HalfToFloat;
 
-void PutU16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
 uint16_t GetU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 void PutF32(uint8_t* p, float f) {
   const uint32_t v = std::bit_cast<uint32_t>(f);
@@ -147,23 +144,27 @@ void EncodeFp32(std::span<const float> values, std::span<const uint32_t>, uint8_
   for (size_t i = 0; i < values.size(); ++i) PutF32(out + 4 * i, values[i]);
 }
 
+// The vector kernels write native uint16; the wire is little-endian (so is every target
+// Highway builds for here, which the static_assert pins).
+static_assert(std::endian::native == std::endian::little);
+
 void EncodeFp16(std::span<const float> values, std::span<const uint32_t>, uint8_t* out) {
-  for (size_t i = 0; i < values.size(); ++i) PutU16(out + 2 * i, FloatToHalf(values[i]));
+  simd::FloatToHalf(values.data(), values.size(), reinterpret_cast<uint16_t*>(out));
 }
 
 void EncodeBf16(std::span<const float> values, std::span<const uint32_t>, uint8_t* out) {
-  for (size_t i = 0; i < values.size(); ++i) PutU16(out + 2 * i, FloatToBf16(values[i]));
+  simd::FloatToBf16(values.data(), values.size(), reinterpret_cast<uint16_t*>(out));
 }
 
 void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out) {
   uint8_t* q_out = out + 4 * row_counts.size();
   size_t begin = 0;
   for (size_t r = 0; r < row_counts.size(); ++r) {
-    const std::span<const float> row = values.subspan(begin, row_counts[r]);
-    const float scale = RowScale(row, 127.0f);
+    const float scale = simd::MaxAbsFinite(values.data() + begin, row_counts[r]) / 127.0f;
     PutF32(out + 4 * r, scale);
-    for (float v : row)
-      *q_out++ = static_cast<uint8_t>(static_cast<int8_t>(Quantize(v, scale, 127)));
+    simd::QuantizeInt8(values.data() + begin, row_counts[r], scale,
+                       reinterpret_cast<int8_t*>(q_out));
+    q_out += row_counts[r];
     begin += row_counts[r];
   }
 }
@@ -198,8 +199,19 @@ Status DecodeFloats(std::span<const uint8_t> bytes, std::span<const uint32_t>,
 float ReadHalf(const uint8_t* p) { return HalfToFloat(GetU16(p)); }
 float ReadBf16(const uint8_t* p) { return Bf16ToFloat(GetU16(p)); }
 constexpr auto DecodeFp32 = DecodeFloats<4, GetF32>;
-constexpr auto DecodeFp16 = DecodeFloats<2, ReadHalf>;
-constexpr auto DecodeBf16 = DecodeFloats<2, ReadBf16>;
+
+// The 16-bit codecs convert with a vector kernel; only a stream it refuses is walked again by
+// the scalar decoder, to name the bad value.
+template <bool (*Convert)(const uint16_t*, size_t, float*), float (*Read)(const uint8_t*)>
+Status DecodeHalves(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
+                    std::span<float> values) {
+  if (Convert(reinterpret_cast<const uint16_t*>(bytes.data()), values.size(), values.data())) {
+    return Status::Ok();
+  }
+  return DecodeFloats<2, Read>(bytes, row_counts, values);
+}
+constexpr auto DecodeFp16 = DecodeHalves<simd::HalfToFloat, ReadHalf>;
+constexpr auto DecodeBf16 = DecodeHalves<simd::Bf16ToFloat, ReadBf16>;
 
 Status CheckScale(size_t r, float scale) {
   if (std::isfinite(scale) && scale >= 0.0f) return Status::Ok();
@@ -215,7 +227,12 @@ Status DecodeInt8(std::span<const uint8_t> bytes, std::span<const uint32_t> row_
   for (size_t r = 0; r < row_counts.size(); ++r) {
     const float scale = GetF32(bytes.data() + 4 * r);
     SPARSELINK_RETURN_IF_ERROR(CheckScale(r, scale));
-    for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {
+    if (simd::Int8ToFloat(reinterpret_cast<const int8_t*>(q_in + i), row_counts[r], scale,
+                          values.data() + i)) {
+      i += row_counts[r];
+      continue;
+    }
+    for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {  // name the bad value
       const auto q = static_cast<int8_t>(q_in[i]);
       if (q == -128) {
         return FieldError(ErrorCode::kCorruptPacket, "int8 value[" + std::to_string(i) + "]", -128,

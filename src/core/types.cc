@@ -4,22 +4,12 @@
 #include <cstring>
 #include <sstream>
 
+#include "simd/kernels.hpp"
+
 namespace sparselink {
 
-// A float is NaN or Inf exactly when its exponent bits are all ones. OR-ing that test over the
-// whole matrix has no data-dependent branch (it vectorizes); only a matrix that fails it is
-// walked again to name the first bad entry.
-static bool AllFinite(ConstMatrix m) {
-  const size_t n = m.size();
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, m.data + i, sizeof bits);
-    bad |= static_cast<uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
-  }
-  return bad == 0;
-}
-
+// One vector pass checks the whole matrix; only a matrix that fails it is walked again to name
+// the first bad entry.
 Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy policy) {
   if (m.rows == 0)
     return FieldError(ErrorCode::kInvalidArgument, std::string(field) + ".rows", 0, "must be > 0");
@@ -29,7 +19,7 @@ Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy pol
     return Status(ErrorCode::kInvalidArgument,
                   std::string(field) + ".data = null: no values given");
   }
-  if (policy == NonFinitePolicy::kReject && !AllFinite(m)) {
+  if (policy == NonFinitePolicy::kReject && !simd::AllFinite(m.data, m.size())) {
     for (size_t r = 0; r < m.rows; ++r) {
       const float* row = m.Row(r);
       for (size_t c = 0; c < m.cols; ++c) {

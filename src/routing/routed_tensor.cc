@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "simd/kernels.hpp"
 #include "sparselink/routing.hpp"
 
 namespace sparselink {
@@ -36,28 +37,22 @@ std::string MustEqual(std::string_view what, uint64_t value) {
 // the first offender. Requires the row_offsets checks to have passed.
 bool IndicesLookValid(const std::vector<uint32_t>& row_offsets,
                       const std::vector<uint32_t>& indices, uint32_t cols) {
-  bool bad = false;
+  bool ok = true;
   for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
-    const uint32_t* idx = indices.data() + row_offsets[r];
-    const size_t n = row_offsets[r + 1] - row_offsets[r];
-    if (n == 0) continue;
-    bool row_bad = idx[n - 1] >= cols;  // ascending, so the last is the largest
-    for (size_t i = 1; i < n; ++i) row_bad |= idx[i] <= idx[i - 1];
-    bad |= row_bad;
+    ok = simd::AscendingBelow(indices.data() + row_offsets[r], row_offsets[r + 1] - row_offsets[r],
+                              cols) &&
+         ok;
   }
-  return !bad;
+  return ok;
 }
 
 bool ValuesAndTiersLookValid(const std::vector<float>& values, const std::vector<Tier>& tiers) {
-  uint32_t all_exponent = 0;  // an exponent of all ones (Inf or NaN) leaves bits set here
-  for (float v : values) {
-    const uint32_t exponent = std::bit_cast<uint32_t>(v) & 0x7F800000u;
-    all_exponent |= exponent == 0x7F800000u ? 1u : 0u;
-  }
-  uint8_t all_tiers = 0;
-  for (Tier t : tiers) all_tiers |= static_cast<uint8_t>(t);
+  const bool finite = simd::AllFinite(values.data(), values.size());
+  static_assert(sizeof(Tier) == 1);
+  const uint8_t all_tiers =
+      simd::MaxByte(reinterpret_cast<const uint8_t*>(tiers.data()), tiers.size());
   static_assert(static_cast<uint8_t>(Tier::kFull) == 0 && static_cast<uint8_t>(Tier::kLossy) == 1);
-  return all_exponent == 0 && all_tiers <= 1;
+  return finite && all_tiers <= 1;
 }
 
 }  // namespace

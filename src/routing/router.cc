@@ -57,12 +57,14 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
 #include <sstream>
 #include <string>
 
+#include "simd/kernels.hpp"
 #include "sparselink/routing.hpp"
 
 namespace sparselink {
@@ -94,29 +96,38 @@ uint64_t SplitMix64(uint64_t x) {
 // NonFinitePolicy::kTreatAsZero, and then they are 0.
 float SafeValue(float a) { return std::isfinite(a) ? a : 0.0f; }
 
-// Everything scoring needs, fixed for one Route call.
+// Everything scoring needs, fixed for one Route call. An entry's score is a float: |a| for
+// kMagnitude, |a| * w_c for kSensitivity (w_c = eps + S_unit(c) rounded to float, one IEEE
+// multiply), a 24-bit hash fraction for kRandom; a non-finite activation scores 0. Scores are
+// handled as keys (simd/kernels.hpp: the float's bits without the sign), which order exactly
+// like the scores.
 struct Scorer {
   ScorePolicy policy = ScorePolicy::kMagnitude;
   uint64_t seed = 0;
   uint64_t step = 0;
-  const double* weight = nullptr;  // kSensitivity: eps + S_unit(col), per column
+  const float* weight = nullptr;  // kSensitivity: w_c per column
 
-  // Scores columns [c0, c1) of row r (values `row`) into score[c - c0].
-  void ScoreRange(const float* row, size_t r, size_t c0, size_t c1, double* score) const {
+  // Keys of columns [c0, c1) of row r (values `row`) into key[c - c0]. Returns whether all
+  // those values were finite.
+  bool KeyRange(const float* row, size_t r, size_t c0, size_t c1, uint32_t* key) const {
     if (policy == ScorePolicy::kRandom) {
       const uint64_t row_hash = SplitMix64(SplitMix64(SplitMix64(seed) ^ step) ^ r);
+      bool all_finite = true;
       for (size_t c = c0; c < c1; ++c) {
-        const double u = static_cast<double>(SplitMix64(row_hash ^ c) >> 11) * 0x1p-53;
-        score[c - c0] = std::isfinite(row[c]) ? u : 0.0;
+        const float u = static_cast<float>(SplitMix64(row_hash ^ c) >> 40) * 0x1p-24f;
+        const bool finite = std::isfinite(row[c]);
+        all_finite = all_finite && finite;
+        key[c - c0] = finite ? std::bit_cast<uint32_t>(u) : 0u;
       }
-      return;
+      return all_finite;
     }
-    for (size_t c = c0; c < c1; ++c) {
-      const double magnitude = std::fabs(static_cast<double>(SafeValue(row[c])));
-      score[c - c0] = policy == ScorePolicy::kSensitivity ? magnitude * weight[c] : magnitude;
-    }
+    const float* w = policy == ScorePolicy::kSensitivity ? weight + c0 : nullptr;
+    return simd::MagnitudeKeys(row + c0, w, c1 - c0, key);
   }
 };
+
+// The score a key stands for.
+double KeyScore(uint32_t key) { return static_cast<double>(std::bit_cast<float>(key)); }
 
 // Writes the k best of the n candidates scored by `score` (ids 0..n-1) to `ids`, ascending,
 // and their tiers to `tiers` (the nf best kFull). `order` is scratch. Requires nf <= k <= n.
@@ -172,6 +183,18 @@ struct SelectScratch {
   std::vector<uint64_t> keys;     // keys of one coarse bucket, permuted by RankOfKeys
   std::vector<uint32_t> coarse = std::vector<uint32_t>(kCoarseBuckets);
   std::vector<uint32_t> order;  // reference path
+  // Element rows (SelectRowFast):
+  std::vector<uint32_t> row_keys;   // one row's keys
+  std::vector<uint32_t> cand_keys;  // two buffers for the shrinking candidate set
+  std::vector<uint32_t> emit_ids;   // staged output of EmitKept (+ simd::kSlack)
+  std::vector<float> emit_values;   // likewise
+  std::vector<uint64_t> emit_bits;  // the row's bitmap words
+  // The last row's cut, the first guess for the next row of the same width and k (rows of one
+  // batch look alike), and the relative width of that guess, adapted to how often it hits.
+  uint32_t last_key = 0;
+  size_t last_n = 0;
+  size_t last_k = 0;
+  float guess_width = 1.0f / 16;
 };
 
 SelectScratch& ThreadScratch() {
@@ -319,6 +342,171 @@ void Select(SelectMethod method, const double* score, size_t n, size_t k, size_t
   }
 }
 
+// --- Element rows: selection on float keys (SelectRowFast) ---
+//
+// The k-th largest key T of a row by sample select: take 64 keys spread over the candidate
+// set, rank them against each other (simd::SampleRanks), and read off two sample keys lo <= hi
+// that bracket rank k with a margin of about 1.5 binomial standard deviations; one vector pass
+// (simd::FilterRange) counts the keys above hi and compacts those in [lo, hi]. If T is there,
+// the next level works on those; if the bracket missed, one more pass compacts the side T is
+// on (keys > hi, or keys < lo), so a miss costs a pass, never a restart. Every set holds all
+// the keys equal to T, so the final exact step (a set of at most 64 keys, ranked against
+// itself) also yields how many keys tie with T and how many lie above it. A level that does
+// not shrink its set (ties), or a 16th level, ends in the radix cut (RankOfKeys), so the cost
+// is bounded.
+// Then the cut is applied in column order (simd::EmitKept): everything above T and the first
+// q = k - #(key > T) keys equal to T.
+
+constexpr size_t kSampleSize = 64;
+// Each level shrinks its set to about a quarter or less; this many levels cover 2^32 keys.
+constexpr int kMaxSampleLevels = 16;
+
+// The k-th largest key of a row, with the number of keys above it and equal to it.
+struct KeyRank {
+  uint32_t key = 0;
+  size_t above = 0;
+  size_t ties = 0;
+  bool guess_hit = false;  // the guessed bracket held T
+};
+
+// A first bracket [lo, hi] to try before sampling (from the previous row's cut).
+struct Guess {
+  bool valid = false;
+  uint32_t lo = 0;
+  uint32_t hi = 0;
+};
+
+// The exact k-th largest of keys[0, n), 1 <= k <= n.
+KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& guess,
+                      SelectScratch& scratch) {
+  // Two buffers in turn: each level reads one and writes the other.
+  GrowTo(scratch.cand_keys, 2 * (n + simd::kSlack));
+  uint32_t* buffers[2] = {scratch.cand_keys.data(), scratch.cand_keys.data() + n + simd::kSlack};
+  const uint32_t* set = keys;
+  size_t h = n;
+  size_t r = k;
+  size_t above = 0;  // keys of the row above the current set
+  std::array<uint32_t, kSampleSize> sample;
+  std::array<uint32_t, kSampleSize> greater;
+  bool guess_hit = false;
+  for (int level = 0;; ++level) {
+    uint32_t* cand = buffers[level % 2];
+    const bool guessed = level == 0 && guess.valid;
+    if (h <= kSampleSize && !guessed) {
+      std::copy(set, set + h, sample.begin());
+      simd::SampleRanks(sample.data(), h, greater.data());
+      const uint32_t t = simd::OrderStatistic(sample.data(), greater.data(), h, r);
+      size_t set_above = 0, ties = 0;
+      for (size_t i = 0; i < h; ++i) {
+        set_above += sample[i] > t ? 1 : 0;
+        ties += sample[i] == t ? 1 : 0;
+      }
+      return {t, above + set_above, ties, guess_hit};
+    }
+    uint32_t lo = guess.lo;
+    uint32_t hi = guess.hi;
+    if (!guessed) {
+      for (size_t i = 0; i < kSampleSize; ++i) {
+        sample[i] = set[(2 * i + 1) * h / (2 * kSampleSize)];
+      }
+      simd::SampleRanks(sample.data(), kSampleSize, greater.data());
+      const double p = static_cast<double>(r) / static_cast<double>(h);
+      const double center = p * kSampleSize;
+      const double margin = 1.5 * std::sqrt(kSampleSize * p * (1.0 - p)) + 1.0;
+      const double hi_rank = std::floor(center - margin);
+      const double lo_rank = std::ceil(center + margin);
+      hi = hi_rank >= 1 ? simd::OrderStatistic(sample.data(), greater.data(), kSampleSize,
+                                               static_cast<size_t>(hi_rank))
+                        : std::numeric_limits<uint32_t>::max();
+      lo = lo_rank <= kSampleSize ? simd::OrderStatistic(sample.data(), greater.data(), kSampleSize,
+                                                         static_cast<size_t>(lo_rank))
+                                  : 0u;
+    }
+    size_t over = 0;
+    size_t m = simd::FilterRange(set, h, lo, hi, cand, &over);
+    if (over >= r) {  // T > hi: the keys above hi
+      size_t none = 0;
+      m = simd::FilterRange(set, h, hi + 1, std::numeric_limits<uint32_t>::max(), cand, &none);
+    } else if (over + m < r) {  // T < lo: the keys below lo
+      size_t skipped = 0;
+      r -= over + m;
+      above += over + m;
+      m = simd::FilterRange(set, h, 0, lo - 1, cand, &skipped);
+    } else {
+      r -= over;
+      above += over;
+      guess_hit = guess_hit || guessed;
+    }
+    if ((m == h && !guessed) || level == kMaxSampleLevels) {
+      // Stuck on ties, or unlucky: the radix cut of the new set, then its ties counted.
+      GrowTo(scratch.keys, m);
+      std::copy(cand, cand + m, scratch.keys.begin());
+      const KeyCut cut = RankOfKeys(scratch.keys.data(), m, r);
+      const auto t = static_cast<uint32_t>(cut.key);
+      const size_t ties = static_cast<size_t>(std::count(cand, cand + m, t));
+      return {t, above + cut.above, ties, guess_hit};
+    }
+    set = cand;
+    h = m;
+  }
+}
+
+// Row selection on keys: writes the k kept columns ascending to ids, their values (0 where not
+// finite) to values and their tiers (the nf best kFull) to tiers. Same output as SelectTop on
+// the keys' scores.
+// With `bitmap` not null (n a multiple of 8) the row's n / 8 bitmap bytes are written there.
+void SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k, size_t nf,
+                   SelectScratch& scratch, uint32_t* ids, float* values, Tier* tiers,
+                   uint8_t* bitmap) {
+  if (k == 0) {
+    if (bitmap != nullptr) std::fill_n(bitmap, n / 8, uint8_t{0});
+    return;
+  }
+  Guess guess;
+  if (scratch.last_n == n && scratch.last_k == k) {
+    const float last = std::bit_cast<float>(scratch.last_key);
+    const auto key_of = [](float f) { return std::bit_cast<uint32_t>(f) & 0x7FFFFFFFu; };
+    guess = {true, key_of(last * (1.0f - scratch.guess_width)),
+             std::min(key_of(last * (1.0f + scratch.guess_width)), 0x7F800000u)};
+  }
+  const KeyRank cut = KthLargestKey(keys, n, k, guess, scratch);
+  if (guess.valid) {
+    scratch.guess_width = cut.guess_hit ? std::max(scratch.guess_width * 0.9f, 0x1p-8f)
+                                        : std::min(scratch.guess_width * 2.0f, 0.5f);
+  }
+  scratch.last_key = cut.key;
+  scratch.last_n = n;
+  scratch.last_k = k;
+  const uint32_t t = cut.key;
+  const size_t taken_ties = k - cut.above;
+  const size_t tie_end = cut.ties == taken_ties ? n : simd::TieEnd(keys, n, t, taken_ties);
+  GrowTo(scratch.emit_ids, k + simd::kSlack);
+  GrowTo(scratch.emit_values, k + simd::kSlack);
+  GrowTo(scratch.emit_bits, (n + 63) / 64);
+  [[maybe_unused]] const size_t kept =
+      simd::EmitKept(keys, row, n, t, tie_end, scratch.emit_ids.data(), scratch.emit_values.data(),
+                     bitmap != nullptr ? scratch.emit_bits.data() : nullptr);
+  SPARSELINK_DCHECK(kept == k);
+  static_assert(std::endian::native == std::endian::little);  // words -> wire bytes
+  if (bitmap != nullptr) std::memcpy(bitmap, scratch.emit_bits.data(), n / 8);
+  std::copy_n(scratch.emit_ids.data(), k, ids);
+  std::copy_n(scratch.emit_values.data(), k, values);
+  if (nf == k || nf == 0) {
+    std::fill_n(tiers, k, nf == 0 ? Tier::kLossy : Tier::kFull);
+    return;
+  }
+  // The nf best of the kept are the nf best of the row: one more cut, applied in column order.
+  const KeyRank full = KthLargestKey(keys, n, nf, Guess{}, scratch);
+  const uint32_t tf = full.key;
+  size_t full_ties = nf - full.above;
+  for (size_t i = 0; i < k; ++i) {
+    const uint32_t key = keys[ids[i]];
+    const bool tie = key == tf && full_ties != 0;
+    full_ties -= tie ? 1 : 0;
+    tiers[i] = key > tf || tie ? Tier::kFull : Tier::kLossy;
+  }
+}
+
 // Fills rest_bits and rest_centroids of `out` (whose index set is complete) from `activation`.
 void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
   const size_t rows = activation.rows;
@@ -372,8 +560,11 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
   }
 }
 
-void RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
-                   SelectMethod method, bool parallel, RoutedTensor* out) {
+// Returns whether every activation was finite (the caller's non-finite check, fused into the
+// scoring pass).
+bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
+                   SelectMethod method, bool parallel, RoutedTensor* out,
+                   std::vector<uint8_t>* bitmap) {
   const size_t rows = activation.rows;
   const size_t cols = activation.cols;
   const size_t k = KeptCount(cols, contract.keep);
@@ -383,17 +574,31 @@ void RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   out->indices.resize(rows * k);
   out->values.resize(rows * k);
   out->tiers.resize(rows * k);
-#pragma omp parallel for schedule(static) if (parallel)
+  // Rows start on byte boundaries when cols % 8 == 0: then each writes its own bitmap bytes.
+  const bool with_bitmap = bitmap != nullptr && method == SelectMethod::kFast && cols % 8 == 0;
+  if (bitmap != nullptr) bitmap->resize(with_bitmap ? rows * cols / 8 : 0);
+  bool all_finite = true;
+#pragma omp parallel for schedule(static) if (parallel) reduction(&& : all_finite)
   for (size_t r = 0; r < rows; ++r) {
     SelectScratch& scratch = ThreadScratch();
-    GrowTo(scratch.score, cols);
+    GrowTo(scratch.row_keys, cols);
     const float* row = activation.Row(r);
-    scorer.ScoreRange(row, r, 0, cols, scratch.score.data());
+    uint32_t* keys = scratch.row_keys.data();
+    all_finite = scorer.KeyRange(row, r, 0, cols, keys) && all_finite;
     uint32_t* ids = out->indices.data() + r * k;
-    Select(method, scratch.score.data(), cols, k, nf, scratch, ids, out->tiers.data() + r * k);
     float* values = out->values.data() + r * k;
+    Tier* tiers = out->tiers.data() + r * k;
+    if (method == SelectMethod::kFast) {
+      SelectRowFast(keys, row, cols, k, nf, scratch, ids, values, tiers,
+                    with_bitmap ? bitmap->data() + r * cols / 8 : nullptr);
+      continue;
+    }
+    GrowTo(scratch.score, cols);
+    for (size_t c = 0; c < cols; ++c) scratch.score[c] = KeyScore(keys[c]);
+    SelectTop(scratch.score.data(), cols, k, nf, scratch.order, ids, tiers);
     for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
   }
+  return all_finite;
 }
 
 void RouteUnits(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
@@ -406,14 +611,14 @@ void RouteUnits(ConstMatrix activation, const Scorer& scorer, const Contract& co
   const size_t num_chunks = (cols + kColumnChunk - 1) / kColumnChunk;
 #pragma omp parallel if (parallel)
   {
-    std::array<double, kColumnChunk> score{};
+    std::array<uint32_t, kColumnChunk> key{};
 #pragma omp for schedule(static)
     for (size_t chunk = 0; chunk < num_chunks; ++chunk) {
       const size_t c0 = chunk * kColumnChunk;
       const size_t c1 = std::min(cols, c0 + kColumnChunk);
       for (size_t r = 0; r < rows; ++r) {
-        scorer.ScoreRange(activation.Row(r), r, c0, c1, score.data());
-        for (size_t c = c0; c < c1; ++c) column_sum[c] += score[c - c0];
+        scorer.KeyRange(activation.Row(r), r, c0, c1, key.data());
+        for (size_t c = c0; c < c1; ++c) column_sum[c] += KeyScore(key[c - c0]);
       }
     }
   }
@@ -518,9 +723,20 @@ Result<Router> Router::Create(const RouterOptions& options) {
 
 Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
                      uint64_t step, RoutedTensor* out) const {
+  return Route(activation, map, contract, step, out, nullptr);
+}
+
+Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
+                     uint64_t step, RoutedTensor* out, std::vector<uint8_t>* bitmap) const {
   if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "out = null: no output given");
   SPARSELINK_RETURN_IF_ERROR(contract.Validate());
-  SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", options_.non_finite));
+  // The element rows check finiteness while they score (one pass less over the input); a
+  // failure is then named by ValidateMatrix below.
+  const bool unit = contract.granularity == Granularity::kUnit;
+  const bool check_while_scoring = !unit && options_.non_finite == NonFinitePolicy::kReject;
+  SPARSELINK_RETURN_IF_ERROR(
+      ValidateMatrix(activation, "activation",
+                     check_while_scoring ? NonFinitePolicy::kTreatAsZero : options_.non_finite));
   constexpr size_t kMaxDim = std::numeric_limits<uint32_t>::max();
   if (activation.rows > kMaxDim) {
     return FieldError(ErrorCode::kResourceExhausted, "activation.rows", activation.rows,
@@ -541,7 +757,6 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
                         MustEqual("activation.cols", activation.cols));
     }
   }
-  const bool unit = contract.granularity == Granularity::kUnit;
   if (!unit) {
     const uint64_t kept = uint64_t{activation.rows} * KeptCount(activation.cols, contract.keep);
     if (kept > kMaxDim) {
@@ -550,11 +765,11 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
     }
   }
 
-  std::vector<double> weight;
+  std::vector<float> weight;
   if (sensitivity) {
     weight.resize(activation.cols);
     for (size_t c = 0; c < activation.cols; ++c) {
-      weight[c] = options_.eps + static_cast<double>(map->NeuronValue(c));
+      weight[c] = static_cast<float>(options_.eps + static_cast<double>(map->NeuronValue(c)));
     }
   }
   const Scorer scorer{
@@ -565,11 +780,15 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   out->cols = static_cast<uint32_t>(activation.cols);
   out->granularity = contract.granularity;
   out->rest = contract.rest;
+  if (bitmap != nullptr) bitmap->clear();
   if (unit) {
     RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, options_.select,
                parallel, out);
-  } else {
-    RouteElements(activation, scorer, contract, options_.select, parallel, out);
+  } else if (!RouteElements(activation, scorer, contract, options_.select, parallel, out, bitmap) &&
+             check_while_scoring) {
+    const Status named = ValidateMatrix(activation, "activation", NonFinitePolicy::kReject);
+    SPARSELINK_CHECK(!named.ok());
+    return named;
   }
   if (contract.rest == RestPolicy::kSign1) {
     FillSign1Rest(activation, parallel, out);

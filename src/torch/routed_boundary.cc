@@ -7,6 +7,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <span>
+#include <string_view>
+#include <type_traits>
 
 namespace sparselink::torch_adapter {
 
@@ -72,7 +75,7 @@ struct RoutedBoundaries::State {
   bool have_summary = false;
   int64_t step = 0;
 
-  std::vector<uint8_t> packet;
+  std::vector<uint8_t> packet;  // the sender's encoded copy, kept until the receiver decodes it
   std::vector<float> values;
   std::vector<float> act_scores;     // per neuron, this step: mean |a|
   std::vector<float> grad_scores;    // per neuron, this step: mean |g| (kept) or summary
@@ -82,25 +85,78 @@ struct RoutedBoundaries::State {
 
   torch::Tensor RouteForward(const torch::Tensor& input, bool count);
   torch::Tensor RouteBackward(const torch::Tensor& grad_output);
-  void Transfer(Link& link, uint64_t dense_bytes, bool count, uint64_t* wire_counter);
+  template <typename Decode>
+  auto Deliver(Link& link, std::string_view direction, uint64_t dense_bytes, bool count,
+               uint64_t* wire_counter, const Decode& decode)
+      -> std::invoke_result_t<Decode, std::span<const uint8_t>>;
+  Status CheckLabel(const PacketInfo& info) const;
 };
 
-// Sends `packet` over `link` and receives it back into `packet` (the two ends of a boundary
-// live in one process here; with MPI they are two ranks).
-void RoutedBoundaries::State::Transfer(Link& link, uint64_t dense_bytes, bool count,
-                                       uint64_t* wire_counter) {
+// Moves the encoded packet in `packet` across `link` and returns what `decode` makes of the
+// bytes that arrived. The two ends of a boundary live in one process here (with MPI they are
+// two ranks), so the protocol is played out in one function: the sender sends its copy; the
+// receiver waits up to retry.recv_timeout, and when nothing arrives (lost) or what arrived
+// does not decode (corrupt), it re-requests and the sender sends the same bytes again, since
+// it keeps `packet` until the receiver has a decoded copy. The bytes of a failed try are
+// dropped and never reach the model. After retry.max_tries sends the step fails with one error.
+template <typename Decode>
+auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction, uint64_t dense_bytes,
+                                      bool count, uint64_t* wire_counter, const Decode& decode)
+    -> std::invoke_result_t<Decode, std::span<const uint8_t>> {
+  const LinkRetryOptions& retry = options->retry;
   const LinkStats before = link.stats();
-  ThrowIfError(link.Send(packet, dense_bytes, kLinkTimeout), boundary);
-  auto got = link.Recv(kLinkTimeout);
-  ThrowIfError(got.status(), boundary);
-  packet = std::move(got).value();
-  if (count) {
-    const LinkStats after = link.stats();
-    *wire_counter += after.wire_bytes - before.wire_bytes;
-    report.dense_fp32_bytes += dense_bytes;
-    report.modelled_link_seconds += Seconds(after.modelled_time - before.modelled_time);
-    report.packets += 1;
+  uint64_t corrupt = 0;
+  uint64_t lost = 0;
+  Status last_error;
+  for (int attempt = 1; attempt <= retry.max_tries; ++attempt) {
+    ThrowIfError(link.Send(packet, attempt == 1 ? dense_bytes : 0, kLinkTimeout), boundary);
+    auto arrived = link.Recv(retry.recv_timeout);
+    if (!arrived.ok()) {
+      if (arrived.status().code() != ErrorCode::kTimeout) ThrowIfError(arrived.status(), boundary);
+      lost += 1;
+      last_error = arrived.status();
+      continue;
+    }
+    auto decoded = decode(std::span<const uint8_t>(*arrived));
+    if (!decoded.ok()) {
+      corrupt += 1;
+      last_error = decoded.status();
+      continue;
+    }
+    if (count) {
+      const LinkStats after = link.stats();
+      const uint64_t sent_bytes = after.wire_bytes - before.wire_bytes;
+      *wire_counter += sent_bytes;
+      report.dense_fp32_bytes += dense_bytes;
+      report.modelled_link_seconds += Seconds(after.modelled_time - before.modelled_time);
+      report.packets += 1;
+      report.retransmits += static_cast<uint64_t>(attempt - 1);
+      report.retransmit_wire_bytes += static_cast<uint64_t>(attempt - 1) * packet.size();
+      report.corrupt_packets += corrupt;
+      report.lost_packets += lost;
+    }
+    return decoded;
   }
+  const std::string field =
+      std::string(direction) + " packet of step " + std::to_string(step) + ": tries";
+  const std::string why = "none arrived intact (" + std::to_string(corrupt) + " corrupt, " +
+                          std::to_string(lost) + " lost); last error: " + last_error.ToString();
+  ThrowIfError(FieldError(last_error.code(), field, retry.max_tries, why), boundary);
+  return last_error;  // not reached: ThrowIfError threw
+}
+
+// A decoded packet must also carry this boundary's label: a stray packet of another boundary
+// or step (a late duplicate, with a transport that can delay) is refused like a corrupt one.
+Status RoutedBoundaries::State::CheckLabel(const PacketInfo& info) const {
+  if (info.header.boundary != boundary) {
+    return FieldError(ErrorCode::kCorruptPacket, "packet.boundary", info.header.boundary,
+                      "expected " + std::to_string(boundary));
+  }
+  if (info.header.step != static_cast<uint64_t>(step)) {
+    return FieldError(ErrorCode::kCorruptPacket, "packet.step", info.header.step,
+                      "expected " + std::to_string(step));
+  }
+  return Status::Ok();
 }
 
 torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, bool count) {
@@ -123,11 +179,15 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
           {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1}, &packet),
       boundary);
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
-  Transfer(*forward_link, dense_bytes, count, &report.forward_wire_bytes);
-
-  auto decoded = DecodeActivation(packet);
-  ThrowIfError(decoded.status(), boundary);
-  receiver_mask = std::move(decoded).value();
+  receiver_mask = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
+                          [&](std::span<const uint8_t> bytes) -> Result<RoutedTensor> {
+                            PacketInfo info;
+                            auto decoded = DecodeActivation(bytes, {}, &info);
+                            if (!decoded.ok()) return decoded;
+                            SPARSELINK_RETURN_IF_ERROR(CheckLabel(info));
+                            return decoded;
+                          })
+                      .value();
   received = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   ThrowIfError(
       Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
@@ -166,10 +226,15 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     for (float& v : mean_abs) v /= static_cast<float>(rows);
     ThrowIfError(EncodeSummary(mean_abs, label, &packet), boundary);
     // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
-    Transfer(*backward_link, 0, true, &report.backward_wire_bytes);
-    auto summary_values = DecodeSummary(packet);
-    ThrowIfError(summary_values.status(), boundary);
-    summary = std::move(summary_values).value();
+    summary = Deliver(*backward_link, "summary", 0, true, &report.backward_wire_bytes,
+                      [&](std::span<const uint8_t> bytes) -> Result<std::vector<float>> {
+                        PacketInfo info;
+                        auto decoded = DecodeSummary(bytes, {}, &info);
+                        if (!decoded.ok()) return decoded;
+                        SPARSELINK_RETURN_IF_ERROR(CheckLabel(info));
+                        return decoded;
+                      })
+                  .value();
     have_summary = true;
   }
 
@@ -180,12 +245,19 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                      {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1},
                      &packet),
       boundary);
-  Transfer(*backward_link, dense_bytes, true, &report.backward_wire_bytes);
-  auto decoded = DecodeGradient(packet, sender_mask);
-  ThrowIfError(decoded.status(), boundary);
+  const std::vector<float> decoded =
+      Deliver(*backward_link, "backward", dense_bytes, true, &report.backward_wire_bytes,
+              [&](std::span<const uint8_t> bytes) -> Result<std::vector<float>> {
+                PacketInfo info;
+                auto gradient = DecodeGradient(bytes, sender_mask, {}, &info);
+                if (!gradient.ok()) return gradient;
+                SPARSELINK_RETURN_IF_ERROR(CheckLabel(info));
+                return gradient;
+              })
+          .value();
   torch::Tensor grad_input = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   float* gi = grad_input.data_ptr<float>();
-  ThrowIfError(ScatterAtMask(sender_mask, *decoded, {gi, num_rows, cols}), boundary);
+  ThrowIfError(ScatterAtMask(sender_mask, decoded, {gi, num_rows, cols}), boundary);
 
   // Sender: score what it can see. The gradient of entry (r, j) is known where it was kept
   // (it just came back); where it was dropped the receiver's mean |g_j| stands in for it.
@@ -285,6 +357,14 @@ Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(
     return FieldError(ErrorCode::kInvalidArgument, "link_budget",
                       options.link_budget_bytes_per_step, "must be >= 0 bytes per step");
   }
+  if (options.retry.max_tries < 1) {
+    return FieldError(ErrorCode::kInvalidArgument, "retry.max_tries", options.retry.max_tries,
+                      "must be >= 1");
+  }
+  if (options.retry.recv_timeout.count() < 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "retry.recv_timeout_ms",
+                      options.retry.recv_timeout.count(), "must be >= 0");
+  }
   Contract probe{.keep = options.keep.value_or(options.initial_keep),
                  .keep_full = options.keep_full,
                  .full_codec = options.full_codec,
@@ -336,9 +416,13 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
       Router router,
       Router::Create({.policy = score, .eps = options.eps, .seed = options.seed + boundary}));
   state->router.emplace(std::move(router));
+  // Each link draws its faults from its own generator, seeded per boundary and direction.
   LinkOptions link_options{.model = options.link};
-  link_options.model.fault_seed = options.seed * 1000 + boundary;
+  const uint64_t fault_seed =
+      options.link.fault_seed * 1000003 + options.seed * 1000 + 2 * boundary;
+  link_options.model.fault_seed = fault_seed;
   SPARSELINK_ASSIGN_OR_RETURN(state->forward_link, MakeLink(link_options));
+  link_options.model.fault_seed = fault_seed + 1;
   SPARSELINK_ASSIGN_OR_RETURN(state->backward_link, MakeLink(link_options));
   state->summary.assign(state->cols, 0.0f);
   state->act_scores.assign(state->cols, 0.0f);

@@ -63,3 +63,18 @@ TorchRuntimeInfo ProbeTorchRuntime() {
 }
 
 }  // namespace sparselink::torch_adapter
+
+namespace sparselink::torch_adapter {
+
+void TopkGatherBaseline(const float* data, size_t rows, size_t cols, size_t k, int threads) {
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
+  const torch::NoGradGuard no_grad;
+  const torch::Tensor a = torch::from_blob(
+      const_cast<float*>(data), {static_cast<int64_t>(rows), static_cast<int64_t>(cols)});
+  const torch::Tensor indices = std::get<1>(
+      a.abs().topk(static_cast<int64_t>(k), /*dim=*/1, /*largest=*/true, /*sorted=*/false));
+  const torch::Tensor values = a.gather(1, indices);
+  (void)values.data_ptr<float>();
+}
+
+}  // namespace sparselink::torch_adapter

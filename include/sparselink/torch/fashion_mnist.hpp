@@ -1,13 +1,10 @@
 // Fashion-MNIST loader: reads the four gzip'd idx files (Debian package dataset-fashion-mnist)
 // into LibTorch tensors ready for training.
 //
-// idx format (big-endian header, then raw bytes):
-//   images: magic 2051 (0x00000803), count, rows, cols, then count*rows*cols uint8 pixels
-//   labels: magic 2049 (0x00000801), count, then count uint8 labels
-// Every check is strict: magic, 28x28 dims, label < 10, image count == label count, the exact
-// number of payload bytes (a truncated file and trailing bytes are both errors), a real gzip
-// stream (zlib would otherwise read a plain file transparently). Each failure is a Status whose
-// message names the path, the field and the value.
+// The bytes are parsed by the core's idx reader (include/sparselink/idx.hpp, which documents
+// the format and every check: magic, 28x28 dims, label < 10, the exact number of payload bytes,
+// a real gzip stream); this loader adds image count == label count. Each failure is a Status
+// whose message names the path, the field and the value.
 #pragma once
 
 #include <torch/torch.h>
@@ -15,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "sparselink/idx.hpp"
 #include "sparselink/status.hpp"
 
 namespace sparselink::torch_adapter {
@@ -29,9 +27,8 @@ inline constexpr int64_t kNumClasses = 10;
 // test set.
 inline constexpr float kFashionMnistMean = 0.2860f;
 inline constexpr float kFashionMnistStd = 0.3530f;
-// Header counts above this are refused before anything is allocated (the largest real file
-// holds 60000 images; 2^20 images are 822 MB of pixels).
-inline constexpr int64_t kMaxIdxCount = int64_t{1} << 20;
+// Header counts above this are refused before anything is allocated (kIdxMaxCount).
+inline constexpr int64_t kMaxIdxCount = kIdxMaxCount;
 
 // A labelled image set. `images` is float32 [N, 1, 28, 28], normalized as above; `labels` is
 // int64 [N] with values in [0, 10). Both contiguous, on the CPU; the struct owns them (tensors

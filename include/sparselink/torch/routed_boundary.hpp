@@ -13,12 +13,22 @@
 // `negotiate_every` steps each boundary renegotiates its contract (auto keep), after the
 // BudgetAllocator splits a shared link budget when one is set.
 //
+// Link faults (LinkModel.loss_rate / corrupt_rate): every packet carries an XXH3 checksum, so
+// a flipped byte makes its decoder fail. The receiver never uses such a packet: it re-requests
+// it, and the sender, which keeps each encoded packet until the receiver has decoded it, sends
+// the same bytes again (LinkRetryOptions). Activation, gradient and summary packets alike.
+// Retransmits count as traffic. Each link draws its faults from its own generator (seeded from
+// link.fault_seed, seed, boundary and direction), so faults never shift the routing's or
+// LibTorch's random streams: a run whose packets all get through in the end is bit-identical
+// to the same run without faults.
+//
 // Wire bytes are the bytes of real packets; the dense baseline is rows*cols*4 per direction.
 // Not thread-safe: the trainer calls it from one thread.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -45,6 +55,19 @@ enum class RoutingPolicy : uint8_t {
 std::string_view RoutingPolicyName(RoutingPolicy p);
 Result<RoutingPolicy> ParseRoutingPolicy(std::string_view name);
 
+// The policy on a lost or bad packet. The receiver waits `recv_timeout` for a packet; when
+// none comes (lost) or the one that came does not decode (corrupt: checksum, length or field
+// check; or a label other than this boundary and step), it re-requests it and the sender sends
+// its kept copy again. After `max_tries` sends of one packet the step fails with one error
+// naming the boundary, the direction (forward, backward, summary), the step and the last
+// decode error. The re-request itself is not modelled as a packet (a few bytes on the
+// reverse link). The in-process link delivers inside Send, so `recv_timeout` is only ever
+// waited out for a lost packet.
+struct LinkRetryOptions {
+  int max_tries = 8;                           // sends per packet, the first included; >= 1
+  std::chrono::milliseconds recv_timeout{20};  // >= 0
+};
+
 struct RoutedBoundaryOptions {
   RoutingPolicy policy = RoutingPolicy::kSensitivity;
   std::optional<double> keep;  // fixed keep fraction; nullopt = negotiated ("auto")
@@ -65,6 +88,7 @@ struct RoutedBoundaryOptions {
   double sensitivity_alpha = 0.5;  // kWeighted: weight of the activation term
   double ema_decay = 0.9;
   LinkModel link;
+  LinkRetryOptions retry;
   uint64_t seed = 1;
 };
 
@@ -76,9 +100,16 @@ struct BoundaryReport {
   uint64_t forward_wire_bytes = 0;
   uint64_t backward_wire_bytes = 0;  // gradients + summaries
   uint64_t dense_fp32_bytes = 0;     // forward + backward, as plain fp32
-  uint64_t packets = 0;
-  double modelled_link_seconds = 0;
-  double route_seconds = 0;  // routing + coding + link, wall clock, both directions
+  uint64_t packets = 0;              // packets delivered (each once, however many tries it took)
+  // Link faults (training steps only, like the bytes): packets sent again, their bytes (also
+  // inside forward/backward_wire_bytes), and why: a packet that arrived but did not decode, or
+  // one that never arrived.
+  uint64_t retransmits = 0;
+  uint64_t retransmit_wire_bytes = 0;
+  uint64_t corrupt_packets = 0;
+  uint64_t lost_packets = 0;
+  double modelled_link_seconds = 0;  // retransmits included
+  double route_seconds = 0;          // routing + coding + link, wall clock, both directions
   std::vector<NegotiationRecord> history;
   Contract contract;               // in force at the end
   std::vector<float> sensitivity;  // the map at the end
@@ -90,7 +121,8 @@ class RoutedBoundaries final : public BoundaryHook {
   // its own Taylor map on what it received with its dense gradient (so it can only vouch for
   // entries that crossed; the sender's map, fed by the summaries, covers the dropped ones).
   // `stages` may be null; it is kept for adapters that read the model. Errors: bad options
-  // (each named).
+  // (each named). Forward and the autograd backward raise c10::Error with one line when a
+  // packet fails `retry.max_tries` times (see LinkRetryOptions).
   static Result<std::unique_ptr<RoutedBoundaries>> Create(const RoutedBoundaryOptions& options,
                                                           Stages* stages);
   ~RoutedBoundaries() override;

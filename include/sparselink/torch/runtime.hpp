@@ -3,6 +3,7 @@
 // is installed, and at the reference BLAS (about 7x slower training) otherwise.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace sparselink::torch_adapter {
@@ -27,6 +28,11 @@ void SetNumThreads(int num_threads);
 // so a user's choice is kept) or when the re-exec fails. Call it first thing in main, before
 // any thread is started. Linux only.
 void EnsurePassiveOpenMpWait(char** argv);
+
+// The baseline of `sparselink bench`: torch::topk of |a| along each row of the rows x cols
+// matrix at `data` (k per row, unsorted, which is the cheapest form), then a gather of the
+// kept values, on `threads` intra-op threads.
+void TopkGatherBaseline(const float* data, size_t rows, size_t cols, size_t k, int threads);
 
 // Probes the runtime. Cost: about 6 matmuls of 1024^3 (tens of ms with OpenBLAS, ~1 s without).
 TorchRuntimeInfo ProbeTorchRuntime();

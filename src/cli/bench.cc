@@ -1,0 +1,280 @@
+#include "cli/bench.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "simd/kernels.hpp"
+#include "sparselink/codec.hpp"
+#include "sparselink/routing.hpp"
+
+namespace sparselink::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchCase {
+  size_t rows;
+  size_t cols;
+  double keep;
+  int threads;
+  ValueCodec codec = ValueCodec::kFp16;
+};
+
+// The cases of issue "Routing at memory speed": the target shape first, then the sweeps.
+std::vector<BenchCase> Cases(bool quick) {
+  if (quick) return {{64, 1024, 0.1, 1}};
+  return {
+      {256, 4096, 0.10, 1},
+      {256, 4096, 0.10, 2},
+      {256, 4096, 0.01, 1},
+      {256, 4096, 0.50, 1},
+      {2048, 512, 0.10, 1},
+      {16, 65536, 0.10, 1},
+      {256, 4096, 0.10, 1, ValueCodec::kInt8},
+  };
+}
+
+// Seconds per call of `op(i)` (i = the pool slot), the median over `rounds` rounds of at least
+// `min_seconds` each.
+template <typename Op>
+double SecondsPerCall(const BenchOptions& options, size_t pool, Op op) {
+  op(0);  // warm-up: first-touch allocations, thread start
+  std::vector<double> per_call;
+  size_t slot = 1;
+  for (int round = 0; round < options.rounds; ++round) {
+    size_t calls = 0;
+    const auto start = Clock::now();
+    double elapsed = 0;
+    do {
+      op(slot++ % pool);
+      ++calls;
+      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    } while (elapsed < options.min_seconds);
+    per_call.push_back(elapsed / static_cast<double>(calls));
+  }
+  std::sort(per_call.begin(), per_call.end());
+  return per_call[per_call.size() / 2];
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown";
+}
+
+struct CaseResult {
+  BenchCase c;
+  std::map<std::string, double> gbps;
+  uint64_t wire_bytes = 0;
+};
+
+// Runs one case; an error means a method failed (it should not).
+Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
+                           const TopkBaseline& torch_topk) {
+  const size_t n = c.rows * c.cols;
+  const size_t bytes = n * sizeof(float);
+  const size_t pool = std::max<size_t>(2, (options.pool_bytes + bytes - 1) / bytes);
+  std::vector<std::vector<float>> inputs(pool, std::vector<float>(n));
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& input : inputs) {
+    for (float& v : input) v = normal(rng);
+  }
+  const auto view = [&](size_t i) { return ConstMatrix{inputs[i].data(), c.rows, c.cols}; };
+  const size_t k = KeptCount(c.cols, c.keep);
+  const Contract contract{.keep = c.keep, .keep_full = 1.0, .full_codec = c.codec};
+  const EncodeOptions encode{.index_codec = IndexCodec::kBitmap};
+  const bool route = options.what != "decode";
+  const bool decode = options.what != "route";
+
+  omp_set_num_threads(c.threads);
+  CaseResult result{.c = c};
+  const auto gbps = [&](double seconds) { return static_cast<double>(bytes) / seconds / 1e9; };
+
+  SPARSELINK_ASSIGN_OR_RETURN(Router fast, Router::Create({.policy = ScorePolicy::kMagnitude}));
+  SPARSELINK_ASSIGN_OR_RETURN(
+      Router reference,
+      Router::Create({.policy = ScorePolicy::kMagnitude, .select = SelectMethod::kReference}));
+  RoutedTensor routed;
+  std::vector<uint8_t> packet;
+  Status status;
+  // The fast path is the sender's one call; the reference path routes, then encodes.
+  const auto route_and_encode = [&](const Router& router, size_t i) {
+    if (&router == &fast) {
+      status =
+          RouteAndEncode(fast, view(i), nullptr, contract, {.step = i}, encode, &routed, &packet);
+      return;
+    }
+    status = router.Route(view(i), nullptr, contract, i, &routed);
+    if (status.ok()) status = EncodeActivation(routed, contract, {.step = i}, encode, &packet);
+  };
+
+  // Decoding needs packets: one per pool slot, made by the fast path (checked against the
+  // reference path's bytes on the first slot).
+  std::vector<std::vector<uint8_t>> packets(pool);
+  for (size_t i = 0; i < pool; ++i) {
+    route_and_encode(fast, i);
+    SPARSELINK_RETURN_IF_ERROR(status);
+    packets[i] = packet;
+  }
+  route_and_encode(reference, 0);
+  SPARSELINK_RETURN_IF_ERROR(status);
+  if (packet != packets[0]) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "fast and reference packets differ on the same input (a bug: please report)");
+  }
+  result.wire_bytes = packets[0].size();
+
+  if (route) {
+    result.gbps["fast"] =
+        gbps(SecondsPerCall(options, pool, [&](size_t i) { route_and_encode(fast, i); }));
+    SPARSELINK_RETURN_IF_ERROR(status);
+    result.gbps["reference"] =
+        gbps(SecondsPerCall(options, pool, [&](size_t i) { route_and_encode(reference, i); }));
+    SPARSELINK_RETURN_IF_ERROR(status);
+    if (torch_topk) {
+      result.gbps["torch_topk"] = gbps(SecondsPerCall(options, pool, [&](size_t i) {
+        torch_topk(inputs[i].data(), c.rows, c.cols, k, c.threads);
+      }));
+    }
+    std::vector<float> row(c.cols);
+    result.gbps["nth_element"] = gbps(SecondsPerCall(options, pool, [&](size_t i) {
+      for (size_t r = 0; r < c.rows; ++r) {
+        const float* a = inputs[i].data() + r * c.cols;
+        for (size_t j = 0; j < c.cols; ++j) row[j] = std::fabs(a[j]);
+        if (k > 0)
+          std::nth_element(row.begin(), row.begin() + (k - 1), row.end(), std::greater<>());
+      }
+    }));
+  }
+  if (decode) {
+    std::vector<float> dense(n);
+    result.gbps["fast_decode"] = gbps(SecondsPerCall(options, pool, [&](size_t i) {
+      Result<RoutedTensor> decoded = DecodeActivation(packets[i]);
+      status = decoded.status();
+      if (status.ok()) status = Scatter(*decoded, {dense.data(), c.rows, c.cols});
+    }));
+    SPARSELINK_RETURN_IF_ERROR(status);
+  }
+  std::vector<float> copy(n);
+  result.gbps["memcpy"] = gbps(SecondsPerCall(
+      options, pool, [&](size_t i) { std::memcpy(copy.data(), inputs[i].data(), bytes); }));
+  return result;
+}
+
+double Ratio(const CaseResult& r, const char* a, const char* b) {
+  const auto ia = r.gbps.find(a);
+  const auto ib = r.gbps.find(b);
+  if (ia == r.gbps.end() || ib == r.gbps.end() || ib->second <= 0) return 0;
+  return ia->second / ib->second;
+}
+
+}  // namespace
+
+int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::ostream& out,
+             std::ostream& err) {
+  if (options.what != "route" && options.what != "decode" && options.what != "all") {
+    err << "sparselink bench: what = " << options.what << ": must be route, decode or all\n";
+    return 1;
+  }
+  std::ofstream json_file;
+  if (!options.json_path.empty()) {
+    json_file.open(options.json_path);
+    if (!json_file) {
+      err << "sparselink bench: --json " << options.json_path << ": cannot open for writing\n";
+      return 1;
+    }
+  }
+  const std::vector<BenchCase> cases = Cases(options.quick);
+  out << "sparselink bench: " << cases.size() << " cases on " << CpuModel() << ", "
+      << simd::TargetName() << " kernels, " << options.pool_bytes / (1 << 20)
+      << " MiB of inputs per case; GB/s of dense fp32 input\n";
+  std::vector<CaseResult> results;
+  const auto start = Clock::now();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const BenchCase& c = cases[i];
+    Result<CaseResult> r = RunCase(options, c, torch_topk);
+    if (!r.ok()) {
+      err << "sparselink bench: case " << c.rows << "x" << c.cols << " keep " << c.keep << ": "
+          << r.status().ToString() << "\n";
+      return 1;
+    }
+    results.push_back(*r);
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    out << "[" << i + 1 << "/" << cases.size() << "] " << c.rows << "x" << c.cols << " keep "
+        << c.keep * 100 << "% " << Traits(c.codec).name << " threads " << c.threads << ":";
+    for (const auto& [name, g] : r->gbps) out << " " << name << " " << std::setprecision(3) << g;
+    out << "  (" << std::fixed << std::setprecision(1) << elapsed << " s, ETA "
+        << elapsed / static_cast<double>(i + 1) * static_cast<double>(cases.size() - i - 1) << " s)"
+        << std::defaultfloat << "\n";
+  }
+  out << "\n  shape        keep  codec thr |   fast  decode    ref  topk  nth_el memcpy | "
+         "fast/memcpy fast/topk decode/memcpy\n";
+  nlohmann::json json = {{"machine",
+                          {{"cpu", CpuModel()},
+                           {"simd_target", simd::TargetName()},
+                           {"pool_bytes", options.pool_bytes}}},
+                         {"cases", nlohmann::json::array()}};
+  for (const CaseResult& r : results) {
+    const auto g = [&](const char* name) {
+      const auto it = r.gbps.find(name);
+      return it == r.gbps.end() ? 0.0 : it->second;
+    };
+    std::ostringstream shape;
+    shape << r.c.rows << "x" << r.c.cols;
+    out << "  " << std::left << std::setw(12) << shape.str() << std::right << std::fixed
+        << std::setprecision(0) << std::setw(5) << r.c.keep * 100 << "% " << std::setw(5)
+        << Traits(r.c.codec).name << std::setw(4) << r.c.threads << " |" << std::fixed
+        << std::setprecision(2);
+    for (const char* name :
+         {"fast", "fast_decode", "reference", "torch_topk", "nth_element", "memcpy"}) {
+      out << std::setw(7) << g(name);
+    }
+    out << " | " << std::setw(11) << Ratio(r, "fast", "memcpy") << std::setw(10)
+        << Ratio(r, "fast", "torch_topk") << std::setw(14) << Ratio(r, "fast_decode", "memcpy")
+        << std::defaultfloat << "\n";
+    nlohmann::json entry = {{"rows", r.c.rows},
+                            {"cols", r.c.cols},
+                            {"keep", r.c.keep},
+                            {"threads", r.c.threads},
+                            {"codec", std::string(Traits(r.c.codec).name)},
+                            {"index", "bitmap"},
+                            {"wire_bytes", r.wire_bytes},
+                            {"dense_bytes", r.c.rows * r.c.cols * 4},
+                            {"gbps", r.gbps},
+                            {"ratios",
+                             {{"fast_vs_memcpy", Ratio(r, "fast", "memcpy")},
+                              {"fast_vs_torch_topk", Ratio(r, "fast", "torch_topk")},
+                              {"fast_vs_reference", Ratio(r, "fast", "reference")},
+                              {"decode_vs_memcpy", Ratio(r, "fast_decode", "memcpy")}}}};
+    json["cases"].push_back(entry);
+  }
+  if (json_file.is_open()) {
+    json_file << json.dump(2) << "\n";
+    if (!json_file) {
+      err << "sparselink bench: --json " << options.json_path << ": write failed\n";
+      return 1;
+    }
+    out << "wrote " << options.json_path << "\n";
+  }
+  return 0;
+}
+
+}  // namespace sparselink::cli

@@ -1,0 +1,650 @@
+// Highway implementations of src/simd/kernels.hpp. This file is compiled once per target by
+// hwy/foreach_target.h (it includes itself); HWY_EXPORT / HWY_DYNAMIC_DISPATCH pick the best
+// at run time.
+//
+// Every loop runs whole vectors first and finishes the last n % lanes entries with the same
+// operations on a partial tail in scalar code, so a result never depends on the target.
+// The fp16 and bf16 conversions are written with integer operations rather than Highway's
+// DemoteTo: on targets without F16C Highway 1.0 truncates, and the wire format rounds to
+// nearest even (docs/wire-format.md).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "simd/kernels.cc"
+#include "simd/kernels.hpp"
+
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+HWY_BEFORE_NAMESPACE();
+namespace sparselink::simd {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using DU = hn::RebindToUnsigned<DF>;
+using DI = hn::RebindToSigned<DF>;
+
+constexpr uint32_t kAbsMask = 0x7FFFFFFFu;
+constexpr uint32_t kInfBits = 0x7F800000u;
+
+// --- scalar tails (the same arithmetic as the vector bodies) ---
+
+// 16-bit streams sit at any byte offset inside a packet: the tails access them bytewise.
+uint16_t LoadU16(const uint16_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+void StoreU16(uint16_t v, uint16_t* p) { std::memcpy(p, &v, sizeof v); }
+
+uint32_t ScalarKey(float a, const float* w, size_t i) {
+  const uint32_t abs = std::bit_cast<uint32_t>(a) & kAbsMask;
+  if (abs >= kInfBits) return 0;
+  if (w == nullptr) return abs;
+  return std::bit_cast<uint32_t>(std::bit_cast<float>(abs) * w[i]) & kAbsMask;
+}
+
+uint16_t ScalarHalf(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & kAbsMask;
+  uint32_t h;
+  if (abs > kInfBits) {
+    h = 0x7E00u;
+  } else if (abs == kInfBits) {
+    h = 0x7C00u;
+  } else if (abs >= 0x477FE000u) {
+    h = 0x7BFFu;
+  } else if (abs >= 0x38800000u) {
+    h = (abs - 0x38000000u + 0xFFFu + ((abs >> 13) & 1u)) >> 13;
+  } else {
+    h = static_cast<uint32_t>(std::nearbyint(std::bit_cast<float>(abs) * 0x1p24f));
+  }
+  return static_cast<uint16_t>(sign | h);
+}
+
+uint16_t ScalarBf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & kAbsMask) > kInfBits) return static_cast<uint16_t>((x >> 16) | 0x0040u);
+  const uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+  if ((x & kAbsMask) < kInfBits && (rounded & 0x7FFFu) == 0x7F80u) {
+    return static_cast<uint16_t>((rounded & 0x8000u) | 0x7F7Fu);
+  }
+  return static_cast<uint16_t>(rounded);
+}
+
+int8_t ScalarQuantize(float v, double scale) {
+  if (scale == 0.0 || !std::isfinite(v)) return 0;
+  const double x = static_cast<double>(v) / scale;
+  double r = std::trunc(x);
+  if (std::fabs(x - r) >= 0.5) r += std::copysign(1.0, x);
+  return static_cast<int8_t>(std::clamp(r, -127.0, 127.0));
+}
+
+// Half to float; false for Inf/NaN.
+bool ScalarHalfToFloat(uint16_t h, float* out) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  if (exp == 31) return false;
+  if (exp == 0) {
+    const float v = static_cast<float>(h & 0x3FFu) * 0x1p-24f;
+    *out = std::bit_cast<float>(std::bit_cast<uint32_t>(v) | sign);
+  } else {
+    *out = std::bit_cast<float>(sign | (((h & 0x7FFFu) << 13) + 0x38000000u));
+  }
+  return true;
+}
+
+// --- vector kernels ---
+
+bool MagnitudeKeys(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n,
+                   uint32_t* HWY_RESTRICT keys) {
+  const DF df;
+  const DU du;
+  const size_t lanes = hn::Lanes(df);
+  const auto abs_mask = hn::Set(du, kAbsMask);
+  const auto inf = hn::Set(du, kInfBits);
+  auto worst = hn::Zero(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto abs = hn::And(hn::BitCast(du, hn::LoadU(df, a + i)), abs_mask);
+    worst = hn::Max(worst, abs);
+    const auto finite = hn::Lt(abs, inf);
+    auto key = abs;
+    if (w != nullptr) {
+      key = hn::And(hn::BitCast(du, hn::Mul(hn::BitCast(df, abs), hn::LoadU(df, w + i))), abs_mask);
+    }
+    hn::StoreU(hn::IfThenElseZero(finite, key), du, keys + i);
+  }
+  bool all_finite = hn::GetLane(hn::MaxOfLanes(du, worst)) < kInfBits;
+  for (; i < n; ++i) {
+    keys[i] = ScalarKey(a[i], w, i);
+    all_finite = all_finite && std::isfinite(a[i]);
+  }
+  return all_finite;
+}
+
+size_t CountAbove(const uint32_t* HWY_RESTRICT keys, size_t n, uint32_t t) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vt = hn::Set(du, t);
+  // Counts per lane (each lane sees at most n / lanes hits, far below 2^32).
+  auto sum = hn::Zero(du);
+  const auto one = hn::Set(du, 1u);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    sum = hn::Add(sum, hn::IfThenElseZero(hn::Gt(hn::LoadU(du, keys + i), vt), one));
+  }
+  size_t count = hn::GetLane(hn::SumOfLanes(du, sum));
+  for (; i < n; ++i) count += keys[i] > t ? 1 : 0;
+  return count;
+}
+
+size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
+                   size_t* above) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vlo = hn::Set(du, lo);
+  const auto vhi = hn::Set(du, hi);
+  const auto one = hn::Set(du, 1u);
+  auto sum = hn::Zero(du);
+  size_t m = 0;
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto k = hn::LoadU(du, keys + i);
+    const auto over = hn::Gt(k, vhi);
+    sum = hn::Add(sum, hn::IfThenElseZero(over, one));
+    const auto in = hn::AndNot(hn::Or(over, hn::Lt(k, vlo)), hn::FirstN(du, lanes));
+    hn::StoreU(hn::Compress(k, in), du, out + m);
+    m += hn::CountTrue(du, in);
+  }
+  size_t count = hn::GetLane(hn::SumOfLanes(du, sum));
+  for (; i < n; ++i) {
+    const uint32_t k = keys[i];
+    count += k > hi ? 1 : 0;
+    out[m] = k;
+    m += (k >= lo && k <= hi) ? 1 : 0;
+  }
+  *above = count;
+  return m;
+}
+
+void SampleRanks(const uint32_t* HWY_RESTRICT sample, size_t s, uint32_t* HWY_RESTRICT greater) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto one = hn::Set(du, 1u);
+  size_t i = 0;
+  // A block of lanes at a time: broadcast each sample key and count it where it is greater.
+  for (; i + lanes <= s; i += lanes) {
+    const auto mine = hn::LoadU(du, sample + i);
+    auto count = hn::Zero(du);
+    for (size_t j = 0; j < s; ++j) {
+      count = hn::Add(count, hn::IfThenElseZero(hn::Gt(hn::Set(du, sample[j]), mine), one));
+    }
+    hn::StoreU(count, du, greater + i);
+  }
+  for (; i < s; ++i) greater[i] = static_cast<uint32_t>(CountAbove(sample, s, sample[i]));
+}
+
+uint32_t OrderStatistic(const uint32_t* HWY_RESTRICT sample, const uint32_t* HWY_RESTRICT greater,
+                        size_t s, size_t rank) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vrank = hn::Set(du, static_cast<uint32_t>(rank));
+  const auto none = hn::Set(du, UINT32_MAX);
+  auto best = none;
+  size_t i = 0;
+  for (; i + lanes <= s; i += lanes) {
+    const auto fewer = hn::Lt(hn::LoadU(du, greater + i), vrank);
+    best = hn::Min(best, hn::IfThenElse(fewer, hn::LoadU(du, sample + i), none));
+  }
+  uint32_t result = hn::GetLane(hn::MinOfLanes(du, best));
+  for (; i < s; ++i) result = greater[i] < rank ? std::min(result, sample[i]) : result;
+  return result;
+}
+
+uint64_t CountSetBits(const uint8_t* HWY_RESTRICT bytes, size_t n) {
+  const hn::ScalableTag<uint64_t> d64;
+  const size_t lanes = hn::Lanes(d64);  // words per vector
+  auto sum = hn::Zero(d64);
+  size_t i = 0;
+  for (; i + 8 * lanes <= n; i += 8 * lanes) {
+    // LoadU reads the (unaligned) bytes as words; the count does not care about their order.
+    const auto words = hn::LoadU(d64, reinterpret_cast<const uint64_t*>(bytes + i));
+    sum = hn::Add(sum, hn::PopulationCount(words));
+  }
+  uint64_t count = hn::GetLane(hn::SumOfLanes(d64, sum));
+  for (; i < n; ++i) {
+    for (uint32_t b = bytes[i]; b != 0; b &= b - 1) ++count;
+  }
+  return count;
+}
+
+uint8_t MaxByte(const uint8_t* HWY_RESTRICT bytes, size_t n) {
+  const hn::ScalableTag<uint8_t> d8;
+  const size_t lanes = hn::Lanes(d8);
+  auto best = hn::Zero(d8);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) best = hn::Max(best, hn::LoadU(d8, bytes + i));
+  uint8_t lane_max[HWY_MAX_BYTES] = {};
+  hn::StoreU(best, d8, lane_max);
+  uint8_t m = 0;
+  for (size_t j = 0; j < lanes; ++j) m = std::max(m, lane_max[j]);
+  for (; i < n; ++i) m = std::max(m, bytes[i]);
+  return m;
+}
+
+bool AscendingBelow(const uint32_t* HWY_RESTRICT ids, size_t n, uint32_t limit) {
+  if (n == 0) return true;
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  auto bad = hn::Zero(du);
+  size_t i = 0;
+  for (; i + 1 + lanes <= n; i += lanes) {
+    const auto here = hn::LoadU(du, ids + i);
+    const auto next = hn::LoadU(du, ids + i + 1);
+    bad = hn::Or(bad, hn::VecFromMask(du, hn::Not(hn::Gt(next, here))));
+  }
+  bool ok = hn::AllTrue(du, hn::Eq(bad, hn::Zero(du)));
+  for (; i + 1 < n; ++i) ok = ok && ids[i + 1] > ids[i];
+  return ok && ids[n - 1] < limit;
+}
+
+bool AllFinite(const float* HWY_RESTRICT a, size_t n) {
+  const DF df;
+  const DU du;
+  const size_t lanes = hn::Lanes(df);
+  auto worst = hn::Zero(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    worst = hn::Max(worst, hn::And(hn::BitCast(du, hn::LoadU(df, a + i)), hn::Set(du, kAbsMask)));
+  }
+  bool ok = hn::GetLane(hn::MaxOfLanes(du, worst)) < kInfBits;
+  for (; i < n; ++i) ok = ok && std::isfinite(a[i]);
+  return ok;
+}
+
+size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vt = hn::Set(du, t);
+  size_t seen = 0;
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const size_t c = hn::CountTrue(du, hn::Eq(hn::LoadU(du, keys + i), vt));
+    if (seen + c >= q) break;
+    seen += c;
+  }
+  for (; i < n; ++i) {
+    seen += keys[i] == t ? 1 : 0;
+    if (seen == q) return i + 1;
+  }
+  return n;
+}
+
+size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, size_t n,
+                uint32_t t, size_t tie_end, uint32_t* HWY_RESTRICT ids, float* HWY_RESTRICT values,
+                uint64_t* HWY_RESTRICT bits) {
+  const DF df;
+  const DU du;
+  const size_t lanes = hn::Lanes(du);  // a power of two, at most 64 here
+  const auto vt = hn::Set(du, t);
+  const auto vtie_end = hn::Set(du, static_cast<uint32_t>(std::min<size_t>(tie_end, UINT32_MAX)));
+  const auto step = hn::Set(du, static_cast<uint32_t>(lanes));
+  const auto abs_mask = hn::Set(du, kAbsMask);
+  const auto inf = hn::Set(du, kInfBits);
+  auto col = hn::Iota(du, 0u);
+  uint64_t word = 0;  // the take mask of columns [64 * (i / 64), i)
+  size_t m = 0;
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes, col = hn::Add(col, step)) {
+    const auto k = hn::LoadU(du, keys + i);
+    const auto take = hn::Or(hn::Gt(k, vt), hn::And(hn::Eq(k, vt), hn::Lt(col, vtie_end)));
+    const auto v = hn::LoadU(df, a + i);
+    const auto finite = hn::Lt(hn::And(hn::BitCast(du, v), abs_mask), inf);
+    const auto safe = hn::IfThenElseZero(hn::RebindMask(df, finite), v);
+    hn::StoreU(hn::Compress(col, take), du, ids + m);
+    hn::StoreU(hn::Compress(safe, hn::RebindMask(df, take)), df, values + m);
+    m += hn::CountTrue(du, take);
+    if (bits != nullptr) {
+      uint8_t mask_bytes[8] = {};
+      hn::StoreMaskBits(du, take, mask_bytes);
+      uint64_t mask;
+      std::memcpy(&mask, mask_bytes, sizeof mask);
+      word |= mask << (i % 64);
+      if ((i + lanes) % 64 == 0) {
+        bits[i / 64] = word;
+        word = 0;
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    const bool take = keys[i] > t || (keys[i] == t && i < tie_end);
+    ids[m] = static_cast<uint32_t>(i);
+    values[m] = std::isfinite(a[i]) ? a[i] : 0.0f;
+    m += take ? 1 : 0;
+    word |= static_cast<uint64_t>(take) << (i % 64);
+    if (bits != nullptr && (i + 1) % 64 == 0) {
+      bits[i / 64] = word;
+      word = 0;
+    }
+  }
+  if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
+  return m;
+}
+
+void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT out) {
+  const DF df;
+  const DU du;
+  const DI di;
+  const hn::Rebind<uint16_t, DU> d16;
+  const size_t lanes = hn::Lanes(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto x = hn::BitCast(du, hn::LoadU(df, in + i));
+    const auto sign = hn::And(hn::ShiftRight<16>(x), hn::Set(du, 0x8000u));
+    const auto abs = hn::And(x, hn::Set(du, kAbsMask));
+    const auto normal =
+        hn::ShiftRight<13>(hn::Add(hn::Sub(abs, hn::Set(du, 0x38000000u - 0xFFFu)),
+                                   hn::And(hn::ShiftRight<13>(abs), hn::Set(du, 1u))));
+    const auto sub =
+        hn::BitCast(du, hn::NearestInt(hn::Mul(hn::BitCast(df, abs), hn::Set(df, 0x1p24f))));
+    auto h = hn::IfThenElse(hn::Lt(abs, hn::Set(du, 0x38800000u)), sub, normal);
+    h = hn::IfThenElse(hn::Lt(abs, hn::Set(du, 0x477FE000u)), h, hn::Set(du, 0x7BFFu));
+    h = hn::IfThenElse(hn::Eq(abs, hn::Set(du, kInfBits)), hn::Set(du, 0x7C00u), h);
+    h = hn::IfThenElse(hn::Gt(abs, hn::Set(du, kInfBits)), hn::Set(du, 0x7E00u), h);
+    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, hn::Or(sign, h))), d16, out + i);
+  }
+  for (; i < n; ++i) StoreU16(ScalarHalf(in[i]), out + i);
+}
+
+void FloatToBf16(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT out) {
+  const DF df;
+  const DU du;
+  const DI di;
+  const hn::Rebind<uint16_t, DU> d16;
+  const size_t lanes = hn::Lanes(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto x = hn::BitCast(du, hn::LoadU(df, in + i));
+    const auto abs = hn::And(x, hn::Set(du, kAbsMask));
+    auto r = hn::ShiftRight<16>(
+        hn::Add(hn::Add(x, hn::Set(du, 0x7FFFu)), hn::And(hn::ShiftRight<16>(x), hn::Set(du, 1u))));
+    const auto overflow = hn::And(hn::Lt(abs, hn::Set(du, kInfBits)),
+                                  hn::Eq(hn::And(r, hn::Set(du, 0x7FFFu)), hn::Set(du, 0x7F80u)));
+    r = hn::IfThenElse(overflow, hn::Or(hn::And(r, hn::Set(du, 0x8000u)), hn::Set(du, 0x7F7Fu)), r);
+    r = hn::IfThenElse(hn::Gt(abs, hn::Set(du, kInfBits)),
+                       hn::Or(hn::ShiftRight<16>(x), hn::Set(du, 0x0040u)), r);
+    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, r)), d16, out + i);
+  }
+  for (; i < n; ++i) StoreU16(ScalarBf16(in[i]), out + i);
+}
+
+float MaxAbsFinite(const float* HWY_RESTRICT in, size_t n) {
+  const DF df;
+  const DU du;
+  const size_t lanes = hn::Lanes(df);
+  auto best = hn::Zero(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto abs = hn::And(hn::BitCast(du, hn::LoadU(df, in + i)), hn::Set(du, kAbsMask));
+    // Non-negative floats order like their bits; non-finite ones count as 0.
+    best = hn::Max(best, hn::IfThenElseZero(hn::Lt(abs, hn::Set(du, kInfBits)), abs));
+  }
+  uint32_t m = hn::GetLane(hn::MaxOfLanes(du, best));
+  for (; i < n; ++i) {
+    const uint32_t abs = std::bit_cast<uint32_t>(in[i]) & kAbsMask;
+    if (abs < kInfBits) m = std::max(m, abs);
+  }
+  return std::bit_cast<float>(m);
+}
+
+void QuantizeInt8(const float* HWY_RESTRICT in, size_t n, float scale, int8_t* HWY_RESTRICT out) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const hn::Rebind<int32_t, decltype(dd)> di32;
+  const hn::Rebind<int8_t, decltype(dd)> di8;
+  const size_t lanes = hn::Lanes(dd);
+  const double s = static_cast<double>(scale);
+  size_t i = 0;
+  if (scale != 0.0f) {
+    const auto vs = hn::Set(dd, s);
+    const auto half = hn::Set(dd, 0.5);
+    const auto one = hn::Set(dd, 1.0);
+    const auto levels = hn::Set(dd, 127.0);
+    for (; i + lanes <= n; i += lanes) {
+      const auto v = hn::LoadU(df, in + i);
+      const auto x = hn::Div(hn::PromoteTo(dd, hn::IfThenElseZero(hn::IsFinite(v), v)), vs);
+      auto r = hn::Trunc(x);
+      r = hn::Add(r,
+                  hn::IfThenElseZero(hn::Ge(hn::Abs(hn::Sub(x, r)), half), hn::CopySign(one, x)));
+      r = hn::Min(hn::Max(r, hn::Neg(levels)), levels);
+      hn::StoreU(hn::DemoteTo(di8, hn::DemoteTo(di32, r)), di8, out + i);
+    }
+  }
+  for (; i < n; ++i) out[i] = ScalarQuantize(in[i], s);
+}
+
+bool HalfToFloat(const uint16_t* HWY_RESTRICT in, size_t n, float* HWY_RESTRICT out) {
+  const DF df;
+  const DU du;
+  const hn::Rebind<uint16_t, DU> d16;
+  const size_t lanes = hn::Lanes(du);
+  auto bad = hn::Zero(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto h = hn::PromoteTo(du, hn::LoadU(d16, in + i));
+    const auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
+    const auto abs = hn::And(h, hn::Set(du, 0x7FFFu));
+    const auto normal = hn::Add(hn::ShiftLeft<13>(abs), hn::Set(du, 0x38000000u));
+    const auto sub =
+        hn::BitCast(du, hn::Mul(hn::ConvertTo(df, hn::BitCast(hn::RebindToSigned<DU>(), abs)),
+                                hn::Set(df, 0x1p-24f)));
+    const auto f = hn::Or(sign, hn::IfThenElse(hn::Lt(abs, hn::Set(du, 0x0400u)), sub, normal));
+    bad = hn::Or(bad, hn::VecFromMask(du, hn::Gt(abs, hn::Set(du, 0x7BFFu))));
+    hn::StoreU(hn::BitCast(df, f), df, out + i);
+  }
+  bool ok = hn::AllTrue(du, hn::Eq(bad, hn::Zero(du)));
+  for (; i < n; ++i) ok = ScalarHalfToFloat(LoadU16(in + i), out + i) && ok;
+  return ok;
+}
+
+bool Bf16ToFloat(const uint16_t* HWY_RESTRICT in, size_t n, float* HWY_RESTRICT out) {
+  const DF df;
+  const DU du;
+  const hn::Rebind<uint16_t, DU> d16;
+  const size_t lanes = hn::Lanes(du);
+  auto bad = hn::Zero(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto f = hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, in + i)));
+    bad = hn::Or(bad, hn::VecFromMask(du, hn::Gt(hn::And(f, hn::Set(du, kAbsMask)),
+                                                 hn::Set(du, kInfBits - 1))));
+    hn::StoreU(hn::BitCast(df, f), df, out + i);
+  }
+  bool ok = hn::AllTrue(du, hn::Eq(bad, hn::Zero(du)));
+  for (; i < n; ++i) {
+    const uint32_t f = static_cast<uint32_t>(LoadU16(in + i)) << 16;
+    ok = ok && (f & kAbsMask) < kInfBits;
+    out[i] = std::bit_cast<float>(f);
+  }
+  return ok;
+}
+
+bool Int8ToFloat(const int8_t* HWY_RESTRICT in, size_t n, float scale, float* HWY_RESTRICT out) {
+  const DF df;
+  const DI di;
+  const hn::Rebind<int8_t, DI> d8;
+  const size_t lanes = hn::Lanes(di);
+  const auto vs = hn::Set(df, scale);
+  auto bad = hn::Zero(di);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto q = hn::PromoteTo(di, hn::LoadU(d8, in + i));
+    bad = hn::Or(bad, hn::VecFromMask(di, hn::Eq(q, hn::Set(di, -128))));
+    hn::StoreU(hn::Mul(hn::ConvertTo(df, q), vs), df, out + i);
+  }
+  bool ok = hn::AllTrue(di, hn::Eq(bad, hn::Zero(di)));
+  for (; i < n; ++i) {
+    ok = ok && in[i] != -128;
+    out[i] = static_cast<float>(in[i]) * scale;
+  }
+  return ok;
+}
+
+bool BitmapToColumns(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t rows,
+                     uint64_t cols, uint32_t* HWY_RESTRICT offsets, uint32_t* HWY_RESTRICT out,
+                     uint64_t capacity, uint64_t* count) {
+  const auto load_word = [bytes, num_bytes](uint64_t w) HWY_ATTR {
+    uint64_t x = 0;
+    const uint64_t first = w * 8;
+    if (first + 8 <= num_bytes) {
+      std::memcpy(&x, bytes + first, 8);
+    } else {
+      for (uint64_t i = first; i < num_bytes; ++i) x |= uint64_t{bytes[i]} << (8 * (i - first));
+    }
+    return x;
+  };
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  // Whole vectors of mask bits straight from the bytes when every row starts on a byte and a
+  // vector covers whole bytes; otherwise (and for each row's last partial vector) word by word.
+  const bool vector_rows = cols % 8 == 0 && lanes % 8 == 0;
+  const auto step = hn::Set(du, static_cast<uint32_t>(lanes));
+  uint64_t pos = 0;
+  for (uint64_t r = 0; r < rows; ++r) {
+    offsets[r] = static_cast<uint32_t>(pos);
+    const uint64_t begin = r * cols;
+    const uint64_t end = begin + cols;
+    uint64_t c = 0;  // columns of this row done
+    if (vector_rows) {
+      auto col = hn::Iota(du, 0u);
+      for (; c + lanes <= cols; c += lanes, col = hn::Add(col, step)) {
+        const auto mask = hn::LoadMaskBits(du, bytes + (begin + c) / 8);
+        const size_t bits = hn::CountTrue(du, mask);
+        if (bits > capacity - pos) {
+          *count = pos + bits;
+          return false;
+        }
+        hn::StoreU(hn::Compress(col, mask), du, out + pos);
+        pos += bits;
+      }
+    }
+    for (uint64_t w = (begin + c) / 64; w * 64 < end; ++w) {
+      uint64_t x = load_word(w);
+      if (w * 64 < begin + c) x &= ~uint64_t{0} << ((begin + c) % 64);
+      if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
+      const auto bits = static_cast<uint64_t>(hwy::PopCount(x));
+      if (bits > capacity - pos) {
+        *count = pos + bits;
+        return false;
+      }
+      const auto base = static_cast<uint32_t>(w * 64 - begin);  // wraps; base + bit does not
+      uint32_t* dst = out + pos;
+      for (uint64_t written = 0; written < bits; written += 8, dst += 8) {
+        for (int i = 0; i < 8; ++i) {
+          dst[i] = base + static_cast<uint32_t>(std::countr_zero(x));
+          x &= x - 1;
+        }
+      }
+      pos += bits;
+    }
+  }
+  offsets[rows] = static_cast<uint32_t>(pos);
+  *count = pos;
+  return true;
+}
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace sparselink::simd
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace sparselink::simd {
+
+HWY_EXPORT(MagnitudeKeys);
+HWY_EXPORT(CountAbove);
+HWY_EXPORT(FilterRange);
+HWY_EXPORT(SampleRanks);
+HWY_EXPORT(AllFinite);
+HWY_EXPORT(AscendingBelow);
+HWY_EXPORT(MaxByte);
+HWY_EXPORT(CountSetBits);
+HWY_EXPORT(OrderStatistic);
+HWY_EXPORT(TieEnd);
+HWY_EXPORT(EmitKept);
+HWY_EXPORT(FloatToHalf);
+HWY_EXPORT(FloatToBf16);
+HWY_EXPORT(MaxAbsFinite);
+HWY_EXPORT(QuantizeInt8);
+HWY_EXPORT(HalfToFloat);
+HWY_EXPORT(Bf16ToFloat);
+HWY_EXPORT(Int8ToFloat);
+HWY_EXPORT(TargetName);
+HWY_EXPORT(BitmapToColumns);
+
+bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys) {
+  return HWY_DYNAMIC_DISPATCH(MagnitudeKeys)(a, w, n, keys);
+}
+size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t) {
+  return HWY_DYNAMIC_DISPATCH(CountAbove)(keys, n, t);
+}
+size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
+                   size_t* above) {
+  return HWY_DYNAMIC_DISPATCH(FilterRange)(keys, n, lo, hi, out, above);
+}
+void SampleRanks(const uint32_t* sample, size_t s, uint32_t* greater) {
+  HWY_DYNAMIC_DISPATCH(SampleRanks)(sample, s, greater);
+}
+bool AllFinite(const float* a, size_t n) { return HWY_DYNAMIC_DISPATCH(AllFinite)(a, n); }
+uint8_t MaxByte(const uint8_t* bytes, size_t n) { return HWY_DYNAMIC_DISPATCH(MaxByte)(bytes, n); }
+bool AscendingBelow(const uint32_t* ids, size_t n, uint32_t limit) {
+  return HWY_DYNAMIC_DISPATCH(AscendingBelow)(ids, n, limit);
+}
+uint64_t CountSetBits(const uint8_t* bytes, size_t n) {
+  return HWY_DYNAMIC_DISPATCH(CountSetBits)(bytes, n);
+}
+uint32_t OrderStatistic(const uint32_t* sample, const uint32_t* greater, size_t s, size_t rank) {
+  return HWY_DYNAMIC_DISPATCH(OrderStatistic)(sample, greater, s, rank);
+}
+size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q) {
+  return HWY_DYNAMIC_DISPATCH(TieEnd)(keys, n, t, q);
+}
+size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
+                uint32_t* ids, float* values, uint64_t* bits) {
+  return HWY_DYNAMIC_DISPATCH(EmitKept)(keys, a, n, t, tie_end, ids, values, bits);
+}
+void FloatToHalf(const float* in, size_t n, uint16_t* out) {
+  HWY_DYNAMIC_DISPATCH(FloatToHalf)(in, n, out);
+}
+void FloatToBf16(const float* in, size_t n, uint16_t* out) {
+  HWY_DYNAMIC_DISPATCH(FloatToBf16)(in, n, out);
+}
+float MaxAbsFinite(const float* in, size_t n) { return HWY_DYNAMIC_DISPATCH(MaxAbsFinite)(in, n); }
+void QuantizeInt8(const float* in, size_t n, float scale, int8_t* out) {
+  HWY_DYNAMIC_DISPATCH(QuantizeInt8)(in, n, scale, out);
+}
+bool HalfToFloat(const uint16_t* in, size_t n, float* out) {
+  return HWY_DYNAMIC_DISPATCH(HalfToFloat)(in, n, out);
+}
+bool Bf16ToFloat(const uint16_t* in, size_t n, float* out) {
+  return HWY_DYNAMIC_DISPATCH(Bf16ToFloat)(in, n, out);
+}
+bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out) {
+  return HWY_DYNAMIC_DISPATCH(Int8ToFloat)(in, n, scale, out);
+}
+const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+bool BitmapToColumns(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                     uint32_t* offsets, uint32_t* out, uint64_t capacity, uint64_t* count) {
+  return HWY_DYNAMIC_DISPATCH(BitmapToColumns)(bytes, num_bytes, rows, cols, offsets, out, capacity,
+                                               count);
+}
+
+}  // namespace sparselink::simd
+#endif  // HWY_ONCE

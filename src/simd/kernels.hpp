@@ -1,0 +1,93 @@
+// The vector kernels of the hot paths (routing and value coding), one call per row or per
+// stream. Each is written once with Highway and compiled for every x86 target Highway knows
+// (SSSE3 .. AVX-512); the best one the CPU supports is chosen at the first call. Private to the
+// library: callers are src/routing and src/codec.
+//
+// Keys. An entry's selection key is the IEEE bit pattern of its score |a| (* w) with the sign
+// cleared, as an unsigned integer: for the non-negative floats this order is exactly the order
+// of the values, so the k largest scores are the k largest keys and ties stay ties.
+//
+// Every kernel gives the same result on every target (they are exact integer or IEEE
+// operations, in the same order); the scalar references live in the tests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sparselink::simd {
+
+// Output buffers of the kernels marked "slack" may be written up to this many elements past
+// the returned count (whole vectors are stored).
+inline constexpr size_t kSlack = 64;
+
+// keys[i] = bits(|a[i]| * w[i]) & 0x7FFFFFFF (w == nullptr: bits(|a[i]|) & 0x7FFFFFFF); a
+// non-finite a[i] gives key 0. The product is one IEEE float multiply (it may overflow to +inf,
+// which is then the largest key). w must be finite and >= 0. Returns whether every a[i] was
+// finite.
+bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys);
+
+// Number of keys[i] > t.
+size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t);
+
+// Copies the keys in [lo, hi] to `out` (in order; slack) and returns their number; *above gets
+// the number of keys > hi. `out` may equal `keys` (in-place compaction).
+size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
+                   size_t* above);
+
+// For each of the s sample keys, the number of sample keys strictly greater (s^2 / lanes work).
+void SampleRanks(const uint32_t* sample, size_t s, uint32_t* greater);
+
+// The rank-th largest (1-based) of the s sample keys, given each one's count of strictly
+// greater sample keys (SampleRanks): the least key with fewer than rank keys above it.
+uint32_t OrderStatistic(const uint32_t* sample, const uint32_t* greater, size_t s, size_t rank);
+
+// The number of set bits in bytes[0, n).
+uint64_t CountSetBits(const uint8_t* bytes, size_t n);
+
+// The largest of bytes[0, n) (0 for n = 0).
+uint8_t MaxByte(const uint8_t* bytes, size_t n);
+
+// Whether ids[0, n) is strictly ascending with every id < limit (true for n = 0).
+bool AscendingBelow(const uint32_t* ids, size_t n, uint32_t limit);
+
+// Whether every a[i] is finite.
+bool AllFinite(const float* a, size_t n);
+
+// The smallest e such that [0, e) holds q keys equal to t (requires that many to exist).
+size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q);
+
+// In column order, every i with keys[i] > t, or keys[i] == t and i < tie_end: writes i to ids
+// and a[i] (0 where not finite) to values (both slack). Returns the count. When `bits` is not
+// null it also gets the taken set as a bitmap: ceil(n / 64) words, bit i % 64 of word i / 64
+// for column i, zero past n (the wire format's bitmap, on a little-endian machine).
+size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
+                uint32_t* ids, float* values, uint64_t* bits = nullptr);
+
+// Value codecs (wire format v1, docs/wire-format.md): bit-identical to the scalar encoders.
+// The uint16_t streams may sit at any byte offset (they are packet sections).
+void FloatToHalf(const float* in, size_t n, uint16_t* out);
+void FloatToBf16(const float* in, size_t n, uint16_t* out);
+// Largest |in[i]| over the finite entries (0 for none).
+float MaxAbsFinite(const float* in, size_t n);
+// q = round(in / scale) half away from zero, computed in double, clamped to [-levels, levels];
+// scale 0 or a non-finite input gives 0.
+void QuantizeInt8(const float* in, size_t n, float scale, int8_t* out);
+
+// Decoders: return false when an input is invalid (a non-finite half or bf16, an int8 -128);
+// the caller then finds and names it with the scalar path.
+bool HalfToFloat(const uint16_t* in, size_t n, float* out);
+bool Bf16ToFloat(const uint16_t* in, size_t n, float* out);
+bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out);
+
+// The wire format's bitmap (rows x cols bits, LSB first, rows continuous, `num_bytes` bytes) to
+// columns: offsets[r] = first entry of row r (rows + 1 of them), out = each row's set columns
+// ascending. `out` needs capacity + kSlack entries (whole vectors are written). Returns false, with
+// *count = the entries up to the word that passed it, when more than `capacity` bits are set;
+// else true with *count = the set bits.
+bool BitmapToColumns(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                     uint32_t* offsets, uint32_t* out, uint64_t capacity, uint64_t* count);
+
+// The name of the instruction set the dispatcher chose (for bench reports), e.g. "AVX3".
+const char* TargetName();
+
+}  // namespace sparselink::simd

@@ -1,0 +1,277 @@
+// The vector kernels against plain scalar references, on every instruction set Highway built
+// and this CPU runs (SSSE3 .. AVX-512 here): the wire format's conversions must not depend on
+// the machine, and the routing kernels must give exactly the scalar answer.
+#include <gtest/gtest.h>
+#include <hwy/highway.h>
+#include <hwy/targets.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "codec/value_codecs.hpp"
+#include "simd/kernels.hpp"
+
+namespace sparselink::simd {
+namespace {
+
+// Runs `body` once per target (each name is reported on failure), then restores the default.
+template <typename Body>
+void ForEachTarget(Body body) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(TargetName());
+    EXPECT_STREQ(TargetName(), hwy::TargetName(target));
+    body();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+// Floats covering every exponent and the codecs' boundaries: a strided walk over all bit
+// patterns plus the edges, both signs.
+std::vector<float> InterestingFloats() {
+  std::vector<float> v;
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 31); bits += 40503) {
+    v.push_back(std::bit_cast<float>(static_cast<uint32_t>(bits)));
+  }
+  const float edges[] = {0.0f,
+                         65504.0f,
+                         65519.996f,
+                         65520.0f,
+                         0x1p-14f,
+                         0x1p-24f,
+                         0x1p-25f,
+                         0x1.8p-25f,
+                         0x1.fffffep-15f,
+                         0x1.ffep-1f,
+                         0x1.002p0f,
+                         0x1.003p0f,
+                         3.3895314e38f,
+                         std::numeric_limits<float>::max(),
+                         std::numeric_limits<float>::denorm_min()};
+  v.insert(v.end(), std::begin(edges), std::end(edges));
+  const size_t positive = v.size();
+  for (size_t i = 0; i < positive; ++i) v.push_back(-v[i]);
+  return v;
+}
+
+std::vector<float> Finite(std::vector<float> v) {
+  std::erase_if(v, [](float f) { return !std::isfinite(f); });
+  return v;
+}
+
+TEST(SimdKernels, HalfAndBf16EncodersEqualTheScalarCodecOnEveryTarget) {
+  const std::vector<float> in = Finite(InterestingFloats());
+  std::vector<uint16_t> half(in.size() + 1), bf16(in.size() + 1);
+  ForEachTarget([&] {
+    // Odd offset: packet sections are not aligned.
+    auto* half_out = reinterpret_cast<uint16_t*>(reinterpret_cast<uint8_t*>(half.data()) + 1);
+    FloatToHalf(in.data(), in.size(), half_out);
+    FloatToBf16(in.data(), in.size(), bf16.data());
+    size_t bad = 0;
+    for (size_t i = 0; i < in.size() && bad < 5; ++i) {
+      uint16_t h;
+      std::memcpy(&h, reinterpret_cast<uint8_t*>(half_out) + 2 * i, 2);
+      if (h != codec_internal::FloatToHalf(in[i])) {
+        ADD_FAILURE() << "fp16 of " << in[i] << " (bits " << std::bit_cast<uint32_t>(in[i])
+                      << "): " << h << " vs " << codec_internal::FloatToHalf(in[i]);
+        ++bad;
+      }
+      if (bf16[i] != codec_internal::FloatToBf16(in[i])) {
+        ADD_FAILURE() << "bf16 of " << in[i] << ": " << bf16[i] << " vs "
+                      << codec_internal::FloatToBf16(in[i]);
+        ++bad;
+      }
+    }
+  });
+}
+
+TEST(SimdKernels, HalfAndBf16DecodersEqualTheScalarCodecAndRefuseNonFinite) {
+  std::vector<uint16_t> all(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<uint16_t> finite_half, finite_bf16;
+  for (uint16_t h : all) {
+    if (((h >> 10) & 0x1F) != 31) finite_half.push_back(h);
+    if (((h >> 7) & 0xFF) != 0xFF) finite_bf16.push_back(h);
+  }
+  ForEachTarget([&] {
+    std::vector<float> out(finite_half.size());
+    ASSERT_TRUE(HalfToFloat(finite_half.data(), finite_half.size(), out.data()));
+    for (size_t i = 0; i < finite_half.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(out[i]),
+                std::bit_cast<uint32_t>(codec_internal::HalfToFloat(finite_half[i])))
+          << finite_half[i];
+    }
+    out.resize(finite_bf16.size());
+    ASSERT_TRUE(Bf16ToFloat(finite_bf16.data(), finite_bf16.size(), out.data()));
+    for (size_t i = 0; i < finite_bf16.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(out[i]),
+                std::bit_cast<uint32_t>(codec_internal::Bf16ToFloat(finite_bf16[i])));
+    }
+    // One Inf or NaN anywhere (vector body or tail) is refused.
+    for (uint16_t bad : {uint16_t{0x7C00}, uint16_t{0xFE01}}) {
+      for (size_t at : {size_t{0}, size_t{37}, finite_half.size() - 1}) {
+        std::vector<uint16_t> in(finite_half.begin(), finite_half.begin() + 200);
+        in[std::min<size_t>(at, in.size() - 1)] = bad;
+        std::vector<float> o(in.size());
+        EXPECT_FALSE(HalfToFloat(in.data(), in.size(), o.data())) << at;
+      }
+    }
+    std::vector<uint16_t> in(finite_bf16.begin(), finite_bf16.begin() + 100);
+    in[99] = 0x7F80;
+    std::vector<float> o(in.size());
+    EXPECT_FALSE(Bf16ToFloat(in.data(), in.size(), o.data()));
+  });
+}
+
+// The scalar int8 rule of the wire format: q = lround(v / scale) in double, clamped (first, so
+// that a huge quotient cannot overflow lround).
+int8_t ScalarInt8(float v, float scale) {
+  if (scale == 0.0f || !std::isfinite(v)) return 0;
+  const double x = static_cast<double>(v) / static_cast<double>(scale);
+  return static_cast<int8_t>(std::lround(std::clamp(x, -127.0, 127.0)));
+}
+
+TEST(SimdKernels, Int8QuantizerEqualsLroundIncludingHalfwayTies) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> in(4099);
+  for (float& v : in) v = normal(rng);
+  const float scale = MaxAbsFinite(in.data(), in.size()) / 127.0f;
+  // Exact halfway points q + 0.5 (times a power-of-two scale, so the quotient is exact).
+  for (int q = -127; q < 127; ++q) in.push_back((static_cast<float>(q) + 0.5f) * 0.25f);
+  in.push_back(std::numeric_limits<float>::infinity());
+  in.push_back(std::nanf(""));
+  ForEachTarget([&] {
+    for (float s : {scale, 0.25f, 0.0f, 1e-30f}) {
+      std::vector<int8_t> out(in.size());
+      QuantizeInt8(in.data(), in.size(), s, out.data());
+      for (size_t i = 0; i < in.size(); ++i) {
+        ASSERT_EQ(out[i], ScalarInt8(in[i], s)) << in[i] << " / " << s;
+      }
+    }
+    std::vector<int8_t> q(300);
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = static_cast<int8_t>(static_cast<int>(i % 255) - 127);
+    std::vector<float> out(q.size());
+    ASSERT_TRUE(Int8ToFloat(q.data(), q.size(), 0.5f, out.data()));
+    for (size_t i = 0; i < q.size(); ++i) ASSERT_EQ(out[i], static_cast<float>(q[i]) * 0.5f);
+    q[123] = -128;
+    EXPECT_FALSE(Int8ToFloat(q.data(), q.size(), 0.5f, out.data()));
+  });
+}
+
+TEST(SimdKernels, MaxAbsAndAllFiniteSkipOrSpotNonFinite) {
+  ForEachTarget([&] {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}}) {
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(i % 7) - 3.5f;
+      const float expected = n == 0 ? 0.0f : n < 4 ? std::fabs(v[0]) : 3.5f;
+      EXPECT_EQ(MaxAbsFinite(v.data(), n), n == 0 ? 0.0f : std::max(expected, std::fabs(v[0])));
+      EXPECT_TRUE(AllFinite(v.data(), n));
+      for (size_t at = 0; at < n; at += 7) {
+        std::vector<float> w = v;
+        w[at] = at % 2 ? std::numeric_limits<float>::infinity() : std::nanf("");
+        EXPECT_FALSE(AllFinite(w.data(), n)) << n << " " << at;
+        EXPECT_LE(MaxAbsFinite(w.data(), n), 3.5f);
+      }
+    }
+  });
+}
+
+// Keys, counting, filtering, ranking and emitting against plain loops, on lengths around the
+// vector widths and on data with many ties.
+TEST(SimdKernels, RoutingKernelsEqualPlainLoops) {
+  std::mt19937 rng(11);
+  ForEachTarget([&] {
+    for (size_t n :
+         {size_t{1}, size_t{7}, size_t{16}, size_t{33}, size_t{64}, size_t{100}, size_t{4097}}) {
+      for (bool ties : {false, true}) {
+        std::vector<float> a(n), w(n);
+        for (size_t i = 0; i < n; ++i) {
+          a[i] = ties ? static_cast<float>(static_cast<int>(rng() % 5) - 2)
+                      : std::uniform_real_distribution<float>(-2, 2)(rng);
+          w[i] = std::uniform_real_distribution<float>(0, 1)(rng);
+        }
+        if (n > 5) a[5] = std::numeric_limits<float>::infinity();
+        std::vector<uint32_t> keys(n), weighted(n);
+        EXPECT_EQ(MagnitudeKeys(a.data(), nullptr, n, keys.data()), n <= 5);
+        MagnitudeKeys(a.data(), w.data(), n, weighted.data());
+        for (size_t i = 0; i < n; ++i) {
+          const float s = std::isfinite(a[i]) ? std::fabs(a[i]) : 0.0f;
+          ASSERT_EQ(keys[i], std::bit_cast<uint32_t>(s));
+          ASSERT_EQ(weighted[i], std::bit_cast<uint32_t>(std::isfinite(a[i]) ? s * w[i] : 0.0f));
+        }
+        const uint32_t t = keys[n / 2];
+        size_t above = 0, ties_at_t = 0;
+        for (uint32_t k : keys) {
+          above += k > t;
+          ties_at_t += k == t;
+        }
+        EXPECT_EQ(CountAbove(keys.data(), n, t), above);
+
+        std::vector<uint32_t> out(n + kSlack);
+        size_t over = 0;
+        const uint32_t lo = t / 2;
+        const size_t m = FilterRange(keys.data(), n, lo, t, out.data(), &over);
+        std::vector<uint32_t> expected;
+        for (uint32_t k : keys) {
+          if (k >= lo && k <= t) expected.push_back(k);
+        }
+        EXPECT_EQ(over, above);
+        ASSERT_EQ(m, expected.size());
+        EXPECT_TRUE(std::equal(expected.begin(), expected.end(), out.begin()));
+
+        const size_t s = std::min<size_t>(n, 64);
+        std::vector<uint32_t> greater(s);
+        SampleRanks(keys.data(), s, greater.data());
+        for (size_t i = 0; i < s; ++i) {
+          ASSERT_EQ(greater[i], std::count_if(keys.begin(), keys.begin() + s,
+                                              [&](uint32_t k) { return k > keys[i]; }));
+        }
+        std::vector<uint32_t> sorted(keys.begin(), keys.begin() + s);
+        std::sort(sorted.rbegin(), sorted.rend());
+        for (size_t rank = 1; rank <= s; ++rank) {
+          ASSERT_EQ(OrderStatistic(keys.data(), greater.data(), s, rank), sorted[rank - 1]);
+        }
+
+        for (size_t q = 1; q <= ties_at_t; q += 1 + ties_at_t / 3) {
+          size_t seen = 0, end = n;
+          for (size_t i = 0; i < n; ++i) {
+            seen += keys[i] == t;
+            if (seen == q) {
+              end = i + 1;
+              break;
+            }
+          }
+          ASSERT_EQ(TieEnd(keys.data(), n, t, q), end) << q;
+          std::vector<uint32_t> ids(n + kSlack);
+          std::vector<float> values(n + kSlack);
+          const size_t kept = EmitKept(keys.data(), a.data(), n, t, end, ids.data(), values.data());
+          std::vector<uint32_t> expected_ids;
+          for (size_t i = 0; i < n; ++i) {
+            if (keys[i] > t || (keys[i] == t && i < end)) expected_ids.push_back(i);
+          }
+          ASSERT_EQ(kept, expected_ids.size());
+          ASSERT_EQ(kept, above + q);
+          for (size_t i = 0; i < kept; ++i) {
+            ASSERT_EQ(ids[i], expected_ids[i]);
+            const float v = a[ids[i]];
+            ASSERT_EQ(values[i], std::isfinite(v) ? v : 0.0f);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace sparselink::simd
