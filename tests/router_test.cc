@@ -1240,5 +1240,86 @@ TEST(RouterFastSelect, AgreesWithFullSortOracleOnManyRandomRows) {
   }
 }
 
+// Approximate mode: per row between k and k + floor(tol * k) entries, every entry scoring
+// above the exact k-th kept, no dropped entry scoring above a kept one, tiers by the same rule
+// over the row's own count, and the same output for 1 and 2 threads.
+TEST(RouterApproximateSelect, StaysWithinToleranceAndKeepsEverythingAboveTheCut) {
+  std::mt19937 rng(123);
+  const int saved = omp_get_max_threads();
+  int rows_checked = 0, rows_over_k = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    const size_t cols = 1 + rng() % 5000;
+    const size_t rows = 9;
+    const std::vector<float> a = RandomValues(rows, cols, rng(), trial % 3 == 0);
+    const SensitivityMap map = RandomMap(cols, 1, rng());
+    const double keep = std::uniform_real_distribution<double>(0.001, 1.0)(rng);
+    const double keep_full = trial % 2 ? 1.0 : 0.3;
+    const double tolerance = trial % 4 == 0 ? 0.01 : 0.05;
+    auto router = Router::Create({.policy = ScorePolicy::kSensitivity,
+                                  .eps = 0.01,
+                                  .select = SelectMethod::kApproximate,
+                                  .approx_tolerance = tolerance});
+    ASSERT_TRUE(router.ok());
+    const Contract contract = MakeContract(keep, keep_full);
+    omp_set_num_threads(1);
+    const RoutedTensor one = MustRoute(*router, View(a, rows, cols), &map, contract);
+    omp_set_num_threads(2);
+    const RoutedTensor two = MustRoute(*router, View(a, rows, cols), &map, contract);
+    EXPECT_EQ(one.row_offsets, two.row_offsets);
+    EXPECT_EQ(one.indices, two.indices);
+    EXPECT_EQ(one.tiers, two.tiers);
+    const size_t k = KeptCount(cols, keep);
+    const auto window = static_cast<size_t>(std::floor(tolerance * double(k)));
+    for (size_t r = 0; r < rows; ++r) {
+      std::vector<double> score(cols);
+      for (size_t c = 0; c < cols; ++c) score[c] = RefScore(a[r * cols + c], c, &map, 0.01);
+      const std::vector<uint32_t> kept = ToVector(one.RowIndices(r));
+      SCOPED_TRACE(::testing::Message()
+                   << "trial " << trial << " row " << r << " cols " << cols << " k " << k);
+      ASSERT_GE(kept.size(), k);
+      ASSERT_LE(kept.size(), k + window);
+      rows_over_k += kept.size() > k;
+      ++rows_checked;
+      std::vector<double> sorted = score;
+      std::sort(sorted.rbegin(), sorted.rend());
+      const double kth = k > 0 ? sorted[k - 1] : std::numeric_limits<double>::infinity();
+      std::vector<bool> is_kept(cols, false);
+      double lowest_kept = std::numeric_limits<double>::infinity();
+      for (uint32_t c : kept) {
+        is_kept[c] = true;
+        lowest_kept = std::min(lowest_kept, score[c]);
+      }
+      for (size_t c = 0; c < cols; ++c) {
+        if (score[c] > kth) {
+          ASSERT_TRUE(is_kept[c]) << "col " << c << " scores " << score[c] << " above the cut "
+                                  << kth << "; kept " << kept.size() << " lowest kept "
+                                  << lowest_kept;
+        }
+        if (!is_kept[c]) {
+          ASSERT_LE(score[c], lowest_kept) << "dropped col " << c;
+        }
+      }
+      // Tiers: the FullCount(count) best of the row's kept entries are full.
+      const size_t nf = FullCount(kept.size(), keep_full);
+      size_t full = 0;
+      for (size_t i = one.row_offsets[r]; i < one.row_offsets[r + 1]; ++i) {
+        full += one.tiers[i] == Tier::kFull;
+      }
+      EXPECT_EQ(full, nf);
+    }
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(rows_checked, 60 * 9);
+  EXPECT_GT(rows_over_k, 0);  // the early stop does happen
+}
+
+TEST(RouterApproximateSelect, RefusesABadTolerance) {
+  for (double t : {0.0, -0.1, 1.5, std::nan("")}) {
+    auto router = Router::Create({.select = SelectMethod::kApproximate, .approx_tolerance = t});
+    ASSERT_FALSE(router.ok()) << t;
+    EXPECT_NE(router.status().message().find("router.approx_tolerance"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace sparselink

@@ -273,5 +273,93 @@ TEST(SimdKernels, RoutingKernelsEqualPlainLoops) {
   });
 }
 
+// The bitmap emitted by EmitKept is the wire's bitmap of the taken columns.
+TEST(SimdKernels, EmitKeptBitmapMatchesTheTakenColumns) {
+  std::mt19937 rng(3);
+  ForEachTarget([&] {
+    for (size_t n : {size_t{1}, size_t{63}, size_t{64}, size_t{65}, size_t{200}, size_t{1024}}) {
+      std::vector<float> a(n);
+      for (float& v : a) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+      std::vector<uint32_t> keys(n);
+      MagnitudeKeys(a.data(), nullptr, n, keys.data());
+      const uint32_t t = keys[n / 3];
+      std::vector<uint32_t> ids(n + kSlack);
+      std::vector<float> values(n + kSlack);
+      std::vector<uint64_t> bits((n + 63) / 64, ~uint64_t{0});
+      const size_t kept =
+          EmitKept(keys.data(), a.data(), n, t, n, ids.data(), values.data(), bits.data());
+      std::vector<uint64_t> expected((n + 63) / 64, 0);
+      for (size_t i = 0; i < kept; ++i) expected[ids[i] / 64] |= uint64_t{1} << (ids[i] % 64);
+      EXPECT_EQ(bits, expected) << n;
+    }
+  });
+}
+
+// Bitmap to columns against a per-bit loop, on rows that do and do not start on a byte, with
+// the capacity check at the exact count and one below.
+TEST(SimdKernels, BitmapToColumnsEqualsAPerBitLoop) {
+  std::mt19937 rng(9);
+  ForEachTarget([&] {
+    for (uint64_t cols : {1u, 7u, 8u, 64u, 100u, 1024u, 4097u}) {
+      for (double density : {0.0, 0.1, 0.5, 1.0}) {
+        const uint64_t rows = 5;
+        const uint64_t bits = rows * cols;
+        std::vector<uint8_t> bytes((bits + 7) / 8, 0);
+        std::vector<uint32_t> want_offsets(rows + 1, 0), want;
+        for (uint64_t r = 0; r < rows; ++r) {
+          want_offsets[r] = static_cast<uint32_t>(want.size());
+          for (uint64_t c = 0; c < cols; ++c) {
+            if (std::uniform_real_distribution<double>(0, 1)(rng) < density) {
+              const uint64_t b = r * cols + c;
+              bytes[b / 8] = static_cast<uint8_t>(bytes[b / 8] | (1u << (b % 8)));
+              want.push_back(static_cast<uint32_t>(c));
+            }
+          }
+        }
+        want_offsets[rows] = static_cast<uint32_t>(want.size());
+        EXPECT_EQ(CountSetBits(bytes.data(), bytes.size()), want.size());
+        std::vector<uint32_t> offsets(rows + 1), out(want.size() + kSlack);
+        uint64_t count = 0;
+        ASSERT_TRUE(BitmapToColumns(bytes.data(), bytes.size(), rows, cols, offsets.data(),
+                                    out.data(), want.size(), &count));
+        ASSERT_EQ(count, want.size());
+        out.resize(count);
+        EXPECT_EQ(out, want) << cols << " " << density;
+        EXPECT_EQ(offsets, want_offsets);
+        if (!want.empty()) {
+          out.assign(want.size() + kSlack, 0);
+          EXPECT_FALSE(BitmapToColumns(bytes.data(), bytes.size(), rows, cols, offsets.data(),
+                                       out.data(), want.size() - 1, &count));
+        }
+      }
+    }
+  });
+}
+
+TEST(SimdKernels, ValidationScreensAndColumnSums) {
+  ForEachTarget([&] {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{17}, size_t{100}}) {
+      std::vector<uint32_t> ids(n);
+      for (size_t i = 0; i < n; ++i) ids[i] = static_cast<uint32_t>(3 * i + 1);
+      EXPECT_TRUE(AscendingBelow(ids.data(), n, static_cast<uint32_t>(3 * n + 1)));
+      if (n == 0) continue;
+      EXPECT_FALSE(AscendingBelow(ids.data(), n, ids[n - 1]));  // last id must be < limit
+      for (size_t at = 1; at < n; at += 5) {
+        std::vector<uint32_t> bad = ids;
+        bad[at] = bad[at - 1];  // not strictly ascending
+        EXPECT_FALSE(AscendingBelow(bad.data(), n, 1000000)) << n << " " << at;
+      }
+      std::vector<uint8_t> bytes(n, 1);
+      EXPECT_EQ(MaxByte(bytes.data(), n), 1);
+      bytes[n - 1] = 7;
+      EXPECT_EQ(MaxByte(bytes.data(), n), 7);
+      std::vector<float> x(n), acc(n, 1.0f);
+      for (size_t i = 0; i < n; ++i) x[i] = (i % 2 ? -1.0f : 1.0f) * static_cast<float>(i);
+      AddAbs(x.data(), n, acc.data());
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(acc[i], 1.0f + static_cast<float>(i));
+    }
+  });
+}
+
 }  // namespace
 }  // namespace sparselink::simd

@@ -48,8 +48,8 @@ inline constexpr size_t kContractBodyBytes = 32;
 
 struct EncodeOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
-  bool zstd = false;  // compress each section with zstd when that makes it smaller
-  int zstd_level = 3;
+  bool zstd = false;   // compress each section with zstd when that makes it smaller
+  int zstd_level = 3;  // zstd's levels, negative ones included (literals are Huffman-coded always)
 };
 
 // Refuse before allocation anything larger than these.

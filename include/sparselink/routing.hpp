@@ -24,22 +24,30 @@ inline constexpr size_t kNumScorePolicies = 3;
 std::string_view ScorePolicyName(ScorePolicy p);
 Result<ScorePolicy> ParseScorePolicy(std::string_view name);
 
-// How the top k of a row (or of the units) is found. Both give bit-identical output: the
-// selection is exact under one total order (score descending, then column ascending), so the
-// method only changes the cost. kReference is the plain std::nth_element-over-ids path kept
-// as the oracle of the differential tests; kFast is the one to use.
+// How the top k of a row (or of the units) is found. kReference and kFast give bit-identical
+// output: the selection is exact under one total order (score descending, then column
+// ascending), so the method only changes the cost. kReference is the plain
+// std::nth_element-over-ids path kept as the oracle of the differential tests; kFast is the
+// one to use. kApproximate trades exactness of the count for speed (element granularity only;
+// units are always selected exactly): each row keeps between k and
+// k + floor(approx_tolerance * k) entries - every entry scoring above the row's exact k-th
+// score, plus at most that many at the margin - and the output still does not depend on the
+// thread count.
 enum class SelectMethod : uint8_t {
-  kReference = 0,  // nth_element over an id array with an indirect comparator; O(n) + O(k log k)
-  kFast = 1,       // sample a pivot, filter candidates >= pivot, select among them; O(n)
+  kReference = 0,    // nth_element over an id array with an indirect comparator
+  kFast = 1,         // sample select on integer keys, vector passes; O(n)
+  kApproximate = 2,  // kFast stopped once the candidate window is within the tolerance
 };
-inline constexpr size_t kNumSelectMethods = 2;
+inline constexpr size_t kNumSelectMethods = 3;
+std::string_view SelectMethodName(SelectMethod m);
 
 struct RouterOptions {
   ScorePolicy policy = ScorePolicy::kSensitivity;
   double eps = 1e-3;  // keeps units the map has not scored yet alive; >= 0
   uint64_t seed = 0;  // for kRandom
   NonFinitePolicy non_finite = NonFinitePolicy::kReject;
-  SelectMethod select = SelectMethod::kFast;  // output does not depend on it
+  SelectMethod select = SelectMethod::kFast;
+  double approx_tolerance = 0.05;  // kApproximate: extra entries per row, share of k; (0, 1]
 };
 
 // The routed form of one activation: which entries cross, in which tier, with which values.
@@ -89,7 +97,7 @@ class Router {
   // any OpenMP thread count. Allocates `out`'s vectors (reusing their capacity); the per-row
   // scratch is thread-local and reused across calls (O(cols) per thread, kept for the thread's
   // life). Errors: shape, non-finite, invalid contract, missing map; on error `out` holds no
-  // meaningful routing.
+  // meaningful routing. With kApproximate rows may keep different counts (row_offsets says).
   Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
                uint64_t step, RoutedTensor* out) const;
   Result<RoutedTensor> Route(ConstMatrix activation, const SensitivityMap* map,

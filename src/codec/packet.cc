@@ -21,6 +21,7 @@
 // Every allocation happens after step 4, so its size is bounded by the buffer (8 index bits or
 // 2 int4 values per byte at most) or, for zstd sections, by limits.max_packet_bytes.
 #include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_literalCompressionMode
 #include <zstd.h>
 
 #include <bit>
@@ -223,8 +224,15 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
     }
     if (options.zstd && !raw.empty()) {
       std::vector<uint8_t> frame(ZSTD_compressBound(raw.size()));
-      const size_t n = ZSTD_compressCCtx(ThreadCompressionContext(), frame.data(), frame.size(),
-                                         raw.data(), raw.size(), options.zstd_level);
+      // Literals are always Huffman-coded, even at the fast negative levels (which otherwise
+      // store them raw): routed sections are mostly literals (bitmaps, quantized values), so
+      // that is where the bytes are won. An experimental zstd parameter, stable in Debian 12's
+      // libzstd 1.5.4; a library that refuses it just compresses without it.
+      ZSTD_CCtx* cctx = ThreadCompressionContext();
+      ZSTD_CCtx_reset(cctx, ZSTD_reset_parameters);
+      ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, options.zstd_level);
+      ZSTD_CCtx_setParameter(cctx, ZSTD_c_literalCompressionMode, ZSTD_ps_enable);
+      const size_t n = ZSTD_compress2(cctx, frame.data(), frame.size(), raw.data(), raw.size());
       if (!ZSTD_isError(n) && n < raw.size()) {
         frame.resize(n);
         stored[i] = {true, std::move(frame)};
@@ -351,9 +359,13 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   const uint64_t bitmap_bytes = BitmapBytes(index_rows, routed.cols);
   h.index_codec = options.index_codec;
   if (h.index_codec == IndexCodec::kAuto) {
-    h.index_codec = DeltaVarintBytes(offsets, routed.indices) < bitmap_bytes
-                        ? IndexCodec::kDeltaVarint
-                        : IndexCodec::kBitmap;
+    // Delta-varint costs at least a byte per kept column and per index row, so past that the
+    // bitmap wins without sizing the varints.
+    const uint64_t delta_floor = routed.indices.size() + index_rows;
+    h.index_codec =
+        delta_floor < bitmap_bytes && DeltaVarintBytes(offsets, routed.indices) < bitmap_bytes
+            ? IndexCodec::kDeltaVarint
+            : IndexCodec::kBitmap;
   }
   std::vector<RawSection> sections;
   sections.push_back({SectionId::kIndex, {}});

@@ -81,7 +81,7 @@ static_assert(static_cast<size_t>(ScorePolicy::kMagnitude) == 1);
 static_assert(static_cast<size_t>(ScorePolicy::kRandom) == 2);
 
 // Below this many entries the threads cost more than they save.
-constexpr size_t kParallelMinEntries = size_t{1} << 15;
+constexpr size_t kParallelMinEntries = size_t{1} << 20;
 // Columns per task when summing unit scores: a row's slice of a chunk is 256 contiguous bytes.
 constexpr size_t kColumnChunk = 64;
 
@@ -194,7 +194,7 @@ struct SelectScratch {
   uint32_t last_key = 0;
   size_t last_n = 0;
   size_t last_k = 0;
-  float guess_width = 1.0f / 16;
+  float guess_width = 1.0f / 16;  // kInitialGuessWidth
 };
 
 SelectScratch& ThreadScratch() {
@@ -335,7 +335,7 @@ void SelectTopFast(const double* score, size_t n, size_t k, size_t nf, SelectScr
 
 void Select(SelectMethod method, const double* score, size_t n, size_t k, size_t nf,
             SelectScratch& scratch, uint32_t* ids, Tier* tiers) {
-  if (method == SelectMethod::kFast) {
+  if (method != SelectMethod::kReference) {  // units are selected exactly by kApproximate too
     SelectTopFast(score, n, k, nf, scratch, ids, tiers);
   } else {
     SelectTop(score, n, k, nf, scratch.order, ids, tiers);
@@ -358,6 +358,9 @@ void Select(SelectMethod method, const double* score, size_t n, size_t k, size_t
 // q = k - #(key > T) keys equal to T.
 
 constexpr size_t kSampleSize = 64;
+// Rows per chunk of RouteElements (the guess chain), and the first guess's relative width.
+constexpr size_t kRowChunk = 16;
+constexpr float kInitialGuessWidth = 1.0f / 16;
 // Each level shrinks its set to about a quarter or less; this many levels cover 2^32 keys.
 constexpr int kMaxSampleLevels = 16;
 
@@ -367,6 +370,9 @@ struct KeyRank {
   size_t above = 0;
   size_t ties = 0;
   bool guess_hit = false;  // the guessed bracket held T
+  // Approximate cut (stop_window > 0): nonzero when the search stopped early; then every key
+  // >= key is kept, approx_count of them, and above / ties are not meaningful.
+  size_t approx_count = 0;
 };
 
 // A first bracket [lo, hi] to try before sampling (from the previous row's cut).
@@ -377,15 +383,20 @@ struct Guess {
 };
 
 // The exact k-th largest of keys[0, n), 1 <= k <= n.
+// With stop_window > 0 it may stop early (KeyRank::approx_count): as soon as the bracket
+// [lo, hi] holds T and at most stop_window keys, keeping every key >= lo is within
+// stop_window of k and takes everything above T.
 KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& guess,
-                      SelectScratch& scratch) {
+                      SelectScratch& scratch, size_t stop_window = 0) {
   // Two buffers in turn: each level reads one and writes the other.
   GrowTo(scratch.cand_keys, 2 * (n + simd::kSlack));
   uint32_t* buffers[2] = {scratch.cand_keys.data(), scratch.cand_keys.data() + n + simd::kSlack};
   const uint32_t* set = keys;
   size_t h = n;
   size_t r = k;
-  size_t above = 0;  // keys of the row above the current set
+  size_t above = 0;    // keys of the row above the current set
+  uint32_t floor = 0;  // no key of the current set is below it; all the row's keys in
+                       // [floor, max of the set] are in the set
   std::array<uint32_t, kSampleSize> sample;
   std::array<uint32_t, kSampleSize> greater;
   bool guess_hit = false;
@@ -427,6 +438,7 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
     if (over >= r) {  // T > hi: the keys above hi
       size_t none = 0;
       m = simd::FilterRange(set, h, hi + 1, std::numeric_limits<uint32_t>::max(), cand, &none);
+      floor = hi + 1;
     } else if (over + m < r) {  // T < lo: the keys below lo
       size_t skipped = 0;
       r -= over + m;
@@ -436,6 +448,8 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
       r -= over;
       above += over;
       guess_hit = guess_hit || guessed;
+      floor = std::max(floor, lo);
+      if (m <= stop_window) return {.key = floor, .approx_count = above + m};
     }
     if ((m == h && !guessed) || level == kMaxSampleLevels) {
       // Stuck on ties, or unlucky: the radix cut of the new set, then its ties counted.
@@ -455,12 +469,15 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
 // finite) to values and their tiers (the nf best kFull) to tiers. Same output as SelectTop on
 // the keys' scores.
 // With `bitmap` not null (n a multiple of 8) the row's n / 8 bitmap bytes are written there.
-void SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k, size_t nf,
-                   SelectScratch& scratch, uint32_t* ids, float* values, Tier* tiers,
-                   uint8_t* bitmap) {
+// With window > 0 (kApproximate) the row may keep up to k + window entries instead (see
+// KthLargestKey). Returns the number kept; the outputs need room for
+// k + window entries (tiers: the FullCount(count, keep_full) best are kFull).
+size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k, double keep_full,
+                     size_t window, SelectScratch& scratch, uint32_t* ids, float* values,
+                     Tier* tiers, uint8_t* bitmap) {
   if (k == 0) {
     if (bitmap != nullptr) std::fill_n(bitmap, n / 8, uint8_t{0});
-    return;
+    return 0;
   }
   Guess guess;
   if (scratch.last_n == n && scratch.last_k == k) {
@@ -469,7 +486,7 @@ void SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k, s
     guess = {true, key_of(last * (1.0f - scratch.guess_width)),
              std::min(key_of(last * (1.0f + scratch.guess_width)), 0x7F800000u)};
   }
-  const KeyRank cut = KthLargestKey(keys, n, k, guess, scratch);
+  const KeyRank cut = KthLargestKey(keys, n, k, guess, scratch, window);
   if (guess.valid) {
     scratch.guess_width = cut.guess_hit ? std::max(scratch.guess_width * 0.9f, 0x1p-8f)
                                         : std::min(scratch.guess_width * 2.0f, 0.5f);
@@ -477,34 +494,44 @@ void SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k, s
   scratch.last_key = cut.key;
   scratch.last_n = n;
   scratch.last_k = k;
-  const uint32_t t = cut.key;
-  const size_t taken_ties = k - cut.above;
-  const size_t tie_end = cut.ties == taken_ties ? n : simd::TieEnd(keys, n, t, taken_ties);
-  GrowTo(scratch.emit_ids, k + simd::kSlack);
-  GrowTo(scratch.emit_values, k + simd::kSlack);
+  uint32_t t = cut.key;
+  size_t tie_end = n;
+  size_t count = k;
+  if (cut.approx_count != 0) {  // every key >= cut.key: all above t = key - 1, no ties
+    count = cut.approx_count;
+    tie_end = t == 0 ? n : 0;
+    t = t == 0 ? 0 : t - 1;
+  } else {
+    const size_t taken_ties = k - cut.above;
+    tie_end = cut.ties == taken_ties ? n : simd::TieEnd(keys, n, t, taken_ties);
+  }
+  GrowTo(scratch.emit_ids, count + simd::kSlack);
+  GrowTo(scratch.emit_values, count + simd::kSlack);
   GrowTo(scratch.emit_bits, (n + 63) / 64);
   [[maybe_unused]] const size_t kept =
       simd::EmitKept(keys, row, n, t, tie_end, scratch.emit_ids.data(), scratch.emit_values.data(),
                      bitmap != nullptr ? scratch.emit_bits.data() : nullptr);
-  SPARSELINK_DCHECK(kept == k);
+  SPARSELINK_DCHECK(kept == count);
   static_assert(std::endian::native == std::endian::little);  // words -> wire bytes
   if (bitmap != nullptr) std::memcpy(bitmap, scratch.emit_bits.data(), n / 8);
-  std::copy_n(scratch.emit_ids.data(), k, ids);
-  std::copy_n(scratch.emit_values.data(), k, values);
-  if (nf == k || nf == 0) {
-    std::fill_n(tiers, k, nf == 0 ? Tier::kLossy : Tier::kFull);
-    return;
+  std::copy_n(scratch.emit_ids.data(), count, ids);
+  std::copy_n(scratch.emit_values.data(), count, values);
+  const size_t nf = FullCount(count, keep_full);
+  if (nf == count || nf == 0) {
+    std::fill_n(tiers, count, nf == 0 ? Tier::kLossy : Tier::kFull);
+    return count;
   }
   // The nf best of the kept are the nf best of the row: one more cut, applied in column order.
   const KeyRank full = KthLargestKey(keys, n, nf, Guess{}, scratch);
   const uint32_t tf = full.key;
   size_t full_ties = nf - full.above;
-  for (size_t i = 0; i < k; ++i) {
+  for (size_t i = 0; i < count; ++i) {
     const uint32_t key = keys[ids[i]];
     const bool tie = key == tf && full_ties != 0;
     full_ties -= tie ? 1 : 0;
     tiers[i] = key > tf || tie ? Tier::kFull : Tier::kLossy;
   }
+  return count;
 }
 
 // Fills rest_bits and rest_centroids of `out` (whose index set is complete) from `activation`.
@@ -563,40 +590,71 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
 // Returns whether every activation was finite (the caller's non-finite check, fused into the
 // scoring pass).
 bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
-                   SelectMethod method, bool parallel, RoutedTensor* out,
+                   SelectMethod method, double tolerance, bool parallel, RoutedTensor* out,
                    std::vector<uint8_t>* bitmap) {
   const size_t rows = activation.rows;
   const size_t cols = activation.cols;
   const size_t k = KeptCount(cols, contract.keep);
   const size_t nf = FullCount(k, contract.keep_full);
+  // kApproximate rows keep up to k + window entries: each row fills a slot of that size, and
+  // the slots are closed up after the parallel loop.
+  const bool approximate = method == SelectMethod::kApproximate;
+  const size_t window = approximate ? static_cast<size_t>(std::floor(tolerance * double(k))) : 0;
+  const size_t slot = k + window;
+  std::vector<uint32_t> counts(approximate ? rows : 0);
   out->row_offsets.resize(rows + 1);
   for (size_t r = 0; r <= rows; ++r) out->row_offsets[r] = static_cast<uint32_t>(r * k);
-  out->indices.resize(rows * k);
-  out->values.resize(rows * k);
-  out->tiers.resize(rows * k);
+  out->indices.resize(rows * slot);
+  out->values.resize(rows * slot);
+  out->tiers.resize(rows * slot);
   // Rows start on byte boundaries when cols % 8 == 0: then each writes its own bitmap bytes.
-  const bool with_bitmap = bitmap != nullptr && method == SelectMethod::kFast && cols % 8 == 0;
+  const bool with_bitmap = bitmap != nullptr && method != SelectMethod::kReference && cols % 8 == 0;
   if (bitmap != nullptr) bitmap->resize(with_bitmap ? rows * cols / 8 : 0);
   bool all_finite = true;
+  // Rows go in fixed chunks; within a chunk each row's search starts from the previous row's
+  // cut (SelectRowFast's guess), and every chunk starts afresh, so that where an approximate
+  // search stops depends on the rows alone, never on which thread ran the chunk before.
+  const size_t num_chunks = (rows + kRowChunk - 1) / kRowChunk;
 #pragma omp parallel for schedule(static) if (parallel) reduction(&& : all_finite)
-  for (size_t r = 0; r < rows; ++r) {
+  for (size_t chunk = 0; chunk < num_chunks; ++chunk) {
     SelectScratch& scratch = ThreadScratch();
     GrowTo(scratch.row_keys, cols);
-    const float* row = activation.Row(r);
-    uint32_t* keys = scratch.row_keys.data();
-    all_finite = scorer.KeyRange(row, r, 0, cols, keys) && all_finite;
-    uint32_t* ids = out->indices.data() + r * k;
-    float* values = out->values.data() + r * k;
-    Tier* tiers = out->tiers.data() + r * k;
-    if (method == SelectMethod::kFast) {
-      SelectRowFast(keys, row, cols, k, nf, scratch, ids, values, tiers,
-                    with_bitmap ? bitmap->data() + r * cols / 8 : nullptr);
-      continue;
+    scratch.last_n = 0;  // no guess for the chunk's first row
+    scratch.guess_width = kInitialGuessWidth;
+    for (size_t r = chunk * kRowChunk; r < std::min(rows, (chunk + 1) * kRowChunk); ++r) {
+      const float* row = activation.Row(r);
+      uint32_t* keys = scratch.row_keys.data();
+      all_finite = scorer.KeyRange(row, r, 0, cols, keys) && all_finite;
+      uint32_t* ids = out->indices.data() + r * slot;
+      float* values = out->values.data() + r * slot;
+      Tier* tiers = out->tiers.data() + r * slot;
+      if (method != SelectMethod::kReference) {
+        const size_t count =
+            SelectRowFast(keys, row, cols, k, contract.keep_full, window, scratch, ids, values,
+                          tiers, with_bitmap ? bitmap->data() + r * cols / 8 : nullptr);
+        if (approximate) counts[r] = static_cast<uint32_t>(count);
+        continue;
+      }
+      GrowTo(scratch.score, cols);
+      for (size_t c = 0; c < cols; ++c) scratch.score[c] = KeyScore(keys[c]);
+      SelectTop(scratch.score.data(), cols, k, nf, scratch.order, ids, tiers);
+      for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
     }
-    GrowTo(scratch.score, cols);
-    for (size_t c = 0; c < cols; ++c) scratch.score[c] = KeyScore(keys[c]);
-    SelectTop(scratch.score.data(), cols, k, nf, scratch.order, ids, tiers);
-    for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
+  }
+  if (approximate) {  // close up the slots (row r moves down, never past its own slot)
+    size_t pos = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      out->row_offsets[r] = static_cast<uint32_t>(pos);
+      const size_t from = r * slot;
+      std::copy_n(out->indices.begin() + from, counts[r], out->indices.begin() + pos);
+      std::copy_n(out->values.begin() + from, counts[r], out->values.begin() + pos);
+      std::copy_n(out->tiers.begin() + from, counts[r], out->tiers.begin() + pos);
+      pos += counts[r];
+    }
+    out->row_offsets[rows] = static_cast<uint32_t>(pos);
+    out->indices.resize(pos);
+    out->values.resize(pos);
+    out->tiers.resize(pos);
   }
   return all_finite;
 }
@@ -687,6 +745,15 @@ size_t KeptBeforeRow(const RoutedTensor& t, size_t r) {
 
 }  // namespace
 
+std::string_view SelectMethodName(SelectMethod m) {
+  switch (m) {
+    case SelectMethod::kReference: return "reference";
+    case SelectMethod::kFast: return "fast";
+    case SelectMethod::kApproximate: return "approximate";
+  }
+  return "?";
+}
+
 std::string_view ScorePolicyName(ScorePolicy p) {
   const auto i = static_cast<size_t>(p);
   return i < kNumScorePolicies ? kScorePolicyNames[i] : "?";
@@ -717,6 +784,10 @@ Result<Router> Router::Create(const RouterOptions& options) {
   if (static_cast<size_t>(options.select) >= kNumSelectMethods) {
     return FieldError(ErrorCode::kInvalidArgument, "router.select", int(options.select),
                       "unknown select method");
+  }
+  if (!(options.approx_tolerance > 0.0 && options.approx_tolerance <= 1.0)) {
+    return FieldError(ErrorCode::kInvalidArgument, "router.approx_tolerance",
+                      options.approx_tolerance, "must be in (0, 1]");
   }
   return Router(options);
 }
@@ -758,7 +829,11 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
     }
   }
   if (!unit) {
-    const uint64_t kept = uint64_t{activation.rows} * KeptCount(activation.cols, contract.keep);
+    const size_t k = KeptCount(activation.cols, contract.keep);
+    const size_t extra = options_.select == SelectMethod::kApproximate
+                             ? static_cast<size_t>(options_.approx_tolerance * double(k))
+                             : 0;
+    const uint64_t kept = uint64_t{activation.rows} * (k + extra);
     if (kept > kMaxDim) {
       return FieldError(ErrorCode::kResourceExhausted, "kept entries", kept,
                         "must fit in 32 bits (row_offsets); route fewer rows at a time");
@@ -784,7 +859,8 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   if (unit) {
     RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, options_.select,
                parallel, out);
-  } else if (!RouteElements(activation, scorer, contract, options_.select, parallel, out, bitmap) &&
+  } else if (!RouteElements(activation, scorer, contract, options_.select,
+                            options_.approx_tolerance, parallel, out, bitmap) &&
              check_while_scoring) {
     const Status named = ValidateMatrix(activation, "activation", NonFinitePolicy::kReject);
     SPARSELINK_CHECK(!named.ok());

@@ -224,6 +224,16 @@ uint64_t CountSetBits(const uint8_t* HWY_RESTRICT bytes, size_t n) {
   return count;
 }
 
+void AddAbs(const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT acc) {
+  const DF df;
+  const size_t lanes = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    hn::StoreU(hn::Add(hn::LoadU(df, acc + i), hn::Abs(hn::LoadU(df, x + i))), df, acc + i);
+  }
+  for (; i < n; ++i) acc[i] += std::fabs(x[i]);
+}
+
 uint8_t MaxByte(const uint8_t* HWY_RESTRICT bytes, size_t n) {
   const hn::ScalableTag<uint8_t> d8;
   const size_t lanes = hn::Lanes(d8);
@@ -575,6 +585,7 @@ HWY_EXPORT(SampleRanks);
 HWY_EXPORT(AllFinite);
 HWY_EXPORT(AscendingBelow);
 HWY_EXPORT(MaxByte);
+HWY_EXPORT(AddAbs);
 HWY_EXPORT(CountSetBits);
 HWY_EXPORT(OrderStatistic);
 HWY_EXPORT(TieEnd);
@@ -604,6 +615,7 @@ void SampleRanks(const uint32_t* sample, size_t s, uint32_t* greater) {
 }
 bool AllFinite(const float* a, size_t n) { return HWY_DYNAMIC_DISPATCH(AllFinite)(a, n); }
 uint8_t MaxByte(const uint8_t* bytes, size_t n) { return HWY_DYNAMIC_DISPATCH(MaxByte)(bytes, n); }
+void AddAbs(const float* x, size_t n, float* acc) { HWY_DYNAMIC_DISPATCH(AddAbs)(x, n, acc); }
 bool AscendingBelow(const uint32_t* ids, size_t n, uint32_t limit) {
   return HWY_DYNAMIC_DISPATCH(AscendingBelow)(ids, n, limit);
 }

@@ -1,7 +1,7 @@
 // The vector kernels of the hot paths (routing and value coding), one call per row or per
 // stream. Each is written once with Highway and compiled for every x86 target Highway knows
 // (SSSE3 .. AVX-512); the best one the CPU supports is chosen at the first call. Private to the
-// library: callers are src/routing and src/codec.
+// library: callers are src/core, src/routing, src/codec and src/torch.
 //
 // Keys. An entry's selection key is the IEEE bit pattern of its score |a| (* w) with the sign
 // cleared, as an unsigned integer: for the non-negative floats this order is exactly the order
@@ -43,6 +43,9 @@ uint32_t OrderStatistic(const uint32_t* sample, const uint32_t* greater, size_t 
 
 // The number of set bits in bytes[0, n).
 uint64_t CountSetBits(const uint8_t* bytes, size_t n);
+
+// acc[i] += |x[i]| (column sums of a matrix, one row per call).
+void AddAbs(const float* x, size_t n, float* acc);
 
 // The largest of bytes[0, n) (0 for n = 0).
 uint8_t MaxByte(const uint8_t* bytes, size_t n);

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include "simd/kernels.hpp"
+
 namespace sparselink::torch_adapter {
 
 using torch::autograd::AutogradContext;
@@ -167,17 +169,15 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   const ConstMatrix a{activation.data_ptr<float>(), static_cast<size_t>(rows), cols};
   const bool use_map = options->policy == RoutingPolicy::kSensitivity ||
                        options->policy == RoutingPolicy::kStructured;
-  ThrowIfError(router->Route(a, use_map ? &*map : nullptr, contract, static_cast<uint64_t>(step),
-                             &sender_mask),
-               boundary);
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step)};
-  ThrowIfError(
-      EncodeActivation(
-          sender_mask, contract, label,
-          {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1}, &packet),
-      boundary);
+  ThrowIfError(RouteAndEncode(*router, a, use_map ? &*map : nullptr, contract, label,
+                              {.index_codec = options->index_codec,
+                               .zstd = options->zstd,
+                               .zstd_level = options->zstd_level},
+                              &sender_mask, &packet),
+               boundary);
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
   receiver_mask = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
                           [&](std::span<const uint8_t> bytes) -> Result<RoutedTensor> {
@@ -219,10 +219,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   }
   if (summary_step) {
     std::vector<float> mean_abs(cols, 0.0f);
-    for (size_t r = 0; r < num_rows; ++r) {
-      const float* row = g_data + r * cols;
-      for (size_t j = 0; j < cols; ++j) mean_abs[j] += std::fabs(row[j]);
-    }
+    for (size_t r = 0; r < num_rows; ++r) simd::AddAbs(g_data + r * cols, cols, mean_abs.data());
     for (float& v : mean_abs) v /= static_cast<float>(rows);
     ThrowIfError(EncodeSummary(mean_abs, label, &packet), boundary);
     // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
@@ -240,11 +237,12 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 
   // Receiver -> sender: the gradient at the kept positions only.
   ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values), boundary);
-  ThrowIfError(
-      EncodeGradient(receiver_mask, values, options->gradient_codec, label,
-                     {.index_codec = options->index_codec, .zstd = options->zstd, .zstd_level = 1},
-                     &packet),
-      boundary);
+  ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
+                              {.index_codec = options->index_codec,
+                               .zstd = options->zstd,
+                               .zstd_level = options->zstd_level},
+                              &packet),
+               boundary);
   const std::vector<float> decoded =
       Deliver(*backward_link, "backward", dense_bytes, true, &report.backward_wire_bytes,
               [&](std::span<const uint8_t> bytes) -> Result<std::vector<float>> {
@@ -269,19 +267,18 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   if (!map->frozen()) {
     const float* a = activation.data_ptr<float>();
     const float inv_rows = 1.0f / static_cast<float>(rows);
+    // Every entry first with the summary standing in for its gradient, which has a closed
+    // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry
+    // (one vector pass per row).
     std::fill(act_scores.begin(), act_scores.end(), 0.0f);
-    std::fill(grad_scores.begin(), grad_scores.end(), 0.0f);
-    std::fill(taylor_scores.begin(), taylor_scores.end(), 0.0f);
+    for (size_t r = 0; r < num_rows; ++r) simd::AddAbs(a + r * cols, cols, act_scores.data());
+    for (size_t j = 0; j < cols; ++j) {
+      act_scores[j] *= inv_rows;
+      grad_scores[j] = have_summary ? summary[j] : 0.0f;
+      taylor_scores[j] = have_summary ? act_scores[j] * summary[j] : 0.0f;
+    }
     for (size_t r = 0; r < num_rows; ++r) {
       const float* a_row = a + r * cols;
-      for (size_t j = 0; j < cols; ++j) {
-        const float abs_a = std::fabs(a_row[j]);
-        act_scores[j] += abs_a * inv_rows;
-        if (have_summary) {
-          grad_scores[j] += summary[j] * inv_rows;
-          taylor_scores[j] += abs_a * summary[j] * inv_rows;
-        }
-      }
       // Kept entries: replace the summary's stand-in by the real gradient.
       for (uint32_t j : sender_mask.RowIndices(r)) {
         const float abs_g = std::fabs(gi[r * cols + j]);

@@ -77,6 +77,9 @@ struct RoutedBoundaryOptions {
   ValueCodec gradient_codec = ValueCodec::kInt8;
   IndexCodec index_codec = IndexCodec::kAuto;
   bool zstd = false;  // zstd per packet section, kept only where it is smaller
+  // zstd's level: -5 with Huffman-coded literals compresses routed sections as well as level
+  // 1 at about half the time (docs/RESULTS.md).
+  int zstd_level = -5;
   double eps = 1e-3;
   int negotiate_every = 50;  // steps between negotiations (auto keep)
   int summary_every = 10;    // steps between receiver summaries
