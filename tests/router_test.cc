@@ -72,7 +72,11 @@ Contract MakeContract(double keep, double keep_full = 1.0,
 Router MakeRouter(ScorePolicy policy, double eps = 1e-3, uint64_t seed = 0,
                   NonFinitePolicy non_finite = NonFinitePolicy::kReject) {
   Result<Router> router =
-      Router::Create({.policy = policy, .eps = eps, .seed = seed, .non_finite = non_finite});
+      Router::Create({.policy = policy,
+                      .eps = eps,
+                      .seed = seed,
+                      .non_finite = non_finite,
+                      .parallel_min_entries = 1});  // small inputs take the parallel path
   EXPECT_TRUE(router.ok()) << router.status().ToString();
   return std::move(router).value();
 }
@@ -1156,7 +1160,8 @@ TEST(RouterFastSelect, MatchesReferenceBitForBit) {
               RouterOptions options{.policy = policy,
                                     .eps = 1e-3,
                                     .seed = 5,
-                                    .non_finite = NonFinitePolicy::kTreatAsZero};
+                                    .non_finite = NonFinitePolicy::kTreatAsZero,
+                                    .parallel_min_entries = 1};
               options.select = SelectMethod::kReference;
               const Router reference = *Router::Create(options);
               options.select = SelectMethod::kFast;
@@ -1258,7 +1263,8 @@ TEST(RouterApproximateSelect, StaysWithinToleranceAndKeepsEverythingAboveTheCut)
     auto router = Router::Create({.policy = ScorePolicy::kSensitivity,
                                   .eps = 0.01,
                                   .select = SelectMethod::kApproximate,
-                                  .approx_tolerance = tolerance});
+                                  .approx_tolerance = tolerance,
+                                  .parallel_min_entries = 1});
     ASSERT_TRUE(router.ok());
     const Contract contract = MakeContract(keep, keep_full);
     omp_set_num_threads(1);
@@ -1311,6 +1317,38 @@ TEST(RouterApproximateSelect, StaysWithinToleranceAndKeepsEverythingAboveTheCut)
   omp_set_num_threads(saved);
   EXPECT_EQ(rows_checked, 60 * 9);
   EXPECT_GT(rows_over_k, 0);  // the early stop does happen
+}
+
+TEST(Router, RefusesAZeroParallelThreshold) {
+  auto router = Router::Create({.parallel_min_entries = 0});
+  ASSERT_FALSE(router.ok());
+  EXPECT_NE(router.status().message().find("router.parallel_min_entries"), std::string::npos);
+}
+
+// Scatter and ScatterAtMask go parallel from 2^20 entries: the same dense tensor either way.
+TEST(Router, ScatterIsIdenticalForOneAndTwoThreadsAboveItsThreshold) {
+  const size_t rows = 1024, cols = 1031;
+  const std::vector<float> a = RandomValues(rows, cols, 77);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const int saved = omp_get_max_threads();
+  for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
+    const RoutedTensor routed = MustRoute(router, View(a, rows, cols), nullptr,
+                                          MakeContract(0.1, 1.0, Granularity::kElement, rest));
+    std::vector<float> one(rows * cols), two(rows * cols, 1.0f);
+    omp_set_num_threads(1);
+    ASSERT_TRUE(Scatter(routed, {one.data(), rows, cols}).ok());
+    omp_set_num_threads(2);
+    ASSERT_TRUE(Scatter(routed, {two.data(), rows, cols}).ok());
+    EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
+    if (rest == RestPolicy::kDrop) {
+      omp_set_num_threads(1);
+      ASSERT_TRUE(ScatterAtMask(routed, routed.values, {one.data(), rows, cols}).ok());
+      omp_set_num_threads(2);
+      ASSERT_TRUE(ScatterAtMask(routed, routed.values, {two.data(), rows, cols}).ok());
+      EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(RouterApproximateSelect, RefusesABadTolerance) {

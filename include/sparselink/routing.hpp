@@ -48,6 +48,10 @@ struct RouterOptions {
   NonFinitePolicy non_finite = NonFinitePolicy::kReject;
   SelectMethod select = SelectMethod::kFast;
   double approx_tolerance = 0.05;  // kApproximate: extra entries per row, share of k; (0, 1]
+  // A Route call uses the OpenMP threads from this many entries on (>= 1). Below 2^20 the
+  // wake-up of a sleeping thread costs about what it saves (measured in training at
+  // 128 x 1024, docs/RESULTS.md); tests set 1 to exercise the parallel path on small inputs.
+  size_t parallel_min_entries = size_t{1} << 20;
 };
 
 // The routed form of one activation: which entries cross, in which tier, with which values.

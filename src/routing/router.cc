@@ -80,7 +80,8 @@ static_assert(static_cast<size_t>(ScorePolicy::kSensitivity) == 0);
 static_assert(static_cast<size_t>(ScorePolicy::kMagnitude) == 1);
 static_assert(static_cast<size_t>(ScorePolicy::kRandom) == 2);
 
-// Below this many entries the threads cost more than they save.
+// Scatter and ScatterAtMask run on several threads from this many entries (like the router's
+// default, RouterOptions::parallel_min_entries).
 constexpr size_t kParallelMinEntries = size_t{1} << 20;
 // Columns per task when summing unit scores: a row's slice of a chunk is 256 contiguous bytes.
 constexpr size_t kColumnChunk = 64;
@@ -785,6 +786,10 @@ Result<Router> Router::Create(const RouterOptions& options) {
     return FieldError(ErrorCode::kInvalidArgument, "router.select", int(options.select),
                       "unknown select method");
   }
+  if (options.parallel_min_entries == 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "router.parallel_min_entries", 0,
+                      "must be >= 1");
+  }
   if (!(options.approx_tolerance > 0.0 && options.approx_tolerance <= 1.0)) {
     return FieldError(ErrorCode::kInvalidArgument, "router.approx_tolerance",
                       options.approx_tolerance, "must be in (0, 1]");
@@ -849,7 +854,7 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   }
   const Scorer scorer{
       .policy = options_.policy, .seed = options_.seed, .step = step, .weight = weight.data()};
-  const bool parallel = activation.size() >= kParallelMinEntries;
+  const bool parallel = activation.size() >= options_.parallel_min_entries;
 
   out->rows = static_cast<uint32_t>(activation.rows);
   out->cols = static_cast<uint32_t>(activation.cols);
