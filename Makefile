@@ -67,6 +67,7 @@ fuzz: deps
 	@build-fuzz/text_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/text
 
 bench: build
+	@$(BUILD)/sparselink bench --json $(BUILD)/bench.json
 	@$(BUILD)/routing_benchmark --benchmark_min_time=0.2 --benchmark_counters_tabular=true
 
 # The accuracy/traffic experiments behind docs/RESULTS.md (long: about an hour on 2 cores).

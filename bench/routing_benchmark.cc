@@ -162,9 +162,7 @@ void BM_DecodeAndScatter(benchmark::State& state) {
   std::vector<float> dense(in.rows * in.cols);
   int i = 0;
   for (auto _ : state) {
-    auto decoded = DecodeActivation(packets[i++ % kPool]);
-    Status s =
-        decoded.ok() ? Scatter(*decoded, {dense.data(), in.rows, in.cols}) : decoded.status();
+    Status s = DecodeActivationToDense(packets[i++ % kPool], {dense.data(), in.rows, in.cols});
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(dense.data());
   }

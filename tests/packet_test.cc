@@ -197,6 +197,12 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
               auto decoded = DecodeActivation(packet, {}, &info);
               ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
               ExpectSameRouted(routed, *decoded, contract);
+              // The fused dense decoder gives Scatter's tensor, bit for bit.
+              std::vector<float> want(size_t{rows} * cols, 1.0f), got(size_t{rows} * cols, 2.0f);
+              ASSERT_TRUE(Scatter(*decoded, {want.data(), rows, cols}).ok());
+              const Status dense = DecodeActivationToDense(packet, {got.data(), rows, cols});
+              ASSERT_TRUE(dense.ok()) << dense.ToString();
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
               EXPECT_EQ(info.header.boundary, 2u);
               EXPECT_EQ(info.header.contract_version, 5u);
               EXPECT_EQ(info.header.step, 99u);
@@ -678,6 +684,57 @@ TEST(BadPacket, ResealedFlipsNeverCrash) {
           }
         }
       }
+    }
+  }
+}
+
+// The fused dense decoder against DecodeActivation + Scatter on a packet it takes the fused
+// path for, after every single-bit flip (resealed, so the field checks are reached): both
+// refuse, or both give the same dense tensor. Plus a wrong output shape.
+TEST(BadPacket, DenseDecoderAgreesWithDecodeThenScatterOnEveryResealedFlip) {
+  std::mt19937 rng(5);
+  for (ValueCodec codec : {ValueCodec::kFp16, ValueCodec::kInt8}) {
+    for (bool zstd : {false, true}) {
+      const uint32_t rows = 3, cols = 21;  // rows not byte-aligned in the bitmap
+      const RoutedTensor t =
+          MakeRouted(rows, cols, 5, 5, Granularity::kElement, RestPolicy::kDrop, rng);
+      std::vector<uint8_t> packet;
+      ASSERT_TRUE(EncodeActivation(t, MakeContract(t, codec, ValueCodec::kInt8), {},
+                                   {.index_codec = IndexCodec::kBitmap, .zstd = zstd}, &packet)
+                      .ok());
+      size_t both_ok = 0;
+      for (size_t i = 0; i + 8 < packet.size(); ++i) {
+        for (int bit = 0; bit < 8; ++bit) {
+          std::vector<uint8_t> bad = packet;
+          bad[i] = static_cast<uint8_t>(bad[i] ^ (1 << bit));
+          Reseal(bad);
+          std::vector<float> want(rows * cols, 1.0f), got(rows * cols, 2.0f);
+          auto decoded = DecodeActivation(bad);
+          const bool want_ok = decoded.ok() && decoded->rows == rows && decoded->cols == cols &&
+                               Scatter(*decoded, {want.data(), rows, cols}).ok();
+          const Status dense = DecodeActivationToDense(bad, {got.data(), rows, cols});
+          if (decoded.ok() && (decoded->rows != rows || decoded->cols != cols)) {
+            EXPECT_EQ(dense.code(), ErrorCode::kShapeMismatch) << i << "^" << bit;
+            continue;
+          }
+          ASSERT_EQ(dense.ok(), want_ok)
+              << "byte " << i << " bit " << bit << ": " << dense.ToString() << " vs "
+              << decoded.status().ToString();
+          if (want_ok) {
+            ++both_ok;
+            ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+          } else {  // refused too: as a bad packet, or as not the shape it now claims
+            EXPECT_TRUE(IsPacketError(dense.code()) || dense.code() == ErrorCode::kShapeMismatch)
+                << dense.ToString();
+          }
+        }
+      }
+      EXPECT_GT(both_ok, 0u);  // flips in values and labels still decode
+      std::vector<float> small(rows * (cols - 1));
+      EXPECT_EQ(DecodeActivationToDense(packet, {small.data(), rows, cols - 1}).code(),
+                ErrorCode::kShapeMismatch);
+      EXPECT_EQ(DecodeActivationToDense(packet, {nullptr, rows, cols}).code(),
+                ErrorCode::kInvalidArgument);
     }
   }
 }

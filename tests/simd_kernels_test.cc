@@ -326,6 +326,22 @@ TEST(SimdKernels, BitmapToColumnsEqualsAPerBitLoop) {
         out.resize(count);
         EXPECT_EQ(out, want) << cols << " " << density;
         EXPECT_EQ(offsets, want_offsets);
+        std::vector<uint32_t> counts(rows);
+        RowBitCounts(bytes.data(), bytes.size(), rows, cols, counts.data());
+        for (uint64_t r = 0; r < rows; ++r) {
+          EXPECT_EQ(counts[r], want_offsets[r + 1] - want_offsets[r]) << r;
+        }
+        // Dense from the bitmap: value j at the j-th set bit, zeros elsewhere.
+        std::vector<float> values(want.size());
+        for (size_t j = 0; j < values.size(); ++j) values[j] = static_cast<float>(j + 1);
+        std::vector<float> dense(rows * cols, -1.0f), expected(rows * cols, 0.0f);
+        for (uint64_t r = 0; r < rows; ++r) {
+          for (uint32_t j = want_offsets[r]; j < want_offsets[r + 1]; ++j) {
+            expected[r * cols + want[j]] = values[j];
+          }
+        }
+        ScatterBits(bytes.data(), bytes.size(), rows, cols, values.data(), dense.data(), cols);
+        EXPECT_EQ(dense, expected) << cols << " " << density;
         if (!want.empty()) {
           out.assign(want.size() + kSlack, 0);
           EXPECT_FALSE(BitmapToColumns(bytes.data(), bytes.size(), rows, cols, offsets.data(),

@@ -142,6 +142,12 @@ Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits&
 // with values dequantized to fp32 and passes RoutedTensor::Validate.
 Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
                                       const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
+// DecodeActivation + Scatter in one call, bit for bit the same dense tensor (`out` must be
+// rows x cols of the packet) and the same checks; fused (no index or value arrays in between)
+// for element granularity, bitmap index, one tier and rest policy drop, the common case.
+// Thread-safe; keeps a per-thread value buffer.
+Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
+                               const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
 // `mask` is the receiver's own copy of the activation it sent; its shape and kept count must
 // match the header.
 Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,

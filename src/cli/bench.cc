@@ -171,9 +171,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
   if (decode) {
     std::vector<float> dense(n);
     result.gbps["fast_decode"] = gbps(SecondsPerCall(options, pool, [&](size_t i) {
-      Result<RoutedTensor> decoded = DecodeActivation(packets[i]);
-      status = decoded.status();
-      if (status.ok()) status = Scatter(*decoded, {dense.data(), c.rows, c.cols});
+      status = DecodeActivationToDense(packets[i], {dense.data(), c.rows, c.cols});
     }));
     SPARSELINK_RETURN_IF_ERROR(status);
   }

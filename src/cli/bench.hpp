@@ -2,7 +2,7 @@
 // inputs. Each case routes rows x cols fp32 activations (a pool of random inputs larger than
 // the last-level cache, taken in turn, so no method runs from a warm cache) with:
 //   fast         RouteAndEncode: fast router + packet encoder (values, bitmap, checksum)
-//   fast_decode  the packet decoder + scatter back to a dense tensor
+//   fast_decode  DecodeActivationToDense: the packet straight back to a dense tensor
 //   reference    the reference router (nth_element per row) + the same encoder
 //   torch_topk   torch::topk on |a| per row + gather of the values (when LibTorch is built)
 //   nth_element  std::nth_element on a copy of each row's |a| (selection alone)

@@ -24,15 +24,18 @@
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_literalCompressionMode
 #include <zstd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
+#include <numeric>
 #include <sstream>
 #include <string>
 
 #include "codec/index_codecs.hpp"
 #include "codec/value_codecs.hpp"
+#include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
@@ -977,6 +980,71 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet, const Dec
   RoutedTensor t;
   SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
   return t;
+}
+
+Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
+                               const DecodeLimits& limits, PacketInfo* info) {
+  PacketInfo local;
+  PacketInfo* pi = info != nullptr ? info : &local;
+  SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kActivation, pi));
+  const PacketHeader& h = pi->header;
+  if (out.data == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "out.data = null: no buffer given");
+  }
+  if (out.rows != h.rows || out.cols != h.cols) {
+    return FieldError(
+        ErrorCode::kShapeMismatch, out.rows != h.rows ? "out.rows" : "out.cols",
+        out.rows != h.rows ? out.rows : out.cols,
+        "must equal the packet's " + std::to_string(h.rows) + " x " + std::to_string(h.cols));
+  }
+  const bool one_tier = h.count_full == 0 || h.count_lossy == 0;
+  if (h.granularity != Granularity::kElement || h.index_codec != IndexCodec::kBitmap || !one_tier ||
+      h.rest != RestPolicy::kDrop) {
+    RoutedTensor t;
+    SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
+    return Scatter(t, out);
+  }
+  // Fused: bitmap + one value stream straight into the dense rows, with DecodeActivation's
+  // checks (size, padding bits, set bits = kept, every value).
+  SectionBytes index;
+  SPARSELINK_RETURN_IF_ERROR(index.Load(packet, pi->sections[0], 0));
+  const std::span<const uint8_t> bits = index.bytes();
+  const uint64_t total_bits = uint64_t{h.rows} * h.cols;
+  if (bits.size() != codec_internal::BitmapBytes(h.rows, h.cols)) {
+    return Corrupt("bitmap bytes", bits.size(),
+                   "expected " + std::to_string(codec_internal::BitmapBytes(h.rows, h.cols)));
+  }
+  if (total_bits % 8 != 0 && (bits.back() >> (total_bits % 8)) != 0) {
+    return Corrupt("bitmap padding bits", bits.back() >> (total_bits % 8), "must be 0");
+  }
+  const uint64_t kept = Kept(h);
+  thread_local std::vector<uint32_t> row_counts;
+  thread_local std::vector<float> values;
+  row_counts.resize(h.rows);
+  simd::RowBitCounts(bits.data(), bits.size(), h.rows, h.cols, row_counts.data());
+  const uint64_t set_bits = std::accumulate(row_counts.begin(), row_counts.end(), uint64_t{0});
+  if (set_bits != kept) {
+    return Corrupt("bitmap set bits", set_bits, "header says " + std::to_string(kept) + " kept");
+  }
+  values.resize(kept);
+  if (kept > 0) {
+    const bool full = h.count_full > 0;
+    SectionBytes stream;
+    SPARSELINK_RETURN_IF_ERROR(stream.Load(packet, pi->sections[1], 1));
+    Status s = codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, stream.bytes(),
+                                                row_counts, std::span<float>(values.data(), kept));
+    if (!s.ok()) return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
+    // A finite q times a finite scale can still overflow (a corrupt scale near FLT_MAX).
+    if (!simd::AllFinite(values.data(), kept)) {
+      const auto bad = std::find_if(values.begin(), values.begin() + static_cast<ptrdiff_t>(kept),
+                                    [](float v) { return !std::isfinite(v); });
+      return FieldError(ErrorCode::kCorruptPacket,
+                        "decoded activation: values[" + std::to_string(bad - values.begin()) + "]",
+                        *bad, "must be finite");
+    }
+  }
+  simd::ScatterBits(bits.data(), bits.size(), h.rows, h.cols, values.data(), out.data, out.cols);
+  return Status::Ok();
 }
 
 Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,

@@ -18,6 +18,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 HWY_BEFORE_NAMESPACE();
 namespace sparselink::simd {
@@ -506,19 +507,21 @@ bool Int8ToFloat(const int8_t* HWY_RESTRICT in, size_t n, float scale, float* HW
   return ok;
 }
 
+// The bitmap's 64-bit word w (little-endian), zero-padded past the end of the bytes.
+uint64_t LoadWord(const uint8_t* bytes, size_t num_bytes, uint64_t w) {
+  uint64_t x = 0;
+  const uint64_t first = w * 8;
+  if (first + 8 <= num_bytes) {
+    std::memcpy(&x, bytes + first, 8);
+  } else {
+    for (uint64_t i = first; i < num_bytes; ++i) x |= uint64_t{bytes[i]} << (8 * (i - first));
+  }
+  return x;
+}
+
 bool BitmapToColumns(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t rows,
                      uint64_t cols, uint32_t* HWY_RESTRICT offsets, uint32_t* HWY_RESTRICT out,
                      uint64_t capacity, uint64_t* count) {
-  const auto load_word = [bytes, num_bytes](uint64_t w) HWY_ATTR {
-    uint64_t x = 0;
-    const uint64_t first = w * 8;
-    if (first + 8 <= num_bytes) {
-      std::memcpy(&x, bytes + first, 8);
-    } else {
-      for (uint64_t i = first; i < num_bytes; ++i) x |= uint64_t{bytes[i]} << (8 * (i - first));
-    }
-    return x;
-  };
   const DU du;
   const size_t lanes = hn::Lanes(du);
   // Whole vectors of mask bits straight from the bytes when every row starts on a byte and a
@@ -545,7 +548,7 @@ bool BitmapToColumns(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64
       }
     }
     for (uint64_t w = (begin + c) / 64; w * 64 < end; ++w) {
-      uint64_t x = load_word(w);
+      uint64_t x = LoadWord(bytes, num_bytes, w);
       if (w * 64 < begin + c) x &= ~uint64_t{0} << ((begin + c) % 64);
       if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
       const auto bits = static_cast<uint64_t>(hwy::PopCount(x));
@@ -567,6 +570,60 @@ bool BitmapToColumns(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64
   offsets[rows] = static_cast<uint32_t>(pos);
   *count = pos;
   return true;
+}
+
+void RowBitCounts(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                  uint32_t* HWY_RESTRICT counts) {
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint64_t begin = r * cols;
+    const uint64_t end = begin + cols;
+    uint64_t count = 0;
+    for (uint64_t w = begin / 64; w * 64 < end; ++w) {
+      uint64_t x = LoadWord(bytes, num_bytes, w);
+      if (w * 64 < begin) x &= ~uint64_t{0} << (begin % 64);
+      if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
+      count += static_cast<uint64_t>(hwy::PopCount(x));
+    }
+    counts[r] = static_cast<uint32_t>(count);
+  }
+}
+
+void ScatterBits(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                 const float* HWY_RESTRICT values, float* HWY_RESTRICT out, size_t stride) {
+  const DF df;
+  const size_t lanes = hn::Lanes(df);
+  // One row's columns at a time (BitmapToColumns on the row, into a buffer that stays in L1),
+  // then one store per kept value: no branch per bit, no index array in memory.
+  thread_local std::vector<uint32_t> ids;
+  if (ids.size() < cols + 2 * HWY_MAX_BYTES) ids.resize(cols + 2 * HWY_MAX_BYTES);
+  uint32_t offsets[2];
+  for (uint64_t r = 0; r < rows; ++r) {
+    float* row = out + r * stride;
+    size_t c = 0;
+    for (; c + lanes <= cols; c += lanes) hn::StoreU(hn::Zero(df), df, row + c);
+    for (; c < cols; ++c) row[c] = 0.0f;
+    // Bits [r * cols, (r + 1) * cols): BitmapToColumns of a one-row bitmap starting there.
+    uint64_t count = 0;
+    if ((r * cols) % 8 == 0) {
+      const size_t first_byte = r * cols / 8;
+      BitmapToColumns(bytes + first_byte, num_bytes - first_byte, 1, cols, offsets, ids.data(),
+                      cols, &count);
+    } else {
+      // Unaligned row start: the words straight from the whole bitmap.
+      const uint64_t begin = r * cols;
+      const uint64_t end = begin + cols;
+      for (uint64_t w = begin / 64; w * 64 < end; ++w) {
+        uint64_t x = LoadWord(bytes, num_bytes, w);
+        if (w * 64 < begin) x &= ~uint64_t{0} << (begin % 64);
+        if (end < w * 64 + 64) x &= (uint64_t{1} << (end % 64)) - 1;
+        for (; x != 0; x &= x - 1) {
+          ids[count++] = static_cast<uint32_t>(w * 64 + std::countr_zero(x) - begin);
+        }
+      }
+    }
+    for (uint64_t j = 0; j < count; ++j) row[ids[j]] = values[j];
+    values += count;
+  }
 }
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
@@ -599,6 +656,8 @@ HWY_EXPORT(Bf16ToFloat);
 HWY_EXPORT(Int8ToFloat);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(BitmapToColumns);
+HWY_EXPORT(RowBitCounts);
+HWY_EXPORT(ScatterBits);
 
 bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys) {
   return HWY_DYNAMIC_DISPATCH(MagnitudeKeys)(a, w, n, keys);
@@ -652,6 +711,14 @@ bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out) {
   return HWY_DYNAMIC_DISPATCH(Int8ToFloat)(in, n, scale, out);
 }
 const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                  uint32_t* counts) {
+  HWY_DYNAMIC_DISPATCH(RowBitCounts)(bytes, num_bytes, rows, cols, counts);
+}
+void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                 const float* values, float* out, size_t stride) {
+  HWY_DYNAMIC_DISPATCH(ScatterBits)(bytes, num_bytes, rows, cols, values, out, stride);
+}
 bool BitmapToColumns(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                      uint32_t* offsets, uint32_t* out, uint64_t capacity, uint64_t* count) {
   return HWY_DYNAMIC_DISPATCH(BitmapToColumns)(bytes, num_bytes, rows, cols, offsets, out, capacity,

@@ -90,6 +90,16 @@ bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out);
 bool BitmapToColumns(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                      uint32_t* offsets, uint32_t* out, uint64_t capacity, uint64_t* count);
 
+// Set bits per row of the same bitmap: counts[r] for r < rows.
+void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                  uint32_t* counts);
+
+// Dense from the same bitmap: row r of `out` (rows x cols, row stride `stride` floats) gets
+// zeros, then the next value of `values` at each set column, in order. `values` must hold as
+// many values as there are set bits (the caller counted them).
+void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                 const float* values, float* out, size_t stride);
+
 // The name of the instruction set the dispatcher chose (for bench reports), e.g. "AVX3".
 const char* TargetName();
 
