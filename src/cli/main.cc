@@ -2,6 +2,7 @@
 // this file only parses flags (CLI11) and turns every error into one line and a non-zero exit.
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <string_view>
 
 #include "cli/bench.hpp"
 #include "cli/demo.hpp"
@@ -15,8 +16,12 @@
 
 int main(int argc, char** argv) {
 #ifdef SPARSELINK_WITH_TORCH
-  // Before any thread exists: LibTorch's OpenMP pool must not spin against OpenBLAS's.
-  sparselink::torch_adapter::EnsurePassiveOpenMpWait(argv);
+  // Before any thread exists: in training, LibTorch's OpenMP pool must not spin against
+  // OpenBLAS's. Only `train` runs GEMMs; `bench` times the router's own OpenMP threads, which
+  // should not sleep between calls.
+  if (argc > 1 && std::string_view(argv[1]) == "train") {
+    sparselink::torch_adapter::EnsurePassiveOpenMpWait(argv);
+  }
 #endif
   CLI::App app{
       "sparselink: dynamic sparsity allocation with inter-layer communication.\n"
