@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -398,6 +399,27 @@ TEST(GradientPacket, RoundTripsEveryCodecAndGranularity) {
         }
       }
     }
+  }
+}
+
+// A checksum-valid int8 stream whose scale is near FLT_MAX: q * scale overflows to inf, and
+// every decoder refuses it rather than hand out a non-finite value.
+TEST(GradientPacket, OverflowingScaleIsRefused) {
+  std::mt19937 rng(13);
+  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  std::vector<float> values(mask.num_kept(), 1.0f);
+  for (ValueCodec codec : {ValueCodec::kInt8, ValueCodec::kInt4}) {
+    std::vector<uint8_t> packet;
+    ASSERT_TRUE(EncodeGradient(mask, values, codec, {}, {}, &packet).ok());
+    auto info = InspectPacket(packet);
+    ASSERT_TRUE(info.ok());
+    const float huge = std::numeric_limits<float>::max();
+    std::memcpy(packet.data() + info->sections[0].offset, &huge, 4);  // row 0's scale
+    Reseal(packet);
+    auto r = DecodeGradient(packet, mask);
+    ASSERT_FALSE(r.ok()) << Traits(codec).name;
+    EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+    EXPECT_TRUE(Contains(r.status(), "not finite")) << r.status().message();
   }
 }
 

@@ -1319,6 +1319,20 @@ TEST(RouterApproximateSelect, StaysWithinToleranceAndKeepsEverythingAboveTheCut)
   EXPECT_GT(rows_over_k, 0);  // the early stop does happen
 }
 
+// eps beyond the float range: the weight is clamped to FLT_MAX, so a zero activation scores 0
+// (not 0 * inf = NaN) and the larger |a| wins, in both paths.
+TEST(Router, HugeEpsKeepsScoresOrdered) {
+  const std::vector<float> a = {1.0f, 0.0f, 0.5f, 0.0f};
+  const SensitivityMap map = RandomMap(4, 1, 3);
+  for (SelectMethod select : {SelectMethod::kFast, SelectMethod::kReference}) {
+    auto router =
+        Router::Create({.policy = ScorePolicy::kSensitivity, .eps = 1e39, .select = select});
+    ASSERT_TRUE(router.ok());
+    const RoutedTensor routed = MustRoute(*router, View(a, 1, 4), &map, MakeContract(0.5));
+    EXPECT_EQ(routed.indices, (std::vector<uint32_t>{0, 2}));
+  }
+}
+
 TEST(Router, RefusesAZeroParallelThreshold) {
   auto router = Router::Create({.parallel_min_entries = 0});
   ASSERT_FALSE(router.ok());

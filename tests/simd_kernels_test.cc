@@ -243,6 +243,7 @@ TEST(SimdKernels, RoutingKernelsEqualPlainLoops) {
           ASSERT_EQ(OrderStatistic(keys.data(), greater.data(), s, rank), sorted[rank - 1]);
         }
 
+        EXPECT_EQ(TieEnd(keys.data(), n, t, 0), 0u);
         for (size_t q = 1; q <= ties_at_t; q += 1 + ties_at_t / 3) {
           size_t seen = 0, end = n;
           for (size_t i = 0; i < n; ++i) {

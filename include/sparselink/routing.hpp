@@ -108,7 +108,8 @@ class Router {
                              const Contract& contract, uint64_t step) const;
   // The same, and the kept set as the wire format's bitmap (rows * cols bits, row r column c at
   // bit r * cols + c, LSB first) in `bitmap` when it falls out of the selection for free
-  // (kFast, element granularity, cols a multiple of 8); otherwise `bitmap` is left empty.
+  // (kFast or kApproximate, element granularity, cols a multiple of 8); otherwise `bitmap` is
+  // left empty.
   // Used by RouteAndEncode (codec.hpp).
   Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
                uint64_t step, RoutedTensor* out, std::vector<uint8_t>* bitmap) const;

@@ -321,7 +321,16 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
         << " values over " << row_counts.size() << " rows";
     return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
   }
-  return kValueCodecImpls[static_cast<size_t>(codec)].decode(bytes, row_counts, values);
+  SPARSELINK_RETURN_IF_ERROR(
+      kValueCodecImpls[static_cast<size_t>(codec)].decode(bytes, row_counts, values));
+  // A finite q times a finite scale can still overflow (a corrupt scale near FLT_MAX): refused
+  // like a non-finite float value, so a decoded stream is always finite.
+  if (Traits(codec).per_row_scale && !simd::AllFinite(values.data(), values.size())) {
+    const auto bad =
+        std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+    return NonFiniteValue(static_cast<size_t>(bad - values.begin()), *bad);
+  }
+  return Status::Ok();
 }
 
 }  // namespace codec_internal

@@ -2,11 +2,12 @@
 // scatter/gather of the receiver and of the backward pass.
 //
 // Words used below:
-//   score  - the importance of one entry: |a| * (eps + S_unit(col)) for kSensitivity, |a| for
-//            kMagnitude, a hash of (seed, step, row, col) in [0,1) for kRandom. Scores are
-//            doubles and never NaN: a non-finite activation is either rejected up front or
-//            scored 0 (kTreatAsZero), and eps + S is finite and >= 0, so |a| * (eps + S) is
-//            finite or +inf.
+//   score  - the importance of one entry: |a| * w_c for kSensitivity (w_c = eps + S_unit(col)
+//            as a float, clamped to FLT_MAX; one float multiply), |a| for kMagnitude, a
+//            24-bit hash fraction of (seed, step, row, col) for kRandom. Scores are floats,
+//            handled as integer keys (their bits without the sign), and never NaN: a
+//            non-finite activation is rejected up front or scored 0 (kTreatAsZero), and w_c is
+//            finite and >= 0, so |a| * w_c is finite or +inf. Units sum them in double.
 //   better - the strict total order on candidates: score descending, then id ascending.
 //            Because it is total, "the top k" is exactly one set, whatever algorithm finds it.
 //   k, nf  - k = KeptCount(n, keep) candidates are kept; the nf = FullCount(k, keep_full) best
@@ -17,12 +18,12 @@
 // group is sorted by id, and a merge of the two groups emits the kept ids ascending, each
 // tagged with its tier. O(n) expected plus O(k log k).
 //
-// Fast selection (SelectTopFast, SelectMethod::kFast) finds the same set without ordering
-// ids. Because `better` is a total order, the top k is "every candidate scoring above T, plus
-// the lowest-id candidates scoring exactly T while the tie quota q lasts", where T is the k-th
-// largest score (as a multiset of doubles) and q = k - #(score > T). So it suffices to find T
-// and q, then stream the candidates in id order. Steps, all without data-dependent branches
-// in the per-entry loops:
+// Unit selection, fast (SelectTopFast, SelectMethod::kFast; element rows use SelectRowFast,
+// described further down) finds the same set without ordering ids. Because `better` is a total
+// order, the top k is "every candidate scoring above T, plus the lowest-id candidates scoring
+// exactly T while the tie quota q lasts", where T is the k-th largest score (as a multiset of
+// doubles) and q = k - #(score > T). So it suffices to find T and q, then stream the candidates in
+// id order. Steps, all without data-dependent branches in the per-entry loops:
 //   1. coarse histogram: bucket = the top 11 bits of the score rounded to float (1/8 octave).
 //      Rounding to float is monotone, so a higher bucket means a strictly higher score; a
 //      scan from the top bucket finds the buckets holding rank k and rank nf;
@@ -450,7 +451,9 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
       above += over;
       guess_hit = guess_hit || guessed;
       floor = std::max(floor, lo);
-      if (m <= stop_window) return {.key = floor, .approx_count = above + m};
+      if (m <= stop_window) {
+        return {.key = floor, .guess_hit = guess_hit, .approx_count = above + m};
+      }
     }
     if ((m == h && !guessed) || level == kMaxSampleLevels) {
       // Stuck on ties, or unlucky: the radix cut of the new set, then its ties counted.
@@ -647,9 +650,11 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
     for (size_t r = 0; r < rows; ++r) {
       out->row_offsets[r] = static_cast<uint32_t>(pos);
       const size_t from = r * slot;
-      std::copy_n(out->indices.begin() + from, counts[r], out->indices.begin() + pos);
-      std::copy_n(out->values.begin() + from, counts[r], out->values.begin() + pos);
-      std::copy_n(out->tiers.begin() + from, counts[r], out->tiers.begin() + pos);
+      if (pos != from) {  // pos < from: std::copy may move down over its own source
+        std::copy_n(out->indices.begin() + from, counts[r], out->indices.begin() + pos);
+        std::copy_n(out->values.begin() + from, counts[r], out->values.begin() + pos);
+        std::copy_n(out->tiers.begin() + from, counts[r], out->tiers.begin() + pos);
+      }
       pos += counts[r];
     }
     out->row_offsets[rows] = static_cast<uint32_t>(pos);
@@ -849,7 +854,10 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   if (sensitivity) {
     weight.resize(activation.cols);
     for (size_t c = 0; c < activation.cols; ++c) {
-      weight[c] = static_cast<float>(options_.eps + static_cast<double>(map->NeuronValue(c)));
+      // Clamped to FLT_MAX: an infinite weight would make 0 * w a NaN key.
+      weight[c] =
+          static_cast<float>(std::min(options_.eps + static_cast<double>(map->NeuronValue(c)),
+                                      static_cast<double>(std::numeric_limits<float>::max())));
     }
   }
   const Scorer scorer{

@@ -280,6 +280,7 @@ bool AllFinite(const float* HWY_RESTRICT a, size_t n) {
 }
 
 size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q) {
+  if (q == 0) return 0;
   const DU du;
   const size_t lanes = hn::Lanes(du);
   const auto vt = hn::Set(du, t);
@@ -536,7 +537,9 @@ bool BitmapToColumns(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64
     uint64_t c = 0;  // columns of this row done
     if (vector_rows) {
       auto col = hn::Iota(du, 0u);
-      for (; c + lanes <= cols; c += lanes, col = hn::Add(col, step)) {
+      // LoadMaskBits may read up to 8 bytes: the last bytes of the bitmap go word by word.
+      for (; c + lanes <= cols && (begin + c) / 8 + 8 <= num_bytes;
+           c += lanes, col = hn::Add(col, step)) {
         const auto mask = hn::LoadMaskBits(du, bytes + (begin + c) / 8);
         const size_t bits = hn::CountTrue(du, mask);
         if (bits > capacity - pos) {

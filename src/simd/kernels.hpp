@@ -72,7 +72,7 @@ void FloatToHalf(const float* in, size_t n, uint16_t* out);
 void FloatToBf16(const float* in, size_t n, uint16_t* out);
 // Largest |in[i]| over the finite entries (0 for none).
 float MaxAbsFinite(const float* in, size_t n);
-// q = round(in / scale) half away from zero, computed in double, clamped to [-levels, levels];
+// q = round(in / scale) half away from zero, computed in double, clamped to [-127, 127];
 // scale 0 or a non-finite input gives 0.
 void QuantizeInt8(const float* in, size_t n, float scale, int8_t* out);
 
@@ -85,8 +85,8 @@ bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out);
 // The wire format's bitmap (rows x cols bits, LSB first, rows continuous, `num_bytes` bytes) to
 // columns: offsets[r] = first entry of row r (rows + 1 of them), out = each row's set columns
 // ascending. `out` needs capacity + kSlack entries (whole vectors are written). Returns false, with
-// *count = the entries up to the word that passed it, when more than `capacity` bits are set;
-// else true with *count = the set bits.
+// *count = the entries up to the vector or word that passed it, when more than `capacity` bits are
+// set; else true with *count = the set bits.
 bool BitmapToColumns(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                      uint32_t* offsets, uint32_t* out, uint64_t capacity, uint64_t* count);
 
