@@ -75,44 +75,33 @@ void AppendBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_
   const size_t start = out->size();
   out->resize(start + BitmapBytes(index_rows, cols), 0);
   uint8_t* bits = out->data() + start;
-  // Kept columns ascend within a row and rows follow each other, so bit positions ascend:
-  // gather them in one 64-bit word and store it when the next position leaves it.
-  uint64_t word_index = 0;
-  uint64_t word = 0;
-  const auto flush = [&] {
-    for (int b = 0; b < 8 && word != 0; ++b, word >>= 8) {
-      const uint64_t byte = word_index * 8 + static_cast<uint64_t>(b);
-      bits[byte] = static_cast<uint8_t>(bits[byte] | static_cast<uint8_t>(word));
-    }
-    word = 0;
-  };
   for (uint64_t r = 0; r < index_rows; ++r) {
     for (uint32_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
       const uint64_t bit = r * cols + indices[i];
-      if (bit / 64 != word_index) {
-        flush();
-        word_index = bit / 64;
-      }
-      word |= uint64_t{1} << (bit % 64);
+      bits[bit / 8] = static_cast<uint8_t>(bits[bit / 8] | (1u << (bit % 8)));
     }
   }
-  flush();
 }
 
-Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
-                    uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
-                    std::vector<uint32_t>* indices) {
+Status CheckBitmapShape(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols) {
   const uint64_t total_bits = static_cast<uint64_t>(index_rows) * cols;
   if (bytes.size() != BitmapBytes(index_rows, cols)) {
     return IndexError("bitmap bytes", bytes.size(),
                       "expected " + std::to_string(BitmapBytes(index_rows, cols)) + " for " +
                           std::to_string(index_rows) + " x " + std::to_string(cols) + " bits");
   }
-  if (expected_kept > total_bits)
-    return IndexError("kept count", expected_kept, "exceeds the bitmap's bits");
   if (total_bits % 8 != 0 && (bytes.back() >> (total_bits % 8)) != 0) {
     return IndexError("bitmap padding bits", bytes.back() >> (total_bits % 8), "must be 0");
   }
+  return Status::Ok();
+}
+
+Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
+                    uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
+                    std::vector<uint32_t>* indices) {
+  SPARSELINK_RETURN_IF_ERROR(CheckBitmapShape(bytes, index_rows, cols));
+  if (expected_kept > static_cast<uint64_t>(index_rows) * cols)
+    return IndexError("kept count", expected_kept, "exceeds the bitmap's bits");
   // Row by row over 64-bit little-endian words: mask the word to the row's bit range, then
   // turn its set bits into columns. The output is sized to expected_kept (plus slack) up
   // front; a word that would pass it is an error before it is stored.

@@ -20,6 +20,8 @@ uint64_t BitmapBytes(uint64_t index_rows, uint64_t cols);
 // Appends BitmapBytes(...) bytes. The sets must be valid (ascending, < cols). O(bytes + kept).
 void AppendBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                   uint32_t cols, std::vector<uint8_t>* out);
+// The bitmap's byte count for index_rows x cols bits, and its padding bits zero.
+Status CheckBitmapShape(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols);
 // Decodes into row_offsets/indices (replacing them). Refuses a wrong size, non-zero padding
 // bits and a total other than `expected_kept`. Allocates at most index_rows + 1 + expected_kept
 // words, after the size check (so at most 8 entries per byte of input). O(bytes + kept).

@@ -1009,14 +1009,7 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
   SectionBytes index;
   SPARSELINK_RETURN_IF_ERROR(index.Load(packet, pi->sections[0], 0));
   const std::span<const uint8_t> bits = index.bytes();
-  const uint64_t total_bits = uint64_t{h.rows} * h.cols;
-  if (bits.size() != codec_internal::BitmapBytes(h.rows, h.cols)) {
-    return Corrupt("bitmap bytes", bits.size(),
-                   "expected " + std::to_string(codec_internal::BitmapBytes(h.rows, h.cols)));
-  }
-  if (total_bits % 8 != 0 && (bits.back() >> (total_bits % 8)) != 0) {
-    return Corrupt("bitmap padding bits", bits.back() >> (total_bits % 8), "must be 0");
-  }
+  SPARSELINK_RETURN_IF_ERROR(codec_internal::CheckBitmapShape(bits, h.rows, h.cols));
   const uint64_t kept = Kept(h);
   if (kept > UINT32_MAX) {  // what DecodeActivation's 32-bit row offsets can hold
     return FieldError(ErrorCode::kResourceExhausted, "kept entries", kept, "must fit in 32 bits");
