@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 #include "sparselink/routing.hpp"
 #include "sparselink/sensitivity.hpp"
@@ -201,6 +202,39 @@ void BM_GradientRoundTrip(benchmark::State& state) {
   SetBytes(state, in.rows, in.cols);
 }
 BENCHMARK(BM_GradientRoundTrip)->Apply(Sizes);
+
+// The first touch of a row: rows of 4096 floats taken in turn from a 64 MiB pool (twice the
+// L3 here), each copied into one L1-sized buffer (arg 0) or turned into routing keys
+// (arg 1, simd::MagnitudeKeys, the router's first pass). The two run at the same speed:
+// the router's first pass is as fast as memory lets any pass be, and this is the floor of
+// one read of the input.
+void BM_FirstTouch(benchmark::State& state) {
+  constexpr size_t kCols = 4096;
+  constexpr size_t kRows = (size_t{64} << 20) / (kCols * sizeof(float));
+  static const std::vector<float> pool = [] {
+    std::vector<float> v(kRows * kCols);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (float& x : v) x = normal(rng);
+    return v;
+  }();
+  std::vector<float> row(kCols);
+  std::vector<uint32_t> keys(kCols);
+  size_t r = 0;
+  for (auto _ : state) {
+    const float* src = pool.data() + (r++ % kRows) * kCols;
+    if (state.range(0) == 0) {
+      std::memcpy(row.data(), src, kCols * sizeof(float));
+      benchmark::DoNotOptimize(row.data());
+    } else {
+      benchmark::DoNotOptimize(simd::MagnitudeKeys(src, nullptr, kCols, keys.data()));
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kCols * sizeof(float)));
+  state.SetLabel(state.range(0) == 0 ? "memcpy" : "keys");
+}
+BENCHMARK(BM_FirstTouch)->Arg(0)->Arg(1);
 
 }  // namespace
 }  // namespace sparselink

@@ -5,6 +5,8 @@
 #
 #   scripts/experiments.sh [OUT_DIR] [SEEDS] [MODEL]
 #   e.g. scripts/experiments.sh out/experiments "1 2 3" mlp
+#   EXTRA_ARGS="--map-resolution neuron" TAG=neuron CONFIGS="sensitivity 10 int8" \
+#     scripts/experiments.sh out/experiments "1 2 3" cnn   (extra flags; TAG goes in the names)
 #
 # Writes OUT_DIR/<model>_<policy>_<keep>_<codec>_s<seed>.json and .log, then the table and the
 # Pareto plot through scripts/summarize_experiments.py.
@@ -14,6 +16,8 @@ seeds=${2:-1 2 3}
 model=${3:-mlp}
 bin=${SPARSELINK:-build/sparselink}
 epochs=${EPOCHS:-5}
+read -r -a extra_args <<<"${EXTRA_ARGS:-}"
+tag=${TAG:+_$TAG}
 mkdir -p "$out"
 
 # policy keep codec
@@ -42,9 +46,9 @@ done_runs=0
 start=$(date +%s)
 while read -r policy keep codec; do
   for seed in $seeds; do
-    name="${model}_${policy}_${keep}_${codec}_s${seed}"
+    name="${model}_${policy}_${keep}_${codec}${tag}_s${seed}"
     if [[ ! -f "$out/$name.json" ]]; then
-      extra=()
+      extra=("${extra_args[@]}")
       [[ $keep == auto ]] && extra+=(--link-budget "${LINK_BUDGET:-160000}")
       "$bin" train --model "$model" --policy "$policy" --keep "$keep" --codec "$codec" \
         --epochs "$epochs" --seed "$seed" "${extra[@]}" --report "$out/$name.json" >"$out/$name.log" 2>&1 ||

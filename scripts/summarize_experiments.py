@@ -20,7 +20,12 @@ def main():
     for path in sorted(glob.glob(os.path.join(out, "*.json"))):
         name = os.path.basename(path)[:-5]
         try:
-            model, policy, keep, codec, seed = name.split("_")
+            parts = name.split("_")
+            if len(parts) == 6:  # a TAG of experiments.sh: a variant of the policy
+                model, policy, keep, codec, tag, seed = parts
+                policy = f"{policy}-{tag}"
+            else:
+                model, policy, keep, codec, seed = parts
             with open(path) as f:
                 report = json.load(f)
         except (ValueError, OSError):
@@ -76,7 +81,7 @@ def main():
             plt.close(fig)
             continue
         for i, r in enumerate(plotted):
-            color = colors.get(r["policy"], "gray")
+            color = colors.get(r["policy"].split("-")[0], "gray")
             label = f"{r['policy']} {r['keep']} {r['codec']}"
             if r["delta"] < floor:
                 ax.plot(r["ratio"], floor, "v", color=color)

@@ -70,6 +70,8 @@ expect_error bench_bad_what "WHAT: route not in|WHAT.*not in" "$bin" bench sidew
 expect_error bench_bad_json "--json $work/no/such/dir/b.json: cannot open" \
   "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/no/such/dir/b.json"
 expect_error bench_bad_rounds "rounds" "$bin" bench --rounds 0
+expect_error bench_bad_case "--case 99: must be 1..9" "$bin" bench --case 99
+expect_error bench_negative_case "--case -1: must be" "$bin" bench --case -1
 
 expect_error unknown_flag "--frobnicate" "$bin" demo --frobnicate
 expect_error no_subcommand "subcommand" "$bin"
@@ -91,6 +93,8 @@ if "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
   expect_error train_bad_codec "codec = fp7" "$bin" train --codec fp7 --report "$report"
   expect_error train_bad_gradient_codec "--gradient-codec = q2" "$bin" train --gradient-codec q2 --report "$report"
   expect_error train_bad_bandwidth "bandwidth = slow" "$bin" train --link-bandwidth slow --report "$report"
+  expect_error train_bad_map_resolution "--map-resolution = pixel: must be channel or neuron" \
+    "$bin" train --map-resolution pixel --report "$report"
   expect_error train_unwritable_report "--report = /proc/nope/r.json" "$bin" train --report /proc/nope/r.json
   expect_error train_report_is_directory "is a directory" "$bin" train --report "$work"
   mkdir -p "$work/badset"

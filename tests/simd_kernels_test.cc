@@ -370,6 +370,11 @@ TEST(SimdKernels, ValidationScreensAndColumnSums) {
       EXPECT_EQ(MaxByte(bytes.data(), n), 1);
       bytes[n - 1] = 7;
       EXPECT_EQ(MaxByte(bytes.data(), n), 7);
+      for (size_t i = 0; i < n; i += 3) bytes[i] = 2;
+      EXPECT_EQ(CountByte(bytes.data(), n, 2), (n + 2) / 3) << n;
+      EXPECT_EQ(CountByte(bytes.data(), n, 1) + CountByte(bytes.data(), n, 2) +
+                    CountByte(bytes.data(), n, 7),
+                n);
       std::vector<float> x(n), acc(n, 1.0f);
       for (size_t i = 0; i < n; ++i) x[i] = (i % 2 ? -1.0f : 1.0f) * static_cast<float>(i);
       AddAbs(x.data(), n, acc.data());

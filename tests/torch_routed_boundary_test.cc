@@ -99,6 +99,23 @@ TEST(RoutedBoundary, ConvMapsUsePerChannelResolution) {
   EXPECT_EQ((*hook)->Report().at(0).block, 9u);
 }
 
+TEST(RoutedBoundary, ConvMapsCanUsePerNeuronResolution) {
+  torch::manual_seed(4);
+  RoutedBoundaryOptions options = Lossless(RoutingPolicy::kStructured, 0.25);
+  options.per_channel_maps = false;
+  auto hook = RoutedBoundaries::Create(options, nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::Tensor x = torch::rand({2, 8, 3, 3}, torch::requires_grad());
+  torch::Tensor y = (*hook)->Forward(0, x, true);
+  // Structured over single neurons: 18 of the 72 columns, the same ones in both samples.
+  torch::Tensor kept = y.reshape({2, 72}) != 0;
+  EXPECT_EQ(kept.sum().item<int64_t>(), 36);
+  EXPECT_TRUE(torch::equal(kept[0], kept[1]));
+  y.sum().backward();
+  EXPECT_EQ((*hook)->Report().at(0).block, 1u);
+  EXPECT_EQ((*hook)->Report().at(0).sensitivity.size(), 72u);
+}
+
 TEST(RoutedBoundary, NegotiatesEveryKStepsAndRecordsHistory) {
   torch::manual_seed(5);
   RoutedBoundaryOptions options{.policy = RoutingPolicy::kSensitivity,

@@ -3,6 +3,7 @@
 #include "codec/value_codecs.hpp"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <bit>
 #include <cmath>
@@ -176,6 +177,40 @@ TEST(ValueCodecs, RoundTripsEdgeRows) {
   for (ValueCodec codec : kAllCodecs) {
     for (const auto& [values, row_counts] : cases) ExpectRoundTrip(codec, values, row_counts);
   }
+}
+
+// Long fp32/fp16/bf16 streams are encoded in chunks on several threads: the bytes must not
+// depend on the thread count, and must equal the one-value-at-a-time conversion.
+TEST(ValueCodecs, LongStreamsAreTheSameOnAnyThreadCount) {
+  const size_t n = 3 * (size_t{1} << 16) + 5;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 100.0f);
+  std::vector<float> values(n);
+  for (float& v : values) v = normal(rng);
+  values[7] = 1e-7f;     // fp16 subnormal
+  values[n - 1] = 7e4f;  // fp16 saturation, in the last chunk
+  const std::vector<uint32_t> counts = {static_cast<uint32_t>(n - 1000), 1000};
+  const int threads = omp_get_max_threads();
+  for (ValueCodec codec : kAllCodecs) {
+    std::vector<uint8_t> one, two;
+    omp_set_num_threads(1);
+    EncodeValues(codec, values, counts, &one);
+    omp_set_num_threads(2);
+    EncodeValues(codec, values, counts, &two);
+    EXPECT_EQ(one, two) << Traits(codec).name;
+    if (codec == ValueCodec::kFp16 || codec == ValueCodec::kBf16) {
+      std::vector<size_t> at = {7, n - 1};
+      for (size_t i = 0; i < n; i += 997) at.push_back(i);
+      for (size_t i : at) {
+        uint16_t got;
+        std::memcpy(&got, two.data() + 2 * i, 2);
+        const uint16_t want =
+            codec == ValueCodec::kFp16 ? FloatToHalf(values[i]) : FloatToBf16(values[i]);
+        ASSERT_EQ(got, want) << Traits(codec).name << " value " << i;
+      }
+    }
+  }
+  omp_set_num_threads(threads);
 }
 
 TEST(ValueCodecs, Fp32IsExact) {

@@ -204,7 +204,13 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
       return 1;
     }
   }
-  const std::vector<BenchCase> cases = Cases(options.quick);
+  std::vector<BenchCase> cases = Cases(options.quick);
+  if (options.only_case < 0 || static_cast<size_t>(options.only_case) > cases.size()) {
+    err << "sparselink bench: --case " << options.only_case << ": must be 1.." << cases.size()
+        << " (0 = all)\n";
+    return 1;
+  }
+  if (options.only_case > 0) cases = {cases[static_cast<size_t>(options.only_case) - 1]};
   out << "sparselink bench: " << cases.size() << " cases on " << CpuModel() << ", "
       << simd::TargetName() << " kernels, " << options.pool_bytes / (1 << 20)
       << " MiB of inputs per case; GB/s of dense fp32 input\n";

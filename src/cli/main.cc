@@ -48,6 +48,14 @@ int main(int argc, char** argv) {
   bench->add_option("--rounds", bench_options.rounds, "rounds per method (the median is kept)")
       ->check(CLI::Range(1, 100));
   bench->add_flag("--quick", bench_options.quick, "one small case, for a smoke test");
+  bench->add_option("--case", bench_options.only_case,
+                    "run only case N of the list (1 = 256x4096 keep 10% one thread)");
+  bench
+      ->add_option_function<size_t>(
+          "--pool-mib", [&](size_t mib) { bench_options.pool_bytes = mib << 20; },
+          "MiB of inputs each case rotates through, at least two inputs (default 64: twice the "
+          "L3 here; 1: two inputs, which stay in L3)")
+      ->check(CLI::Range(1, 4096));
   sparselink::cli::DemoOptions demo_options;
   CLI::App* demo = app.add_subcommand(
       "demo", "Route synthetic activations across 3 boundaries under negotiated contracts");
@@ -112,6 +120,8 @@ int main(int argc, char** argv) {
   train->add_option("--sensitivity", train_options.sensitivity,
                     "how the map scores neurons: taylor | activation | gradient | weighted");
   train->add_option("--eps", train_options.eps, "routing score |a| * (eps + S_j): floor of S");
+  train->add_option("--map-resolution", train_options.map_resolution,
+                    "sensitivity units at conv boundaries: channel (one per channel) | neuron");
   train
       ->add_option("--summary-every", train_options.summary_every,
                    "steps between receiver summaries")

@@ -147,6 +147,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                 FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
                            "must be a finite number of bytes per step >= 0"));
   }
+  if (options.map_resolution != "channel" && options.map_resolution != "neuron") {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--map-resolution",
+                                options.map_resolution, "must be channel or neuron"));
+  }
   if (!(std::isfinite(options.eps) && options.eps >= 0)) {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--eps", options.eps, "must be >= 0"));
   }
@@ -214,6 +218,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                       {"tau", options.tau},
                       {"sensitivity", options.sensitivity},
                       {"eps", options.eps},
+                      {"map_resolution", options.map_resolution},
                       {"summary_every", options.summary_every},
                       {"zstd", options.zstd},
                       {"keep_min", *keep_min},
@@ -228,6 +233,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       .gradient_codec = *gradient_codec,
       .zstd = options.zstd,
       .eps = options.eps,
+      .per_channel_maps = options.map_resolution == "channel",
       .negotiate_every = options.negotiate_every,
       .summary_every = options.summary_every,
       .negotiator = {.tau_send = options.tau, .tau_recv = options.tau, .keep_min = *keep_min},

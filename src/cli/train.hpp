@@ -26,10 +26,11 @@ struct TrainCliOptions {
   int link_tries = 8;       // sends of one packet before the run fails, >= 1
   int negotiate_every = 50;
   double tau = 0.9;
-  std::string sensitivity = "taylor";  // taylor | activation | gradient | weighted
-  double eps = 1e-3;                   // routing score |a| * (eps + S_j)
-  int summary_every = 10;              // steps between receiver summaries
-  bool zstd = true;                    // zstd per packet section where it is smaller
+  std::string sensitivity = "taylor";      // taylor | activation | gradient | weighted
+  double eps = 1e-3;                       // routing score |a| * (eps + S_j)
+  std::string map_resolution = "channel";  // conv maps: channel (block = H*W) | neuron
+  int summary_every = 10;                  // steps between receiver summaries
+  bool zstd = true;                        // zstd per packet section where it is smaller
   double keep_min_percent = 1.0;
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::string report_path = "out/train/report.json";

@@ -70,9 +70,9 @@ std::span<const uint32_t> RoutedTensor::RowIndices(size_t r) const {
 
 size_t RoutedTensor::CountTier(Tier t) const {
   if (t == Tier::kDropped) return size_t{rows} * cols - num_kept();
-  size_t count = 0;
-  for (Tier x : tiers) count += (x == t) ? 1 : 0;
-  return count;
+  static_assert(sizeof(Tier) == 1);
+  return simd::CountByte(reinterpret_cast<const uint8_t*>(tiers.data()), tiers.size(),
+                         static_cast<uint8_t>(t));
 }
 
 Status RoutedTensor::Validate() const {

@@ -409,11 +409,9 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
       std::copy(set, set + h, sample.begin());
       simd::SampleRanks(sample.data(), h, greater.data());
       const uint32_t t = simd::OrderStatistic(sample.data(), greater.data(), h, r);
-      size_t set_above = 0, ties = 0;
-      for (size_t i = 0; i < h; ++i) {
-        set_above += sample[i] > t ? 1 : 0;
-        ties += sample[i] == t ? 1 : 0;
-      }
+      // Counted with the vector kernel: a scalar loop here branches on random keys.
+      const size_t set_above = simd::CountAbove(sample.data(), h, t);
+      const size_t ties = (t == 0 ? h : simd::CountAbove(sample.data(), h, t - 1)) - set_above;
       return {t, above + set_above, ties, guess_hit};
     }
     uint32_t lo = guess.lo;

@@ -225,6 +225,18 @@ uint64_t CountSetBits(const uint8_t* HWY_RESTRICT bytes, size_t n) {
   return count;
 }
 
+uint64_t CountByte(const uint8_t* HWY_RESTRICT bytes, size_t n, uint8_t value) {
+  const hn::ScalableTag<uint8_t> d8;
+  const size_t lanes = hn::Lanes(d8);
+  const auto v = hn::Set(d8, value);
+  uint64_t count = 0;
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes)
+    count += hn::CountTrue(d8, hn::Eq(hn::LoadU(d8, bytes + i), v));
+  for (; i < n; ++i) count += bytes[i] == value ? 1 : 0;
+  return count;
+}
+
 void AddAbs(const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT acc) {
   const DF df;
   const size_t lanes = hn::Lanes(df);
@@ -647,6 +659,7 @@ HWY_EXPORT(AscendingBelow);
 HWY_EXPORT(MaxByte);
 HWY_EXPORT(AddAbs);
 HWY_EXPORT(CountSetBits);
+HWY_EXPORT(CountByte);
 HWY_EXPORT(OrderStatistic);
 HWY_EXPORT(TieEnd);
 HWY_EXPORT(EmitKept);
@@ -677,6 +690,9 @@ void SampleRanks(const uint32_t* sample, size_t s, uint32_t* greater) {
 }
 bool AllFinite(const float* a, size_t n) { return HWY_DYNAMIC_DISPATCH(AllFinite)(a, n); }
 uint8_t MaxByte(const uint8_t* bytes, size_t n) { return HWY_DYNAMIC_DISPATCH(MaxByte)(bytes, n); }
+uint64_t CountByte(const uint8_t* bytes, size_t n, uint8_t value) {
+  return HWY_DYNAMIC_DISPATCH(CountByte)(bytes, n, value);
+}
 void AddAbs(const float* x, size_t n, float* acc) { HWY_DYNAMIC_DISPATCH(AddAbs)(x, n, acc); }
 bool AscendingBelow(const uint32_t* ids, size_t n, uint32_t limit) {
   return HWY_DYNAMIC_DISPATCH(AscendingBelow)(ids, n, limit);

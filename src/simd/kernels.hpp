@@ -44,6 +44,9 @@ uint32_t OrderStatistic(const uint32_t* sample, const uint32_t* greater, size_t 
 // The number of set bits in bytes[0, n).
 uint64_t CountSetBits(const uint8_t* bytes, size_t n);
 
+// The number of bytes[i] == value in bytes[0, n).
+uint64_t CountByte(const uint8_t* bytes, size_t n, uint8_t value);
+
 // acc[i] += |x[i]| (column sums of a matrix, one row per call).
 void AddAbs(const float* x, size_t n, float* acc);
 

@@ -378,15 +378,17 @@ Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(
 RoutedBoundaries::~RoutedBoundaries() = default;
 
 // Builds boundary b's state the first time an activation of `cols` neurons per sample crosses
-// it. Conv feature maps [N, C, H, W] get per-channel resolution (block = H*W).
+// it. Conv feature maps [N, C, H, W] get per-channel resolution (block = H*W) unless
+// options.per_channel_maps is off.
 static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
     size_t boundary, const torch::Tensor& activation, const RoutedBoundaryOptions& options) {
   auto state = std::make_unique<RoutedBoundaries::State>();
   state->boundary = boundary;
   state->options = &options;
   state->cols = static_cast<size_t>(activation.numel() / activation.size(0));
-  state->block =
-      activation.dim() == 4 ? static_cast<size_t>(activation.size(2) * activation.size(3)) : 1;
+  state->block = activation.dim() == 4 && options.per_channel_maps
+                     ? static_cast<size_t>(activation.size(2) * activation.size(3))
+                     : 1;
   const SensitivityOptions map_options{.num_neurons = state->cols,
                                        .block = state->block,
                                        .mode = options.sensitivity_mode,

@@ -81,6 +81,9 @@ struct RoutedBoundaryOptions {
   // 1 at about half the time (docs/RESULTS.md).
   int zstd_level = -5;
   double eps = 1e-3;
+  // Conv feature maps [N, C, H, W]: one sensitivity unit per channel (block = H*W), or one per
+  // neuron (block = 1). Dense layers always have one per neuron.
+  bool per_channel_maps = true;
   int negotiate_every = 50;  // steps between negotiations (auto keep)
   int summary_every = 10;    // steps between receiver summaries
   NegotiatorOptions negotiator{
