@@ -17,6 +17,14 @@ model=${3:-mlp}
 bin=${SPARSELINK:-build/sparselink}
 epochs=${EPOCHS:-5}
 read -r -a extra_args <<<"${EXTRA_ARGS:-}"
+if [[ ${#extra_args[@]} -gt 0 && -z ${TAG:-} ]]; then
+  echo "experiments.sh: EXTRA_ARGS needs a TAG (runs are named, and skipped when done, by name)" >&2
+  exit 1
+fi
+if [[ ${TAG:-} == *_* ]]; then
+  echo "experiments.sh: TAG = $TAG: must not contain '_' (it separates the name's fields)" >&2
+  exit 1
+fi
 tag=${TAG:+_$TAG}
 mkdir -p "$out"
 

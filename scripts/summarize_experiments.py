@@ -19,16 +19,22 @@ def main():
     runs = defaultdict(dict)
     for path in sorted(glob.glob(os.path.join(out, "*.json"))):
         name = os.path.basename(path)[:-5]
+        # <model>_<policy>_<keep>_<codec>[_<tag>]_s<seed>; a tag (experiments.sh TAG) marks a
+        # variant, shown as policy-tag.
+        parts = name.split("_")
+        if len(parts) not in (5, 6) or not parts[-1].startswith("s"):
+            print(f"skipped {path}: not <model>_<policy>_<keep>_<codec>[_<tag>]_s<seed>",
+                  file=sys.stderr)
+            continue
+        model, policy, keep, codec = parts[:4]
+        seed = parts[-1]
+        if len(parts) == 6:
+            policy = f"{policy}-{parts[4]}"
         try:
-            parts = name.split("_")
-            if len(parts) == 6:  # a TAG of experiments.sh: a variant of the policy
-                model, policy, keep, codec, tag, seed = parts
-                policy = f"{policy}-{tag}"
-            else:
-                model, policy, keep, codec, seed = parts
             with open(path) as f:
                 report = json.load(f)
-        except (ValueError, OSError):
+        except (ValueError, OSError) as e:
+            print(f"skipped {path}: {e}", file=sys.stderr)
             continue
         runs[(model, policy, keep, codec)][seed] = report
     dense = {}
@@ -75,7 +81,7 @@ def main():
         colors = {"sensitivity": "tab:blue", "magnitude": "tab:orange", "random": "tab:red",
                   "structured": "tab:green"}
         floor = -3.0  # points below it are drawn on the floor, with their value
-        plotted = [r for r in rows if r["model"] == model and r["policy"] != "dense"
+        plotted = [r for r in rows if r["model"] == model and r["policy"].split("-")[0] != "dense"
                    and r["delta"] == r["delta"] and r["ratio"] > 0]  # no dense run: no delta
         if not plotted:
             plt.close(fig)

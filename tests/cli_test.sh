@@ -93,6 +93,7 @@ if "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
   expect_error train_bad_codec "codec = fp7" "$bin" train --codec fp7 --report "$report"
   expect_error train_bad_gradient_codec "--gradient-codec = q2" "$bin" train --gradient-codec q2 --report "$report"
   expect_error train_bad_bandwidth "bandwidth = slow" "$bin" train --link-bandwidth slow --report "$report"
+  expect_error train_negative_eps "--eps = -1: must be >= 0" "$bin" train --eps -1 --report "$report"
   expect_error train_bad_map_resolution "--map-resolution = pixel: must be channel or neuron" \
     "$bin" train --map-resolution pixel --report "$report"
   expect_error train_unwritable_report "--report = /proc/nope/r.json" "$bin" train --report /proc/nope/r.json
@@ -117,6 +118,7 @@ assert 0 <= r["final"]["test_accuracy"] <= 1
 assert r["traffic"]["wire_bytes"] > 0 and r["traffic"]["dense_fp32_bytes"] > r["traffic"]["wire_bytes"]
 assert len(r["boundaries"]) == 1 and r["boundaries"][0]["contract"]["keep"] == 0.1
 assert len(r["epochs"]) == 1 and "modelled_link_seconds" in r["time"]
+assert r["config"]["eps"] == 0.001 and r["config"]["map_resolution"] == "channel"  # mlp defaults
 PY
     # Determinism: the same seed, flags and thread count give the same accuracy, bytes and
     # contract history (times aside).

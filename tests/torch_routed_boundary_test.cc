@@ -107,10 +107,13 @@ TEST(RoutedBoundary, ConvMapsCanUsePerNeuronResolution) {
   ASSERT_TRUE(hook.ok());
   torch::Tensor x = torch::rand({2, 8, 3, 3}, torch::requires_grad());
   torch::Tensor y = (*hook)->Forward(0, x, true);
-  // Structured over single neurons: 18 of the 72 columns, the same ones in both samples.
+  // Structured over single neurons: 18 of the 72 columns, the same ones in both samples, and
+  // not whole channels (per-channel maps keep 0 or 9 entries of a channel).
   torch::Tensor kept = y.reshape({2, 72}) != 0;
   EXPECT_EQ(kept.sum().item<int64_t>(), 36);
   EXPECT_TRUE(torch::equal(kept[0], kept[1]));
+  const torch::Tensor per_channel = kept[0].reshape({8, 9}).sum(1);
+  EXPECT_TRUE(((per_channel > 0) & (per_channel < 9)).any().item<bool>()) << per_channel;
   y.sum().backward();
   EXPECT_EQ((*hook)->Report().at(0).block, 1u);
   EXPECT_EQ((*hook)->Report().at(0).sensitivity.size(), 72u);

@@ -84,6 +84,7 @@ std::string CpuModel() {
 
 struct CaseResult {
   BenchCase c;
+  size_t pool_bytes = 0;  // the inputs it rotated through
   std::map<std::string, double> gbps;
   uint64_t wire_bytes = 0;
 };
@@ -108,7 +109,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
   const bool decode = options.what != "route";
 
   omp_set_num_threads(c.threads);
-  CaseResult result{.c = c};
+  CaseResult result{.c = c, .pool_bytes = pool * bytes};
   const auto gbps = [&](double seconds) { return static_cast<double>(bytes) / seconds / 1e9; };
 
   SPARSELINK_ASSIGN_OR_RETURN(
@@ -196,6 +197,13 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
     err << "sparselink bench: what = " << options.what << ": must be route, decode or all\n";
     return 1;
   }
+  std::vector<BenchCase> cases = Cases(options.quick);
+  if (options.only_case < 0 || static_cast<size_t>(options.only_case) > cases.size()) {
+    err << "sparselink bench: --case " << options.only_case << ": must be 1.." << cases.size()
+        << " (0 = all)\n";
+    return 1;
+  }
+  if (options.only_case > 0) cases = {cases[static_cast<size_t>(options.only_case) - 1]};
   std::ofstream json_file;
   if (!options.json_path.empty()) {
     json_file.open(options.json_path);
@@ -204,16 +212,10 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
       return 1;
     }
   }
-  std::vector<BenchCase> cases = Cases(options.quick);
-  if (options.only_case < 0 || static_cast<size_t>(options.only_case) > cases.size()) {
-    err << "sparselink bench: --case " << options.only_case << ": must be 1.." << cases.size()
-        << " (0 = all)\n";
-    return 1;
-  }
-  if (options.only_case > 0) cases = {cases[static_cast<size_t>(options.only_case) - 1]};
   out << "sparselink bench: " << cases.size() << " cases on " << CpuModel() << ", "
-      << simd::TargetName() << " kernels, " << options.pool_bytes / (1 << 20)
-      << " MiB of inputs per case; GB/s of dense fp32 input\n";
+      << simd::TargetName() << " kernels, inputs rotating through "
+      << options.pool_bytes / (1 << 20)
+      << " MiB per case (at least two inputs); GB/s of dense fp32 input\n";
   std::vector<CaseResult> results;
   const auto start = Clock::now();
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -268,6 +270,7 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
                             {"codec", std::string(Traits(r.c.codec).name)},
                             {"index", "bitmap"},
                             {"wire_bytes", r.wire_bytes},
+                            {"pool_bytes", r.pool_bytes},
                             {"dense_bytes", r.c.rows * r.c.cols * 4},
                             {"gbps", r.gbps},
                             {"ratios",

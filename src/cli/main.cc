@@ -119,7 +119,9 @@ int main(int argc, char** argv) {
                     "sensitivity coverage the contract must keep, (0, 1]");
   train->add_option("--sensitivity", train_options.sensitivity,
                     "how the map scores neurons: taylor | activation | gradient | weighted");
-  train->add_option("--eps", train_options.eps, "routing score |a| * (eps + S_j): floor of S");
+  train->add_option_function<double>(
+      "--eps", [&](double eps) { train_options.eps = eps; },
+      "routing score |a| * (eps + S_j), the floor of S (default: 0.001 for mlp, 1 for cnn)");
   train->add_option("--map-resolution", train_options.map_resolution,
                     "sensitivity units at conv boundaries: channel (one per channel) | neuron");
   train

@@ -102,6 +102,8 @@ std::string Megabytes(double bytes) {
 
 }  // namespace
 
+double DefaultEps(const std::string& model) { return model == "cnn" ? 1.0 : 1e-3; }
+
 int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& err) {
   // --- Every flag is checked before any work. ---
   auto policy = ta::ParseRoutingPolicy(options.policy);
@@ -151,8 +153,9 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--map-resolution",
                                 options.map_resolution, "must be channel or neuron"));
   }
-  if (!(std::isfinite(options.eps) && options.eps >= 0)) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--eps", options.eps, "must be >= 0"));
+  const double eps = options.eps.value_or(DefaultEps(options.model));
+  if (!(std::isfinite(eps) && eps >= 0)) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--eps", eps, "must be >= 0"));
   }
   auto bandwidth = ParseBandwidth(options.link_bandwidth);
   if (!bandwidth.ok()) {
@@ -217,7 +220,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                       {"negotiate_every", options.negotiate_every},
                       {"tau", options.tau},
                       {"sensitivity", options.sensitivity},
-                      {"eps", options.eps},
+                      {"eps", eps},
                       {"map_resolution", options.map_resolution},
                       {"summary_every", options.summary_every},
                       {"zstd", options.zstd},
@@ -232,7 +235,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       .lossy_codec = *codec,
       .gradient_codec = *gradient_codec,
       .zstd = options.zstd,
-      .eps = options.eps,
+      .eps = eps,
       .per_channel_maps = options.map_resolution == "channel",
       .negotiate_every = options.negotiate_every,
       .summary_every = options.summary_every,
