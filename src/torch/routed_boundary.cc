@@ -90,21 +90,22 @@ struct RoutedBoundaries::State {
   template <typename Decode>
   auto Deliver(Link& link, std::string_view direction, uint64_t dense_bytes, bool count,
                uint64_t* wire_counter, const Decode& decode)
-      -> std::invoke_result_t<Decode, std::span<const uint8_t>>;
+      -> std::invoke_result_t<Decode, std::span<const uint8_t>, PacketInfo*>;
   Status CheckLabel(const PacketInfo& info) const;
 };
 
-// Moves the encoded packet in `packet` across `link` and returns what `decode` makes of the
-// bytes that arrived. The two ends of a boundary live in one process here (with MPI they are
-// two ranks), so the protocol is played out in one function: the sender sends its copy; the
-// receiver waits up to retry.recv_timeout, and when nothing arrives (lost) or what arrived
-// does not decode (corrupt), it re-requests and the sender sends the same bytes again, since
-// it keeps `packet` until the receiver has a decoded copy. The bytes of a failed try are
+// Moves the encoded packet in `packet` across `link` and returns what `decode(bytes, &info)`
+// makes of the bytes that arrived; a packet that decodes but carries another boundary's or
+// step's label (CheckLabel) counts as corrupt. The two ends of a boundary live in one process here
+// (with MPI they are two ranks), so the protocol is played out in one function: the sender sends
+// its copy; the receiver waits up to retry.recv_timeout, and when nothing arrives (lost) or what
+// arrived does not decode (corrupt), it re-requests and the sender sends the same bytes again,
+// since it keeps `packet` until the receiver has a decoded copy. The bytes of a failed try are
 // dropped and never reach the model. After retry.max_tries sends the step fails with one error.
 template <typename Decode>
 auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction, uint64_t dense_bytes,
                                       bool count, uint64_t* wire_counter, const Decode& decode)
-    -> std::invoke_result_t<Decode, std::span<const uint8_t>> {
+    -> std::invoke_result_t<Decode, std::span<const uint8_t>, PacketInfo*> {
   const LinkRetryOptions& retry = options->retry;
   const LinkStats before = link.stats();
   uint64_t corrupt = 0;
@@ -119,7 +120,11 @@ auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction, ui
       last_error = arrived.status();
       continue;
     }
-    auto decoded = decode(std::span<const uint8_t>(*arrived));
+    PacketInfo info;
+    auto decoded = decode(std::span<const uint8_t>(*arrived), &info);
+    if (decoded.ok()) {
+      if (Status label = CheckLabel(info); !label.ok()) decoded = std::move(label);
+    }
     if (!decoded.ok()) {
       corrupt += 1;
       last_error = decoded.status();
@@ -180,12 +185,8 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
                boundary);
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
   receiver_mask = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
-                          [&](std::span<const uint8_t> bytes) -> Result<RoutedTensor> {
-                            PacketInfo info;
-                            auto decoded = DecodeActivation(bytes, {}, &info);
-                            if (!decoded.ok()) return decoded;
-                            SPARSELINK_RETURN_IF_ERROR(CheckLabel(info));
-                            return decoded;
+                          [](std::span<const uint8_t> bytes, PacketInfo* info) {
+                            return DecodeActivation(bytes, {}, info);
                           })
                       .value();
   received = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
@@ -224,12 +225,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     ThrowIfError(EncodeSummary(mean_abs, label, &packet), boundary);
     // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
     summary = Deliver(*backward_link, "summary", 0, true, &report.backward_wire_bytes,
-                      [&](std::span<const uint8_t> bytes) -> Result<std::vector<float>> {
-                        PacketInfo info;
-                        auto decoded = DecodeSummary(bytes, {}, &info);
-                        if (!decoded.ok()) return decoded;
-                        SPARSELINK_RETURN_IF_ERROR(CheckLabel(info));
-                        return decoded;
+                      [](std::span<const uint8_t> bytes, PacketInfo* info) {
+                        return DecodeSummary(bytes, {}, info);
                       })
                   .value();
     have_summary = true;
@@ -245,12 +242,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                boundary);
   const std::vector<float> decoded =
       Deliver(*backward_link, "backward", dense_bytes, true, &report.backward_wire_bytes,
-              [&](std::span<const uint8_t> bytes) -> Result<std::vector<float>> {
-                PacketInfo info;
-                auto gradient = DecodeGradient(bytes, sender_mask, {}, &info);
-                if (!gradient.ok()) return gradient;
-                SPARSELINK_RETURN_IF_ERROR(CheckLabel(info));
-                return gradient;
+              [&](std::span<const uint8_t> bytes, PacketInfo* info) {
+                return DecodeGradient(bytes, sender_mask, {}, info);
               })
           .value();
   torch::Tensor grad_input = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
