@@ -958,6 +958,41 @@ TEST(IndexCodec, DeltaVarintRoundTripsWideGaps) {
   EXPECT_EQ(got_indices, indices);
 }
 
+// Rows long enough for the vector byte count and the one-byte decode path, with gaps at every
+// LEB128 length boundary mixed in.
+TEST(IndexCodec, DeltaVarintRoundTripsRandomRowsAtEveryGapLength) {
+  std::mt19937 rng(7);
+  const uint32_t boundaries[] = {
+      126, 127, 128, 16383, 16384, (1u << 21) - 1, 1u << 21, (1u << 28) - 1, 1u << 28};
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<uint32_t> offsets = {0};
+    std::vector<uint32_t> indices;
+    for (int r = 0; r < 6; ++r) {
+      const size_t count = std::uniform_int_distribution<size_t>(0, 90)(rng);
+      uint64_t col = std::uniform_int_distribution<uint32_t>(0, 300)(rng);
+      for (size_t j = 0; j < count && col < (uint64_t{1} << 31); ++j) {
+        indices.push_back(static_cast<uint32_t>(col));
+        const bool wide = std::uniform_int_distribution<int>(0, 15)(rng) == 0;
+        const uint32_t gap = wide ? boundaries[std::uniform_int_distribution<size_t>(0, 8)(rng)]
+                                  : std::uniform_int_distribution<uint32_t>(0, 20)(rng);
+        col += uint64_t{1} + gap;
+      }
+      offsets.push_back(static_cast<uint32_t>(indices.size()));
+    }
+    std::vector<uint8_t> bytes = {0xAA};  // appends after what is there
+    codec_internal::AppendDeltaVarint(offsets, indices, &bytes);
+    ASSERT_EQ(bytes.size() - 1, codec_internal::DeltaVarintBytes(offsets, indices)) << trial;
+    std::vector<uint32_t> got_offsets, got_indices;
+    const std::span<const uint8_t> stream(bytes.data() + 1, bytes.size() - 1);
+    ASSERT_TRUE(codec_internal::DecodeDeltaVarint(stream, 6, 1u << 31, indices.size(), &got_offsets,
+                                                  &got_indices)
+                    .ok())
+        << trial;
+    EXPECT_EQ(got_offsets, offsets) << trial;
+    EXPECT_EQ(got_indices, indices) << trial;
+  }
+}
+
 TEST(IndexCodec, DeltaVarintRefusesMalformedStreams) {
   Status s = DecodeDelta({0x01, 0x80, 0x00}, 1, 10, 1);  // over-long 0
   EXPECT_TRUE(Contains(s, "index row 0 first column offset = 2")) << s.message();
@@ -979,6 +1014,12 @@ TEST(IndexCodec, DeltaVarintRefusesMalformedStreams) {
   EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket);
   s = DecodeDelta({0x01, 0x80}, 1, 10, 1);  // truncated varint
   EXPECT_TRUE(Contains(s, "runs past the end")) << s.message();
+  s = DecodeDelta({0x03, 0x00, 0x00, 0x80, 0x00}, 1, 10, 3);  // over-long gap after a short one
+  EXPECT_TRUE(Contains(s, "index row 0 gap offset = 4")) << s.message();
+  EXPECT_TRUE(Contains(s, "not minimal")) << s.message();
+  s = DecodeDelta({0x03, 0x00, 0x00}, 1, 10, 3);  // stream ends inside the row
+  EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(DecodeDelta({0x03, 0x00, 0x00, 0x00, 0x02, 0x05, 0x00}, 2, 10, 5).ok());
   s = DecodeDelta({0x02, 0x00, 0x00}, 1, 10, 1);  // more than the header's kept
   EXPECT_TRUE(Contains(s, "index row 0 count = 2")) << s.message();
 }

@@ -375,6 +375,17 @@ TEST(SimdKernels, ValidationScreensAndColumnSums) {
       EXPECT_EQ(CountByte(bytes.data(), n, 1) + CountByte(bytes.data(), n, 2) +
                     CountByte(bytes.data(), n, 7),
                 n);
+      // Gaps of 0, 127, 128, 2^14, 2^21 and 2^28 - 1 in turn: LEB128 extra bytes 0, 0, 1, 2,
+      // 3, 3 (wrapping sums; the ids need not fit any range).
+      const uint32_t gaps[] = {0, 127, 128, 1u << 14, 1u << 21, (1u << 28) - 1};
+      const uint64_t extra_of[] = {0, 0, 1, 2, 3, 3};
+      std::vector<uint32_t> gap_ids(n);
+      uint64_t want_extra = 0;
+      for (size_t i = 1; i < n; ++i) {
+        gap_ids[i] = gap_ids[i - 1] + 1 + gaps[i % 6];
+        want_extra += extra_of[i % 6];
+      }
+      EXPECT_EQ(GapVarintExtraBytes(gap_ids.data(), n), want_extra) << n;
       std::vector<float> x(n), acc(n, 1.0f);
       for (size_t i = 0; i < n; ++i) x[i] = (i % 2 ? -1.0f : 1.0f) * static_cast<float>(i);
       AddAbs(x.data(), n, acc.data());

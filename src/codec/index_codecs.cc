@@ -33,20 +33,33 @@ std::string RowField(std::string_view what, uint64_t row) {
   return out.str();
 }
 
-void PutVarint(uint32_t v, std::vector<uint8_t>* out) {
+// Writes v's LEB128 form at `out` and returns the byte after it.
+uint8_t* PutVarint(uint32_t v, uint8_t* out) {
   while (v >= 0x80) {
-    out->push_back(static_cast<uint8_t>(v | 0x80));
+    *out++ = static_cast<uint8_t>(v | 0x80);
     v >>= 7;
   }
-  out->push_back(static_cast<uint8_t>(v));
+  *out++ = static_cast<uint8_t>(v);
+  return out;
 }
 
-// Reads one varint at bytes[*pos], advancing *pos. `what` names it in errors.
-// `what` and `row` name the field in an error; the name is built only when there is one, since
-// this runs once per kept entry.
-Status GetVarint(std::span<const uint8_t> bytes, size_t* pos, std::string_view field, uint32_t row,
+// The fields a varint can be, named in errors only.
+enum class VarintField { kCount, kFirstColumn, kGap };
+
+std::string_view VarintFieldName(VarintField f) {
+  switch (f) {
+    case VarintField::kCount: return "count";
+    case VarintField::kFirstColumn: return "first column";
+    case VarintField::kGap: return "gap";
+  }
+  return "?";
+}
+
+// Reads one varint at bytes[*pos], advancing *pos. `field` and `row` name it in an error; the
+// name is built only when there is one.
+Status GetVarint(std::span<const uint8_t> bytes, size_t* pos, VarintField field, uint32_t row,
                  uint32_t* value) {
-  const auto what = [&] { return RowField(field, row); };
+  const auto what = [&] { return RowField(VarintFieldName(field), row); };
   uint64_t v = 0;
   for (int i = 0; i < 5; ++i) {
     if (*pos >= bytes.size()) {
@@ -123,24 +136,40 @@ Status DecodeBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_
   return Status::Ok();
 }
 
+// Gaps below 2^7 are one byte, the common case from 1 % kept on; the vector kernel counts
+// the bytes beyond one.
 uint64_t DeltaVarintBytes(std::span<const uint32_t> row_offsets,
                           std::span<const uint32_t> indices) {
   uint64_t bytes = 0;
   for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
-    bytes += VarintBytes(row_offsets[r + 1] - row_offsets[r]);
-    for (uint32_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
-      bytes += VarintBytes(i == row_offsets[r] ? indices[i] : indices[i] - indices[i - 1] - 1);
-    }
+    const uint32_t begin = row_offsets[r];
+    const uint32_t end = row_offsets[r + 1];
+    bytes += VarintBytes(end - begin);
+    if (begin == end) continue;
+    bytes += VarintBytes(indices[begin]) + (end - begin - 1) +
+             simd::GapVarintExtraBytes(indices.data() + begin, end - begin);
   }
   return bytes;
 }
 
 void AppendDeltaVarint(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                        std::vector<uint8_t>* out) {
+  const size_t start = out->size();
+  out->resize(start + DeltaVarintBytes(row_offsets, indices));
+  uint8_t* p = out->data() + start;
   for (size_t r = 0; r + 1 < row_offsets.size(); ++r) {
-    PutVarint(row_offsets[r + 1] - row_offsets[r], out);
-    for (uint32_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
-      PutVarint(i == row_offsets[r] ? indices[i] : indices[i] - indices[i - 1] - 1, out);
+    const uint32_t begin = row_offsets[r];
+    const uint32_t end = row_offsets[r + 1];
+    p = PutVarint(end - begin, p);
+    if (begin == end) continue;
+    p = PutVarint(indices[begin], p);
+    for (uint32_t i = begin + 1; i < end; ++i) {
+      const uint32_t gap = indices[i] - indices[i - 1] - 1;
+      if (gap < 0x80) {
+        *p++ = static_cast<uint8_t>(gap);
+      } else {
+        p = PutVarint(gap, p);
+      }
     }
   }
 }
@@ -154,34 +183,52 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
                       "too short for " + std::to_string(index_rows) + " rows and " +
                           std::to_string(expected_kept) + " kept columns");
   }
-  row_offsets->assign(1, 0);
-  row_offsets->reserve(static_cast<size_t>(index_rows) + 1);
-  indices->clear();
-  indices->reserve(expected_kept);
+  // Rows fill `indices` up to `kept`, which never passes expected_kept (checked per row).
+  row_offsets->resize(static_cast<size_t>(index_rows) + 1);
+  indices->resize(expected_kept);
+  uint32_t* out = indices->data();
+  uint64_t kept = 0;
   size_t pos = 0;
+  (*row_offsets)[0] = 0;
   for (uint32_t r = 0; r < index_rows; ++r) {
     uint32_t count = 0;
-    SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, "count", r, &count));
+    SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, VarintField::kCount, r, &count));
     if (count > cols)
       return IndexError(RowField("count", r), count, "exceeds cols = " + std::to_string(cols));
-    if (indices->size() + count > expected_kept) {
+    if (kept + count > expected_kept) {
+      indices->resize(kept);
       return IndexError(
           RowField("count", r), count,
           "brings the total past the header's " + std::to_string(expected_kept) + " kept");
     }
-    uint64_t col = 0;
-    for (uint32_t j = 0; j < count; ++j) {
-      uint32_t delta = 0;
-      SPARSELINK_RETURN_IF_ERROR(
-          GetVarint(bytes, &pos, j == 0 ? "first column" : "gap", r, &delta));
-      col = j == 0 ? delta : col + 1 + delta;
+    if (count > 0) {
+      uint32_t first = 0;
+      SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, VarintField::kFirstColumn, r, &first));
+      uint64_t col = first;
+      uint32_t* row_out = out + kept;
+      if (col < cols) row_out[0] = static_cast<uint32_t>(col);
+      for (uint32_t j = 1; j < count && col < cols; ++j) {
+        // One-byte gaps (< 2^7) are the common case; a continuation byte, or the end of the
+        // stream, takes the checked path.
+        uint32_t gap = 0;
+        if (pos < bytes.size() && bytes[pos] < 0x80) {
+          gap = bytes[pos++];
+        } else {
+          SPARSELINK_RETURN_IF_ERROR(GetVarint(bytes, &pos, VarintField::kGap, r, &gap));
+        }
+        col += uint64_t{1} + gap;
+        if (col < cols) row_out[j] = static_cast<uint32_t>(col);
+      }
+      // Columns only grow, so the last one (or the first to pass) is the one to check.
       if (col >= cols) {
+        indices->resize(kept);
         return IndexError(RowField("column", r), col, "must be < cols = " + std::to_string(cols));
       }
-      indices->push_back(static_cast<uint32_t>(col));
+      kept += count;
     }
-    row_offsets->push_back(static_cast<uint32_t>(indices->size()));
+    (*row_offsets)[r + 1] = static_cast<uint32_t>(kept);
   }
+  indices->resize(kept);
   if (indices->size() != expected_kept) {
     return IndexError("delta-varint kept total", indices->size(),
                       "header says " + std::to_string(expected_kept) + " kept");

@@ -205,9 +205,15 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
 
 // --- Encoding ----------------------------------------------------------------------------
 
+// A section before compression: its own bytes, or a view of bytes the caller keeps alive
+// until Assemble returns (the router's bitmap, which would otherwise be copied once more).
 struct RawSection {
   SectionId id;
   std::vector<uint8_t> raw;
+  std::span<const uint8_t> borrowed;
+  std::span<const uint8_t> bytes() const {
+    return borrowed.empty() ? std::span<const uint8_t>(raw) : borrowed;
+  }
 };
 
 // Writes header, table, payloads and trailer into *out. Sections are in final order.
@@ -220,7 +226,7 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
   std::vector<Stored> stored(sections.size());
   uint64_t total = kPacketHeaderBytes + kSectionEntryBytes * sections.size() + kChecksumBytes;
   for (size_t i = 0; i < sections.size(); ++i) {
-    const std::vector<uint8_t>& raw = sections[i].raw;
+    const std::span<const uint8_t> raw = sections[i].bytes();
     if (raw.size() > UINT32_MAX) {
       return FieldError(ErrorCode::kResourceExhausted, SectionField(i, "raw_bytes"), raw.size(),
                         "does not fit the 32-bit section size field");
@@ -244,8 +250,11 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
     total += stored[i].zstd ? stored[i].frame.size() : raw.size();
   }
 
-  out->assign(total, 0);
+  // Every payload byte is written below, so only the header and the section table are
+  // cleared (their reserved bytes must be 0); resize keeps whatever capacity `out` has.
+  out->resize(total);
   uint8_t* p = out->data();
+  std::memset(p, 0, kPacketHeaderBytes + kSectionEntryBytes * sections.size());
   Store<uint32_t>(p + kOffMagic, kPacketMagic);
   p[kOffVersion] = kWireFormatVersion;
   p[kOffKind] = static_cast<uint8_t>(header.kind);
@@ -267,11 +276,12 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
   uint8_t* entry = p + kPacketHeaderBytes;
   uint8_t* payload = entry + kSectionEntryBytes * sections.size();
   for (size_t i = 0; i < sections.size(); ++i, entry += kSectionEntryBytes) {
-    const std::vector<uint8_t>& bytes = stored[i].zstd ? stored[i].frame : sections[i].raw;
+    const std::span<const uint8_t> bytes =
+        stored[i].zstd ? std::span<const uint8_t>(stored[i].frame) : sections[i].bytes();
     entry[0] = static_cast<uint8_t>(sections[i].id);
     entry[1] = stored[i].zstd ? kFlagZstd : 0;
     Store<uint32_t>(entry + 4, static_cast<uint32_t>(bytes.size()));
-    Store<uint32_t>(entry + 8, static_cast<uint32_t>(sections[i].raw.size()));
+    Store<uint32_t>(entry + 8, static_cast<uint32_t>(sections[i].bytes().size()));
     if (!bytes.empty()) std::memcpy(payload, bytes.data(), bytes.size());
     payload += bytes.size();
   }
@@ -373,7 +383,7 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   std::vector<RawSection> sections;
   sections.push_back({SectionId::kIndex, {}});
   if (h.index_codec == IndexCodec::kBitmap && !bitmap.empty()) {
-    sections.back().raw.assign(bitmap.begin(), bitmap.end());
+    sections.back().borrowed = bitmap;
   } else if (h.index_codec == IndexCodec::kBitmap) {
     AppendBitmap(offsets, routed.indices, routed.cols, &sections.back().raw);
   } else {

@@ -237,6 +237,27 @@ uint64_t CountByte(const uint8_t* HWY_RESTRICT bytes, size_t n, uint8_t value) {
   return count;
 }
 
+uint64_t GapVarintExtraBytes(const uint32_t* HWY_RESTRICT ids, size_t n) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto one = hn::Set(du, 1u);
+  uint64_t extra = 0;
+  size_t i = 1;
+  for (; i + lanes <= n; i += lanes) {
+    const auto gap = hn::Sub(hn::Sub(hn::LoadU(du, ids + i), hn::LoadU(du, ids + i - 1)), one);
+    extra += hn::CountTrue(du, hn::Gt(gap, hn::Set(du, (1u << 7) - 1))) +
+             hn::CountTrue(du, hn::Gt(gap, hn::Set(du, (1u << 14) - 1))) +
+             hn::CountTrue(du, hn::Gt(gap, hn::Set(du, (1u << 21) - 1))) +
+             hn::CountTrue(du, hn::Gt(gap, hn::Set(du, (1u << 28) - 1)));
+  }
+  for (; i < n; ++i) {
+    const uint32_t gap = ids[i] - ids[i - 1] - 1;
+    extra += uint64_t{gap >= (1u << 7)} + (gap >= (1u << 14)) + (gap >= (1u << 21)) +
+             (gap >= (1u << 28));
+  }
+  return extra;
+}
+
 void AddAbs(const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT acc) {
   const DF df;
   const size_t lanes = hn::Lanes(df);
@@ -660,6 +681,7 @@ HWY_EXPORT(MaxByte);
 HWY_EXPORT(AddAbs);
 HWY_EXPORT(CountSetBits);
 HWY_EXPORT(CountByte);
+HWY_EXPORT(GapVarintExtraBytes);
 HWY_EXPORT(OrderStatistic);
 HWY_EXPORT(TieEnd);
 HWY_EXPORT(EmitKept);
@@ -692,6 +714,9 @@ bool AllFinite(const float* a, size_t n) { return HWY_DYNAMIC_DISPATCH(AllFinite
 uint8_t MaxByte(const uint8_t* bytes, size_t n) { return HWY_DYNAMIC_DISPATCH(MaxByte)(bytes, n); }
 uint64_t CountByte(const uint8_t* bytes, size_t n, uint8_t value) {
   return HWY_DYNAMIC_DISPATCH(CountByte)(bytes, n, value);
+}
+uint64_t GapVarintExtraBytes(const uint32_t* ids, size_t n) {
+  return n < 2 ? 0 : HWY_DYNAMIC_DISPATCH(GapVarintExtraBytes)(ids, n);
 }
 void AddAbs(const float* x, size_t n, float* acc) { HWY_DYNAMIC_DISPATCH(AddAbs)(x, n, acc); }
 bool AscendingBelow(const uint32_t* ids, size_t n, uint32_t limit) {

@@ -47,6 +47,10 @@ uint64_t CountSetBits(const uint8_t* bytes, size_t n);
 // The number of bytes[i] == value in bytes[0, n).
 uint64_t CountByte(const uint8_t* bytes, size_t n, uint8_t value);
 
+// For ascending ids[0, n): the bytes the LEB128 forms of the gaps ids[i] - ids[i-1] - 1
+// (i >= 1) take beyond one byte each. Wrapping arithmetic on unsorted input, never UB.
+uint64_t GapVarintExtraBytes(const uint32_t* ids, size_t n);
+
 // acc[i] += |x[i]| (column sums of a matrix, one row per call).
 void AddAbs(const float* x, size_t n, float* acc);
 
