@@ -119,6 +119,15 @@ assert r["traffic"]["wire_bytes"] > 0 and r["traffic"]["dense_fp32_bytes"] > r["
 assert len(r["boundaries"]) == 1 and r["boundaries"][0]["contract"]["keep"] == 0.1
 assert len(r["epochs"]) == 1 and "modelled_link_seconds" in r["time"]
 assert r["config"]["eps"] == 0.001 and r["config"]["map_resolution"] == "channel"  # mlp defaults
+# The phases split route_seconds: every one ran, and they add up to it.
+t = r["time"]
+phases = t["route_seconds_by_phase"]
+assert set(phases) == {"route_encode", "forward_link_decode", "scatter", "summary",
+                       "gradient_encode", "backward_link_decode", "scatter_at_mask", "map_update"}
+assert all(v > 0 for v in phases.values()), phases
+assert abs(sum(phases.values()) - t["route_seconds"]) <= 1e-6 * t["route_seconds"] + 1e-9
+b = r["boundaries"][0]
+assert abs(sum(b["route_seconds_by_phase"].values()) - b["route_seconds"]) <= 1e-6 * b["route_seconds"] + 1e-9
 PY
     # Determinism: the same seed, flags and thread count give the same accuracy, bytes and
     # contract history (times aside).
@@ -134,7 +143,7 @@ for r in (a, b):
     for e in r["epochs"]:
         e.pop("seconds"); e.pop("samples_per_s")
     for x in r["boundaries"]:
-        x.pop("route_seconds")
+        x.pop("route_seconds"); x.pop("route_seconds_by_phase")
 assert a == b, "reports differ"
 assert len(a["boundaries"][0]["history"]) == 3  # 16 steps, every 5
 PY

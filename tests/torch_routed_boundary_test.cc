@@ -64,6 +64,30 @@ TEST(RoutedBoundary, ForwardIsMaskedAndBackwardIsTheMaskedGradient) {
   EXPECT_EQ(report.packets, 3u);                            // activation, summary, gradient
 }
 
+// The sender's map after one training step against its definition, computed here from the
+// dense tensors: per column, mean over rows of |a| * |g| where the entry was kept and
+// |a| * s_j (the receiver summary, mean |g_j|, sent as fp16) where it was dropped; the map is
+// that score over its maximum (the first update of an EMA that starts at zero).
+TEST(RoutedBoundary, SenderMapIsTheTaylorScoreWithTheSummaryForDroppedEntries) {
+  torch::manual_seed(9);
+  auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.1), nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::Tensor x = torch::randn({16, 100}, torch::requires_grad());
+  torch::Tensor w = torch::randn({16, 100});
+  torch::Tensor y = (*hook)->Forward(0, x, true);
+  (y * w).sum().backward();
+  const torch::Tensor mask = MagnitudeMask(x.detach(), 10);
+  const torch::Tensor summary = w.abs().mean(0).to(torch::kHalf).to(torch::kFloat);
+  const torch::Tensor g = mask * w.abs() + (1 - mask) * summary.unsqueeze(0);
+  torch::Tensor score = (x.detach().abs() * g).mean(0);
+  score = score / score.max();
+  const std::vector<float> map = (*hook)->Report().at(0).sensitivity;
+  ASSERT_EQ(map.size(), 100u);
+  for (int64_t j = 0; j < 100; ++j) {
+    EXPECT_NEAR(map[j], score[j].item<float>(), 1e-5) << j;
+  }
+}
+
 TEST(RoutedBoundary, QuantizedCodecsStayCloseToTheExactGradient) {
   torch::manual_seed(3);
   RoutedBoundaryOptions options = Lossless(RoutingPolicy::kMagnitude, 0.25);

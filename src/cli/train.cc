@@ -51,6 +51,28 @@ json EpochsJson(const ta::TrainReport& report) {
   return epochs;
 }
 
+json PhasesJson(const ta::BoundaryTime& t) {
+  return {{"route_encode", t.route_encode},
+          {"forward_link_decode", t.forward_link_decode},
+          {"scatter", t.scatter},
+          {"summary", t.summary},
+          {"gradient_encode", t.gradient_encode},
+          {"backward_link_decode", t.backward_link_decode},
+          {"scatter_at_mask", t.scatter_at_mask},
+          {"map_update", t.map_update}};
+}
+
+void AddPhases(const ta::BoundaryTime& t, ta::BoundaryTime* sum) {
+  sum->route_encode += t.route_encode;
+  sum->forward_link_decode += t.forward_link_decode;
+  sum->scatter += t.scatter;
+  sum->summary += t.summary;
+  sum->gradient_encode += t.gradient_encode;
+  sum->backward_link_decode += t.backward_link_decode;
+  sum->scatter_at_mask += t.scatter_at_mask;
+  sum->map_update += t.map_update;
+}
+
 json ContractJson(const Contract& c) {
   return {{"version", c.version},
           {"keep", c.keep},
@@ -300,6 +322,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   uint64_t wire = 0, dense = 0, forward_wire = 0, backward_wire = 0;
   uint64_t retransmits = 0, retransmit_wire = 0, corrupt_packets = 0, lost_packets = 0;
   double modelled = 0, route_seconds = 0;
+  ta::BoundaryTime phases;  // summed over the boundaries
   json boundaries_json = json::array();
   const std::vector<ta::BoundaryReport> reports = boundaries.Report();
   for (const ta::BoundaryReport& b : reports) {
@@ -312,6 +335,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     lost_packets += b.lost_packets;
     modelled += b.modelled_link_seconds;
     route_seconds += b.route_seconds;
+    AddPhases(b.time, &phases);
     json history = json::array();
     for (const NegotiationRecord& r : b.history) {
       json stages_json = json::array();
@@ -342,6 +366,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                                {"lost_packets", b.lost_packets},
                                {"modelled_link_seconds", b.modelled_link_seconds},
                                {"route_seconds", b.route_seconds},
+                               {"route_seconds_by_phase", PhasesJson(b.time)},
                                {"history", history},
                                {"sensitivity", b.sensitivity}});
   }
@@ -368,6 +393,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       {"train_seconds", train_seconds},
       {"route_seconds", route_seconds},
       {"route_share_of_train", train_seconds > 0 ? route_seconds / train_seconds : 0.0},
+      {"route_seconds_by_phase", PhasesJson(phases)},
       {"modelled_link_seconds", modelled},
       {"modelled_dense_link_seconds", dense_link_seconds}};
   report["boundaries"] = boundaries_json;
@@ -406,9 +432,13 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   }
   out << "routing + coding + link: " << std::setprecision(2) << route_seconds << " s of "
       << train_seconds << " s training (" << std::setprecision(1)
-      << 100.0 * route_seconds / std::max(train_seconds, 1e-9) << "%)\nmodelled link time at "
-      << options.link_bandwidth << ": " << modelled << " s vs " << dense_link_seconds
-      << " s dense\n";
+      << 100.0 * route_seconds / std::max(train_seconds, 1e-9) << "%)\n  route+encode "
+      << std::setprecision(2) << phases.route_encode << " s, link+decode "
+      << phases.forward_link_decode + phases.backward_link_decode << " s, scatter "
+      << phases.scatter + phases.scatter_at_mask << " s, gradient gather+encode "
+      << phases.gradient_encode << " s, maps and summaries " << phases.map_update + phases.summary
+      << " s" << std::setprecision(1) << "\nmodelled link time at " << options.link_bandwidth
+      << ": " << modelled << " s vs " << dense_link_seconds << " s dense\n";
 
   if (Status s = WriteAtomically(options.report_path, report.dump(1)); !s.ok()) return Fail(err, s);
   out << "report: " << options.report_path << "\n";

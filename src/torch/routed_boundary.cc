@@ -29,6 +29,23 @@ void ThrowIfError(const Status& s, size_t boundary) {
 double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
+
+// Splits a stretch of wall time into phases: each Lap adds the time since the previous one
+// (or since construction) to the phase it names.
+class PhaseClock {
+ public:
+  void Lap(double* phase) {
+    const auto now = std::chrono::steady_clock::now();
+    *phase += Seconds(now - last_);
+    last_ = now;
+  }
+  // From construction to the last Lap.
+  double Total() const { return Seconds(last_ - start_); }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_ = start_;
+};
 }  // namespace
 
 std::string_view RoutingPolicyName(RoutingPolicy p) {
@@ -167,7 +184,9 @@ Status RoutedBoundaries::State::CheckLabel(const PacketInfo& info) const {
 }
 
 torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, bool count) {
-  const auto start = std::chrono::steady_clock::now();
+  PhaseClock clock;
+  BoundaryTime uncounted;
+  BoundaryTime& time = count ? report.time : uncounted;
   const int64_t rows = input.size(0);
   activation =
       input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
@@ -183,22 +202,35 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
                                .zstd_level = options->zstd_level},
                               &sender_mask, &packet),
                boundary);
+  clock.Lap(&time.route_encode);
+  // The sender's map update (RouteBackward) needs the column sums of |a|: taken now, while
+  // the activation is still in cache from routing, rather than from memory after the later
+  // stages have run.
+  if (count && !map->frozen()) {
+    std::fill(act_scores.begin(), act_scores.end(), 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      simd::AddAbs(a.Row(static_cast<size_t>(r)), cols, act_scores.data());
+    clock.Lap(&time.map_update);
+  }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
   receiver_mask = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
                           [](std::span<const uint8_t> bytes, PacketInfo* info) {
                             return DecodeActivation(bytes, {}, info);
                           })
                       .value();
+  clock.Lap(&time.forward_link_decode);
   received = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   ThrowIfError(
       Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
       boundary);
-  if (count) report.route_seconds += Seconds(std::chrono::steady_clock::now() - start);
+  clock.Lap(&time.scatter);
+  if (count) report.route_seconds += clock.Total();
   return received.reshape(input.sizes()).to(input.dtype());
 }
 
 torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_output) {
-  const auto start = std::chrono::steady_clock::now();
+  PhaseClock clock;
+  BoundaryTime& time = report.time;
   const int64_t rows = activation.size(0);
   const auto num_rows = static_cast<size_t>(rows);
   torch::Tensor g =
@@ -232,6 +264,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     have_summary = true;
   }
 
+  clock.Lap(&time.summary);
   // Receiver -> sender: the gradient at the kept positions only.
   ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values), boundary);
   ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
@@ -240,15 +273,18 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                                .zstd_level = options->zstd_level},
                               &packet),
                boundary);
+  clock.Lap(&time.gradient_encode);
   const std::vector<float> decoded =
       Deliver(*backward_link, "backward", dense_bytes, true, &report.backward_wire_bytes,
               [&](std::span<const uint8_t> bytes, PacketInfo* info) {
                 return DecodeGradient(bytes, sender_mask, {}, info);
               })
           .value();
+  clock.Lap(&time.backward_link_decode);
   torch::Tensor grad_input = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   float* gi = grad_input.data_ptr<float>();
   ThrowIfError(ScatterAtMask(sender_mask, decoded, {gi, num_rows, cols}), boundary);
+  clock.Lap(&time.scatter_at_mask);
 
   // Sender: score what it can see. The gradient of entry (r, j) is known where it was kept
   // (it just came back); where it was dropped the receiver's mean |g_j| stands in for it.
@@ -258,26 +294,25 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // With the gradient mode the routing score |a_rj| * (eps + S_j) is the expected Taylor
   // importance of the entry; with the Taylor mode it counts the activation twice.
   if (!map->frozen()) {
-    const float* a = activation.data_ptr<float>();
     const float inv_rows = 1.0f / static_cast<float>(rows);
     // Every entry first with the summary standing in for its gradient, which has a closed
-    // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry
-    // (one vector pass per row).
-    std::fill(act_scores.begin(), act_scores.end(), 0.0f);
-    for (size_t r = 0; r < num_rows; ++r) simd::AddAbs(a + r * cols, cols, act_scores.data());
+    // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry;
+    // RouteForward took them.
     for (size_t j = 0; j < cols; ++j) {
       act_scores[j] *= inv_rows;
       grad_scores[j] = have_summary ? summary[j] : 0.0f;
       taylor_scores[j] = have_summary ? act_scores[j] * summary[j] : 0.0f;
     }
+    // Kept entries: replace the summary's stand-in by the real gradient. Both sides' kept
+    // values run in mask order: a from the sender's routed copy, g as it just came back.
+    size_t i = 0;
     for (size_t r = 0; r < num_rows; ++r) {
-      const float* a_row = a + r * cols;
-      // Kept entries: replace the summary's stand-in by the real gradient.
       for (uint32_t j : sender_mask.RowIndices(r)) {
-        const float abs_g = std::fabs(gi[r * cols + j]);
+        const float abs_g = std::fabs(decoded[i]);
         const float stand_in = have_summary ? summary[j] : 0.0f;
         grad_scores[j] += (abs_g - stand_in) * inv_rows;
-        taylor_scores[j] += std::fabs(a_row[j]) * (abs_g - stand_in) * inv_rows;
+        taylor_scores[j] += std::fabs(sender_mask.values[i]) * (abs_g - stand_in) * inv_rows;
+        ++i;
       }
     }
     const std::vector<float>* source = &taylor_scores;
@@ -295,7 +330,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     for (size_t j = 0; j < cols; ++j) unit_scores[j / block] += std::max((*source)[j], 0.0f);
     ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
   }
-  report.route_seconds += Seconds(std::chrono::steady_clock::now() - start);
+  clock.Lap(&time.map_update);
+  report.route_seconds += clock.Total();
   return grad_input.reshape(grad_output.sizes()).to(grad_output.dtype());
 }
 

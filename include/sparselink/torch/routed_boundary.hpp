@@ -98,6 +98,23 @@ struct RoutedBoundaryOptions {
   uint64_t seed = 1;
 };
 
+// Where a boundary's route_seconds go, wall clock over the training steps; the parts add up
+// to route_seconds. Forward: the sender routes and encodes, the packet crosses the link and the
+// receiver decodes it, then scatters it into the dense tensor of the next stage. Backward: the
+// receiver's summary (every summary_every steps: its map update and the summary packet), the
+// gradient gathered at the mask and encoded, its link crossing and decode, the sender's
+// scatter into the dense gradient, and the sender's map update.
+struct BoundaryTime {
+  double route_encode = 0;
+  double forward_link_decode = 0;
+  double scatter = 0;
+  double summary = 0;
+  double gradient_encode = 0;
+  double backward_link_decode = 0;
+  double scatter_at_mask = 0;
+  double map_update = 0;
+};
+
 // One boundary's counters and history, for the report.
 struct BoundaryReport {
   size_t boundary = 0;
@@ -116,6 +133,7 @@ struct BoundaryReport {
   uint64_t lost_packets = 0;
   double modelled_link_seconds = 0;  // retransmits included
   double route_seconds = 0;          // routing + coding + link, wall clock, both directions
+  BoundaryTime time;                 // route_seconds by phase
   std::vector<NegotiationRecord> history;
   Contract contract;               // in force at the end
   std::vector<float> sensitivity;  // the map at the end
