@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -202,6 +203,89 @@ void BM_GradientRoundTrip(benchmark::State& state) {
   SetBytes(state, in.rows, in.cols);
 }
 BENCHMARK(BM_GradientRoundTrip)->Apply(Sizes);
+
+// One training step of one routed boundary at the default MLP's shape (batch 128, 1024
+// neurons, keep 12.2 %, the negotiated keep of the default run; int8 values and gradients,
+// delta-varint index, zstd -5 with Huffman literals): the sender routes and encodes, the
+// receiver decodes and scatters; backward, the receiver gathers the gradient at the mask and
+// encodes it, the sender decodes it and scatters it. Activations are post-ReLU (half zeros),
+// scored by a sensitivity map. Arg 1 = cold: 64 MiB are touched between steps (outside the
+// timing), as the GEMMs between two boundary calls do in training. Counters: microseconds
+// per step of each phase.
+void BM_TrainingBoundaryStep(benchmark::State& state) {
+  constexpr size_t kRows = 128;
+  constexpr size_t kCols = 1024;
+  const bool cold = state.range(0) != 0;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<std::vector<float>> activations(kPool), gradients(kPool);
+  for (int p = 0; p < kPool; ++p) {
+    for (size_t i = 0; i < kRows * kCols; ++i) {
+      activations[p].push_back(std::max(0.0f, normal(rng)));
+      gradients[p].push_back(0.01f * normal(rng));
+    }
+  }
+  auto map = SensitivityMap::Create({.num_neurons = kCols});
+  std::vector<float> map_values(kCols);
+  for (float& v : map_values) v = uniform(rng) * uniform(rng);
+  map_values[0] = 1.0f;
+  if (!map.ok() || !map->Assign(map_values).ok()) state.SkipWithError("map");
+  auto router = Router::Create({.policy = ScorePolicy::kSensitivity, .eps = 1e-3});
+  const Contract contract{.keep = 0.12207, .keep_full = 0.0, .lossy_codec = ValueCodec::kInt8};
+  const EncodeOptions options{.zstd = true, .zstd_level = -5};
+  RoutedTensor sender, receiver;
+  std::vector<uint8_t> packet, wire;
+  std::vector<float> dense(kRows * kCols), dense_gradient(kRows * kCols), values;
+  std::vector<float> evict(cold ? (size_t{64} << 20) / sizeof(float) : 0);
+  double phase[6] = {};
+  using Clock = std::chrono::steady_clock;
+  const auto us = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::micro>(b - a).count();
+  };
+  int i = 0;
+  for (auto _ : state) {
+    if (cold) {
+      state.PauseTiming();
+      for (size_t j = 0; j < evict.size(); j += 16) evict[j] += 1.0f;
+      state.ResumeTiming();
+    }
+    const int p = i++ % kPool;
+    const auto t0 = Clock::now();
+    Status s = RouteAndEncode(*router, {activations[p].data(), kRows, kCols}, &*map, contract,
+                              {.step = static_cast<uint64_t>(i)}, options, &sender, &packet);
+    const auto t1 = Clock::now();
+    wire = packet;  // the in-process link's copy
+    auto decoded = DecodeActivation(wire);
+    if (s.ok()) s = decoded.status();
+    if (s.ok()) receiver = std::move(*decoded);
+    const auto t2 = Clock::now();
+    if (s.ok()) s = Scatter(receiver, {dense.data(), kRows, kCols});
+    const auto t3 = Clock::now();
+    if (s.ok()) s = GatherAtMask(receiver, {gradients[p].data(), kRows, kCols}, &values);
+    if (s.ok()) s = EncodeGradient(receiver, values, ValueCodec::kInt8, {}, options, &packet);
+    const auto t4 = Clock::now();
+    wire = packet;
+    auto gradient = DecodeGradient(wire, sender);
+    if (s.ok()) s = gradient.status();
+    const auto t5 = Clock::now();
+    if (s.ok()) s = ScatterAtMask(sender, *gradient, {dense_gradient.data(), kRows, kCols});
+    const auto t6 = Clock::now();
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    benchmark::DoNotOptimize(dense.data());
+    benchmark::DoNotOptimize(dense_gradient.data());
+    const Clock::time_point t[] = {t0, t1, t2, t3, t4, t5, t6};
+    for (int k = 0; k < 6; ++k) phase[k] += us(t[k], t[k + 1]);
+  }
+  const char* names[] = {"route_encode_us",    "link_decode_us",     "scatter_us",
+                         "gradient_encode_us", "gradient_decode_us", "scatter_at_mask_us"};
+  for (int k = 0; k < 6; ++k) {
+    state.counters[names[k]] =
+        phase[k] / static_cast<double>(std::max<int64_t>(1, state.iterations()));
+  }
+  state.SetLabel(cold ? "cold" : "warm");
+}
+BENCHMARK(BM_TrainingBoundaryStep)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
 // The first touch of a row: rows of 4096 floats taken in turn from a 64 MiB pool (twice the
 // L3 here), each copied into one L1-sized buffer (arg 0) or turned into routing keys

@@ -9,6 +9,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <vector>
@@ -375,15 +376,23 @@ TEST(SimdKernels, ValidationScreensAndColumnSums) {
       EXPECT_EQ(CountByte(bytes.data(), n, 1) + CountByte(bytes.data(), n, 2) +
                     CountByte(bytes.data(), n, 7),
                 n);
-      // Gaps of 0, 127, 128, 2^14, 2^21 and 2^28 - 1 in turn: LEB128 extra bytes 0, 0, 1, 2,
-      // 3, 3 (wrapping sums; the ids need not fit any range).
-      const uint32_t gaps[] = {0, 127, 128, 1u << 14, 1u << 21, (1u << 28) - 1};
-      const uint64_t extra_of[] = {0, 0, 1, 2, 3, 3};
+      // Gaps at both sides of every LEB128 length boundary, and ids that wrap (the kernel's
+      // arithmetic is modular, like the codec's); checked against the scalar count.
+      const uint32_t gaps[] = {0,        127,
+                               128,      (1u << 14) - 1,
+                               1u << 14, (1u << 21) - 1,
+                               1u << 21, (1u << 28) - 1,
+                               1u << 28, 0xFFFFFFFEu};
+      std::mt19937 rng(static_cast<uint32_t>(n));
       std::vector<uint32_t> gap_ids(n);
       uint64_t want_extra = 0;
       for (size_t i = 1; i < n; ++i) {
-        gap_ids[i] = gap_ids[i - 1] + 1 + gaps[i % 6];
-        want_extra += extra_of[i % 6];
+        const uint32_t gap =
+            i % 3 == 0 ? static_cast<uint32_t>(rng()) : gaps[(i + rng() % 2) % std::size(gaps)];
+        gap_ids[i] = gap_ids[i - 1] + 1 + gap;
+        uint32_t len = 1;
+        for (uint32_t v = gap; v >= 0x80; v >>= 7) ++len;
+        want_extra += len - 1;
       }
       EXPECT_EQ(GapVarintExtraBytes(gap_ids.data(), n), want_extra) << n;
       std::vector<float> x(n), acc(n, 1.0f);

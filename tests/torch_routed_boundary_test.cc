@@ -64,28 +64,78 @@ TEST(RoutedBoundary, ForwardIsMaskedAndBackwardIsTheMaskedGradient) {
   EXPECT_EQ(report.packets, 3u);                            // activation, summary, gradient
 }
 
-// The sender's map after one training step against its definition, computed here from the
-// dense tensors: per column, mean over rows of |a| * |g| where the entry was kept and
-// |a| * s_j (the receiver summary, mean |g_j|, sent as fp16) where it was dropped; the map is
-// that score over its maximum (the first update of an EMA that starts at zero).
+// The sender's Taylor score of one step from dense tensors, by its definition: per column,
+// mean over rows of |a| * |g| where the entry was kept and |a| * s_j (the receiver summary,
+// mean |g_j| of a summary step, sent as fp16) where it was dropped, over its maximum.
+torch::Tensor TaylorBatch(const torch::Tensor& a, const torch::Tensor& g, const torch::Tensor& kept,
+                          const torch::Tensor& summary) {
+  const torch::Tensor s = summary.to(torch::kHalf).to(torch::kFloat).unsqueeze(0);
+  const torch::Tensor score = (a.abs() * (kept * g.abs() + (1 - kept) * s)).mean(0);
+  return score / score.max();
+}
+
+void ExpectMap(const RoutedBoundaries& hook, const torch::Tensor& want) {
+  const std::vector<float> map = hook.Report().at(0).sensitivity;
+  ASSERT_EQ(static_cast<int64_t>(map.size()), want.size(0));
+  for (int64_t j = 0; j < want.size(0); ++j) {
+    EXPECT_NEAR(map[j], want[j].item<float>(), 1e-5) << j;
+  }
+}
+
+// The sender's map against its definition over two steps: the map is the EMA (decay 0.9,
+// from zero) of each step's normalized score, over its maximum; the second step is not a
+// summary step, so the first step's summary stands in for its dropped entries.
 TEST(RoutedBoundary, SenderMapIsTheTaylorScoreWithTheSummaryForDroppedEntries) {
   torch::manual_seed(9);
   auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.1), nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::Tensor ema;
+  torch::Tensor summary;
+  for (int step = 0; step < 2; ++step) {
+    torch::Tensor x = torch::randn({16, 100}, torch::requires_grad());
+    torch::Tensor w = torch::randn({16, 100});
+    torch::Tensor y = (*hook)->Forward(0, x, true);
+    (y * w).sum().backward();
+    if (step == 0) summary = w.abs().mean(0);
+    const torch::Tensor kept = (y != 0).to(torch::kFloat);
+    ASSERT_EQ(kept.sum().item<int64_t>(), 16 * 10);
+    const torch::Tensor batch = TaylorBatch(x.detach(), w, kept, summary);
+    ema = step == 0 ? 0.1 * batch : 0.9 * ema + 0.1 * batch;
+    ExpectMap(**hook, ema / ema.max());
+    (*hook)->OnStepEnd(step);
+  }
+}
+
+// A map frozen during the forward and thawed before the backward still updates from this
+// step's activation (the forward took no column sums then).
+TEST(RoutedBoundary, MapThawedBetweenForwardAndBackwardUsesThisStepsActivation) {
+  torch::manual_seed(10);
+  auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.1), nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::Tensor x = torch::randn({16, 100}, torch::requires_grad());
+  torch::Tensor w = torch::randn({16, 100});
+  (*hook)->Forward(0, torch::randn({16, 100}), false);  // sizes the boundary
+  (*hook)->SetFrozen(true);
+  torch::Tensor y = (*hook)->Forward(0, x, true);
+  (*hook)->SetFrozen(false);
+  (y * w).sum().backward();
+  const torch::Tensor kept = (y != 0).to(torch::kFloat);
+  ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
+}
+
+// Structured routing keeps whole columns; the map update runs over the shared column set.
+TEST(RoutedBoundary, StructuredMapUpdateUsesTheSharedColumns) {
+  torch::manual_seed(11);
+  auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kStructured, 0.1), nullptr);
   ASSERT_TRUE(hook.ok());
   torch::Tensor x = torch::randn({16, 100}, torch::requires_grad());
   torch::Tensor w = torch::randn({16, 100});
   torch::Tensor y = (*hook)->Forward(0, x, true);
   (y * w).sum().backward();
-  const torch::Tensor mask = MagnitudeMask(x.detach(), 10);
-  const torch::Tensor summary = w.abs().mean(0).to(torch::kHalf).to(torch::kFloat);
-  const torch::Tensor g = mask * w.abs() + (1 - mask) * summary.unsqueeze(0);
-  torch::Tensor score = (x.detach().abs() * g).mean(0);
-  score = score / score.max();
-  const std::vector<float> map = (*hook)->Report().at(0).sensitivity;
-  ASSERT_EQ(map.size(), 100u);
-  for (int64_t j = 0; j < 100; ++j) {
-    EXPECT_NEAR(map[j], score[j].item<float>(), 1e-5) << j;
-  }
+  const torch::Tensor kept = (y != 0).to(torch::kFloat);
+  ASSERT_TRUE(torch::equal(kept[0], kept[15]));  // the same columns in every row
+  ASSERT_EQ(kept[0].sum().item<int64_t>(), 10);
+  ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
 }
 
 TEST(RoutedBoundary, QuantizedCodecsStayCloseToTheExactGradient) {

@@ -62,17 +62,6 @@ json PhasesJson(const ta::BoundaryTime& t) {
           {"map_update", t.map_update}};
 }
 
-void AddPhases(const ta::BoundaryTime& t, ta::BoundaryTime* sum) {
-  sum->route_encode += t.route_encode;
-  sum->forward_link_decode += t.forward_link_decode;
-  sum->scatter += t.scatter;
-  sum->summary += t.summary;
-  sum->gradient_encode += t.gradient_encode;
-  sum->backward_link_decode += t.backward_link_decode;
-  sum->scatter_at_mask += t.scatter_at_mask;
-  sum->map_update += t.map_update;
-}
-
 json ContractJson(const Contract& c) {
   return {{"version", c.version},
           {"keep", c.keep},
@@ -335,7 +324,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     lost_packets += b.lost_packets;
     modelled += b.modelled_link_seconds;
     route_seconds += b.route_seconds;
-    AddPhases(b.time, &phases);
+    phases.Add(b.time);
     json history = json::array();
     for (const NegotiationRecord& r : b.history) {
       json stages_json = json::array();

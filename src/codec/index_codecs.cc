@@ -146,7 +146,7 @@ uint64_t DeltaVarintBytes(std::span<const uint32_t> row_offsets,
     const uint32_t end = row_offsets[r + 1];
     bytes += VarintBytes(end - begin);
     if (begin == end) continue;
-    bytes += VarintBytes(indices[begin]) + (end - begin - 1) +
+    bytes += uint64_t{VarintBytes(indices[begin])} + (end - begin - 1) +
              simd::GapVarintExtraBytes(indices.data() + begin, end - begin);
   }
   return bytes;
@@ -172,6 +172,7 @@ void AppendDeltaVarint(std::span<const uint32_t> row_offsets, std::span<const ui
       }
     }
   }
+  SPARSELINK_DCHECK(p == out->data() + out->size());
 }
 
 Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,

@@ -96,6 +96,8 @@ struct RoutedBoundaries::State {
 
   std::vector<uint8_t> packet;  // the sender's encoded copy, kept until the receiver decodes it
   std::vector<float> values;
+  std::vector<float> act_sums;       // per neuron: sum over rows of |a|, taken in the forward
+  uint64_t act_sums_forward = 0;     // the training forward act_sums belong to (0: none)
   std::vector<float> act_scores;     // per neuron, this step: mean |a|
   std::vector<float> grad_scores;    // per neuron, this step: mean |g| (kept) or summary
   std::vector<float> taylor_scores;  // per neuron, this step: mean |a*g| (same stand-in)
@@ -109,6 +111,14 @@ struct RoutedBoundaries::State {
                uint64_t* wire_counter, const Decode& decode)
       -> std::invoke_result_t<Decode, std::span<const uint8_t>, PacketInfo*>;
   Status CheckLabel(const PacketInfo& info) const;
+  // act_sums from `activation`, stamped with the current training forward.
+  void ColumnAbsSums() {
+    std::fill(act_sums.begin(), act_sums.end(), 0.0f);
+    const float* a = activation.data_ptr<float>();
+    const auto rows = static_cast<size_t>(activation.size(0));
+    for (size_t r = 0; r < rows; ++r) simd::AddAbs(a + r * cols, cols, act_sums.data());
+    act_sums_forward = forwards;
+  }
 };
 
 // Moves the encoded packet in `packet` across `link` and returns what `decode(bytes, &info)`
@@ -185,8 +195,7 @@ Status RoutedBoundaries::State::CheckLabel(const PacketInfo& info) const {
 
 torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, bool count) {
   PhaseClock clock;
-  BoundaryTime uncounted;
-  BoundaryTime& time = count ? report.time : uncounted;
+  BoundaryTime time;
   const int64_t rows = input.size(0);
   activation =
       input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
@@ -207,9 +216,7 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   // the activation is still in cache from routing, rather than from memory after the later
   // stages have run.
   if (count && !map->frozen()) {
-    std::fill(act_scores.begin(), act_scores.end(), 0.0f);
-    for (int64_t r = 0; r < rows; ++r)
-      simd::AddAbs(a.Row(static_cast<size_t>(r)), cols, act_scores.data());
+    ColumnAbsSums();
     clock.Lap(&time.map_update);
   }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
@@ -224,17 +231,21 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
       Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
       boundary);
   clock.Lap(&time.scatter);
-  if (count) report.route_seconds += clock.Total();
+  if (count) {
+    report.time.Add(time);
+    report.route_seconds += clock.Total();
+  }
   return received.reshape(input.sizes()).to(input.dtype());
 }
 
 torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_output) {
   PhaseClock clock;
-  BoundaryTime& time = report.time;
+  BoundaryTime time;
   const int64_t rows = activation.size(0);
   const auto num_rows = static_cast<size_t>(rows);
   torch::Tensor g =
       grad_output.to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
+  clock.Lap(&time.gradient_encode);
   const float* g_data = g.data_ptr<float>();
   const uint64_t dense_bytes = num_rows * cols * sizeof(float);
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
@@ -297,9 +308,11 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     const float inv_rows = 1.0f / static_cast<float>(rows);
     // Every entry first with the summary standing in for its gradient, which has a closed
     // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry;
-    // RouteForward took them.
+    // RouteForward took them, unless the map was frozen then (or this is a second backward of
+    // one forward, which finds them in place).
+    if (act_sums_forward != forwards) ColumnAbsSums();
     for (size_t j = 0; j < cols; ++j) {
-      act_scores[j] *= inv_rows;
+      act_scores[j] = act_sums[j] * inv_rows;
       grad_scores[j] = have_summary ? summary[j] : 0.0f;
       taylor_scores[j] = have_summary ? act_scores[j] * summary[j] : 0.0f;
     }
@@ -331,6 +344,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
   }
   clock.Lap(&time.map_update);
+  report.time.Add(time);
   report.route_seconds += clock.Total();
   return grad_input.reshape(grad_output.sizes()).to(grad_output.dtype());
 }
@@ -453,6 +467,7 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   link_options.model.fault_seed = fault_seed + 1;
   SPARSELINK_ASSIGN_OR_RETURN(state->backward_link, MakeLink(link_options));
   state->summary.assign(state->cols, 0.0f);
+  state->act_sums.assign(state->cols, 0.0f);
   state->act_scores.assign(state->cols, 0.0f);
   state->grad_scores.assign(state->cols, 0.0f);
   state->taylor_scores.assign(state->cols, 0.0f);

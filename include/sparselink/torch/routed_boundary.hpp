@@ -102,8 +102,8 @@ struct RoutedBoundaryOptions {
 // to route_seconds. Forward: the sender routes and encodes, the packet crosses the link and the
 // receiver decodes it, then scatters it into the dense tensor of the next stage. Backward: the
 // receiver's summary (every summary_every steps: its map update and the summary packet), the
-// gradient gathered at the mask and encoded, its link crossing and decode, the sender's
-// scatter into the dense gradient, and the sender's map update.
+// gradient (converted to contiguous fp32,) gathered at the mask and encoded, its link crossing and
+// decode, the sender's scatter into the dense gradient, and the sender's map update.
 struct BoundaryTime {
   double route_encode = 0;
   double forward_link_decode = 0;
@@ -113,6 +113,17 @@ struct BoundaryTime {
   double backward_link_decode = 0;
   double scatter_at_mask = 0;
   double map_update = 0;
+
+  void Add(const BoundaryTime& t) {
+    route_encode += t.route_encode;
+    forward_link_decode += t.forward_link_decode;
+    scatter += t.scatter;
+    summary += t.summary;
+    gradient_encode += t.gradient_encode;
+    backward_link_decode += t.backward_link_decode;
+    scatter_at_mask += t.scatter_at_mask;
+    map_update += t.map_update;
+  }
 };
 
 // One boundary's counters and history, for the report.
