@@ -138,6 +138,25 @@ TEST(RoutedBoundary, StructuredMapUpdateUsesTheSharedColumns) {
   ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
 }
 
+// An evaluation forward between a training forward and its backward (a validation batch
+// run mid-step) routes on its own buffers: the backward still uses the training step's mask.
+TEST(RoutedBoundary, EvaluationForwardBetweenForwardAndBackwardLeavesTheStepAlone) {
+  torch::manual_seed(12);
+  auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.1), nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::Tensor x = torch::randn({16, 100}, torch::requires_grad());
+  torch::Tensor w = torch::randn({16, 100});
+  torch::Tensor y = (*hook)->Forward(0, x, true);
+  const torch::Tensor z = torch::randn({16, 100});
+  const torch::Tensor routed_z = (*hook)->Forward(0, z, false);
+  EXPECT_TRUE(torch::equal(routed_z, z * MagnitudeMask(z, 10)));
+  (y * w).sum().backward();
+  const torch::Tensor mask = MagnitudeMask(x.detach(), 10);
+  EXPECT_TRUE(torch::equal(x.grad(), w * mask));
+  const torch::Tensor kept = (y != 0).to(torch::kFloat);
+  ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
+}
+
 TEST(RoutedBoundary, QuantizedCodecsStayCloseToTheExactGradient) {
   torch::manual_seed(3);
   RoutedBoundaryOptions options = Lossless(RoutingPolicy::kMagnitude, 0.25);

@@ -88,6 +88,10 @@ struct RoutedBoundaries::State {
   RoutedTensor receiver_mask;
   torch::Tensor activation;
   torch::Tensor received;
+  // An uncounted forward (evaluation, or no grad) routes into these instead, so one that
+  // comes between a training forward and its backward leaves that step's masks alone.
+  RoutedTensor eval_sender_mask;
+  RoutedTensor eval_receiver_mask;
   int64_t max_rows = 0;        // largest training batch seen: negotiations size steps by it
   uint64_t forwards = 0;       // training forwards so far; a backward must answer the last one
   std::vector<float> summary;  // per neuron, the receiver's last mean |g|
@@ -197,9 +201,12 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   PhaseClock clock;
   BoundaryTime time;
   const int64_t rows = input.size(0);
-  activation =
+  RoutedTensor& sent = count ? sender_mask : eval_sender_mask;
+  RoutedTensor& arrived = count ? receiver_mask : eval_receiver_mask;
+  torch::Tensor scored =
       input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
-  const ConstMatrix a{activation.data_ptr<float>(), static_cast<size_t>(rows), cols};
+  if (count) activation = scored;
+  const ConstMatrix a{scored.data_ptr<float>(), static_cast<size_t>(rows), cols};
   const bool use_map = options->policy == RoutingPolicy::kSensitivity ||
                        options->policy == RoutingPolicy::kStructured;
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
@@ -209,7 +216,7 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
                               {.index_codec = options->index_codec,
                                .zstd = options->zstd,
                                .zstd_level = options->zstd_level},
-                              &sender_mask, &packet),
+                              &sent, &packet),
                boundary);
   clock.Lap(&time.route_encode);
   // The sender's map update (RouteBackward) needs the column sums of |a|: taken now, while
@@ -220,22 +227,22 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
     clock.Lap(&time.map_update);
   }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
-  receiver_mask = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
-                          [](std::span<const uint8_t> bytes, PacketInfo* info) {
-                            return DecodeActivation(bytes, {}, info);
-                          })
-                      .value();
+  arrived = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
+                    [](std::span<const uint8_t> bytes, PacketInfo* info) {
+                      return DecodeActivation(bytes, {}, info);
+                    })
+                .value();
   clock.Lap(&time.forward_link_decode);
-  received = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
-  ThrowIfError(
-      Scatter(receiver_mask, {received.data_ptr<float>(), static_cast<size_t>(rows), cols}),
-      boundary);
+  torch::Tensor dense = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
+  ThrowIfError(Scatter(arrived, {dense.data_ptr<float>(), static_cast<size_t>(rows), cols}),
+               boundary);
   clock.Lap(&time.scatter);
   if (count) {
+    received = dense;
     report.time.Add(time);
     report.route_seconds += clock.Total();
   }
-  return received.reshape(input.sizes()).to(input.dtype());
+  return dense.reshape(input.sizes()).to(input.dtype());
 }
 
 torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_output) {
