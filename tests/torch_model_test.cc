@@ -215,6 +215,34 @@ TEST(Trainer, GradientsFlowThroughTheHook) {
   EXPECT_GT((*stages)[0]->parameters()[0].grad().abs().max().item<float>(), 0.0f);
 }
 
+// Micro-batches: each batch crosses the hook as M forwards and backwards, the gradients add up
+// to the whole batch's, and the optimizer steps once per batch; so the trained weights match
+// the run without micro-batches up to float rounding.
+TEST(Trainer, MicroBatchesAccumulateToTheBatchGradient) {
+  const Dataset train = SeparableDataset(512, 7);
+  const Dataset test = SeparableDataset(100, 8);
+  auto trained = [&](int64_t micro_batches, RecordingHook* hook) {
+    torch::manual_seed(3);
+    auto stages = SplitMlp({784, 32, 16, 10}, 3);
+    EXPECT_TRUE(stages.ok());
+    const TrainOptions options{
+        .epochs = 1, .batch_size = 64, .micro_batches = micro_batches, .eval_batch_size = 100};
+    EXPECT_TRUE(Train(*stages, train, test, options, hook).ok());
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : StageParameters(*stages)) flat.push_back(p.detach().flatten());
+    return torch::cat(flat);
+  };
+  RecordingHook whole, split;
+  const torch::Tensor a = trained(1, &whole);
+  const torch::Tensor b = trained(3, &split);  // 64 rows as 21 + 21 + 22
+  EXPECT_LT((a - b).abs().max().item<float>(), 1e-4f);
+  EXPECT_GT(a.abs().max().item<float>(), 0.01f);
+  EXPECT_EQ(whole.steps, 8);
+  EXPECT_EQ(split.steps, 8);  // one optimizer step per batch
+  EXPECT_EQ(whole.training_calls, 2 * 8);
+  EXPECT_EQ(split.training_calls, 2 * 8 * 3);  // each micro-batch crosses both boundaries
+}
+
 TEST(Trainer, RejectsBadOptions) {
   torch::manual_seed(1);
   auto stages = SplitMlp({784, 8, 10}, 1);
@@ -223,6 +251,12 @@ TEST(Trainer, RejectsBadOptions) {
   EXPECT_FALSE(Train(*stages, data, data, TrainOptions{.epochs = 0}).ok());
   EXPECT_FALSE(Train(*stages, data, data, TrainOptions{.batch_size = 0}).ok());
   EXPECT_FALSE(Train(*stages, data, data, TrainOptions{.learning_rate = -1.0}).ok());
+  for (int64_t micro_batches : {int64_t{0}, int64_t{129}}) {
+    const auto bad = Train(*stages, data, data, TrainOptions{.micro_batches = micro_batches});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("micro_batches"), std::string::npos)
+        << bad.status().ToString();
+  }
   Stages none;
   EXPECT_FALSE(Train(none, data, data, TrainOptions{}).ok());
   EXPECT_FALSE(Train(*stages, Dataset{}, data, TrainOptions{}).ok());

@@ -99,7 +99,12 @@ int main(int argc, char** argv) {
   train->add_option("--stages", train_options.stages, "pipeline stages")->check(CLI::Range(1, 64));
   train->add_option("--epochs", train_options.epochs, "training epochs")
       ->check(CLI::Range(1, 1000));
-  train->add_option("--batch", train_options.batch, "micro-batch size")
+  train->add_option("--batch", train_options.batch, "samples per optimizer step")
+      ->check(CLI::Range(1, 65536));
+  train
+      ->add_option("--micro-batches", train_options.micro_batches,
+                   "each batch crosses the boundaries as this many micro-batches (forward and "
+                   "backward each, gradients accumulated); <= --batch")
       ->check(CLI::Range(1, 65536));
   train->add_option("--seed", train_options.seed, "seed of init, shuffling and random routing");
   train->add_option("--threads", train_options.threads, "LibTorch/OpenBLAS threads")

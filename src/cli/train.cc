@@ -184,6 +184,11 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--link-tries", options.link_tries,
                                 "must be >= 1"));
   }
+  if (options.micro_batches < 1 || options.micro_batches > options.batch) {
+    return Fail(err,
+                FieldError(ErrorCode::kInvalidArgument, "--micro-batches", options.micro_batches,
+                           "must be in [1, --batch = " + std::to_string(options.batch) + "]"));
+  }
   if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
@@ -208,6 +213,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
 
   const ta::TrainOptions train_options{.epochs = options.epochs,
                                        .batch_size = options.batch,
+                                       .micro_batches = options.micro_batches,
                                        .seed = options.seed,
                                        .num_threads = options.threads,
                                        .max_train_samples = options.max_train_samples};
@@ -222,6 +228,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                       {"stages", options.stages},
                       {"epochs", options.epochs},
                       {"batch", options.batch},
+                      {"micro_batches", options.micro_batches},
                       {"seed", options.seed},
                       {"threads", options.threads},
                       {"link_bandwidth_bits_per_s", *bandwidth},

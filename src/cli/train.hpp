@@ -27,6 +27,7 @@ struct TrainCliOptions {
   int stages = 4;
   int epochs = 5;
   int batch = 128;
+  int micro_batches = 1;  // each batch crosses the boundaries as this many micro-batches
   uint64_t seed = 1;
   int threads = 2;
   std::string link_bandwidth = "100Mbit";

@@ -92,7 +92,8 @@ struct RoutedBoundaries::State {
   // comes between a training forward and its backward leaves that step's masks alone.
   RoutedTensor eval_sender_mask;
   RoutedTensor eval_receiver_mask;
-  int64_t max_rows = 0;        // largest training batch seen: negotiations size steps by it
+  int64_t max_rows = 0;        // most rows a training step has sent: negotiations size steps by it
+  int64_t step_rows = 0;       // rows of this step's training forwards so far (all micro-batches)
   uint64_t forwards = 0;       // training forwards so far; a backward must answer the last one
   std::vector<float> summary;  // per neuron, the receiver's last mean |g|
   bool have_summary = false;
@@ -365,7 +366,8 @@ class RouteFunction : public torch::autograd::Function<RouteFunction> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor input, int64_t state_address) {
     auto* state = reinterpret_cast<RoutedBoundaries::State*>(state_address);
     state->forwards += 1;
-    state->max_rows = std::max(state->max_rows, input.size(0));
+    state->step_rows += input.size(0);
+    state->max_rows = std::max(state->max_rows, state->step_rows);
     ctx->saved_data["state"] = state_address;
     ctx->saved_data["forward"] = static_cast<int64_t>(state->forwards);
     return state->RouteForward(input, /*count=*/true);
@@ -519,7 +521,9 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
 
 void RoutedBoundaries::OnStepEnd(int64_t step) {
   for (auto& state : states_) {
-    if (state) state->step = step + 1;
+    if (!state) continue;
+    state->step = step + 1;
+    state->step_rows = 0;
   }
   if (options_.keep || options_.policy == RoutingPolicy::kDense) return;
   if ((step + 1) % options_.negotiate_every != 0) return;

@@ -62,6 +62,10 @@ Status CheckOptions(const Stages& stages, const Dataset& train, const Dataset& t
     return FieldError(ErrorCode::kInvalidArgument, "batch_size", options.batch_size,
                       "must be >= 1");
   }
+  if (options.micro_batches < 1 || options.micro_batches > options.batch_size) {
+    return FieldError(ErrorCode::kInvalidArgument, "micro_batches", options.micro_batches,
+                      "must be in [1, batch_size = " + std::to_string(options.batch_size) + "]");
+  }
   if (options.eval_batch_size < 1) {
     return FieldError(ErrorCode::kInvalidArgument, "eval_batch_size", options.eval_batch_size,
                       "must be >= 1");
@@ -144,20 +148,33 @@ Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& t
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
       }
       optimizer->zero_grad();
-      const torch::Tensor logits = ForwardStages(stages, images, hook, /*training=*/true);
-      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, labels);
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        return FieldError(ErrorCode::kNonFinite, "loss", loss_value,
-                          "at epoch " + std::to_string(epoch) + " step " + std::to_string(step));
+      // Micro-batches: rows [m * size / M, (m + 1) * size / M) of the batch, forward and
+      // backward each; the losses are weighted by their share so the gradients add up to
+      // the whole batch's mean loss.
+      const int64_t size = images.size(0);
+      const int64_t parts = std::min(options.micro_batches, size);
+      double batch_loss = 0.0;
+      for (int64_t m = 0; m < parts; ++m) {
+        const int64_t from = m * size / parts;
+        const int64_t to = (m + 1) * size / parts;
+        const torch::Tensor part_labels = labels.slice(0, from, to);
+        const torch::Tensor logits =
+            ForwardStages(stages, images.slice(0, from, to), hook, /*training=*/true);
+        torch::Tensor loss = torch::nn::functional::cross_entropy(logits, part_labels);
+        if (parts > 1) loss = loss * (static_cast<double>(to - from) / static_cast<double>(size));
+        const double loss_value = loss.item<double>();
+        if (!std::isfinite(loss_value)) {
+          return FieldError(ErrorCode::kNonFinite, "loss", loss_value,
+                            "at epoch " + std::to_string(epoch) + " step " + std::to_string(step));
+        }
+        loss.backward();
+        batch_loss += loss_value;
+        correct += logits.detach().argmax(1).eq(part_labels).sum().item<int64_t>();
       }
-      loss.backward();
       optimizer->step();
       hook->OnStepEnd(step);
       ++step;
-
-      loss_sum += loss_value;
-      correct += logits.detach().argmax(1).eq(labels).sum().item<int64_t>();
+      loss_sum += batch_loss;
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
 

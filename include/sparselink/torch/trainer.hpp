@@ -70,6 +70,11 @@ enum class LrSchedule { kConstant, kCosine };
 struct TrainOptions {
   int epochs = 5;
   int64_t batch_size = 128;
+  // Each batch crosses the stages (and their boundaries) as this many micro-batches of about
+  // equal size, each with its own forward and backward; their gradients add up to the batch's
+  // (each loss weighted by its share of the batch) and the optimizer steps once per batch.
+  // In [1, batch_size].
+  int64_t micro_batches = 1;
   OptimizerKind optimizer = OptimizerKind::kSgdMomentum;
   double learning_rate = 0.05;  // SGD with momentum: 0.05 for both models; Adam: 1e-3
   LrSchedule schedule = LrSchedule::kCosine;
