@@ -216,31 +216,58 @@ TEST(Trainer, GradientsFlowThroughTheHook) {
 }
 
 // Micro-batches: each batch crosses the hook as M forwards and backwards, the gradients add up
-// to the whole batch's, and the optimizer steps once per batch; so the trained weights match
-// the run without micro-batches up to float rounding.
+// to the whole batch's (each part's loss weighted by its share), and the optimizer steps once
+// per batch; so the trained weights match the run without micro-batches up to float rounding.
+// Cases: even parts; very unequal parts (5 rows as 1 + 1 + 1 + 2, where weighting each part
+// by 1/M instead of its share would move the weights at first order); and a last batch of 2
+// rows, fewer than M.
 TEST(Trainer, MicroBatchesAccumulateToTheBatchGradient) {
-  const Dataset train = SeparableDataset(512, 7);
-  const Dataset test = SeparableDataset(100, 8);
-  auto trained = [&](int64_t micro_batches, RecordingHook* hook) {
-    torch::manual_seed(3);
-    auto stages = SplitMlp({784, 32, 16, 10}, 3);
-    EXPECT_TRUE(stages.ok());
-    const TrainOptions options{
-        .epochs = 1, .batch_size = 64, .micro_batches = micro_batches, .eval_batch_size = 100};
-    EXPECT_TRUE(Train(*stages, train, test, options, hook).ok());
-    std::vector<torch::Tensor> flat;
-    for (const auto& p : StageParameters(*stages)) flat.push_back(p.detach().flatten());
-    return torch::cat(flat);
+  struct Case {
+    int64_t samples, batch, micro_batches, steps;
   };
-  RecordingHook whole, split;
-  const torch::Tensor a = trained(1, &whole);
-  const torch::Tensor b = trained(3, &split);  // 64 rows as 21 + 21 + 22
-  EXPECT_LT((a - b).abs().max().item<float>(), 1e-4f);
-  EXPECT_GT(a.abs().max().item<float>(), 0.01f);
-  EXPECT_EQ(whole.steps, 8);
-  EXPECT_EQ(split.steps, 8);  // one optimizer step per batch
-  EXPECT_EQ(whole.training_calls, 2 * 8);
-  EXPECT_EQ(split.training_calls, 2 * 8 * 3);  // each micro-batch crosses both boundaries
+  for (const Case c : {Case{512, 64, 4, 8}, Case{5, 5, 4, 1}, Case{130, 64, 3, 3}}) {
+    const Dataset train = SeparableDataset(c.samples, 7);
+    const Dataset test = SeparableDataset(100, 8);
+    auto trained = [&](int64_t micro_batches, RecordingHook* hook) {
+      torch::manual_seed(3);
+      auto stages = SplitMlp({784, 32, 16, 10}, 3);
+      EXPECT_TRUE(stages.ok());
+      const TrainOptions options{.epochs = 1,
+                                 .batch_size = c.batch,
+                                 .micro_batches = micro_batches,
+                                 .learning_rate = 0.5,
+                                 .schedule = LrSchedule::kConstant,
+                                 .eval_batch_size = 100};
+      EXPECT_TRUE(Train(*stages, train, test, options, hook).ok());
+      std::vector<torch::Tensor> flat;
+      for (const auto& p : StageParameters(*stages)) flat.push_back(p.detach().flatten());
+      return torch::cat(flat);
+    };
+    torch::manual_seed(3);
+    auto init = SplitMlp({784, 32, 16, 10}, 3);
+    ASSERT_TRUE(init.ok());
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : StageParameters(*init)) flat.push_back(p.detach().flatten());
+    const torch::Tensor start = torch::cat(flat);
+    RecordingHook whole, split;
+    const torch::Tensor a = trained(1, &whole);
+    const torch::Tensor b = trained(c.micro_batches, &split);
+    SCOPED_TRACE(::testing::Message()
+                 << c.samples << " samples, batch " << c.batch << ", M " << c.micro_batches);
+    // Float rounding differs with the summation order; a wrong weighting moves the weights by
+    // a tenth of their step or more.
+    const float moved = (a - start).abs().max().item<float>();
+    EXPECT_GT(moved, 1e-2f);
+    EXPECT_LT((a - b).abs().max().item<float>(), 1e-3f * moved);
+    EXPECT_EQ(whole.steps, c.steps);
+    EXPECT_EQ(split.steps, c.steps);  // one optimizer step per batch
+    EXPECT_EQ(whole.training_calls, 2 * c.steps);
+    int64_t crossings = 0;
+    for (int64_t begin = 0; begin < c.samples; begin += c.batch) {
+      crossings += std::min(c.micro_batches, std::min(c.batch, c.samples - begin));
+    }
+    EXPECT_EQ(split.training_calls, 2 * crossings);  // each part crosses both boundaries
+  }
 }
 
 TEST(Trainer, RejectsBadOptions) {

@@ -234,6 +234,43 @@ TEST(RoutedBoundary, NegotiatesEveryKStepsAndRecordsHistory) {
   EXPECT_GE(report.contract.version, 1u);
 }
 
+// A link budget caps the bytes of an optimizer step however many micro-batches it crosses
+// as: every packet's header, table, checksum and per-row scales are priced, so once a
+// contract is negotiated each step's wire bytes stay within the budget, with 1 micro-batch
+// per step and with 4 (no zstd: the byte model is then the codec's, up to the varint gaps).
+TEST(RoutedBoundary, LinkBudgetHoldsPerStepWithMicroBatches) {
+  constexpr double kBudget = 6000;
+  for (int64_t micro : {1, 4}) {
+    torch::manual_seed(13);
+    RoutedBoundaryOptions options{.policy = RoutingPolicy::kSensitivity,
+                                  .negotiate_every = 1,
+                                  .summary_every = 1000000,  // step 0 only: not priced
+                                  .initial_keep = 0.5,
+                                  .link_budget_bytes_per_step = kBudget};
+    auto hook = RoutedBoundaries::Create(options, nullptr);
+    ASSERT_TRUE(hook.ok());
+    uint64_t before = 0;
+    for (int64_t step = 0; step < 8; ++step) {
+      const torch::Tensor x = torch::rand({64, 256});
+      const torch::Tensor w = torch::randn({64, 256});
+      for (int64_t m = 0; m < micro; ++m) {
+        const int64_t from = m * 64 / micro;
+        const int64_t to = (m + 1) * 64 / micro;
+        torch::Tensor part = x.slice(0, from, to).clone().requires_grad_(true);
+        ((*hook)->Forward(0, part, true) * w.slice(0, from, to)).sum().backward();
+      }
+      (*hook)->OnStepEnd(step);
+      const BoundaryReport report = (*hook)->Report().at(0);
+      const uint64_t bytes = report.forward_wire_bytes + report.backward_wire_bytes;
+      if (step > 0) {
+        EXPECT_LE(static_cast<double>(bytes - before), kBudget) << micro << " " << step;
+        EXPECT_GT(static_cast<double>(bytes - before), 0.8 * kBudget) << micro << " " << step;
+      }
+      before = bytes;
+    }
+  }
+}
+
 TEST(RoutedBoundary, EvaluationRoutesWithoutCounting) {
   auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.5), nullptr);
   ASSERT_TRUE(hook.ok());

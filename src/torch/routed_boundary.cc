@@ -92,10 +92,12 @@ struct RoutedBoundaries::State {
   // comes between a training forward and its backward leaves that step's masks alone.
   RoutedTensor eval_sender_mask;
   RoutedTensor eval_receiver_mask;
-  int64_t max_rows = 0;        // most rows a training step has sent: negotiations size steps by it
-  int64_t step_rows = 0;       // rows of this step's training forwards so far (all micro-batches)
-  uint64_t forwards = 0;       // training forwards so far; a backward must answer the last one
-  std::vector<float> summary;  // per neuron, the receiver's last mean |g|
+  int64_t max_rows = 0;      // most rows a training step has sent: negotiations size steps by it
+  int64_t step_rows = 0;     // rows of this step's training forwards so far (all micro-batches)
+  int64_t step_packets = 0;  // training forwards of this step so far (its micro-batches)
+  int64_t packets_per_step = 1;  // most training forwards a step has made
+  uint64_t forwards = 0;         // training forwards so far; a backward must answer the last one
+  std::vector<float> summary;    // per neuron, the receiver's last mean |g|
   bool have_summary = false;
   int64_t step = 0;
 
@@ -116,6 +118,10 @@ struct RoutedBoundaries::State {
                uint64_t* wire_counter, const Decode& decode)
       -> std::invoke_result_t<Decode, std::span<const uint8_t>, PacketInfo*>;
   Status CheckLabel(const PacketInfo& info) const;
+  // Rows of one of a step's packets: the step's rows over its micro-batches, rounded up.
+  size_t PacketRows() const {
+    return static_cast<size_t>((max_rows + packets_per_step - 1) / packets_per_step);
+  }
   // act_sums from `activation`, stamped with the current training forward.
   void ColumnAbsSums() {
     std::fill(act_sums.begin(), act_sums.end(), 0.0f);
@@ -360,14 +366,17 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 namespace {
 class RouteFunction : public torch::autograd::Function<RouteFunction> {
  public:
-  // The boundary keeps one step in flight (its masks and activation), so a backward must
-  // answer the latest training forward; a second forward before it (gradient accumulation,
+  // The boundary keeps one forward in flight (its masks and activation), so a backward must
+  // answer the latest training forward; micro-batches that each run forward then backward
+  // are fine, but a second forward before the backward (interleaved micro-batches,
   // recomputation) is refused rather than paired with the wrong mask.
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor input, int64_t state_address) {
     auto* state = reinterpret_cast<RoutedBoundaries::State*>(state_address);
     state->forwards += 1;
     state->step_rows += input.size(0);
     state->max_rows = std::max(state->max_rows, state->step_rows);
+    state->step_packets += 1;
+    state->packets_per_step = std::max(state->packets_per_step, state->step_packets);
     ctx->saved_data["state"] = state_address;
     ctx->saved_data["forward"] = static_cast<int64_t>(state->forwards);
     return state->RouteForward(input, /*count=*/true);
@@ -514,7 +523,7 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
     }
     return activation;
   }
-  if (!training || !activation.requires_grad())
+  if (!training || !activation.requires_grad() || !torch::GradMode::is_enabled())
     return state.RouteForward(activation, /*count=*/false);
   return RouteFunction::apply(activation, reinterpret_cast<int64_t>(&state));
 }
@@ -524,6 +533,7 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
     if (!state) continue;
     state->step = step + 1;
     state->step_rows = 0;
+    state->step_packets = 0;
   }
   if (options_.keep || options_.policy == RoutingPolicy::kDense) return;
   if ((step + 1) % options_.negotiate_every != 0) return;
@@ -542,11 +552,16 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
       if (!state || state->max_rows == 0) continue;
       const double floor_keep = options_.negotiator.keep_min;
       Contract probe = state->contract;
-      const auto rows = static_cast<size_t>(state->max_rows);
+      // A step of M micro-batches is M packets each way, each with its own header, table,
+      // checksum and per-row scales: priced as M packets of the step's rows / M.
+      const auto packets = static_cast<size_t>(state->packets_per_step);
+      const size_t packet_rows = state->PacketRows();
+      const size_t rows = packets * packet_rows;
       const auto cost = [&](double keep) {
         probe.keep = keep;
-        return EstimateStepBytes(probe, rows, state->cols, /*with_gradient=*/true,
-                                 options_.gradient_codec);
+        return static_cast<double>(packets) * EstimateStepBytes(probe, packet_rows, state->cols,
+                                                                /*with_gradient=*/true,
+                                                                options_.gradient_codec);
       };
       const double low_keep = floor_keep;
       const double high_keep = std::min(1.0, 2 * floor_keep);
@@ -580,14 +595,17 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
   }
   for (auto& state : states_) {
     if (!state || state->max_rows == 0) continue;  // no training step has crossed it yet
+    // The negotiator prices one packet pair; a step of M micro-batches gets 1/M of the cap
+    // for each of its M packets of the step's rows / M.
     auto record = state->negotiator->Negotiate(
         {.map = &*state->map,
-         .link_bytes_per_step = state->link_cap_bytes,
+         .link_bytes_per_step =
+             state->link_cap_bytes / static_cast<double>(state->packets_per_step),
          .gradient_codec = options_.gradient_codec,
          .link_budget_reason = options_.link_budget_bytes_per_step > 0
                                    ? BoundBy::kSharedBudget
                                    : BoundBy::kSenderLinkBudget},
-        {.map = &*state->receiver_map}, static_cast<size_t>(state->max_rows), state->cols,
+        {.map = &*state->receiver_map}, state->PacketRows(), state->cols,
         static_cast<uint64_t>(step + 1));
     ThrowIfError(record.status(), state->boundary);
     state->contract = state->negotiator->contract();

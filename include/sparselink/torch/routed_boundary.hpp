@@ -1,6 +1,7 @@
 // RoutedBoundaries: the LibTorch adapter that puts the core library on every stage boundary.
 //
-// Forward (per boundary, per step): the sender's activation [N, ...] is flattened to
+// Forward (per boundary, per step, or per micro-batch when a step has several): the sender's
+// activation [N, ...] is flattened to
 // rows x cols, routed by the core Router under the boundary's contract, encoded into a real
 // wire-format packet, sent over the boundary's forward Link, received, decoded and scattered
 // into the dense tensor the receiver sees (zeros where dropped). Backward: the receiver's
@@ -8,10 +9,12 @@
 // set), encoded with the gradient codec, sent over the backward link, decoded and scattered
 // into dL/dy. This is the exact gradient of the routed forward (d(m*y)/dy = m) up to the
 // gradient codec's rounding. Every `summary_every` steps the receiver also sends its summary
-// (per-neuron mean |g|, fp16) so that dropped neurons keep being scored; the sender's map is
-// updated every step from |a*g| on kept entries and |a|*summary on dropped ones. Every
-// `negotiate_every` steps each boundary renegotiates its contract (auto keep), after the
-// BudgetAllocator splits a shared link budget when one is set.
+// (per-neuron mean |g|, fp16; one per micro-batch of that step) so that dropped neurons keep
+// being scored; the sender's map is updated after every backward from |a*g| on kept entries
+// and |a|*summary on dropped ones. Every `negotiate_every` steps each boundary renegotiates its
+// contract (auto keep), after the BudgetAllocator splits a shared link budget when one is set;
+// both price a step as the packets it sent (one pair per micro-batch), so a budget caps the
+// bytes of a step however it is split.
 //
 // Link faults (LinkModel.loss_rate / corrupt_rate): every packet carries an XXH3 checksum, so
 // a flipped byte makes its decoder fail. The receiver never uses such a packet: it re-requests

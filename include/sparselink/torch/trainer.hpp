@@ -1,9 +1,10 @@
 // Dense end-to-end trainer for stage-split models, with a hook at every stage boundary.
 //
-// One training step: x_0 = images; for s = 0..S-1: y_s = stage_s(x_s); if s < S-1,
-// x_{s+1} = hook.Forward(s, y_s, training); loss = cross_entropy(y_{S-1}, labels); backward
-// through the whole chain (hooks included); one optimizer step over every stage's parameters;
-// hook.OnStepEnd(step).
+// One training step: for each of the batch's micro_batches parts (one by default):
+// x_0 = images of the part; for s = 0..S-1: y_s = stage_s(x_s); if s < S-1,
+// x_{s+1} = hook.Forward(s, y_s, training); loss = cross_entropy(y_{S-1}, labels) times the
+// part's share of the batch; backward through the whole chain (hooks included). Then one
+// optimizer step over every stage's parameters and hook.OnStepEnd(step).
 //
 // Defaults: SGD with momentum 0.9, lr 0.05, cosine decay to 0 over the run, batch 128: the one
 // setting that reaches the targets for both models. Measured on Fashion-MNIST, 4 stages, 2
@@ -36,7 +37,9 @@
 namespace sparselink::torch_adapter {
 
 // What sits on a boundary between two stages. The trainer calls Forward on the output of every
-// stage but the last, in stage order, once per batch; the result is the next stage's input.
+// stage but the last, in stage order, once per micro-batch (once per batch by default), each
+// training Forward followed by its backward before the next; the result is the next stage's
+// input.
 //
 // `activation` is an autograd tensor (requires_grad in training) of the sender's output, e.g.
 // [N, 1024] for the MLP or [N, 32, 14, 14] for the CNN; the returned tensor must keep the
