@@ -155,6 +155,13 @@ TEST(RoutedBoundary, EvaluationForwardBetweenForwardAndBackwardLeavesTheStepAlon
   EXPECT_TRUE(torch::equal(x.grad(), w * mask));
   const torch::Tensor kept = (y != 0).to(torch::kFloat);
   ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
+  // The receiver's map (step 0 is a summary step): Taylor on what it received for x, with
+  // its dense gradient, over its maximum.
+  const torch::Tensor received = (x.detach() * kept).abs() * w.abs();
+  const torch::Tensor want = received.mean(0) / received.mean(0).max();
+  const std::vector<float> receiver = (*hook)->Report().at(0).receiver_sensitivity;
+  ASSERT_EQ(receiver.size(), 100u);
+  for (int64_t j = 0; j < 100; ++j) EXPECT_NEAR(receiver[j], want[j].item<float>(), 1e-5) << j;
 }
 
 TEST(RoutedBoundary, QuantizedCodecsStayCloseToTheExactGradient) {

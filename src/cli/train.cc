@@ -364,7 +364,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                                {"route_seconds", b.route_seconds},
                                {"route_seconds_by_phase", PhasesJson(b.time)},
                                {"history", history},
-                               {"sensitivity", b.sensitivity}});
+                               {"sensitivity", b.sensitivity},
+                               {"receiver_sensitivity", b.receiver_sensitivity}});
   }
   wire = forward_wire + backward_wire;
   const double dense_link_seconds =

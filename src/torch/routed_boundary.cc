@@ -633,6 +633,8 @@ std::vector<BoundaryReport> RoutedBoundaries::Report() const {
     r.history = state->negotiator->history();
     r.contract = state->contract;
     r.sensitivity.assign(state->map->values().begin(), state->map->values().end());
+    r.receiver_sensitivity.assign(state->receiver_map->values().begin(),
+                                  state->receiver_map->values().end());
     reports.push_back(std::move(r));
   }
   return reports;

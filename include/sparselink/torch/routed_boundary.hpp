@@ -149,8 +149,9 @@ struct BoundaryReport {
   double route_seconds = 0;          // routing + coding + link, wall clock, both directions
   BoundaryTime time;                 // route_seconds by phase
   std::vector<NegotiationRecord> history;
-  Contract contract;               // in force at the end
-  std::vector<float> sensitivity;  // the map at the end
+  Contract contract;                        // in force at the end
+  std::vector<float> sensitivity;           // the sender's map at the end
+  std::vector<float> receiver_sensitivity;  // the receiver's map of its inputs at the end
 };
 
 class RoutedBoundaries final : public BoundaryHook {
