@@ -84,6 +84,7 @@ TEST(Inspect, JsonIsOneObjectWithTheSameFields) {
   EXPECT_EQ(j["checksum_status"], "ok");
   EXPECT_EQ(j["sections"].size(), 4u);
   EXPECT_EQ(j["sections"][0]["id"], "index");
+  EXPECT_EQ(j["header"]["micro_batch"], 0);
   std::filesystem::remove(path);
 }
 

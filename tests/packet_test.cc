@@ -473,6 +473,32 @@ TEST(SummaryPacket, RoundTripsWithinFp16Error) {
   EXPECT_EQ(EncodeSummary(std::vector<float>{INFINITY}, {}, &packet).code(), ErrorCode::kNonFinite);
 }
 
+// The micro-batch of the label (header offset 28) crosses with every per-step packet; a
+// contract is per step, so its micro-batch must be 0 on both ends.
+TEST(Packet, MicroBatchLabelRoundTripsAndIsZeroForContracts) {
+  std::mt19937 rng(3);
+  const RoutedTensor t = MakeRouted(3, 40, 5, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+  const PacketLabel label{.boundary = 2, .contract_version = 4, .step = 9, .micro_batch = 3};
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(
+      EncodeActivation(t, MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt8), label, {}, &packet)
+          .ok());
+  EXPECT_EQ(InspectPacket(packet)->header.micro_batch, 3u);
+  const std::vector<float> values(t.num_kept(), 0.5f);
+  ASSERT_TRUE(EncodeGradient(t, values, ValueCodec::kInt8, label, {}, &packet).ok());
+  EXPECT_EQ(InspectPacket(packet)->header.micro_batch, 3u);
+  ASSERT_TRUE(EncodeSummary(std::vector<float>(4, 1.0f), label, &packet).ok());
+  EXPECT_EQ(InspectPacket(packet)->header.micro_batch, 3u);
+  const Status refused = EncodeContract(Contract{}, label, &packet);
+  EXPECT_TRUE(Contains(refused, "label.micro_batch = 3")) << refused.message();
+  ASSERT_TRUE(EncodeContract(Contract{}, {.step = 9}, &packet).ok());
+  packet[28] = 1;
+  Reseal(packet);
+  const auto decoded = DecodeContract(packet);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_TRUE(Contains(decoded.status(), "header.micro_batch = 1")) << decoded.status().message();
+}
+
 TEST(ContractPacket, RoundTripsEveryField) {
   Contract c;
   c.boundary = 7;
@@ -789,7 +815,6 @@ TEST(BadPacket, CraftedHeaderFieldsNameTheField) {
       {"unknown lossy codec", 9, 5, ErrorCode::kUnsupported, "header.lossy_codec = 5"},
       {"unknown rest", 10, 2, ErrorCode::kUnsupported, "header.rest = 2"},
       {"section count", 11, 5, ErrorCode::kCorruptPacket, "header.section_count = 5"},
-      {"reserved", 28, 1, ErrorCode::kCorruptPacket, "header.reserved = 1"},
       {"rows", 20, 4, ErrorCode::kCorruptPacket, "section[0].raw_bytes = 3"},
       {"cols zero", 24, 0, ErrorCode::kCorruptPacket, "header.cols = 0"},
       {"count_full", 40, 200, ErrorCode::kCorruptPacket, "header.count_full = 200"},

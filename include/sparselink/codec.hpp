@@ -70,6 +70,7 @@ struct PacketHeader {
   uint32_t boundary = 0;
   uint32_t contract_version = 0;
   uint64_t step = 0;
+  uint32_t micro_batch = 0;  // the micro-batch of the step (0 when a step is one batch)
   uint32_t rows = 0;
   uint32_t cols = 0;
   uint64_t count_full = 0;   // kept entries in the full tier (gradient: values; summary: units)
@@ -102,6 +103,7 @@ struct PacketLabel {
   uint32_t boundary = 0;
   uint32_t contract_version = 0;
   uint64_t step = 0;
+  uint32_t micro_batch = 0;  // which of the step's micro-batches (0 for a step of one)
 };
 
 // Encoders append nothing to `out` on error; on success `out` holds exactly one packet.

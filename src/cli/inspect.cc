@@ -116,7 +116,9 @@ void PrintText(const std::string& path, const PacketInfo& info, const std::strin
   out << "  format v" << int(h.version) << ", kind " << KindName(h.kind) << ", " << info.wire_bytes
       << " bytes\n";
   out << "  boundary " << h.boundary << ", contract version " << h.contract_version << ", step "
-      << h.step << "\n";
+      << h.step;
+  if (h.micro_batch != 0) out << ", micro-batch " << h.micro_batch;
+  out << "\n";
   out << "  shape " << h.rows << " x " << h.cols << ", granularity " << GranName(h.granularity)
       << ", rest " << RestName(h.rest) << ", index " << IndexName(h) << "\n";
   const Tiers tiers = DescribeTiers(h);
@@ -166,6 +168,7 @@ void PrintJson(const std::string& path, const PacketInfo& info, const std::strin
                    {"boundary", h.boundary},
                    {"contract_version", h.contract_version},
                    {"step", h.step},
+                   {"micro_batch", h.micro_batch},
                    {"rows", h.rows},
                    {"cols", h.cols},
                    {"granularity", GranName(h.granularity)},

@@ -119,7 +119,7 @@ enum HeaderOffset : size_t {
   kOffContractVersion = 16,
   kOffRows = 20,
   kOffCols = 24,
-  kOffReserved = 28,
+  kOffMicroBatch = 28,
   kOffStep = 32,
   kOffCountFull = 40,
   kOffCountLossy = 48,
@@ -269,6 +269,7 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
   Store<uint32_t>(p + kOffRows, header.rows);
   Store<uint32_t>(p + kOffCols, header.cols);
   Store<uint64_t>(p + kOffStep, header.step);
+  Store<uint32_t>(p + kOffMicroBatch, header.micro_batch);
   Store<uint64_t>(p + kOffCountFull, header.count_full);
   Store<uint64_t>(p + kOffCountLossy, header.count_lossy);
   Store<uint64_t>(p + kOffPacketBytes, total);
@@ -361,6 +362,7 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   h.boundary = label.boundary;
   h.contract_version = label.contract_version;
   h.step = label.step;
+  h.micro_batch = label.micro_batch;
   h.rows = routed.rows;
   h.cols = routed.cols;
   h.count_lossy = routed.CountTier(Tier::kLossy);
@@ -495,6 +497,7 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
   h.boundary = label.boundary;
   h.contract_version = label.contract_version;
   h.step = label.step;
+  h.micro_batch = label.micro_batch;
   h.rows = mask.rows;
   h.cols = mask.cols;
   h.count_full = values.size();
@@ -518,6 +521,7 @@ static PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label) {
   h.boundary = label.boundary;
   h.contract_version = label.contract_version;
   h.step = label.step;
+  h.micro_batch = label.micro_batch;
   return h;
 }
 
@@ -554,6 +558,10 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
 Status EncodeContract(const Contract& contract, const PacketLabel& label,
                       std::vector<uint8_t>* out) {
   SPARSELINK_RETURN_IF_ERROR(contract.Validate());
+  if (label.micro_batch != 0) {
+    return FieldError(ErrorCode::kInvalidArgument, "label.micro_batch", label.micro_batch,
+                      "must be 0 for a contract (a contract is per step)");
+  }
   PacketHeader h = LabelledHeader(PacketKind::kContract, label);
   std::vector<RawSection> sections(1);
   sections[0].id = SectionId::kContractBody;
@@ -598,8 +606,9 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
     return Unsupported("header.lossy_codec", p[kOffLossyCodec], "value codec");
   if (p[kOffRest] >= kNumRestPolicies)
     return Unsupported("header.rest", p[kOffRest], "rest policy");
-  const uint32_t reserved = Load<uint32_t>(p + kOffReserved);
-  if (reserved != 0) return Corrupt("header.reserved", reserved, "must be 0");
+  if (h.kind == PacketKind::kContract && h.micro_batch != 0) {
+    return Corrupt("header.micro_batch", h.micro_batch, "must be 0 for a contract packet");
+  }
 
   const std::string_view kind = PacketKindName(h.kind);
   const uint64_t entries = Entries(h);
@@ -785,6 +794,7 @@ Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits&
   h.boundary = Load<uint32_t>(p + kOffBoundary);
   h.contract_version = Load<uint32_t>(p + kOffContractVersion);
   h.step = Load<uint64_t>(p + kOffStep);
+  h.micro_batch = Load<uint32_t>(p + kOffMicroBatch);
   h.rows = Load<uint32_t>(p + kOffRows);
   h.cols = Load<uint32_t>(p + kOffCols);
   h.count_full = Load<uint64_t>(p + kOffCountFull);

@@ -96,6 +96,8 @@ struct RoutedBoundaries::State {
   int64_t step_rows = 0;     // rows of this step's training forwards so far (all micro-batches)
   int64_t step_packets = 0;  // training forwards of this step so far (its micro-batches)
   int64_t packets_per_step = 1;  // most training forwards a step has made
+  uint32_t train_micro = 0;      // micro-batch of the training forward in flight
+  uint32_t micro = 0;            // micro-batch of the packets now crossing (labels and checks)
   uint64_t forwards = 0;         // training forwards so far; a backward must answer the last one
   std::vector<float> summary;    // per neuron, the receiver's last mean |g|
   bool have_summary = false;
@@ -201,6 +203,10 @@ Status RoutedBoundaries::State::CheckLabel(const PacketInfo& info) const {
     return FieldError(ErrorCode::kCorruptPacket, "packet.step", info.header.step,
                       "expected " + std::to_string(step));
   }
+  if (info.header.micro_batch != micro) {
+    return FieldError(ErrorCode::kCorruptPacket, "packet.micro_batch", info.header.micro_batch,
+                      "expected " + std::to_string(micro));
+  }
   return Status::Ok();
 }
 
@@ -216,9 +222,11 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   const ConstMatrix a{scored.data_ptr<float>(), static_cast<size_t>(rows), cols};
   const bool use_map = options->policy == RoutingPolicy::kSensitivity ||
                        options->policy == RoutingPolicy::kStructured;
+  micro = count ? train_micro : 0;
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
-                          .step = static_cast<uint64_t>(step)};
+                          .step = static_cast<uint64_t>(step),
+                          .micro_batch = micro};
   ThrowIfError(RouteAndEncode(*router, a, use_map ? &*map : nullptr, contract, label,
                               {.index_codec = options->index_codec,
                                .zstd = options->zstd,
@@ -262,9 +270,11 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   clock.Lap(&time.gradient_encode);
   const float* g_data = g.data_ptr<float>();
   const uint64_t dense_bytes = num_rows * cols * sizeof(float);
+  micro = train_micro;
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
-                          .step = static_cast<uint64_t>(step)};
+                          .step = static_cast<uint64_t>(step),
+                          .micro_batch = micro};
 
   // Receiver, every `summary_every` steps: its own view of its inputs (Taylor on what it
   // received, with its dense gradient) and the summary for the sender. The receiver's map only
@@ -377,6 +387,7 @@ class RouteFunction : public torch::autograd::Function<RouteFunction> {
     state->max_rows = std::max(state->max_rows, state->step_rows);
     state->step_packets += 1;
     state->packets_per_step = std::max(state->packets_per_step, state->step_packets);
+    state->train_micro = static_cast<uint32_t>(state->step_packets - 1);
     ctx->saved_data["state"] = state_address;
     ctx->saved_data["forward"] = static_cast<int64_t>(state->forwards);
     return state->RouteForward(input, /*count=*/true);
