@@ -278,8 +278,9 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 
   // Receiver, every `summary_every` steps: its own view of its inputs (Taylor on what it
   // received, with its dense gradient) and the summary for the sender. The receiver's map only
-  // matters at negotiations, so it is sampled at the summary cadence rather than every step.
-  const bool summary_step = step % options->summary_every == 0;
+  // matters at negotiations, so it is sampled at the summary cadence rather than every step;
+  // a step of several micro-batches samples its first, so a step sends one summary.
+  const bool summary_step = step % options->summary_every == 0 && micro == 0;
   if (summary_step && !receiver_map->frozen()) {
     ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
                                       {g_data, num_rows, cols}),

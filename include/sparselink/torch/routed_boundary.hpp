@@ -9,7 +9,7 @@
 // set), encoded with the gradient codec, sent over the backward link, decoded and scattered
 // into dL/dy. This is the exact gradient of the routed forward (d(m*y)/dy = m) up to the
 // gradient codec's rounding. Every `summary_every` steps the receiver also sends its summary
-// (per-neuron mean |g|, fp16; one per micro-batch of that step) so that dropped neurons keep
+// (per-neuron mean |g|, fp16; from the step's first micro-batch) so that dropped neurons keep
 // being scored; the sender's map is updated after every backward from |a*g| on kept entries
 // and |a|*summary on dropped ones. Every `negotiate_every` steps each boundary renegotiates its
 // contract (auto keep), after the BudgetAllocator splits a shared link budget when one is set;
