@@ -473,6 +473,22 @@ TEST(SummaryPacket, RoundTripsWithinFp16Error) {
   EXPECT_EQ(EncodeSummary(std::vector<float>{INFINITY}, {}, &packet).code(), ErrorCode::kNonFinite);
 }
 
+// A non-finite gradient value is one error naming its index, wherever it sits (the vector
+// screen finds it, the scalar walk names it).
+TEST(GradientPacket, NonFiniteValueIsNamed) {
+  std::mt19937 rng(4);
+  const RoutedTensor t = MakeRouted(4, 64, 10, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+  for (size_t at : {size_t{0}, size_t{17}, size_t{39}}) {
+    std::vector<float> values(t.num_kept(), 0.25f);
+    values[at] = at == 17 ? INFINITY : NAN;
+    std::vector<uint8_t> packet;
+    const Status s = EncodeGradient(t, values, ValueCodec::kInt8, {}, {}, &packet);
+    EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
+    EXPECT_TRUE(Contains(s, "values[" + std::to_string(at) + "]")) << s.message();
+    EXPECT_TRUE(packet.empty());
+  }
+}
+
 // The micro-batch of the label (header offset 28) crosses with every per-step packet; a
 // contract is per step, so its micro-batch must be 0 on both ends.
 TEST(Packet, MicroBatchLabelRoundTripsAndIsZeroForContracts) {

@@ -159,6 +159,13 @@ TEST(SimdKernels, Int8QuantizerEqualsLroundIncludingHalfwayTies) {
         ASSERT_EQ(out[i], ScalarInt8(in[i], s)) << in[i] << " / " << s;
       }
     }
+    // Every length of a partial last vector: the same values, nothing written past n.
+    for (size_t n = 0; n <= 40; ++n) {
+      std::vector<int8_t> out(n + 64, int8_t{0x55});
+      QuantizeInt8(in.data() + 4099, n, 0.25f, out.data());  // the halfway points
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], ScalarInt8(in[4099 + i], 0.25f)) << n;
+      for (size_t i = n; i < out.size(); ++i) ASSERT_EQ(out[i], int8_t{0x55}) << n << " " << i;
+    }
     std::vector<int8_t> q(300);
     for (size_t i = 0; i < q.size(); ++i)
       q[i] = static_cast<int8_t>(static_cast<int>(i % 255) - 127);

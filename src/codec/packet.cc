@@ -477,10 +477,13 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
     return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
                       "must equal the mask's kept count " + std::to_string(mask.num_kept()));
   }
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (!std::isfinite(values[i])) {
-      return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(i) + "]", values[i],
-                        "must be finite");
+  // One vector screen; the scalar walk only runs to name the first bad value.
+  if (!simd::AllFinite(values.data(), values.size())) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!std::isfinite(values[i])) {
+        return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(i) + "]", values[i],
+                          "must be finite");
+      }
     }
   }
   std::vector<uint32_t> row_counts(mask.rows);

@@ -461,14 +461,26 @@ void QuantizeInt8(const float* HWY_RESTRICT in, size_t n, float scale, int8_t* H
     const auto half = hn::Set(dd, 0.5);
     const auto one = hn::Set(dd, 1.0);
     const auto levels = hn::Set(dd, 127.0);
-    for (; i + lanes <= n; i += lanes) {
-      const auto v = hn::LoadU(df, in + i);
+    const auto quantize = [&](const float* from, int8_t* to) {
+      const auto v = hn::LoadU(df, from);
       const auto x = hn::Div(hn::PromoteTo(dd, hn::IfThenElseZero(hn::IsFinite(v), v)), vs);
       auto r = hn::Trunc(x);
       r = hn::Add(r,
                   hn::IfThenElseZero(hn::Ge(hn::Abs(hn::Sub(x, r)), half), hn::CopySign(one, x)));
       r = hn::Min(hn::Max(r, hn::Neg(levels)), levels);
-      hn::StoreU(hn::DemoteTo(di8, hn::DemoteTo(di32, r)), di8, out + i);
+      hn::StoreU(hn::DemoteTo(di8, hn::DemoteTo(di32, r)), di8, to);
+    };
+    for (; i + lanes <= n; i += lanes) quantize(in + i, out + i);
+    // The last partial vector through the same lanes (rows are short: a scalar tail was a
+    // fifth of the time), padded with zeros that are not stored.
+    constexpr size_t kMaxLanes = 64;
+    if (i < n && lanes <= kMaxLanes) {
+      float padded_in[kMaxLanes] = {};
+      int8_t padded_out[kMaxLanes];
+      std::copy(in + i, in + n, padded_in);
+      quantize(padded_in, padded_out);
+      std::copy(padded_out, padded_out + (n - i), out + i);
+      i = n;
     }
   }
   for (; i < n; ++i) out[i] = ScalarQuantize(in[i], s);
