@@ -52,14 +52,9 @@ json EpochsJson(const ta::TrainReport& report) {
 }
 
 json PhasesJson(const ta::BoundaryTime& t) {
-  return {{"route_encode", t.route_encode},
-          {"forward_link_decode", t.forward_link_decode},
-          {"scatter", t.scatter},
-          {"summary", t.summary},
-          {"gradient_encode", t.gradient_encode},
-          {"backward_link_decode", t.backward_link_decode},
-          {"scatter_at_mask", t.scatter_at_mask},
-          {"map_update", t.map_update}};
+  json phases = json::object();
+  for (const auto& p : ta::BoundaryTime::kPhases) phases[p.name] = t.*p.seconds;
+  return phases;
 }
 
 json ContractJson(const Contract& c) {

@@ -197,7 +197,6 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
     if (count > cols)
       return IndexError(RowField("count", r), count, "exceeds cols = " + std::to_string(cols));
     if (kept + count > expected_kept) {
-      indices->resize(kept);
       return IndexError(
           RowField("count", r), count,
           "brings the total past the header's " + std::to_string(expected_kept) + " kept");
@@ -222,7 +221,6 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
       }
       // Columns only grow, so the last one (or the first to pass) is the one to check.
       if (col >= cols) {
-        indices->resize(kept);
         return IndexError(RowField("column", r), col, "must be < cols = " + std::to_string(cols));
       }
       kept += count;

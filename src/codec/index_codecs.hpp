@@ -38,7 +38,8 @@ void AppendDeltaVarint(std::span<const uint32_t> row_offsets, std::span<const ui
                        std::vector<uint8_t>* out);
 // Refuses an over-long, overflowing or truncated varint, a count > cols, a column >= cols,
 // a total other than `expected_kept` and trailing bytes. Allocates after checking
-// expected_kept <= bytes.size() (each kept column takes at least one byte). O(bytes).
+// expected_kept <= bytes.size() (each kept column takes at least one byte). O(bytes). On error
+// the outputs hold no meaning.
 Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
                          uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
                          std::vector<uint32_t>* indices);

@@ -97,7 +97,6 @@ struct RoutedBoundaries::State {
   int64_t step_packets = 0;  // training forwards of this step so far (its micro-batches)
   int64_t packets_per_step = 1;  // most training forwards a step has made
   uint32_t train_micro = 0;      // micro-batch of the training forward in flight
-  uint32_t micro = 0;            // micro-batch of the packets now crossing (labels and checks)
   uint64_t forwards = 0;         // training forwards so far; a backward must answer the last one
   std::vector<float> summary;    // per neuron, the receiver's last mean |g|
   bool have_summary = false;
@@ -116,10 +115,10 @@ struct RoutedBoundaries::State {
   torch::Tensor RouteForward(const torch::Tensor& input, bool count);
   torch::Tensor RouteBackward(const torch::Tensor& grad_output);
   template <typename Decode>
-  auto Deliver(Link& link, std::string_view direction, uint64_t dense_bytes, bool count,
-               uint64_t* wire_counter, const Decode& decode)
+  auto Deliver(Link& link, std::string_view direction, const PacketLabel& label,
+               uint64_t dense_bytes, bool count, uint64_t* wire_counter, const Decode& decode)
       -> std::invoke_result_t<Decode, std::span<const uint8_t>, PacketInfo*>;
-  Status CheckLabel(const PacketInfo& info) const;
+  static Status CheckLabel(const PacketInfo& info, const PacketLabel& label);
   // Rows of one of a step's packets: the step's rows over its micro-batches, rounded up.
   size_t PacketRows() const {
     return static_cast<size_t>((max_rows + packets_per_step - 1) / packets_per_step);
@@ -135,16 +134,18 @@ struct RoutedBoundaries::State {
 };
 
 // Moves the encoded packet in `packet` across `link` and returns what `decode(bytes, &info)`
-// makes of the bytes that arrived; a packet that decodes but carries another boundary's or
-// step's label (CheckLabel) counts as corrupt. The two ends of a boundary live in one process here
-// (with MPI they are two ranks), so the protocol is played out in one function: the sender sends
-// its copy; the receiver waits up to retry.recv_timeout, and when nothing arrives (lost) or what
-// arrived does not decode (corrupt), it re-requests and the sender sends the same bytes again,
-// since it keeps `packet` until the receiver has a decoded copy. The bytes of a failed try are
-// dropped and never reach the model. After retry.max_tries sends the step fails with one error.
+// makes of the bytes that arrived; a packet that decodes but carries another boundary, step or
+// micro-batch than `label` (CheckLabel) counts as corrupt. The two ends of a boundary live in one
+// process here (with MPI they are two ranks), so the protocol is played out in one function: the
+// sender sends its copy; the receiver waits up to retry.recv_timeout, and when nothing arrives
+// (lost) or what arrived does not decode (corrupt), it re-requests and the sender sends the same
+// bytes again, since it keeps `packet` until the receiver has a decoded copy. The bytes of a failed
+// try are dropped and never reach the model. After retry.max_tries sends the step fails with one
+// error.
 template <typename Decode>
-auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction, uint64_t dense_bytes,
-                                      bool count, uint64_t* wire_counter, const Decode& decode)
+auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction,
+                                      const PacketLabel& label, uint64_t dense_bytes, bool count,
+                                      uint64_t* wire_counter, const Decode& decode)
     -> std::invoke_result_t<Decode, std::span<const uint8_t>, PacketInfo*> {
   const LinkRetryOptions& retry = options->retry;
   const LinkStats before = link.stats();
@@ -163,7 +164,7 @@ auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction, ui
     PacketInfo info;
     auto decoded = decode(std::span<const uint8_t>(*arrived), &info);
     if (decoded.ok()) {
-      if (Status label = CheckLabel(info); !label.ok()) decoded = std::move(label);
+      if (Status mismatch = CheckLabel(info, label); !mismatch.ok()) decoded = std::move(mismatch);
     }
     if (!decoded.ok()) {
       corrupt += 1;
@@ -194,18 +195,18 @@ auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction, ui
 
 // A decoded packet must also carry this boundary's label: a stray packet of another boundary
 // or step (a late duplicate, with a transport that can delay) is refused like a corrupt one.
-Status RoutedBoundaries::State::CheckLabel(const PacketInfo& info) const {
-  if (info.header.boundary != boundary) {
+Status RoutedBoundaries::State::CheckLabel(const PacketInfo& info, const PacketLabel& label) {
+  if (info.header.boundary != label.boundary) {
     return FieldError(ErrorCode::kCorruptPacket, "packet.boundary", info.header.boundary,
-                      "expected " + std::to_string(boundary));
+                      "expected " + std::to_string(label.boundary));
   }
-  if (info.header.step != static_cast<uint64_t>(step)) {
+  if (info.header.step != label.step) {
     return FieldError(ErrorCode::kCorruptPacket, "packet.step", info.header.step,
-                      "expected " + std::to_string(step));
+                      "expected " + std::to_string(label.step));
   }
-  if (info.header.micro_batch != micro) {
+  if (info.header.micro_batch != label.micro_batch) {
     return FieldError(ErrorCode::kCorruptPacket, "packet.micro_batch", info.header.micro_batch,
-                      "expected " + std::to_string(micro));
+                      "expected " + std::to_string(label.micro_batch));
   }
   return Status::Ok();
 }
@@ -222,11 +223,10 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   const ConstMatrix a{scored.data_ptr<float>(), static_cast<size_t>(rows), cols};
   const bool use_map = options->policy == RoutingPolicy::kSensitivity ||
                        options->policy == RoutingPolicy::kStructured;
-  micro = count ? train_micro : 0;
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step),
-                          .micro_batch = micro};
+                          .micro_batch = count ? train_micro : 0};
   ThrowIfError(RouteAndEncode(*router, a, use_map ? &*map : nullptr, contract, label,
                               {.index_codec = options->index_codec,
                                .zstd = options->zstd,
@@ -242,7 +242,7 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
     clock.Lap(&time.map_update);
   }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
-  arrived = Deliver(*forward_link, "forward", dense_bytes, count, &report.forward_wire_bytes,
+  arrived = Deliver(*forward_link, "forward", label, dense_bytes, count, &report.forward_wire_bytes,
                     [](std::span<const uint8_t> bytes, PacketInfo* info) {
                       return DecodeActivation(bytes, {}, info);
                     })
@@ -270,17 +270,16 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   clock.Lap(&time.gradient_encode);
   const float* g_data = g.data_ptr<float>();
   const uint64_t dense_bytes = num_rows * cols * sizeof(float);
-  micro = train_micro;
   const PacketLabel label{.boundary = static_cast<uint32_t>(boundary),
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step),
-                          .micro_batch = micro};
+                          .micro_batch = train_micro};
 
   // Receiver, every `summary_every` steps: its own view of its inputs (Taylor on what it
   // received, with its dense gradient) and the summary for the sender. The receiver's map only
   // matters at negotiations, so it is sampled at the summary cadence rather than every step;
   // a step of several micro-batches samples its first, so a step sends one summary.
-  const bool summary_step = step % options->summary_every == 0 && micro == 0;
+  const bool summary_step = step % options->summary_every == 0 && train_micro == 0;
   if (summary_step && !receiver_map->frozen()) {
     ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
                                       {g_data, num_rows, cols}),
@@ -292,7 +291,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     for (float& v : mean_abs) v /= static_cast<float>(rows);
     ThrowIfError(EncodeSummary(mean_abs, label, &packet), boundary);
     // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
-    summary = Deliver(*backward_link, "summary", 0, true, &report.backward_wire_bytes,
+    summary = Deliver(*backward_link, "summary", label, 0, true, &report.backward_wire_bytes,
                       [](std::span<const uint8_t> bytes, PacketInfo* info) {
                         return DecodeSummary(bytes, {}, info);
                       })
@@ -311,7 +310,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                boundary);
   clock.Lap(&time.gradient_encode);
   const std::vector<float> decoded =
-      Deliver(*backward_link, "backward", dense_bytes, true, &report.backward_wire_bytes,
+      Deliver(*backward_link, "backward", label, dense_bytes, true, &report.backward_wire_bytes,
               [&](std::span<const uint8_t> bytes, PacketInfo* info) {
                 return DecodeGradient(bytes, sender_mask, {}, info);
               })

@@ -117,15 +117,22 @@ struct BoundaryTime {
   double scatter_at_mask = 0;
   double map_update = 0;
 
+  // Every phase, with its name in the report, in the order above.
+  struct Phase {
+    const char* name;
+    double BoundaryTime::*seconds;
+  };
+  static constexpr Phase kPhases[] = {{"route_encode", &BoundaryTime::route_encode},
+                                      {"forward_link_decode", &BoundaryTime::forward_link_decode},
+                                      {"scatter", &BoundaryTime::scatter},
+                                      {"summary", &BoundaryTime::summary},
+                                      {"gradient_encode", &BoundaryTime::gradient_encode},
+                                      {"backward_link_decode", &BoundaryTime::backward_link_decode},
+                                      {"scatter_at_mask", &BoundaryTime::scatter_at_mask},
+                                      {"map_update", &BoundaryTime::map_update}};
+
   void Add(const BoundaryTime& t) {
-    route_encode += t.route_encode;
-    forward_link_decode += t.forward_link_decode;
-    scatter += t.scatter;
-    summary += t.summary;
-    gradient_encode += t.gradient_encode;
-    backward_link_decode += t.backward_link_decode;
-    scatter_at_mask += t.scatter_at_mask;
-    map_update += t.map_update;
+    for (const Phase& p : kPhases) this->*p.seconds += t.*p.seconds;
   }
 };
 
