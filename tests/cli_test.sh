@@ -128,7 +128,23 @@ assert all(v > 0 for v in phases.values()), phases
 assert abs(sum(phases.values()) - t["route_seconds"]) <= 1e-6 * t["route_seconds"] + 1e-9
 b = r["boundaries"][0]
 assert abs(sum(b["route_seconds_by_phase"].values()) - b["route_seconds"]) <= 1e-6 * b["route_seconds"] + 1e-9
+# When OPENBLAS_CORETYPE chose the kernels, the report says so and OpenBLAS runs them.
+forced = r["config"]["openblas_coretype"]
+assert forced is None or forced.lower() in r["config"]["blas"].lower(), r["config"]
 PY
+    # OPENBLAS_CORETYPE set or unset: the report names it, or null.
+    for core in "" Haswell; do
+      env -u OPENBLAS_CORETYPE ${core:+OPENBLAS_CORETYPE=$core} "$bin" train --epochs 1 \
+        --max-train-samples 500 --stages 2 --keep 10 --report "$work/core.json" >/dev/null 2>&1 \
+        || fail "train with OPENBLAS_CORETYPE='$core'"
+      /usr/bin/python3 - "$work/core.json" "$core" <<'PY' && pass || fail "openblas_coretype '$core'"
+import json, sys
+c = json.load(open(sys.argv[1]))["config"]
+want = sys.argv[2] or None
+assert c["openblas_coretype"] == want, c
+assert want is None or want in c["blas"], c
+PY
+    done
     # Determinism: the same seed, flags and thread count give the same accuracy, bytes and
     # contract history (times aside).
     expect_ok train_tiny_again "$bin" train --epochs 1 --max-train-samples 2000 --stages 2 \

@@ -200,8 +200,11 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   // --- Data and runtime. ---
   ta::SetNumThreads(options.threads);
   const ta::TorchRuntimeInfo runtime = ta::ProbeTorchRuntime();
-  out << "runtime: " << runtime.num_threads << " threads, BLAS " << runtime.blas
-      << ", 1024^3 matmul " << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms
+  out << "runtime: " << runtime.num_threads << " threads, BLAS " << runtime.blas;
+  if (!runtime.openblas_coretype.empty()) {
+    out << " (kernels set by OPENBLAS_CORETYPE=" << runtime.openblas_coretype << ")";
+  }
+  out << ", 1024^3 matmul " << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms
       << " ms\n";
   auto data = ta::LoadFashionMnist(options.data_dir);
   if (!data.ok()) return Fail(err, data.status());
@@ -213,33 +216,36 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                                        .num_threads = options.threads,
                                        .max_train_samples = options.max_train_samples};
   json report;
-  report["config"] = {{"model", options.model},
-                      {"policy", options.policy},
-                      {"keep", keep ? json(*keep) : json("auto")},
-                      {"link_budget_bytes_per_step",
-                       budget_applies ? json(options.link_budget_bytes) : json(nullptr)},
-                      {"codec", options.codec},
-                      {"gradient_codec", options.gradient_codec},
-                      {"stages", options.stages},
-                      {"epochs", options.epochs},
-                      {"batch", options.batch},
-                      {"micro_batches", options.micro_batches},
-                      {"seed", options.seed},
-                      {"threads", options.threads},
-                      {"link_bandwidth_bits_per_s", *bandwidth},
-                      {"link_loss", options.link_loss},
-                      {"link_corrupt", options.link_corrupt},
-                      {"link_tries", options.link_tries},
-                      {"negotiate_every", options.negotiate_every},
-                      {"tau", options.tau},
-                      {"sensitivity", options.sensitivity},
-                      {"eps", eps},
-                      {"map_resolution", options.map_resolution},
-                      {"summary_every", options.summary_every},
-                      {"zstd", options.zstd},
-                      {"keep_min", *keep_min},
-                      {"max_train_samples", options.max_train_samples},
-                      {"blas", runtime.blas}};
+  report["config"] = {
+      {"model", options.model},
+      {"policy", options.policy},
+      {"keep", keep ? json(*keep) : json("auto")},
+      {"link_budget_bytes_per_step",
+       budget_applies ? json(options.link_budget_bytes) : json(nullptr)},
+      {"codec", options.codec},
+      {"gradient_codec", options.gradient_codec},
+      {"stages", options.stages},
+      {"epochs", options.epochs},
+      {"batch", options.batch},
+      {"micro_batches", options.micro_batches},
+      {"seed", options.seed},
+      {"threads", options.threads},
+      {"link_bandwidth_bits_per_s", *bandwidth},
+      {"link_loss", options.link_loss},
+      {"link_corrupt", options.link_corrupt},
+      {"link_tries", options.link_tries},
+      {"negotiate_every", options.negotiate_every},
+      {"tau", options.tau},
+      {"sensitivity", options.sensitivity},
+      {"eps", eps},
+      {"map_resolution", options.map_resolution},
+      {"summary_every", options.summary_every},
+      {"zstd", options.zstd},
+      {"keep_min", *keep_min},
+      {"max_train_samples", options.max_train_samples},
+      {"blas", runtime.blas},
+      {"openblas_coretype",
+       runtime.openblas_coretype.empty() ? json(nullptr) : json(runtime.openblas_coretype)}};
 
   ta::RoutedBoundaryOptions boundary_options{
       .policy = *policy,

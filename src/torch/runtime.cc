@@ -46,6 +46,7 @@ TorchRuntimeInfo ProbeTorchRuntime() {
   } else {
     info.blas = "reference/unknown (not OpenBLAS)";
   }
+  if (const char* core = std::getenv("OPENBLAS_CORETYPE")) info.openblas_coretype = core;
   torch::NoGradGuard no_grad;
   const torch::Tensor a = torch::rand({1024, 1024});
   const torch::Tensor b = torch::rand({1024, 1024});

@@ -12,6 +12,10 @@ struct TorchRuntimeInfo {
   int num_threads = 0;          // at::get_num_threads(): intra-op threads
   std::string blas;             // openblas_get_config(), or "reference/unknown (not OpenBLAS)"
   double matmul_1024_ms = 0.0;  // best of 5 fp32 1024x1024x1024 matmuls, milliseconds
+  // OPENBLAS_CORETYPE from the environment, else empty. It overrides OpenBLAS's own choice of
+  // kernels: on this project's Zen 5 machine OpenBLAS picks its AVX-512 Cooperlake kernels,
+  // and OPENBLAS_CORETYPE=Haswell (AVX2) halves the matmul speed (docs/RESULTS.md).
+  std::string openblas_coretype;
 };
 
 // Sets LibTorch's intra-op threads and, when the BLAS is OpenBLAS, OpenBLAS's own thread pool
