@@ -1,6 +1,7 @@
 // Packet codec (wire format v1): round trips over every codec combination and edge shape,
 // golden packets with their exact bytes, and hostile input (truncation, flips, crafted fields).
 #include <gtest/gtest.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <bit>
@@ -955,6 +956,103 @@ TEST(BadPacket, HugeRawBytesOfAZstdSection) {
   r = DecodeActivation(bad);
   EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
   EXPECT_TRUE(Contains(r.status(), "section[0].zstd")) << r.status().message();
+}
+
+// Many one-column rows cost a decoder 4 bytes of row offsets each, though their compressed
+// bitmap is a few bytes: a packet whose row offsets would exceed max_packet_bytes is refused
+// by both decoders before anything is allocated, and decodes under a larger limit.
+TEST(BadPacket, ManyOneColumnRowsAreRefusedBeforeAllocation) {
+  RoutedTensor t;
+  t.rows = 4096;
+  t.cols = 1;
+  t.row_offsets.assign(t.rows + 1, 0);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
+                  .ok());
+  ASSERT_LT(packet.size(), 200u);  // 512 bitmap bytes stored as a few zstd bytes
+  const DecodeLimits limits{.max_packet_bytes = 8192};  // > every section, < 4 * 4097
+  auto r = DecodeActivation(packet, limits);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(Contains(r.status(), "header.rows = 4096")) << r.status().message();
+  std::vector<float> dense(4096, 7.0f);
+  const Status fast = DecodeActivationToDense(packet, {dense.data(), 4096, 1}, limits);
+  EXPECT_EQ(fast.code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(Contains(fast, "header.rows = 4096")) << fast.message();
+  EXPECT_TRUE(DecodeActivation(packet, {.max_packet_bytes = 4 * 4097}).ok());
+  EXPECT_TRUE(
+      DecodeActivationToDense(packet, {dense.data(), 4096, 1}, {.max_packet_bytes = 4 * 4097})
+          .ok());
+}
+
+// A zstd section is one frame: the same raw bytes as two frames back to back, or one frame
+// followed by a skippable frame, decompress fine with zstd but are refused, naming the section.
+TEST(BadPacket, ZstdSectionMustBeOneFrame) {
+  RoutedTensor t;
+  t.rows = 64;
+  t.cols = 4096;
+  t.row_offsets.assign(65, 0);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
+                  .ok());
+  ASSERT_EQ(packet[11], 1);  // one section: the bitmap
+  ASSERT_EQ(packet[65], 1);  // zstd
+  const uint32_t raw = Load32(packet, 72);
+  const std::vector<uint8_t> zeros(raw, 0);
+  const auto frame = [](const uint8_t* data, size_t size) {
+    std::vector<uint8_t> out(ZSTD_compressBound(size));
+    out.resize(ZSTD_compress(out.data(), out.size(), data, size, 1));
+    return out;
+  };
+  // Rebuilds the packet around another payload for its one section.
+  const auto with_payload = [&](const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> p(packet.begin(), packet.begin() + 64 + 12);
+    p.insert(p.end(), payload.begin(), payload.end());
+    p.resize(p.size() + 8);  // checksum, set by Reseal
+    Store32(p, 64 + 4, static_cast<uint32_t>(payload.size()));
+    Store64(p, 56, p.size());
+    Reseal(p);
+    return p;
+  };
+  std::vector<uint8_t> one = frame(zeros.data(), raw);
+  ASSERT_TRUE(DecodeActivation(with_payload(one)).ok());  // the rebuild itself is sound
+  std::vector<uint8_t> two = frame(zeros.data(), raw / 2);
+  const std::vector<uint8_t> second = frame(zeros.data() + raw / 2, raw - raw / 2);
+  two.insert(two.end(), second.begin(), second.end());
+  std::vector<uint8_t> skippable = one;
+  for (uint8_t b : {0x50, 0x2A, 0x4D, 0x18, 0x01, 0x00, 0x00, 0x00, 0x00}) skippable.push_back(b);
+  for (const auto& payload : {two, skippable}) {
+    ASSERT_LT(payload.size(), raw);
+    const std::vector<uint8_t> bad = with_payload(payload);
+    auto r = DecodeActivation(bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
+    EXPECT_TRUE(Contains(r.status(), "section[0].zstd")) << r.status().message();
+    std::vector<float> dense(64 * 4096);
+    const Status fast = DecodeActivationToDense(bad, {dense.data(), 64, 4096});
+    EXPECT_TRUE(Contains(fast, "section[0].zstd")) << fast.message();
+  }
+}
+
+// Values at +-FLT_MAX: the int8 and int4 row scales are rounded down so that the decoder's
+// q * scale stays finite, and the packet round-trips.
+TEST(GradientPacket, ValuesAtFloatMaxRoundTrip) {
+  std::mt19937 rng(14);
+  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  std::vector<float> values(mask.num_kept(), 1.0f);
+  const float max = std::numeric_limits<float>::max();
+  values[0] = max;
+  values[values.size() - 1] = -max;
+  for (ValueCodec codec : {ValueCodec::kInt8, ValueCodec::kInt4}) {
+    std::vector<uint8_t> packet;
+    ASSERT_TRUE(EncodeGradient(mask, values, codec, {}, {}, &packet).ok());
+    auto r = DecodeGradient(packet, mask);
+    ASSERT_TRUE(r.ok()) << Traits(codec).name << ": " << r.status().message();
+    EXPECT_GT(r->front(), 0.99f * max) << Traits(codec).name;
+    EXPECT_LT(r->back(), -0.99f * max) << Traits(codec).name;
+  }
 }
 
 TEST(BadPacket, NonZeroPaddingBits) {

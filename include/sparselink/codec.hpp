@@ -80,7 +80,7 @@ struct PacketHeader {
 struct SectionInfo {
   SectionId id;
   bool zstd;
-  uint32_t offset;  // of the stored bytes, from the start of the packet
+  uint64_t offset;  // of the stored bytes, from the start of the packet
   uint32_t stored_bytes;
   uint32_t raw_bytes;
 };

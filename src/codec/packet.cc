@@ -623,6 +623,13 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
                         "exceeds limits.max_entries = " +
                             std::to_string(std::min(limits.max_entries, kMaxEntriesHard)));
     }
+    // A decoder keeps 4 bytes of row offsets per row, whatever the sections hold: a few
+    // compressed bitmap bytes could otherwise stand for billions of one-column rows.
+    if (4 * (uint64_t{h.rows} + 1) > limits.max_packet_bytes) {
+      return FieldError(ErrorCode::kResourceExhausted, "header.rows", h.rows,
+                        "its row offsets (4 bytes a row) exceed limits.max_packet_bytes = " +
+                            std::to_string(limits.max_packet_bytes));
+    }
     if (h.count_full > entries) {
       return Corrupt("header.count_full", h.count_full,
                      "exceeds rows * cols = " + std::to_string(entries));
@@ -751,7 +758,7 @@ Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits
                      "runs past the trailer (offset " + std::to_string(offset) + ", trailer at " +
                          std::to_string(payload_end) + ")");
     }
-    s.offset = static_cast<uint32_t>(offset);
+    s.offset = offset;
     offset += s.stored_bytes;
     sections.push_back(s);
   }
@@ -850,6 +857,15 @@ class SectionBytes {
     if (!s.zstd) {
       view_ = stored;
       return Status::Ok();
+    }
+    // One frame exactly, as the format says: trailing frames, or skippable ones, are refused.
+    const size_t frame = ZSTD_findFrameCompressedSize(stored.data(), stored.size());
+    if (ZSTD_isError(frame) || frame != stored.size()) {
+      return FieldError(
+          ErrorCode::kCorruptPacket, SectionField(index, "zstd"),
+          ZSTD_isError(frame) ? std::string(ZSTD_getErrorName(frame))
+                              : std::to_string(frame) + " bytes",
+          "must be one zstd frame of stored_bytes = " + std::to_string(s.stored_bytes));
     }
     owned_.resize(s.raw_bytes);  // bounded by limits.max_packet_bytes in CheckSections
     const size_t n = ZSTD_decompressDCtx(ThreadDecompressionContext(), owned_.data(), owned_.size(),

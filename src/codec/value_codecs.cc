@@ -124,12 +124,20 @@ Status NonFiniteValue(size_t i, float v) {
 }
 
 // Row-scaled integer codecs share everything but the level count and the packing.
+// max_abs / levels, rounded down where levels * scale would round up past FLT_MAX (max_abs
+// near FLT_MAX), so that the decoder's q * scale of every q in [-levels, levels] is finite.
+float ScaleFor(float max_abs, float levels) {
+  float scale = max_abs / levels;
+  while (!std::isfinite(levels * scale)) scale = std::nextafter(scale, 0.0f);
+  return scale;
+}
+
 float RowScale(std::span<const float> row, float levels) {
   float max_abs = 0.0f;
   for (float v : row) {
     if (std::isfinite(v)) max_abs = std::max(max_abs, std::fabs(v));
   }
-  return max_abs / levels;
+  return ScaleFor(max_abs, levels);
 }
 
 int Quantize(float v, float scale, long levels) {
@@ -160,7 +168,7 @@ void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_cou
   uint8_t* q_out = out + 4 * row_counts.size();
   size_t begin = 0;
   for (size_t r = 0; r < row_counts.size(); ++r) {
-    const float scale = simd::MaxAbsFinite(values.data() + begin, row_counts[r]) / 127.0f;
+    const float scale = ScaleFor(simd::MaxAbsFinite(values.data() + begin, row_counts[r]), 127.0f);
     PutF32(out + 4 * r, scale);
     simd::QuantizeInt8(values.data() + begin, row_counts[r], scale,
                        reinterpret_cast<int8_t*>(q_out));
