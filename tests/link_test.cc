@@ -137,7 +137,23 @@ TEST(LinkModel, ModelsLatencyPlusSerialization) {
   auto link = MakeLink({.model = model});
   ASSERT_TRUE(link.ok());
   ASSERT_TRUE((*link)->Send(Bytes(125, 0), 0, milliseconds(5)).ok());  // 1000 bit -> 10 us
-  EXPECT_EQ((*link)->stats().modelled_time, std::chrono::nanoseconds(60'000));
+  EXPECT_DOUBLE_EQ((*link)->stats().modelled_time.count(), 60e-6);
+}
+
+// However slow the link, modelled times stay finite: seconds as doubles, nanoseconds
+// saturated (a packet of 1 GB at 1e-6 bit/s is 8e15 s, past int64 nanoseconds).
+TEST(LinkModel, SlowLinksDoNotOverflow) {
+  const LinkModel slow{.bandwidth_bits_per_s = 1e-6};
+  EXPECT_DOUBLE_EQ(ModelledTransferSeconds(slow, 1'000'000'000), 8e15);
+  EXPECT_EQ(ModelledTransferTime(slow, 1'000'000'000), std::chrono::nanoseconds::max());
+  EXPECT_EQ(ModelledTransferTime(slow, 0), std::chrono::nanoseconds(0));
+  auto link = MakeLink({.model = slow});
+  ASSERT_TRUE(link.ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*link)->Send(Bytes(1000, 0), 0, milliseconds(5)).ok());
+    ASSERT_TRUE((*link)->Recv(milliseconds(5)).ok());
+  }
+  EXPECT_DOUBLE_EQ((*link)->stats().modelled_time.count(), 3 * 8e9);
 }
 
 TEST(LinkModel, LossAndCorruptionAreCountedAndDeterministic) {

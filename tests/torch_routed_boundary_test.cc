@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "sparselink/torch/routed_boundary.hpp"
@@ -242,16 +243,17 @@ TEST(RoutedBoundary, NegotiatesEveryKStepsAndRecordsHistory) {
 }
 
 // A link budget caps the bytes of an optimizer step however many micro-batches it crosses
-// as: every packet's header, table, checksum and per-row scales are priced, so once a
-// contract is negotiated each step's wire bytes stay within the budget, with 1 micro-batch
-// per step and with 4 (no zstd: the byte model is then the codec's, up to the varint gaps).
+// as: every packet's header, table, checksum and per-row scales are priced, and so is the
+// receiver's summary, which crosses every other step here. Once a contract is negotiated each
+// step's wire bytes stay within the budget, summary or not, with 1 micro-batch per step and
+// with 4 (no zstd: the byte model is then the codec's, up to the varint gaps).
 TEST(RoutedBoundary, LinkBudgetHoldsPerStepWithMicroBatches) {
   constexpr double kBudget = 6000;
   for (int64_t micro : {1, 4}) {
     torch::manual_seed(13);
     RoutedBoundaryOptions options{.policy = RoutingPolicy::kSensitivity,
                                   .negotiate_every = 1,
-                                  .summary_every = 1000000,  // step 0 only: not priced
+                                  .summary_every = 2,
                                   .initial_keep = 0.5,
                                   .link_budget_bytes_per_step = kBudget};
     auto hook = RoutedBoundaries::Create(options, nullptr);
@@ -275,6 +277,29 @@ TEST(RoutedBoundary, LinkBudgetHoldsPerStepWithMicroBatches) {
       }
       before = bytes;
     }
+  }
+}
+
+// SetFrozen before a boundary's first forward still freezes its maps: training steps then
+// leave both maps as they were built.
+TEST(RoutedBoundary, FrozenBeforeTheFirstForwardStaysFrozen) {
+  RoutedBoundaryOptions options = Lossless(RoutingPolicy::kSensitivity, 0.5);
+  options.summary_every = 1;
+  for (bool freeze : {false, true}) {
+    auto hook = RoutedBoundaries::Create(options, nullptr);
+    ASSERT_TRUE(hook.ok());
+    if (freeze) (*hook)->SetFrozen(true);
+    for (int64_t step = 0; step < 3; ++step) {
+      torch::Tensor x = torch::rand({4, 16}, torch::requires_grad());
+      ((*hook)->Forward(0, x, true) * torch::randn({4, 16})).sum().backward();
+      (*hook)->OnStepEnd(step);
+    }
+    const BoundaryReport report = (*hook)->Report().at(0);
+    const auto moved = [](const std::vector<float>& map) {
+      return std::any_of(map.begin(), map.end(), [&](float v) { return v != map[0]; });
+    };
+    EXPECT_EQ(moved(report.sensitivity), !freeze);
+    EXPECT_EQ(moved(report.receiver_sensitivity), !freeze);
   }
 }
 

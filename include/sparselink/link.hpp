@@ -36,7 +36,8 @@ struct LinkStats {
   uint64_t packets_corrupted = 0;  // altered by the corruption model
   uint64_t wire_bytes = 0;         // every byte handed to send
   uint64_t dense_bytes = 0;        // what the same tensors cost as plain fp32 (caller-declared)
-  std::chrono::nanoseconds modelled_time{0};  // sum of modelled transfer times
+  // Sum of modelled transfer times, in seconds (a double: a slow link's sum cannot overflow).
+  std::chrono::duration<double> modelled_time{0};
 };
 
 // Thread-safety: one sender thread and one receiver thread may use a link concurrently;
@@ -71,7 +72,10 @@ struct LinkOptions {
 // (each named).
 Result<std::unique_ptr<Link>> MakeLink(const LinkOptions& options);
 
-// The modelled transfer time of `wire_bytes` over `model` (latency + serialization).
+// The modelled transfer time of `wire_bytes` over `model` (latency + serialization), in
+// seconds: finite for any bandwidth > 0, however slow.
+double ModelledTransferSeconds(const LinkModel& model, uint64_t wire_bytes);
+// The same in nanoseconds, for waiting it out; saturates at nanoseconds::max().
 std::chrono::nanoseconds ModelledTransferTime(const LinkModel& model, uint64_t wire_bytes);
 
 }  // namespace sparselink

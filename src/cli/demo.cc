@@ -274,9 +274,7 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   const double dense = double(fwd.dense_bytes + bwd.dense_bytes);
   const double dense_time =
       2.0 * options.steps * kBoundaries *
-      std::chrono::duration<double>(
-          ModelledTransferTime(link_options.model, static_cast<uint64_t>(dense_step_bytes)))
-          .count();
+      ModelledTransferSeconds(link_options.model, static_cast<uint64_t>(dense_step_bytes));
   const double routed_time =
       std::chrono::duration<double>(fwd.modelled_time + bwd.modelled_time).count();
   out << std::setprecision(2) << "\nwire bytes (both directions, all overhead): " << wire / 1e6

@@ -370,9 +370,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   }
   wire = forward_wire + backward_wire;
   const double dense_link_seconds =
-      std::chrono::duration<double>(
-          ModelledTransferTime({.bandwidth_bits_per_s = *bandwidth}, dense))
-          .count();
+      ModelledTransferSeconds({.bandwidth_bits_per_s = *bandwidth}, dense);
   report["epochs"] = EpochsJson(trained);
   report["final"] = {{"test_accuracy", trained.epochs.back().test_accuracy},
                      {"train_accuracy", trained.epochs.back().train_accuracy},

@@ -81,6 +81,8 @@ struct RoutedBoundaries::State {
   std::unique_ptr<Link> backward_link;
   Contract contract;
   double link_cap_bytes = std::numeric_limits<double>::infinity();
+  // Wire bytes of this boundary's receiver summary (its size depends only on cols).
+  double summary_packet_bytes = 0;
 
   // The step in flight: the sender's routed tensor, the receiver's decoded copy, and the
   // activation the sender scored (rows x cols, contiguous fp32).
@@ -176,7 +178,7 @@ auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction,
       const uint64_t sent_bytes = after.wire_bytes - before.wire_bytes;
       *wire_counter += sent_bytes;
       report.dense_fp32_bytes += dense_bytes;
-      report.modelled_link_seconds += Seconds(after.modelled_time - before.modelled_time);
+      report.modelled_link_seconds += (after.modelled_time - before.modelled_time).count();
       report.packets += 1;
       report.retransmits += static_cast<uint64_t>(attempt - 1);
       report.retransmit_wire_bytes += static_cast<uint64_t>(attempt - 1) * packet.size();
@@ -496,6 +498,12 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   link_options.model.fault_seed = fault_seed + 1;
   SPARSELINK_ASSIGN_OR_RETURN(state->backward_link, MakeLink(link_options));
   state->summary.assign(state->cols, 0.0f);
+  {
+    std::vector<uint8_t> probe;
+    SPARSELINK_RETURN_IF_ERROR(
+        EncodeSummary(state->summary, {.boundary = static_cast<uint32_t>(boundary)}, &probe));
+    state->summary_packet_bytes = static_cast<double>(probe.size());
+  }
   state->act_sums.assign(state->cols, 0.0f);
   state->act_scores.assign(state->cols, 0.0f);
   state->grad_scores.assign(state->cols, 0.0f);
@@ -518,6 +526,10 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
     auto state = MakeState(boundary, activation, options_);
     ThrowIfError(state.status(), boundary);
     states_[boundary] = std::move(state).value();
+    if (frozen_) {  // SetFrozen came before this boundary's first forward
+      states_[boundary]->map->Freeze();
+      states_[boundary]->receiver_map->Freeze();
+    }
   }
   State& state = *states_[boundary];
   const auto cols = static_cast<size_t>(activation.numel() / activation.size(0));
@@ -530,7 +542,7 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
       state.report.forward_wire_bytes += bytes;
       state.report.backward_wire_bytes += bytes;
       state.report.dense_fp32_bytes += 2 * bytes;
-      state.report.modelled_link_seconds += 2 * Seconds(ModelledTransferTime(options_.link, bytes));
+      state.report.modelled_link_seconds += 2 * ModelledTransferSeconds(options_.link, bytes);
     }
     return activation;
   }
@@ -582,7 +594,10 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
           high_entries > low_entries
               ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
               : cost(high_keep) / std::max(1.0, high_entries);
-      const double fixed = std::max(0.0, cost(low_keep) - per_entry * low_entries);
+      // The receiver's summary crosses on one step in summary_every, under a contract that
+      // holds for many steps: every step's cap keeps room for it.
+      const double fixed =
+          std::max(0.0, cost(low_keep) - per_entry * low_entries) + state->summary_packet_bytes;
       fixed_bytes.push_back(fixed);
       fixed_total += fixed;
       demands.push_back({.sensitivity = state->map->values(),
@@ -606,12 +621,12 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
   }
   for (auto& state : states_) {
     if (!state || state->max_rows == 0) continue;  // no training step has crossed it yet
-    // The negotiator prices one packet pair; a step of M micro-batches gets 1/M of the cap
-    // for each of its M packets of the step's rows / M.
+    // The negotiator prices one packet pair; a step of M micro-batches gets 1/M of the cap,
+    // less the summary's room, for each of its M packets of the step's rows / M.
     auto record = state->negotiator->Negotiate(
         {.map = &*state->map,
-         .link_bytes_per_step =
-             state->link_cap_bytes / static_cast<double>(state->packets_per_step),
+         .link_bytes_per_step = std::max(0.0, state->link_cap_bytes - state->summary_packet_bytes) /
+                                static_cast<double>(state->packets_per_step),
          .gradient_codec = options_.gradient_codec,
          .link_budget_reason = options_.link_budget_bytes_per_step > 0
                                    ? BoundBy::kSharedBudget
@@ -624,6 +639,7 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
 }
 
 void RoutedBoundaries::SetFrozen(bool frozen) {
+  frozen_ = frozen;
   for (auto& state : states_) {
     if (!state) continue;
     if (frozen) {

@@ -44,13 +44,24 @@ Result<double> ParseBandwidth(std::string_view text) {
                     "unknown unit (use bit, kbit, Mbit, Gbit, B, kB, MB, GB)");
 }
 
-std::chrono::nanoseconds ModelledTransferTime(const LinkModel& model, uint64_t wire_bytes) {
-  double seconds = 0;
+double ModelledTransferSeconds(const LinkModel& model, uint64_t wire_bytes) {
+  double seconds = std::chrono::duration<double>(model.latency).count();
   if (model.bandwidth_bits_per_s > 0) {
-    seconds = static_cast<double>(wire_bytes) * 8.0 / model.bandwidth_bits_per_s;
+    seconds += static_cast<double>(wire_bytes) * 8.0 / model.bandwidth_bits_per_s;
   }
-  return model.latency +
-         std::chrono::nanoseconds(static_cast<int64_t>(std::llround(seconds * 1e9)));
+  return seconds;
+}
+
+std::chrono::nanoseconds ModelledTransferTime(const LinkModel& model, uint64_t wire_bytes) {
+  double serialization_ns = 0;
+  if (model.bandwidth_bits_per_s > 0) {
+    serialization_ns = static_cast<double>(wire_bytes) * 8.0 / model.bandwidth_bits_per_s * 1e9;
+  }
+  // Saturates rather than overflow (a packet over a link of a few bits per second).
+  const double total_ns = static_cast<double>(model.latency.count()) + serialization_ns;
+  constexpr auto kMax = std::chrono::nanoseconds::max();
+  if (!(total_ns < static_cast<double>(kMax.count()))) return kMax;
+  return model.latency + std::chrono::nanoseconds(std::llround(serialization_ns));
 }
 
 static Status ValidateLinkModel(const LinkModel& model) {

@@ -13,8 +13,8 @@
 // being scored; the sender's map is updated after every backward from |a*g| on kept entries
 // and |a|*summary on dropped ones. Every `negotiate_every` steps each boundary renegotiates its
 // contract (auto keep), after the BudgetAllocator splits a shared link budget when one is set;
-// both price a step as the packets it sent (one pair per micro-batch), so a budget caps the
-// bytes of a step however it is split.
+// both price a step as the packets it sent (one pair per micro-batch) plus room for the
+// receiver's summary, so a budget caps the bytes of every step however it is split.
 //
 // Link faults (LinkModel.loss_rate / corrupt_rate): every packet carries an XXH3 checksum, so
 // a flipped byte makes its decoder fail. The receiver never uses such a packet: it re-requests
@@ -176,7 +176,8 @@ class RoutedBoundaries final : public BoundaryHook {
   torch::Tensor Forward(size_t boundary, const torch::Tensor& activation, bool training) override;
   void OnStepEnd(int64_t step) override;
 
-  // Freezes or unfreezes every sensitivity map (inference).
+  // Freezes or unfreezes every sensitivity map (inference), including those of boundaries
+  // whose first Forward comes later.
   void SetFrozen(bool frozen);
   std::vector<BoundaryReport> Report() const;
   const RoutedBoundaryOptions& options() const { return options_; }
@@ -187,6 +188,7 @@ class RoutedBoundaries final : public BoundaryHook {
   RoutedBoundaryOptions options_;
   Stages* stages_;
   std::vector<std::unique_ptr<State>> states_;
+  bool frozen_ = false;
 };
 
 }  // namespace sparselink::torch_adapter

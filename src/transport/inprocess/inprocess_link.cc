@@ -23,8 +23,9 @@ Status InProcessLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes
         ErrorCode::kResourceExhausted, "packet.size", packet.size(),
         "exceeds link.max_packet_bytes = " + std::to_string(options_.max_packet_bytes));
   }
-  const std::chrono::nanoseconds transfer = ModelledTransferTime(options_.model, packet.size());
-  if (options_.model.sleep) std::this_thread::sleep_for(transfer);
+  if (options_.model.sleep) {
+    std::this_thread::sleep_for(ModelledTransferTime(options_.model, packet.size()));
+  }
 
   std::unique_lock lock(mutex_);
   if (!not_full_.wait_for(lock, timeout,
@@ -37,7 +38,8 @@ Status InProcessLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes
   stats_.packets_sent += 1;
   stats_.wire_bytes += packet.size();
   stats_.dense_bytes += dense_bytes;
-  stats_.modelled_time += transfer;
+  stats_.modelled_time +=
+      std::chrono::duration<double>(ModelledTransferSeconds(options_.model, packet.size()));
 
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   const bool lost = options_.model.loss_rate > 0 && unit(fault_rng_) < options_.model.loss_rate;
