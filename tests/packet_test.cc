@@ -1008,9 +1008,9 @@ TEST(BadPacket, ZstdSectionMustBeOneFrame) {
   };
   // Rebuilds the packet around another payload for its one section.
   const auto with_payload = [&](const std::vector<uint8_t>& payload) {
-    std::vector<uint8_t> p(packet.begin(), packet.begin() + 64 + 12);
-    p.insert(p.end(), payload.begin(), payload.end());
-    p.resize(p.size() + 8);  // checksum, set by Reseal
+    std::vector<uint8_t> p(64 + 12 + payload.size() + 8);  // checksum last, set by Reseal
+    std::copy(packet.begin(), packet.begin() + 64 + 12, p.begin());
+    std::copy(payload.begin(), payload.end(), p.begin() + 64 + 12);
     Store32(p, 64 + 4, static_cast<uint32_t>(payload.size()));
     Store64(p, 56, p.size());
     Reseal(p);
