@@ -96,6 +96,11 @@ if "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
   expect_error train_negative_eps "--eps = -1: must be >= 0" "$bin" train --eps -1 --report "$report"
   expect_error train_bad_map_resolution "--map-resolution = pixel: must be channel or neuron" \
     "$bin" train --map-resolution pixel --report "$report"
+  expect_error train_dense_link_loss "--link-loss = 0.1: the dense policy sends no packets" \
+    "$bin" train --policy dense --link-loss 0.1 --report "$report"
+  # An unusable --plot fails before training (the run would take a while, then fail).
+  expect_error train_unwritable_plot "--plot = /proc/nope/plots" "$bin" train --epochs 1 \
+    --max-train-samples 500 --stages 2 --plot /proc/nope/plots --report "$report"
   expect_error train_unwritable_report "--report = /proc/nope/r.json" "$bin" train --report /proc/nope/r.json
   expect_error train_report_is_directory "is a directory" "$bin" train --report "$work"
   mkdir -p "$work/badset"

@@ -290,6 +290,27 @@ TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
   EXPECT_EQ(cases, 960);
 }
 
+// The random policy draws afresh for each micro-batch of a step: the same rows routed as
+// micro-batch 0 and 1 keep different columns, and micro-batch 0 routes as the plain step.
+TEST(ActivationPacket, RandomPolicyDrawsPerMicroBatch) {
+  std::vector<float> a(16 * 256, 1.0f);
+  auto router = Router::Create({.policy = ScorePolicy::kRandom, .seed = 5});
+  ASSERT_TRUE(router.ok());
+  const Contract contract{.keep = 0.1, .full_codec = ValueCodec::kFp16};
+  const ConstMatrix view{a.data(), 16, 256};
+  RoutedTensor plain, first, second;
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(router->Route(view, nullptr, contract, 9, &plain).ok());
+  ASSERT_TRUE(RouteAndEncode(*router, view, nullptr, contract, {.step = 9, .micro_batch = 0}, {},
+                             &first, &packet)
+                  .ok());
+  ASSERT_TRUE(RouteAndEncode(*router, view, nullptr, contract, {.step = 9, .micro_batch = 1}, {},
+                             &second, &packet)
+                  .ok());
+  EXPECT_EQ(first.indices, plain.indices);
+  EXPECT_NE(second.indices, first.indices);
+}
+
 TEST(ActivationPacket, AutoIndexPicksTheSmallerAndBitmapOnTies) {
   std::mt19937 rng(1);
   // Dense: bitmap is smaller.

@@ -303,6 +303,20 @@ TEST(RoutedBoundary, FrozenBeforeTheFirstForwardStaysFrozen) {
   }
 }
 
+// Options the boundaries only use on their first Forward are refused by Create, each named.
+TEST(RoutedBoundary, CreateRefusesEveryBadOptionByName) {
+  const auto refused = [](RoutedBoundaryOptions options, const char* field) {
+    auto hook = RoutedBoundaries::Create(options, nullptr);
+    ASSERT_FALSE(hook.ok()) << field;
+    EXPECT_NE(hook.status().message().find(field), std::string::npos) << hook.status().ToString();
+  };
+  refused({.ema_decay = 1.0}, "ema_decay");
+  refused({.sensitivity_alpha = 1.5}, "alpha");
+  refused({.eps = -1.0}, "eps");
+  refused({.negotiator = {.tau_send = 2.0}}, "tau_send");
+  EXPECT_TRUE(RoutedBoundaries::Create({}, nullptr).ok());
+}
+
 TEST(RoutedBoundary, EvaluationRoutesWithoutCounting) {
   auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.5), nullptr);
   ASSERT_TRUE(hook.ok());
@@ -323,6 +337,29 @@ TEST(RoutedBoundary, NonFiniteActivationIsOneClearError) {
     FAIL() << "expected an error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("activation[1][3] = nan"), std::string::npos) << e.what();
+  }
+}
+
+// A non-finite gradient at a dropped entry is named where it is on a summary step (the only
+// steps that read dropped entries), not as the summary unit it would spoil, also when the
+// maps are frozen and the receiver's map update (which names it too) does not run.
+TEST(RoutedBoundary, NonFiniteGradientAtADroppedEntryIsNamed) {
+  RoutedBoundaryOptions options = Lossless(RoutingPolicy::kMagnitude, 0.5);
+  options.summary_every = 1;
+  auto hook = RoutedBoundaries::Create(options, nullptr);
+  ASSERT_TRUE(hook.ok());
+  (*hook)->SetFrozen(true);
+  torch::Tensor x = torch::rand({2, 8}) + 1.0;
+  x.select(1, 5).fill_(1e-3);  // the smallest column: dropped at keep 0.5
+  torch::Tensor w = torch::ones({2, 8});
+  w[1][5] = std::numeric_limits<float>::infinity();
+  torch::Tensor y = (*hook)->Forward(0, x.requires_grad_(), true);
+  try {
+    (y * w).sum().backward();
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gradient[1][5] = inf: must be finite"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -449,6 +486,38 @@ TEST(RoutedBoundaryFaults, LossUntilTheLastTryIsATimeoutError) {
                          "(0 corrupt, 3 lost); last error: timeout: link.recv_timeout_ms = 0"),
             std::string::npos)
       << message;
+}
+
+// An evaluation forward whose tries run out names itself, not the training step in flight.
+TEST(RoutedBoundaryFaults, EvaluationPacketErrorSaysEvaluation) {
+  RoutedBoundaryOptions options{.policy = RoutingPolicy::kMagnitude,
+                                .keep = 0.5,
+                                .link = {.corrupt_rate = 0.999},
+                                .retry = {.max_tries = 2}};
+  auto hook = RoutedBoundaries::Create(options, nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::NoGradGuard no_grad;
+  try {
+    (void)(*hook)->Forward(0, torch::randn({4, 16}), false);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    EXPECT_NE(message.find("evaluation forward packet: tries = 2"), std::string::npos) << message;
+    EXPECT_EQ(message.find("of step"), std::string::npos) << message;
+  }
+}
+
+// The dense policy counts traffic like a routed one: training forwards with autograd on only.
+TEST(RoutedBoundary, DenseCountsOnlyTrainingForwardsWithAutograd) {
+  auto hook = RoutedBoundaries::Create({.policy = RoutingPolicy::kDense}, nullptr);
+  ASSERT_TRUE(hook.ok());
+  {
+    torch::NoGradGuard no_grad;
+    (void)(*hook)->Forward(0, torch::randn({4, 16}), true);
+  }
+  EXPECT_EQ((*hook)->Report().at(0).dense_fp32_bytes, 0u);
+  (void)(*hook)->Forward(0, torch::randn({4, 16}, torch::requires_grad()), true);
+  EXPECT_EQ((*hook)->Report().at(0).dense_fp32_bytes, 2u * 4 * 16 * 4);
 }
 
 TEST(RoutedBoundaryFaults, OneTryAtAHighRateFailsNamingTheDirection) {

@@ -4,6 +4,7 @@
 // (docs/report.md) atomically, and calls scripts/plot_report.py for the PNG plots.
 #include "cli/train.hpp"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "sparselink/link.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
@@ -110,6 +112,49 @@ std::string Megabytes(double bytes) {
 
 double DefaultEps(const std::string& model) { return model == "cnn" ? 1.0 : 1e-3; }
 
+// Runs `args` (argv[0] a full path; an argument vector, not a shell line, so paths with quotes
+// or '$' stay paths) with its output dropped or kept; true when it exits 0.
+bool Spawn(std::vector<std::string> args, bool quiet) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (quiet) {
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  }
+  pid_t pid = 0;
+  int status = 0;
+  const bool ok = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) == 0 &&
+                  waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  posix_spawn_file_actions_destroy(&actions);
+  return ok;
+}
+
+constexpr const char* kPlotScript = SPARSELINK_SOURCE_DIR "/scripts/plot_report.py";
+
+// --plot needs python3 with matplotlib, the plotting script and a directory it can write:
+// checked before training, so a run does not end in a failure it could have had at once.
+Status CheckPlotting(const std::string& plot_dir) {
+  if (!std::filesystem::exists(kPlotScript)) {
+    return FieldError(ErrorCode::kIo, "--plot", plot_dir,
+                      std::string("the plotting script ") + kPlotScript + " is missing");
+  }
+  if (!Spawn({"/usr/bin/python3", "-c", "import matplotlib"}, /*quiet=*/true)) {
+    return FieldError(
+        ErrorCode::kIo, "--plot", plot_dir,
+        "needs /usr/bin/python3 with matplotlib (apt-get install python3-matplotlib)");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(plot_dir, ec);
+  if (ec || !std::filesystem::is_directory(plot_dir)) {
+    return FieldError(ErrorCode::kIo, "--plot", plot_dir,
+                      ec ? ec.message() : std::string("is not a directory"));
+  }
+  return Status::Ok();
+}
+
 int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& err) {
   // --- Every flag is checked before any work. ---
   auto policy = ta::ParseRoutingPolicy(options.policy);
@@ -184,13 +229,29 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                 FieldError(ErrorCode::kInvalidArgument, "--micro-batches", options.micro_batches,
                            "must be in [1, --batch = " + std::to_string(options.batch) + "]"));
   }
-  if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
+  for (const auto& [flag, every] : {std::pair{"--summary-every", options.summary_every},
+                                    std::pair{"--negotiate-every", options.negotiate_every}}) {
+    if (every < 1) {
+      return Fail(err, FieldError(ErrorCode::kInvalidArgument, flag, every, "must be >= 1"));
+    }
+  }
+  // The dense policy models fp32 traffic without packets, so no emulated fault touches it.
+  if (*policy == ta::RoutingPolicy::kDense) {
+    for (const auto& [flag, rate] : {std::pair{"--link-loss", options.link_loss},
+                                     std::pair{"--link-corrupt", options.link_corrupt}}) {
+      if (rate > 0) {
+        return Fail(err, FieldError(ErrorCode::kInvalidArgument, flag, rate,
+                                    "the dense policy sends no packets through the emulated "
+                                    "link (use it with a routed policy, or --compare-dense)"));
+      }
+    }
+  }
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
-  if (options.summary_every < 1 || options.negotiate_every < 1) {
-    return Fail(
-        err, FieldError(ErrorCode::kInvalidArgument, "--summary-every/--negotiate-every",
-                        std::min(options.summary_every, options.negotiate_every), "must be >= 1"));
+  // Last, as they create directories: the report's and the plots'.
+  if (Status s = CheckWritable(options.report_path); !s.ok()) return Fail(err, s);
+  if (!options.plot_dir.empty()) {
+    if (Status s = CheckPlotting(options.plot_dir); !s.ok()) return Fail(err, s);
   }
 
   // The shared budget steers negotiated contracts; a fixed --keep (or dense) has none.
@@ -439,18 +500,9 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   if (Status s = WriteAtomically(options.report_path, report.dump(1)); !s.ok()) return Fail(err, s);
   out << "report: " << options.report_path << "\n";
   if (!options.plot_dir.empty()) {
-    // An argument vector, not a shell line: paths with quotes or '$' stay paths.
-    const std::string script = SPARSELINK_SOURCE_DIR "/scripts/plot_report.py";
-    std::vector<std::string> args = {"/usr/bin/python3", script, options.report_path,
-                                     options.plot_dir};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    int status = 0;
-    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0 ||
-        waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      err << "sparselink train: plots failed: /usr/bin/python3 " << script << " "
+    if (!Spawn({"/usr/bin/python3", kPlotScript, options.report_path, options.plot_dir},
+               /*quiet=*/false)) {
+      err << "sparselink train: plots failed: /usr/bin/python3 " << kPlotScript << " "
           << options.report_path << " " << options.plot_dir << " (needs python3-matplotlib)\n";
       return 1;
     }

@@ -187,8 +187,10 @@ auto RoutedBoundaries::State::Deliver(Link& link, std::string_view direction,
     }
     return decoded;
   }
+  // An uncounted delivery is an evaluation (or no-grad) forward, which has no step of its own.
   const std::string field =
-      std::string(direction) + " packet of step " + std::to_string(step) + ": tries";
+      count ? std::string(direction) + " packet of step " + std::to_string(step) + ": tries"
+            : "evaluation " + std::string(direction) + " packet: tries";
   const std::string why = "none arrived intact (" + std::to_string(corrupt) + " corrupt, " +
                           std::to_string(lost) + " lost); last error: " + last_error.ToString();
   ThrowIfError(FieldError(last_error.code(), field, retry.max_tries, why), boundary);
@@ -282,6 +284,19 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // matters at negotiations, so it is sampled at the summary cadence rather than every step;
   // a step of several micro-batches samples its first, so a step sends one summary.
   const bool summary_step = step % options->summary_every == 0 && train_micro == 0;
+  // A summary step reads every entry of the gradient (other steps read the kept ones, which
+  // the gradient encoder checks): a non-finite one is named here, where it is, rather than as
+  // the summary unit it would spoil.
+  if (summary_step && !simd::AllFinite(g_data, num_rows * cols)) {
+    const size_t i = static_cast<size_t>(
+        std::find_if(g_data, g_data + num_rows * cols, [](float v) { return !std::isfinite(v); }) -
+        g_data);
+    ThrowIfError(
+        FieldError(ErrorCode::kNonFinite,
+                   "gradient[" + std::to_string(i / cols) + "][" + std::to_string(i % cols) + "]",
+                   g_data[i], "must be finite"),
+        boundary);
+  }
   if (summary_step && !receiver_map->frozen()) {
     ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
                                       {g_data, num_rows, cols}),
@@ -441,8 +456,17 @@ Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(
                  .full_codec = options.full_codec,
                  .lossy_codec = options.lossy_codec};
   SPARSELINK_RETURN_IF_ERROR(probe.Validate());
+  // Everything a boundary builds on its first Forward is built once here, so that bad options
+  // fail now rather than after a run's first (or, with --compare-dense, its whole baseline).
   SPARSELINK_ASSIGN_OR_RETURN(auto link_check, MakeLink({.model = options.link}));
   (void)link_check;
+  SPARSELINK_RETURN_IF_ERROR(SensitivityMap::Create({.num_neurons = 1,
+                                                     .mode = options.sensitivity_mode,
+                                                     .alpha = options.sensitivity_alpha,
+                                                     .ema_decay = options.ema_decay})
+                                 .status());
+  SPARSELINK_RETURN_IF_ERROR(Negotiator::Create(options.negotiator, probe).status());
+  SPARSELINK_RETURN_IF_ERROR(Router::Create({.eps = options.eps}).status());
   auto boundaries = std::unique_ptr<RoutedBoundaries>(new RoutedBoundaries());
   boundaries->options_ = options;
   boundaries->stages_ = stages;
@@ -466,6 +490,7 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   const SensitivityOptions map_options{.num_neurons = state->cols,
                                        .block = state->block,
                                        .mode = options.sensitivity_mode,
+                                       .alpha = options.sensitivity_alpha,
                                        .ema_decay = options.ema_decay};
   SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap map, SensitivityMap::Create(map_options));
   SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap receiver_map, SensitivityMap::Create(map_options));
@@ -537,7 +562,8 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
               " values per sample, the boundary was built for ", state.cols);
 
   if (options_.policy == RoutingPolicy::kDense) {
-    if (training) {
+    // Counted like a routed training forward: training, with autograd on.
+    if (training && torch::GradMode::is_enabled()) {
       const uint64_t bytes = static_cast<uint64_t>(activation.numel()) * sizeof(float);
       state.report.forward_wire_bytes += bytes;
       state.report.backward_wire_bytes += bytes;
