@@ -70,9 +70,20 @@ expect_error bench_bad_what "WHAT: route not in|WHAT.*not in" "$bin" bench sidew
 expect_error bench_bad_json "--json $work/no/such/dir/b.json: cannot open" \
   "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/no/such/dir/b.json"
 expect_error bench_bad_rounds "rounds" "$bin" bench --rounds 0
-expect_error bench_bad_case "--case 99: must be 1..9" "$bin" bench --case 99
-expect_error bench_negative_case "--case -1: must be" "$bin" bench --case -1
+expect_error bench_bad_case "--case = 99: must be 1..9" "$bin" bench --case 99
+expect_error bench_negative_case "--case = -1: must be" "$bin" bench --case -1
 
+# NaN slips past CLI11's ranges (every comparison with it is false): refused by name.
+expect_error bench_nan_min_time "--min-time = nan" "$bin" bench --min-time nan --quick
+expect_error demo_nan_budget "--link-budget = nan" "$bin" demo --link-budget nan --out "$work/x"
+expect_error demo_huge_shape "--rows \* --cols = 68719476736" "$bin" demo --rows 65536 --cols 1048576 --out "$work/x"
+expect_error demo_unwritable_out "--out = /proc/nope" "$bin" demo --steps 1 --out /proc/nope
+# A budget below the floor: the demo says its negotiations were refused, and the contracts
+# fall to the floor instead of keeping their starting keep.
+expect_ok demo_tiny_budget "$bin" demo --steps 40 --rows 16 --cols 256 --negotiate-every 10 \
+  --link-budget 2000 --out "$work/demo_tiny"
+grep -q "negotiations refused" "$work/out" && pass || fail "demo_tiny_budget: no refusal reported"
+grep -q "keep=2.00%" "$work/out" && pass || fail "demo_tiny_budget: contracts not at the floor: $(grep -m1 keep "$work/out")"
 expect_error unknown_flag "--frobnicate" "$bin" demo --frobnicate
 expect_error no_subcommand "subcommand" "$bin"
 expect_error demo_bad_codec "codec = fp7" "$bin" demo --codec fp7 --out "$work/x"

@@ -348,7 +348,9 @@ TEST(Negotiator, CeilingLowersAnAllEqualMap) {
   EXPECT_DOUBLE_EQ(n.contract().keep, 0.6);
 }
 
-TEST(Negotiator, RefusesWhenCapsAreBelowFloorAndKeepsOldContract) {
+// Caps below the floor: refused, and the contract falls to the floor, the nearest to the caps
+// the receiver accepts (not the old keep, which may lie far above a hard cap).
+TEST(Negotiator, RefusesWhenCapsAreBelowFloorAndFallsToTheFloor) {
   const size_t rows = 8, cols = 100;
   auto n = MakeNegotiator({.keep_min = 0.1}, Contract{.version = 4, .keep = 0.5});
   const auto map = HotMap(cols, 30);
@@ -358,12 +360,22 @@ TEST(Negotiator, RefusesWhenCapsAreBelowFloorAndKeepsOldContract) {
   EXPECT_EQ(rec.stages[2].state, NegotiationState::kRefused);
   EXPECT_EQ(rec.stages[2].reason, BoundBy::kBudgetBelowFloor);
   EXPECT_DOUBLE_EQ(rec.stages[2].keep, 0.05);  // what the caps allowed
-  EXPECT_FALSE(rec.changed);
-  EXPECT_DOUBLE_EQ(rec.contract.keep, 0.5);
-  EXPECT_EQ(rec.contract.version, 4u);
-  EXPECT_EQ(n.contract().version, 4u);
+  EXPECT_TRUE(rec.changed);
+  EXPECT_DOUBLE_EQ(rec.contract.keep, 0.1);
+  EXPECT_EQ(rec.contract.bound_by, BoundBy::kBudgetBelowFloor);
+  EXPECT_EQ(rec.contract.version, 5u);
+  EXPECT_EQ(n.contract().version, 5u);
   ASSERT_EQ(n.history().size(), 1u);
   EXPECT_EQ(n.history()[0].stages[2].state, NegotiationState::kRefused);
+  // Refused again: already at the floor, the contract stays.
+  const auto again = NegotiateOk(n, {&map, link}, {}, rows, cols, 12);
+  EXPECT_EQ(again.stages[2].state, NegotiationState::kRefused);
+  EXPECT_FALSE(again.changed);
+  EXPECT_EQ(n.contract().version, 5u);
+  // An old contract below the floor (an initial one) stays too: it is nearer the caps.
+  auto low = MakeNegotiator({.keep_min = 0.1}, Contract{.version = 1, .keep = 0.07});
+  EXPECT_FALSE(NegotiateOk(low, {&map, link}, {}, rows, cols, 13).changed);
+  EXPECT_DOUBLE_EQ(low.contract().keep, 0.07);
 }
 
 TEST(Negotiator, RefusesWhenNotOneEntryFitsTheLink) {
@@ -372,8 +384,8 @@ TEST(Negotiator, RefusesWhenNotOneEntryFitsTheLink) {
   const auto rec = NegotiateOk(n, {&map, 10.0}, {}, 4, 10);
   EXPECT_EQ(rec.stages.back().state, NegotiationState::kRefused);
   EXPECT_DOUBLE_EQ(rec.stages.back().keep, 0.0);
-  EXPECT_DOUBLE_EQ(n.contract().keep, 1.0);
-  EXPECT_EQ(n.contract().version, 0u);
+  EXPECT_DOUBLE_EQ(n.contract().keep, NegotiatorOptions{}.keep_min);
+  EXPECT_EQ(n.contract().version, 1u);
 }
 
 TEST(Negotiator, HysteresisKeepsOldContractForSmallChanges) {
@@ -451,7 +463,7 @@ TEST(Negotiator, HistoryRecordsEveryNegotiation) {
   EXPECT_DOUBLE_EQ(h[1].contract.keep, 0.6);
   EXPECT_EQ(h[1].contract.version, 2u);
   EXPECT_EQ(h[2].stages.back().state, NegotiationState::kRefused);
-  EXPECT_EQ(h[2].contract.version, 2u);
+  EXPECT_EQ(h[2].contract.version, 3u);  // fell to the floor
   for (const auto& rec : h) {
     ASSERT_EQ(rec.stages.size(), 3u);
     EXPECT_EQ(rec.stages[0].state, NegotiationState::kProposed);

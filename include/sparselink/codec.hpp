@@ -113,7 +113,8 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
                         std::vector<uint8_t>* out);
 // The sender's hot path in one call: router.Route(activation, map, contract, step) into
 // `routed` (which the sender keeps as the mask of the backward pass), where step is
-// label.step ^ (label.micro_batch << 40), so that the random policy draws afresh for each
+// label.step + label.micro_batch * 0x9E3779B97F4A7C15 (mod 2^64), so that the random policy
+// draws afresh for each
 // micro-batch of a step and as before for micro-batch 0; then the activation
 // packet into `out`, byte for byte what EncodeActivation(*routed, ...) writes. Faster than the
 // two calls: the bitmap index falls out of the selection (fast router, element granularity,

@@ -68,10 +68,29 @@ size_t FullCount(size_t kept, double keep_full);
 // Wire bytes one step of `rows x cols` activations costs under `contract` (forward packet,
 // with the smaller index codec, header and checksum included), plus the mask-routed gradient
 // in `gradient_codec` when `with_gradient`. A model, not a measurement: value, tier and
-// bitmap bytes are exact; delta-varint indices are estimated from the mean gap, so the total
-// is within a few percent of the codec's output (tests check it). Does not allocate.
+// bitmap bytes are exact; delta-varint indices are estimated from the expected LEB128 size
+// of a gap between randomly placed columns, so for rows that keep scattered columns the
+// total is within a few percent of the codec's output (tests check it); regularly spaced
+// gaps just above 127 cost more than that model says. With unit granularity the router keeps
+// KeptCount(units, keep) whole units of `block` columns (units = ceil(cols / block)); they are
+// priced as full units, an upper bound when the partial last unit is among them. Does not
+// allocate.
 double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, bool with_gradient,
-                         ValueCodec gradient_codec = ValueCodec::kFp32);
+                         ValueCodec gradient_codec = ValueCodec::kFp32, size_t block = 1);
+
+// One boundary's wire bytes per step as a line in its kept entries, for splitting a shared
+// budget with AllocateBudget: bytes ~= fixed + per_entry * entries. Fitted to
+// EstimateStepBytes (gradient included, in `gradient_codec`) at keep_min and 2 * keep_min,
+// for a step of `packets` packet pairs of `packet_rows` rows each (every packet pays its own
+// header, section table, checksum and per-row scales). `entries` counts kept entries over all
+// packet_rows * packets rows. A boundary whose share of a budget is B then gets a link cap of
+// B + fixed, and its negotiator (which prices one packet pair) B / packets + fixed / packets.
+struct StepCostLine {
+  double fixed = 0;
+  double per_entry = 0;
+};
+StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet_rows, size_t cols,
+                         double keep_min, ValueCodec gradient_codec, size_t block = 1);
 
 struct NegotiatorOptions {
   double tau_send = 0.95;     // sender keeps the units covering this share of its sensitivity
@@ -95,6 +114,8 @@ struct SenderView {
 // What the receiver brings. Its map is its own view of the importance of its inputs (e.g.
 // weight column norms times its own output sensitivity); null means "no opinion".
 struct ReceiverView {
+  // Any size: only the share of its units that covers tau_recv counts, so a coarse map of
+  // U units asks for keeps in steps of 1/U.
   const SensitivityMap* map = nullptr;
   double compute_entries_per_step = std::numeric_limits<double>::infinity();
   double buffer_bytes = std::numeric_limits<double>::infinity();

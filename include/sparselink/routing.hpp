@@ -100,7 +100,8 @@ class Router {
   // options().select picks the selection algorithm; the output is the same for both and for
   // any OpenMP thread count. Allocates `out`'s vectors (reusing their capacity); the per-row
   // scratch is thread-local and reused across calls (O(cols) per thread, kept for the thread's
-  // life). Errors: shape, non-finite, invalid contract, missing map; on error `out` holds no
+  // life). Errors: shape, non-finite, invalid contract, missing map, resource_exhausted (rows
+  // or cols >= 2^32, or more kept entries than u32 row offsets hold); on error `out` holds no
   // meaningful routing. With kApproximate rows may keep different counts (row_offsets says).
   Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
                uint64_t step, RoutedTensor* out) const;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <map>
@@ -199,18 +200,27 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
   }
   std::vector<BenchCase> cases = Cases(options.quick);
   if (options.only_case < 0 || static_cast<size_t>(options.only_case) > cases.size()) {
-    err << "sparselink bench: --case " << options.only_case << ": must be 1.." << cases.size()
+    err << "sparselink bench: --case = " << options.only_case << ": must be 1.." << cases.size()
         << " (0 = all)\n";
     return 1;
   }
   if (options.only_case > 0) cases = {cases[static_cast<size_t>(options.only_case) - 1]};
-  std::ofstream json_file;
+  if (!(options.min_seconds >= 0.001 && options.min_seconds <= 60.0)) {  // NaN included
+    err << "sparselink bench: --min-time = " << options.min_seconds
+        << ": must be in [0.001, 60] seconds\n";
+    return 1;
+  }
+  // The JSON goes through a temporary file, renamed into place once complete: a failed run
+  // leaves any earlier file as it was. Whether the place is writable is tried now.
+  const std::string json_partial = options.json_path + ".partial";
   if (!options.json_path.empty()) {
-    json_file.open(options.json_path);
-    if (!json_file) {
+    std::ofstream probe(json_partial);
+    if (!probe) {
       err << "sparselink bench: --json " << options.json_path << ": cannot open for writing\n";
       return 1;
     }
+    probe.close();
+    std::filesystem::remove(json_partial);
   }
   out << "sparselink bench: " << cases.size() << " cases on " << CpuModel() << ", "
       << simd::TargetName() << " kernels, inputs rotating through "
@@ -255,13 +265,27 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
         << Traits(r.c.codec).name << std::setw(4) << r.c.threads << std::setw(7)
         << (r.c.select == SelectMethod::kFast ? "exact" : "approx") << " |" << std::fixed
         << std::setprecision(2);
+    // A method this run did not time (decode only, or no LibTorch) prints "-", not 0.
+    const auto cell = [&](double v, int width) {
+      if (v > 0) {
+        out << std::setw(width) << v;
+      } else {
+        out << std::setw(width) << "-";
+      }
+    };
     for (const char* name :
          {"fast", "fast_decode", "reference", "torch_topk", "nth_element", "memcpy"}) {
-      out << std::setw(7) << g(name);
+      cell(g(name), 7);
     }
-    out << " | " << std::setw(11) << Ratio(r, "fast", "memcpy") << std::setw(10)
-        << Ratio(r, "fast", "torch_topk") << std::setw(14) << Ratio(r, "fast_decode", "memcpy")
-        << std::defaultfloat << "\n";
+    out << " | ";
+    cell(Ratio(r, "fast", "memcpy"), 11);
+    cell(Ratio(r, "fast", "torch_topk"), 10);
+    cell(Ratio(r, "fast_decode", "memcpy"), 14);
+    out << std::defaultfloat << "\n";
+    const auto ratio_json = [&](const char* a, const char* b) {
+      const double v = Ratio(r, a, b);
+      return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr);
+    };
     nlohmann::json entry = {{"rows", r.c.rows},
                             {"cols", r.c.cols},
                             {"keep", r.c.keep},
@@ -274,15 +298,19 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
                             {"dense_bytes", r.c.rows * r.c.cols * 4},
                             {"gbps", r.gbps},
                             {"ratios",
-                             {{"fast_vs_memcpy", Ratio(r, "fast", "memcpy")},
-                              {"fast_vs_torch_topk", Ratio(r, "fast", "torch_topk")},
-                              {"fast_vs_reference", Ratio(r, "fast", "reference")},
-                              {"decode_vs_memcpy", Ratio(r, "fast_decode", "memcpy")}}}};
+                             {{"fast_vs_memcpy", ratio_json("fast", "memcpy")},
+                              {"fast_vs_torch_topk", ratio_json("fast", "torch_topk")},
+                              {"fast_vs_reference", ratio_json("fast", "reference")},
+                              {"decode_vs_memcpy", ratio_json("fast_decode", "memcpy")}}}};
     json["cases"].push_back(entry);
   }
-  if (json_file.is_open()) {
+  if (!options.json_path.empty()) {
+    std::ofstream json_file(json_partial);
     json_file << json.dump(2) << "\n";
-    if (!json_file) {
+    json_file.close();  // the final flush happens here; check after it
+    std::error_code ec;
+    if (json_file.fail() || (std::filesystem::rename(json_partial, options.json_path, ec), ec)) {
+      std::filesystem::remove(json_partial, ec);
       err << "sparselink bench: --json " << options.json_path << ": write failed\n";
       return 1;
     }

@@ -32,6 +32,8 @@ namespace {
 
 constexpr int kBoundaries = 3;
 constexpr auto kTimeout = std::chrono::milliseconds(1000);
+constexpr double kKeepMin = 0.02;
+constexpr ValueCodec kGradientCodec = ValueCodec::kFp16;
 
 struct Boundary {
   std::vector<float> activation_scale;  // per neuron
@@ -51,6 +53,7 @@ struct Boundary {
   double importance_total = 0;
   double error_sq = 0;
   double norm_sq = 0;
+  int refusals = 0;  // negotiations refused: the budget's share below the floor
 };
 
 double LogNormal(std::mt19937_64& rng, double sigma) {
@@ -67,11 +70,42 @@ int Fail(std::ostream& err, const Status& s) {
 
 int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   auto bandwidth = ParseBandwidth(options.link_bandwidth);
-  if (!bandwidth.ok()) return Fail(err, bandwidth.status());
+  if (!bandwidth.ok()) {
+    return Fail(err, Status(bandwidth.status().code(),
+                            "--link-bandwidth: " + bandwidth.status().message()));
+  }
   auto lossy_codec = ParseValueCodec(options.lossy_codec);
-  if (!lossy_codec.ok()) return Fail(err, lossy_codec.status());
+  if (!lossy_codec.ok()) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--codec", options.lossy_codec,
+                                "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
+  }
+  if (!std::isfinite(options.link_budget_bytes) || options.link_budget_bytes < 0) {
+    return Fail(err,
+                FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
+                           "must be a finite number of bytes per step >= 0"));
+  }
   const auto rows = static_cast<size_t>(options.rows);
   const auto cols = static_cast<size_t>(options.cols);
+  // Each boundary holds four rows x cols float buffers: 64 MiB each at this limit.
+  constexpr size_t kMaxEntries = size_t{1} << 24;
+  if (rows * cols > kMaxEntries) {
+    return Fail(err, FieldError(ErrorCode::kResourceExhausted, "--rows * --cols", rows * cols,
+                                "must be <= " + std::to_string(kMaxEntries) +
+                                    " (each boundary holds four rows x cols float buffers)"));
+  }
+  // The packets are written at the end: the directory is made and tried now.
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(options.out_dir, ec);
+    const std::filesystem::path probe = std::filesystem::path(options.out_dir) / ".probe";
+    std::ofstream file(probe);
+    if (ec || !file) {
+      return Fail(err, FieldError(ErrorCode::kIo, "--out", options.out_dir,
+                                  ec ? ec.message() : std::string("cannot be written")));
+    }
+    file.close();
+    std::filesystem::remove(probe, ec);
+  }
 
   const LinkOptions link_options{.model = {.bandwidth_bits_per_s = *bandwidth}};
   auto forward = MakeLink(link_options);
@@ -80,6 +114,15 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   if (!backward.ok()) return Fail(err, backward.status());
   auto router = Router::Create({.policy = ScorePolicy::kSensitivity});
   if (!router.ok()) return Fail(err, router.status());
+
+  // The summary's size depends only on cols.
+  double summary_packet_bytes = 0;
+  {
+    std::vector<uint8_t> probe;
+    const Status s = EncodeSummary(std::vector<float>(cols, 0.0f), {}, &probe);
+    if (!s.ok()) return Fail(err, s);
+    summary_packet_bytes = static_cast<double>(probe.size());
+  }
 
   std::mt19937_64 rng(options.seed);
   std::vector<Boundary> boundaries;
@@ -93,7 +136,7 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
                            .lossy_codec = *lossy_codec,
                            .bound_by = BoundBy::kFixed};
     auto negotiator =
-        Negotiator::Create({.tau_send = 0.9, .tau_recv = 0.8, .keep_min = 0.02}, initial);
+        Negotiator::Create({.tau_send = 0.9, .tau_recv = 0.8, .keep_min = kKeepMin}, initial);
     if (!negotiator.ok()) return Fail(err, negotiator.status());
     Boundary boundary{.map = std::move(map).value(), .negotiator = std::move(negotiator).value()};
     // Deeper boundaries concentrate importance more (larger sigma), as later layers of a
@@ -122,31 +165,40 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
 
   for (int step = 0; step < options.steps; ++step) {
     if (step > 0 && step % options.negotiate_every == 0) {
+      // The shared budget is split as in training (RoutedBoundaries::OnStepEnd): each boundary
+      // priced by the negotiator's own byte model as a line (FitStepCost), every step keeping
+      // room for the summary, which crosses on negotiation steps.
       std::vector<double> caps(kBoundaries, std::numeric_limits<double>::infinity());
       if (options.link_budget_bytes > 0) {
         std::vector<BoundaryDemand> demands;
-        for (Boundary& bd : boundaries) {
-          const Contract& c = bd.negotiator.contract();
-          // Bytes of one kept entry, both directions: the value at the contract's mixed
-          // precision, its index share, and the fp16 gradient value that comes back.
-          const double value_bytes = c.keep_full * Traits(c.full_codec).bits_per_value / 8.0 +
-                                     (1 - c.keep_full) * Traits(c.lossy_codec).bits_per_value / 8.0;
-          demands.push_back({.sensitivity = bd.map.values(),
+        std::vector<double> fixed(kBoundaries);
+        double fixed_total = 0;
+        for (int b = 0; b < kBoundaries; ++b) {
+          const StepCostLine line = FitStepCost(boundaries[b].negotiator.contract(), 1, rows, cols,
+                                                kKeepMin, kGradientCodec);
+          fixed[b] = line.fixed + summary_packet_bytes;
+          fixed_total += fixed[b];
+          demands.push_back({.sensitivity = boundaries[b].map.values(),
                              .rows = rows,
                              .cols = cols,
-                             .bytes_per_entry = value_bytes + 1.0 + 2.0,
-                             .keep_min = 0.02});
+                             .bytes_per_entry = line.per_entry,
+                             .keep_min = kKeepMin});
         }
-        auto allocation = AllocateBudget(demands, options.link_budget_bytes);
+        auto allocation =
+            AllocateBudget(demands, std::max(0.0, options.link_budget_bytes - fixed_total));
         if (!allocation.ok()) return Fail(err, allocation.status());
-        for (int b = 0; b < kBoundaries; ++b) caps[b] = allocation->bytes[b];
+        for (int b = 0; b < kBoundaries; ++b) caps[b] = allocation->bytes[b] + fixed[b];
       }
       for (int b = 0; b < kBoundaries; ++b) {
         Boundary& bd = boundaries[b];
-        auto record =
-            bd.negotiator.Negotiate({.map = &bd.map, .link_bytes_per_step = caps[b]},
-                                    {.map = &bd.map}, rows, cols, static_cast<uint64_t>(step));
+        auto record = bd.negotiator.Negotiate(
+            {.map = &bd.map,
+             .link_bytes_per_step = std::max(0.0, caps[b] - summary_packet_bytes),
+             .gradient_codec = kGradientCodec,
+             .link_budget_reason = BoundBy::kSharedBudget},
+            {.map = &bd.map}, rows, cols, static_cast<uint64_t>(step));
         if (!record.ok()) return Fail(err, record.status());
+        if (record->stages.back().state == NegotiationState::kRefused) ++bd.refusals;
       }
     }
 
@@ -191,7 +243,7 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
       // Backward: the gradient at the kept positions, fp16, values only.
       s = GatherAtMask(*decoded, {bd.gradient.data(), rows, cols}, &gradient_values);
       if (!s.ok()) return Fail(err, s);
-      s = EncodeGradient(*decoded, gradient_values, ValueCodec::kFp16, label, {}, &gradient_packet);
+      s = EncodeGradient(*decoded, gradient_values, kGradientCodec, label, {}, &gradient_packet);
       if (!s.ok()) return Fail(err, s);
       s = (*backward)->Send(gradient_packet, static_cast<uint64_t>(dense_step_bytes), kTimeout);
       if (!s.ok()) return Fail(err, s);
@@ -248,10 +300,6 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
     }
   }
 
-  std::error_code ec;
-  std::filesystem::create_directories(options.out_dir, ec);
-  if (ec) return Fail(err, FieldError(ErrorCode::kIo, "--out", options.out_dir, ec.message()));
-
   const LinkStats fwd = (*forward)->stats();
   const LinkStats bwd = (*backward)->stats();
   out << "\nboundary  contract                                              importance  "
@@ -259,15 +307,31 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   for (int b = 0; b < kBoundaries; ++b) {
     const Boundary& bd = boundaries[b];
     out << std::setw(8) << b << "  " << std::left << std::setw(54)
-        << bd.negotiator.contract().ToString() << std::right << std::fixed << std::setprecision(1)
-        << std::setw(9) << 100.0 * bd.importance_carried / bd.importance_total << "%"
-        << std::setprecision(3) << std::setw(11) << std::sqrt(bd.error_sq / bd.norm_sq) << "\n";
+        << bd.negotiator.contract().ToString() << std::right << std::fixed;
+    // No importance or no activation at all (a tiny run): nothing to carry, no error to scale.
+    if (bd.importance_total > 0) {
+      out << std::setprecision(1) << std::setw(9)
+          << 100.0 * bd.importance_carried / bd.importance_total << "%";
+    } else {
+      out << std::setw(10) << "-";
+    }
+    if (bd.norm_sq > 0) {
+      out << std::setprecision(3) << std::setw(11) << std::sqrt(bd.error_sq / bd.norm_sq);
+    } else {
+      out << std::setw(11) << "-";
+    }
+    if (bd.refusals > 0) {
+      out << "  (" << bd.refusals << " negotiations refused: the budget is below the floor of "
+          << std::defaultfloat << 100 * kKeepMin << " %)";
+    }
+    out << "\n";
     const std::filesystem::path path =
         std::filesystem::path(options.out_dir) / ("boundary" + std::to_string(b) + ".packet");
     std::ofstream file(path, std::ios::binary);
     file.write(reinterpret_cast<const char*>(bd.last_packet.data()),
                static_cast<std::streamsize>(bd.last_packet.size()));
-    if (!file)
+    file.close();  // the final flush happens here; check after it
+    if (file.fail())
       return Fail(err, FieldError(ErrorCode::kIo, "packet path", path.string(), "cannot write"));
   }
   const double wire = double(fwd.wire_bytes + bwd.wire_bytes);

@@ -463,7 +463,7 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
   thread_local std::vector<uint8_t> bitmap;
   // The step keys the random policy's draws; the micro-batches of one step draw afresh, and
   // micro-batch 0 keeps the plain step (a one-batch step routes as it always has).
-  const uint64_t draw = label.step ^ (uint64_t{label.micro_batch} << 40);
+  const uint64_t draw = label.step + uint64_t{label.micro_batch} * 0x9E3779B97F4A7C15ull;
   SPARSELINK_RETURN_IF_ERROR(router.Route(activation, map, contract, draw, routed, &bitmap));
   SPARSELINK_DCHECK(routed->Validate().ok());
   return EncodeValidActivation(*routed, bitmap, contract, label, options, out);

@@ -118,11 +118,38 @@ static double ExpectedGapBytes(double p) {
   return bytes;
 }
 
+StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet_rows, size_t cols,
+                         double keep_min, ValueCodec gradient_codec, size_t block) {
+  Contract probe = contract;
+  const auto cost = [&](double keep) {
+    probe.keep = keep;
+    return static_cast<double>(packets) * EstimateStepBytes(probe, packet_rows, cols,
+                                                            /*with_gradient=*/true, gradient_codec,
+                                                            block);
+  };
+  const double rows = static_cast<double>(packets) * static_cast<double>(packet_rows);
+  const double low_keep = keep_min;
+  const double high_keep = std::min(1.0, 2 * keep_min);
+  const double low_entries = rows * static_cast<double>(KeptCount(cols, low_keep));
+  const double high_entries = rows * static_cast<double>(KeptCount(cols, high_keep));
+  StepCostLine line;
+  line.per_entry = high_entries > low_entries
+                       ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
+                       : cost(high_keep) / std::max(1.0, high_entries);
+  line.fixed = std::max(0.0, cost(low_keep) - line.per_entry * low_entries);
+  return line;
+}
+
 double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, bool with_gradient,
-                         ValueCodec gradient_codec) {
+                         ValueCodec gradient_codec, size_t block) {
   const bool unit = contract.granularity == Granularity::kUnit;
   // Entries per row and how many rows carry their own index set.
-  const double kept_per_row = static_cast<double>(KeptCount(cols, contract.keep));
+  size_t kept_columns = KeptCount(cols, contract.keep);
+  if (unit && block > 1) {
+    const size_t units = (cols + block - 1) / block;
+    kept_columns = std::min(cols, KeptCount(units, contract.keep) * block);
+  }
+  const double kept_per_row = static_cast<double>(kept_columns);
   const double index_rows = unit ? 1.0 : static_cast<double>(rows);
   const double kept_total = kept_per_row * static_cast<double>(rows);
   const auto full_per_row =

@@ -11,8 +11,12 @@
 //   Countered  keep = max(proposal, Coverage(receiver map, tau_recv)) (kReceiverCoverage when
 //              the receiver raised it), then lowered to the bound when above it; the reason is
 //              the tightest cap (ties: link, then compute, then buffer).
-//   Refused    bound < keep_min: the old contract stays (kBudgetBelowFloor); the stage records
-//              the bound so the report shows how far below the floor the caps were.
+//   Refused    bound < keep_min: no keep meets both the caps and the floor. The stage records
+//              the bound, so the report shows how far below the floor the caps were, and the
+//              contract falls to the floor (kBudgetBelowFloor, a new version) when it was above
+//              it: of the keeps the receiver accepts, the floor is the nearest to the caps. An
+//              old contract at or below the floor stays. (Until 2026-11-27 the old contract
+//              always stayed, which could hold a keep far above a hard cap indefinitely.)
 //   Agreed     keep raised to keep_min (kFloor) or lowered to keep_max (kCeiling); then a
 //              change of |keep - old| < hysteresis keeps the old contract (kHysteresis), but only
 //              when the old keep still lies within [keep_min, min(keep_max, bound)] — a cap is a
@@ -111,11 +115,13 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
   Contract probe = contract_;
   const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
     probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec);
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec,
+                             sender.map->block());
   });
   const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
     probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false);
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false, ValueCodec::kFp32,
+                             sender.map->block());
   });
   double compute_cap = 1.0;
   if (!std::isinf(receiver.compute_entries_per_step)) {
@@ -171,8 +177,13 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
       }
       case NegotiationState::kRefused: {
         record.stages.push_back({state, bound, BoundBy::kBudgetBelowFloor});
+        record.changed = contract_.keep > options_.keep_min;
+        if (record.changed) {
+          contract_.keep = options_.keep_min;
+          contract_.bound_by = BoundBy::kBudgetBelowFloor;
+          contract_.version += 1;
+        }
         record.contract = contract_;
-        record.changed = false;
         history_.push_back(record);
         return record;
       }

@@ -39,9 +39,11 @@
 // Cost: about five streaming passes over the row's n scores plus O(k) work, against the
 // reference's pointer-chasing nth_element and sorts.
 //
-// Element granularity selects in each row over its columns. Every row keeps the same k, so
-// row r's entries sit at [r*k, (r+1)*k) of the output: rows run in parallel, each straight
-// into its final slot, and the result does not depend on the thread count.
+// Element granularity selects in each row over its columns. Exact selection keeps the same k
+// in every row, so row r's entries sit at [r*k, (r+1)*k) of the output: rows run in
+// parallel, each straight into its final slot, and the result does not depend on the thread
+// count. kApproximate rows keep between k and k + window - 1: each fills a slot of k + window
+// entries, and one serial pass closes the gaps afterwards.
 //
 // Unit granularity selects once per batch over units (blocks of map->block() columns under
 // kSensitivity, single columns otherwise). A unit's score is the sum of its entries' scores

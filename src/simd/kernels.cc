@@ -3,7 +3,8 @@
 // at run time.
 //
 // Every loop runs whole vectors first and finishes the last n % lanes entries with the same
-// operations on a partial tail in scalar code, so a result never depends on the target.
+// operations on a partial tail in scalar code (QuantizeInt8: through the vector lanes on a
+// zero-padded copy), so a result never depends on the target.
 // The fp16 and bf16 conversions are written with integer operations rather than Highway's
 // DemoteTo: on targets without F16C Highway 1.0 truncates, and the wire format rounds to
 // nearest even (docs/wire-format.md).

@@ -589,10 +589,10 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
 
   // One shared budget: the allocator splits it by sensitivity per byte, and each share becomes
   // that boundary's link cap in its negotiation. Both must price bytes the same way, so each
-  // boundary's cost is read off the negotiator's own model, EstimateStepBytes, as a line:
-  // fixed (headers, section table, checksums, per-row scales) + per_entry * kept entries,
-  // fitted between the floor and twice the floor. The allocator splits what is left after
-  // the fixed parts; each cap is the share plus the fixed part.
+  // boundary's cost is read off the negotiator's own model, EstimateStepBytes, as a line
+  // (FitStepCost): fixed (headers, section table, checksums, per-row scales) + per_entry *
+  // kept entries. The allocator splits what is left after the fixed parts; each cap is the
+  // share plus the fixed part.
   if (options_.link_budget_bytes_per_step > 0) {
     std::vector<BoundaryDemand> demands;
     std::vector<double> fixed_bytes;
@@ -600,36 +600,21 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
     for (auto& state : states_) {
       if (!state || state->max_rows == 0) continue;
       const double floor_keep = options_.negotiator.keep_min;
-      Contract probe = state->contract;
       // A step of M micro-batches is M packets each way, each with its own header, table,
       // checksum and per-row scales: priced as M packets of the step's rows / M.
       const auto packets = static_cast<size_t>(state->packets_per_step);
       const size_t packet_rows = state->PacketRows();
-      const size_t rows = packets * packet_rows;
-      const auto cost = [&](double keep) {
-        probe.keep = keep;
-        return static_cast<double>(packets) * EstimateStepBytes(probe, packet_rows, state->cols,
-                                                                /*with_gradient=*/true,
-                                                                options_.gradient_codec);
-      };
-      const double low_keep = floor_keep;
-      const double high_keep = std::min(1.0, 2 * floor_keep);
-      const double low_entries = double(rows) * double(KeptCount(state->cols, low_keep));
-      const double high_entries = double(rows) * double(KeptCount(state->cols, high_keep));
-      const double per_entry =
-          high_entries > low_entries
-              ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
-              : cost(high_keep) / std::max(1.0, high_entries);
+      const StepCostLine line = FitStepCost(state->contract, packets, packet_rows, state->cols,
+                                            floor_keep, options_.gradient_codec, state->block);
       // The receiver's summary crosses on one step in summary_every, under a contract that
       // holds for many steps: every step's cap keeps room for it.
-      const double fixed =
-          std::max(0.0, cost(low_keep) - per_entry * low_entries) + state->summary_packet_bytes;
+      const double fixed = line.fixed + state->summary_packet_bytes;
       fixed_bytes.push_back(fixed);
       fixed_total += fixed;
       demands.push_back({.sensitivity = state->map->values(),
-                         .rows = rows,
+                         .rows = packets * packet_rows,
                          .cols = state->cols,
-                         .bytes_per_entry = per_entry,
+                         .bytes_per_entry = line.per_entry,
                          .keep_min = floor_keep});
     }
     if (!demands.empty()) {
