@@ -495,6 +495,37 @@ TEST(SummaryPacket, RoundTripsWithinFp16Error) {
   EXPECT_EQ(EncodeSummary(std::vector<float>{INFINITY}, {}, &packet).code(), ErrorCode::kNonFinite);
 }
 
+// bf16 summaries keep small means that fp16 flushes or rounds coarsely: every value from
+// 1e-12 to 1e30 comes back within bf16's relative error (2^-9), and a summary packet with any
+// other codec is refused by the encoder and, resealed, by the decoder, naming the field.
+TEST(SummaryPacket, Bf16KeepsSmallMeans) {
+  const std::vector<float> units = {0.0f, 1e-12f, 2e-8f, 2.5e-6f, 4.5e-4f, 1.0f, 1e30f};
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeSummary(units, {.step = 9}, &packet, ValueCodec::kBf16).ok());
+  PacketInfo info;
+  auto decoded = DecodeSummary(packet, {}, &info);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(info.header.full_codec, ValueCodec::kBf16);
+  ASSERT_EQ(decoded->size(), units.size());
+  for (size_t i = 0; i < units.size(); ++i) {
+    EXPECT_NEAR((*decoded)[i], units[i], units[i] * 0x1p-9) << i;
+  }
+  std::vector<uint8_t> fp16;
+  ASSERT_TRUE(EncodeSummary(units, {}, &fp16).ok());
+  EXPECT_EQ((*DecodeSummary(fp16))[2], 0.0f);  // 2e-8, below half of fp16's 6e-8: gone
+  for (ValueCodec codec : {ValueCodec::kFp32, ValueCodec::kInt8, ValueCodec::kInt4}) {
+    const Status s = EncodeSummary(units, {}, &packet, codec);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+    EXPECT_TRUE(Contains(s, "summary codec")) << s.message();
+  }
+  std::vector<uint8_t> bad = fp16;
+  bad[8] = static_cast<uint8_t>(ValueCodec::kFp32);  // full codec
+  Reseal(bad);
+  auto r = DecodeSummary(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "header.full_codec = 0")) << r.status().message();
+}
+
 // A non-finite gradient value is one error naming its index, wherever it sits (the vector
 // screen finds it, the scalar walk names it).
 TEST(GradientPacket, NonFiniteValueIsNamed) {

@@ -67,10 +67,10 @@ TEST(RoutedBoundary, ForwardIsMaskedAndBackwardIsTheMaskedGradient) {
 
 // The sender's Taylor score of one step from dense tensors, by its definition: per column,
 // mean over rows of |a| * |g| where the entry was kept and |a| * s_j (the receiver summary,
-// mean |g_j| of a summary step, sent as fp16) where it was dropped, over its maximum.
+// mean |g_j| of a summary step, sent as bf16) where it was dropped, over its maximum.
 torch::Tensor TaylorBatch(const torch::Tensor& a, const torch::Tensor& g, const torch::Tensor& kept,
                           const torch::Tensor& summary) {
-  const torch::Tensor s = summary.to(torch::kHalf).to(torch::kFloat).unsqueeze(0);
+  const torch::Tensor s = summary.to(torch::kBFloat16).to(torch::kFloat).unsqueeze(0);
   const torch::Tensor score = (a.abs() * (kept * g.abs() + (1 - kept) * s)).mean(0);
   return score / score.max();
 }

@@ -34,6 +34,7 @@ constexpr int kBoundaries = 3;
 constexpr auto kTimeout = std::chrono::milliseconds(1000);
 constexpr double kKeepMin = 0.02;
 constexpr ValueCodec kGradientCodec = ValueCodec::kFp16;
+constexpr ValueCodec kSummaryCodec = ValueCodec::kBf16;  // as in training
 
 struct Boundary {
   std::vector<float> activation_scale;  // per neuron
@@ -119,7 +120,7 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   double summary_packet_bytes = 0;
   {
     std::vector<uint8_t> probe;
-    const Status s = EncodeSummary(std::vector<float>(cols, 0.0f), {}, &probe);
+    const Status s = EncodeSummary(std::vector<float>(cols, 0.0f), {}, &probe, kSummaryCodec);
     if (!s.ok()) return Fail(err, s);
     summary_packet_bytes = static_cast<double>(probe.size());
   }
@@ -262,7 +263,7 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
             mean_abs_gradient[j] += std::fabs(bd.gradient[r * cols + j]) / float(rows);
         }
         std::vector<uint8_t> summary_packet;
-        s = EncodeSummary(mean_abs_gradient, label, &summary_packet);
+        s = EncodeSummary(mean_abs_gradient, label, &summary_packet, kSummaryCodec);
         if (!s.ok()) return Fail(err, s);
         s = (*backward)->Send(summary_packet, cols * sizeof(float), kTimeout);
         if (!s.ok()) return Fail(err, s);

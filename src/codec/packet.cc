@@ -196,7 +196,7 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
       exact(SectionId::kGradientValues, ValueStreamBytes(h.full_codec, h.count_full, h.rows));
       break;
     case PacketKind::kSummary:
-      exact(SectionId::kSummaryValues, ValueStreamBytes(ValueCodec::kFp16, h.count_full, 1));
+      exact(SectionId::kSummaryValues, ValueStreamBytes(h.full_codec, h.count_full, 1));
       break;
     case PacketKind::kContract: exact(SectionId::kContractBody, kContractBodyBytes); break;
   }
@@ -532,7 +532,11 @@ static PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label) {
 }
 
 Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
-                     std::vector<uint8_t>* out) {
+                     std::vector<uint8_t>* out, ValueCodec codec) {
+  if (codec != ValueCodec::kFp16 && codec != ValueCodec::kBf16) {
+    return FieldError(ErrorCode::kInvalidArgument, "summary codec", Traits(codec).name,
+                      "must be fp16 or bf16");
+  }
   if (unit_values.empty())
     return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", 0, "must be > 0");
   if (unit_values.size() > UINT32_MAX) {
@@ -547,7 +551,7 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
       return FieldError(ErrorCode::kInvalidArgument, field, unit_values[i], "must be >= 0");
   }
   PacketHeader h = LabelledHeader(PacketKind::kSummary, label);
-  h.full_codec = ValueCodec::kFp16;
+  h.full_codec = codec;
   h.rows = 1;
   h.cols = static_cast<uint32_t>(unit_values.size());
   h.count_full = unit_values.size();
@@ -555,7 +559,7 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
   std::vector<RawSection> sections(1);
   sections[0].id = SectionId::kSummaryValues;
   const uint32_t count = h.cols;
-  AppendValues(ValueCodec::kFp16, unit_values, {&count, 1}, &sections[0].raw);
+  AppendValues(codec, unit_values, {&count, 1}, &sections[0].raw);
   return Assemble(h, sections, EncodeOptions{.index_codec = IndexCodec::kAuto, .zstd = false}, out);
 }
 
@@ -675,9 +679,9 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
       SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.lossy_codec", p[kOffLossyCodec], kind));
       SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.rest", p[kOffRest], kind));
       SPARSELINK_RETURN_IF_ERROR(MustBeZero("header.count_lossy", h.count_lossy, kind));
-      if (h.full_codec != ValueCodec::kFp16)
+      if (h.full_codec != ValueCodec::kFp16 && h.full_codec != ValueCodec::kBf16)
         return Corrupt("header.full_codec", p[kOffFullCodec],
-                       "must be fp16 (1) in a summary packet");
+                       "must be fp16 (1) or bf16 (2) in a summary packet");
       if (h.rows != 1) return Corrupt("header.rows", h.rows, "must be 1 in a summary packet");
       SPARSELINK_RETURN_IF_ERROR(check_shape());
       if (h.count_full != h.cols)
@@ -1119,7 +1123,8 @@ Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,
   SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, pi->sections[0], 0));
   const auto count = static_cast<uint32_t>(pi->header.count_full);
   std::vector<float> values(count);
-  Status s = codec_internal::DecodeValuesInto(ValueCodec::kFp16, raw.bytes(), {&count, 1}, values);
+  Status s =
+      codec_internal::DecodeValuesInto(pi->header.full_codec, raw.bytes(), {&count, 1}, values);
   if (!s.ok()) return Status(s.code(), "summary_values: " + s.message());
   for (size_t i = 0; i < values.size(); ++i) {
     if (std::signbit(values[i]) && values[i] != 0.0f) {

@@ -20,6 +20,9 @@ using torch::autograd::variable_list;
 
 namespace {
 constexpr auto kLinkTimeout = std::chrono::milliseconds(10000);
+// Summaries are mean |g| per neuron, mostly below fp16's smallest normal (6.1e-5) in the
+// default MLP run: bf16 keeps them at 8 significant bits (docs/wire-format.md).
+constexpr ValueCodec kSummaryCodec = ValueCodec::kBf16;
 
 // Exceptions only at the edge: a core error inside autograd becomes one c10::Error line.
 void ThrowIfError(const Status& s, size_t boundary) {
@@ -306,7 +309,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     std::vector<float> mean_abs(cols, 0.0f);
     for (size_t r = 0; r < num_rows; ++r) simd::AddAbs(g_data + r * cols, cols, mean_abs.data());
     for (float& v : mean_abs) v /= static_cast<float>(rows);
-    ThrowIfError(EncodeSummary(mean_abs, label, &packet), boundary);
+    ThrowIfError(EncodeSummary(mean_abs, label, &packet, kSummaryCodec), boundary);
     // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
     summary = Deliver(*backward_link, "summary", label, 0, true, &report.backward_wire_bytes,
                       [](std::span<const uint8_t> bytes, PacketInfo* info) {
@@ -525,8 +528,8 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   state->summary.assign(state->cols, 0.0f);
   {
     std::vector<uint8_t> probe;
-    SPARSELINK_RETURN_IF_ERROR(
-        EncodeSummary(state->summary, {.boundary = static_cast<uint32_t>(boundary)}, &probe));
+    SPARSELINK_RETURN_IF_ERROR(EncodeSummary(
+        state->summary, {.boundary = static_cast<uint32_t>(boundary)}, &probe, kSummaryCodec));
     state->summary_packet_bytes = static_cast<double>(probe.size());
   }
   state->act_sums.assign(state->cols, 0.0f);
