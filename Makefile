@@ -72,8 +72,8 @@ bench: build
 
 # The accuracy/traffic experiments behind docs/RESULTS.md (long: about an hour on 2 cores).
 experiments: build
-	@scripts/experiments.sh out/experiments "1 2 3" mlp
-	@EPOCHS=3 scripts/experiments.sh out/experiments "1 2 3" cnn
+	@SPARSELINK=$(BUILD)/sparselink scripts/experiments.sh out/experiments "1 2 3" mlp
+	@SPARSELINK=$(BUILD)/sparselink EPOCHS=3 scripts/experiments.sh out/experiments "1 2 3" cnn
 
 clean:
 	@rm -rf $(BUILD)

@@ -32,8 +32,9 @@ def main():
 
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = report["epochs"]
+    ratio = report["traffic"]["ratio"]
     ax.plot([e["epoch"] for e in epochs], [100 * e["test_accuracy"] for e in epochs], "o-",
-            label=f"routed ({report['traffic']['ratio']:.1f}x fewer bytes)")
+            label=f"routed ({ratio:.1f}x fewer bytes)" if ratio > 0 else "one stage (no boundary)")
     if "baseline" in report:
         base = report["baseline"]["epochs"]
         ax.plot([e["epoch"] for e in base], [100 * e["test_accuracy"] for e in base], "s--",

@@ -129,6 +129,21 @@ TEST(MakeLink, RejectsUnknownBackendAndBadModel) {
   EXPECT_FALSE(MakeLink({.max_queued_packets = 0}).ok());
 }
 
+// milliseconds::max() means "wait as long as it takes": cut to kMaxLinkTimeout, it waits for a
+// packet sent later instead of overflowing into an immediate timeout.
+TEST(LinkModel, LongestTimeoutWaits) {
+  auto link = MakeLink({});
+  ASSERT_TRUE(link.ok());
+  std::thread sender([&] {
+    std::this_thread::sleep_for(milliseconds(20));
+    EXPECT_TRUE((*link)->Send(Bytes(10, 1), 0, milliseconds::max()).ok());
+  });
+  auto got = (*link)->Recv(milliseconds::max());
+  sender.join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->size(), 10u);
+}
+
 TEST(LinkModel, ModelsLatencyPlusSerialization) {
   const LinkModel model{.bandwidth_bits_per_s = 100e6, .latency = std::chrono::microseconds(50)};
   // 1,250,000 bytes = 10 Mbit -> 100 ms at 100 Mbit/s, plus 50 us.

@@ -54,8 +54,8 @@ struct IdxData {
 // or a payload of the wrong length; kUnsupported for a wrong magic; kShapeMismatch for wrong
 // dims or an unexpected count; kResourceExhausted for a count above max_count (before any
 // allocation); kInvalidArgument for a label out of range or bad options.
-// Cost: inflates the stream in one pass into the payload (count*rows*cols bytes, allocated
-// once, after the header passed its checks); O(bytes). Thread-safe (no shared state).
+// Cost: inflates the stream in one pass into the payload (count*rows*cols bytes, grown a MiB
+// at a time up to the size the checked header allows); O(bytes). Thread-safe (no shared state).
 Result<IdxData> ParseIdx(std::span<const uint8_t> bytes, std::string_view name,
                          const IdxOptions& options);
 

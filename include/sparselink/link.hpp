@@ -17,11 +17,15 @@ namespace sparselink {
 
 // Emulated physical link: every packet's modelled transfer time is
 // latency + wire_bytes * 8 / bandwidth. bandwidth_bits_per_s = 0 means unlimited.
+// The longest a link call waits: a longer timeout (milliseconds::max() for "forever") is cut
+// to this, since the standard library's timed waits convert to nanoseconds and overflow.
+inline constexpr std::chrono::milliseconds kMaxLinkTimeout{1'000'000'000};
+
 struct LinkModel {
   double bandwidth_bits_per_s = 0;
   std::chrono::nanoseconds latency{0};
   double loss_rate = 0;     // probability a packet vanishes, [0, 1)
-  double corrupt_rate = 0;  // probability one byte of a packet is flipped, [0, 1]
+  double corrupt_rate = 0;  // probability one bit of a packet is flipped, [0, 1]
   uint64_t fault_seed = 1;  // seeds the loss/corruption draws (deterministic)
   bool sleep = false;       // really wait the modelled time in send (wall-clock emulation)
 };
@@ -47,12 +51,13 @@ class Link {
   virtual ~Link() = default;
 
   // Queues one packet. `dense_bytes` is what the payload would cost dense (for the counters).
-  // Errors: kClosed after Close(); kResourceExhausted when the queue is full past `timeout`
-  // (kTimeout). The link stays usable after a timeout.
+  // Errors: kClosed after Close(); kTimeout when the queue stays full past `timeout`;
+  // kResourceExhausted for a packet above the link's max_packet_bytes. The link stays usable
+  // after a timeout. Timeouts above kMaxLinkTimeout (about 11 days) wait that long.
   virtual Status Send(std::span<const uint8_t> packet, uint64_t dense_bytes,
                       std::chrono::milliseconds timeout) = 0;
-  // Takes the next packet, waiting up to `timeout`. kTimeout leaves the link usable;
-  // kClosed when closed and drained.
+  // Takes the next packet, waiting up to `timeout` (at most kMaxLinkTimeout). kTimeout leaves
+  // the link usable; kClosed when closed and drained.
   virtual Result<std::vector<uint8_t>> Recv(std::chrono::milliseconds timeout) = 0;
   // Ends the link: pending Recv calls return kClosed once the queue is drained.
   virtual void Close() = 0;

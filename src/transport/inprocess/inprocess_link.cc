@@ -1,11 +1,12 @@
 // InProcessLink. Send copies the packet into a bounded queue, after the emulated link has had
 // its say: the loss model may make the packet vanish (counted, never delivered), the
-// corruption model may flip one byte (counted, delivered: the packet checksum must catch it),
+// corruption model may flip one bit (counted, delivered: the packet checksum must catch it),
 // and the modelled transfer time latency + bytes*8/bandwidth is added to the stats (and
 // really waited when model.sleep is set). Fault draws use one seeded generator in send order,
 // so a run with the same seed sees the same faults.
 #include "transport/inprocess/inprocess_link.hpp"
 
+#include <algorithm>
 #include <thread>
 
 namespace sparselink {
@@ -28,7 +29,7 @@ Status InProcessLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes
   }
 
   std::unique_lock lock(mutex_);
-  if (!not_full_.wait_for(lock, timeout,
+  if (!not_full_.wait_for(lock, std::min(timeout, kMaxLinkTimeout),
                           [&] { return closed_ || queue_.size() < options_.max_queued_packets; })) {
     return FieldError(ErrorCode::kTimeout, "link.send_timeout_ms", timeout.count(),
                       "queue stayed full (" + std::to_string(queue_.size()) + " packets)");
@@ -62,7 +63,8 @@ Status InProcessLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes
 
 Result<std::vector<uint8_t>> InProcessLink::Recv(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  if (!not_empty_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
+  if (!not_empty_.wait_for(lock, std::min(timeout, kMaxLinkTimeout),
+                           [&] { return closed_ || !queue_.empty(); })) {
     return FieldError(ErrorCode::kTimeout, "link.recv_timeout_ms", timeout.count(),
                       "no packet arrived");
   }
