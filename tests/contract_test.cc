@@ -114,6 +114,43 @@ TEST(ContractEstimateStepBytes, KnownAnswerForDenseFp32) {
   EXPECT_DOUBLE_EQ(EstimateStepBytes(c, 4, 64, true), 1152.0 + 64 + 12 + 8 + 1024);
 }
 
+// FitStepCost's line against the byte model it is fitted to: element granularity, and unit
+// granularity with units too coarse for the floor and twice the floor to differ (32 channels
+// of 196: both keep 0 units at a 1 % floor, which gave a zero slope the allocator refuses).
+// Fitted near the floor, the line may only overstate the model higher up (with elements the
+// index switches from delta-varint to the cheaper bitmap there), never understate it.
+TEST(FitStepCost, LineFollowsTheByteModelForElementsAndCoarseUnits) {
+  const size_t packets = 2, packet_rows = 64;
+  struct Case {
+    Granularity granularity;
+    size_t cols, block;
+  };
+  for (const Case& c :
+       {Case{Granularity::kElement, 1024, 1}, Case{Granularity::kUnit, 6272, 196}}) {
+    const Contract contract{.keep = 0.3,
+                            .full_codec = ValueCodec::kInt8,
+                            .lossy_codec = ValueCodec::kInt8,
+                            .granularity = c.granularity};
+    const StepCostLine line =
+        FitStepCost(contract, packets, packet_rows, c.cols, 0.01, ValueCodec::kInt8, c.block);
+    EXPECT_GT(line.per_entry, 0.0) << c.cols;
+    EXPECT_GE(line.fixed, 0.0) << c.cols;
+    for (double keep : {0.25, 0.5}) {
+      Contract at = contract;
+      at.keep = keep;
+      const size_t units = (c.cols + c.block - 1) / c.block;
+      const double columns = c.granularity == Granularity::kUnit
+                                 ? static_cast<double>(KeptCount(units, keep) * c.block)
+                                 : static_cast<double>(KeptCount(c.cols, keep));
+      const double model =
+          packets * EstimateStepBytes(at, packet_rows, c.cols, true, ValueCodec::kInt8, c.block);
+      const double fitted = line.fixed + line.per_entry * packets * packet_rows * columns;
+      EXPECT_GE(fitted / model, 0.99) << c.cols << " keep " << keep;
+      EXPECT_LE(fitted / model, 1.35) << c.cols << " keep " << keep;
+    }
+  }
+}
+
 TEST(ContractEstimateStepBytes, GrowsWithKeepAndShrinksWithCheaperCodecs) {
   Contract c{.keep = 0.1};
   const double low = EstimateStepBytes(c, 8, 256, false);

@@ -317,6 +317,27 @@ TEST(RoutedBoundary, CreateRefusesEveryBadOptionByName) {
   EXPECT_TRUE(RoutedBoundaries::Create({}, nullptr).ok());
 }
 
+// Structured routing of conv maps under a shared budget: per-channel units (32 channels of
+// 4 x 4) are too coarse for the default 1 % floor to differ from twice the floor; the
+// budget's byte line must still have a slope (it had none, and the first negotiation threw).
+TEST(RoutedBoundary, StructuredConvMapsUnderASharedBudget) {
+  RoutedBoundaryOptions options{.policy = RoutingPolicy::kStructured,
+                                .negotiate_every = 1,
+                                .initial_keep = 0.5,
+                                .link_budget_bytes_per_step = 3000};
+  auto hook = RoutedBoundaries::Create(options, nullptr);
+  ASSERT_TRUE(hook.ok());
+  torch::manual_seed(5);
+  for (int64_t step = 0; step < 4; ++step) {
+    torch::Tensor x = torch::rand({8, 32, 4, 4}, torch::requires_grad());
+    ((*hook)->Forward(0, x, true) * torch::randn({8, 32, 4, 4})).sum().backward();
+    ASSERT_NO_THROW((*hook)->OnStepEnd(step)) << step;
+  }
+  const BoundaryReport report = (*hook)->Report().at(0);
+  EXPECT_EQ(report.contract.bound_by, BoundBy::kSharedBudget);
+  EXPECT_LT(report.contract.keep, 0.5);
+}
+
 TEST(RoutedBoundary, EvaluationRoutesWithoutCounting) {
   auto hook = RoutedBoundaries::Create(Lossless(RoutingPolicy::kMagnitude, 0.5), nullptr);
   ASSERT_TRUE(hook.ok());

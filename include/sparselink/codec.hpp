@@ -130,7 +130,7 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
                       std::vector<uint8_t>* out);
 // Receiver summary: per-unit mean |g| (non-negative, finite), sent as fp16 or bf16 (`codec`;
 // anything else is refused). Mean gradients are small: bf16 keeps fp32's range at 8
-// significant bits, fp16 turns values below 6.1e-5 subnormal (fewer bits) and below 6e-8
+// significant bits, fp16 turns values below 6.1e-5 subnormal (fewer bits) and below 3e-8
 // into 0. Training and the demo send bf16; fp16 is the format's original choice.
 Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
                      std::vector<uint8_t>* out, ValueCodec codec = ValueCodec::kFp16);

@@ -33,7 +33,7 @@ enum class BoundBy : uint8_t {
   kReceiverBuffer,    // receiver's buffer bytes
   kHysteresis,        // change smaller than options.hysteresis: previous contract kept
   kSharedBudget,      // BudgetAllocator's share of a link budget shared by boundaries
-  kBudgetBelowFloor,  // refusal: the caps leave less than keep_min; previous contract kept
+  kBudgetBelowFloor,  // refusal: the caps leave less than keep_min; the contract falls to it
 };
 inline constexpr size_t kNumBoundBy = 11;
 std::string_view BoundByName(BoundBy b);
@@ -80,7 +80,8 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
 
 // One boundary's wire bytes per step as a line in its kept entries, for splitting a shared
 // budget with AllocateBudget: bytes ~= fixed + per_entry * entries. Fitted to
-// EstimateStepBytes (gradient included, in `gradient_codec`) at keep_min and 2 * keep_min,
+// EstimateStepBytes (gradient included, in `gradient_codec`) at keep_min and min(1,
+// 2 * keep_min), or one unit (column) more where that keeps no more; per_entry > 0 always,
 // for a step of `packets` packet pairs of `packet_rows` rows each (every packet pays its own
 // header, section table, checksum and per-row scales). `entries` counts kept entries over all
 // packet_rows * packets rows. A boundary whose share of a budget is B then gets a link cap of
@@ -149,8 +150,9 @@ class Negotiator {
   //     (largest keep whose EstimateStepBytes fits), reason kSenderCoverage or kSenderLinkBudget;
   //  2. counter: keep = max(keep_s, Coverage(receiver map, tau_recv)), then capped by the
   //     receiver's compute (entries) and buffer (bytes) budgets;
-  //  3. agreement: clamp to [keep_min, keep_max]; refused (old contract kept, reason
-  //     kBudgetBelowFloor) when the caps are below keep_min; hysteresis keeps the old contract
+  //  3. agreement: clamp to [keep_min, keep_max]; refused when the caps are below keep_min,
+  //     and the contract falls to keep_min if it was above (reason kBudgetBelowFloor; an old
+  //     keep at or below keep_min stays); hysteresis keeps the old contract
   //     when the change is below options.hysteresis. A change bumps the version.
   // `rows` and `cols` are the shape of one step's activation. Appends to history().
   // A refusal is an outcome, not an error: the record's last stage is kRefused. Errors (the

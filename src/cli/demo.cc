@@ -13,6 +13,8 @@
 // relative L2 error of the reconstructed activation.
 #include "cli/demo.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -98,7 +100,8 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   {
     std::error_code ec;
     std::filesystem::create_directories(options.out_dir, ec);
-    const std::filesystem::path probe = std::filesystem::path(options.out_dir) / ".probe";
+    const std::filesystem::path probe =
+        std::filesystem::path(options.out_dir) / (".sparselink-probe-" + std::to_string(getpid()));
     std::ofstream file(probe);
     if (ec || !file) {
       return Fail(err, FieldError(ErrorCode::kIo, "--out", options.out_dir,

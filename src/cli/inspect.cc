@@ -97,7 +97,9 @@ Tiers DescribeTiers(const PacketHeader& h) {
     case PacketKind::kGradient:
       t.rows.push_back({"gradient", h.count_full, CodecName(h.full_codec)});
       break;
-    case PacketKind::kSummary: t.rows.push_back({"summary units", h.count_full, "fp16"}); break;
+    case PacketKind::kSummary:
+      t.rows.push_back({"summary units", h.count_full, CodecName(h.full_codec)});
+      break;
     case PacketKind::kContract: break;
   }
   return t;

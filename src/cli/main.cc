@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   train->add_option("--link-loss", train_options.link_loss,
                     "emulated share of packets lost, [0, 1); lost packets are re-sent");
   train->add_option("--link-corrupt", train_options.link_corrupt,
-                    "emulated share of packets with one flipped byte, [0, 1); re-sent");
+                    "emulated share of packets with one flipped bit, [0, 1); re-sent");
   train->add_option("--link-tries", train_options.link_tries,
                     "sends of one packet before the run fails (default 8)");
   train

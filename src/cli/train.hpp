@@ -32,7 +32,7 @@ struct TrainCliOptions {
   int threads = 2;
   std::string link_bandwidth = "100Mbit";
   double link_loss = 0;     // emulated loss rate per packet, [0, 1)
-  double link_corrupt = 0;  // emulated rate of packets with one flipped byte, [0, 1)
+  double link_corrupt = 0;  // emulated rate of packets with one flipped bit, [0, 1)
   int link_tries = 8;       // sends of one packet before the run fails, >= 1
   int negotiate_every = 50;
   double tau = 0.9;

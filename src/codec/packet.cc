@@ -534,8 +534,8 @@ static PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label) {
 Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& label,
                      std::vector<uint8_t>* out, ValueCodec codec) {
   if (codec != ValueCodec::kFp16 && codec != ValueCodec::kBf16) {
-    return FieldError(ErrorCode::kInvalidArgument, "summary codec", Traits(codec).name,
-                      "must be fp16 or bf16");
+    return FieldError(ErrorCode::kInvalidArgument, "summary codec", static_cast<int>(codec),
+                      "must be fp16 (1) or bf16 (2)");
   }
   if (unit_values.empty())
     return FieldError(ErrorCode::kInvalidArgument, "unit_values.size()", 0, "must be > 0");

@@ -118,6 +118,14 @@ static double ExpectedGapBytes(double p) {
   return bytes;
 }
 
+// Columns a row keeps under `keep`: with unit granularity whole units of `block` columns
+// (the partial last unit priced whole), as the router keeps them.
+static size_t KeptColumns(Granularity granularity, size_t cols, size_t block, double keep) {
+  if (granularity != Granularity::kUnit || block <= 1) return KeptCount(cols, keep);
+  const size_t units = (cols + block - 1) / block;
+  return std::min(cols, KeptCount(units, keep) * block);
+}
+
 StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet_rows, size_t cols,
                          double keep_min, ValueCodec gradient_codec, size_t block) {
   Contract probe = contract;
@@ -127,11 +135,22 @@ StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet
                                                             /*with_gradient=*/true, gradient_codec,
                                                             block);
   };
+  const auto kept = [&](double keep) {
+    return static_cast<double>(KeptColumns(contract.granularity, cols, block, keep));
+  };
   const double rows = static_cast<double>(packets) * static_cast<double>(packet_rows);
+  // Fitted between the floor and twice the floor; where that keeps no more (coarse units, or
+  // a floor below one column), the upper point moves to one more unit or column.
   const double low_keep = keep_min;
-  const double high_keep = std::min(1.0, 2 * keep_min);
-  const double low_entries = rows * static_cast<double>(KeptCount(cols, low_keep));
-  const double high_entries = rows * static_cast<double>(KeptCount(cols, high_keep));
+  double high_keep = std::min(1.0, 2 * keep_min);
+  if (kept(high_keep) <= kept(low_keep)) {
+    const bool unit = contract.granularity == Granularity::kUnit && block > 1;
+    const size_t n = unit ? (cols + block - 1) / block : cols;
+    high_keep =
+        std::min(1.0, static_cast<double>(KeptCount(n, low_keep) + 1) / static_cast<double>(n));
+  }
+  const double low_entries = rows * kept(low_keep);
+  const double high_entries = rows * kept(high_keep);
   StepCostLine line;
   line.per_entry = high_entries > low_entries
                        ? (cost(high_keep) - cost(low_keep)) / (high_entries - low_entries)
@@ -144,12 +163,8 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
                          ValueCodec gradient_codec, size_t block) {
   const bool unit = contract.granularity == Granularity::kUnit;
   // Entries per row and how many rows carry their own index set.
-  size_t kept_columns = KeptCount(cols, contract.keep);
-  if (unit && block > 1) {
-    const size_t units = (cols + block - 1) / block;
-    kept_columns = std::min(cols, KeptCount(units, contract.keep) * block);
-  }
-  const double kept_per_row = static_cast<double>(kept_columns);
+  const double kept_per_row =
+      static_cast<double>(KeptColumns(contract.granularity, cols, block, contract.keep));
   const double index_rows = unit ? 1.0 : static_cast<double>(rows);
   const double kept_total = kept_per_row * static_cast<double>(rows);
   const auto full_per_row =

@@ -17,7 +17,7 @@
 // receiver's summary, so a budget caps the bytes of every step however it is split.
 //
 // Link faults (LinkModel.loss_rate / corrupt_rate): every packet carries an XXH3 checksum, so
-// a flipped byte makes its decoder fail. The receiver never uses such a packet: it re-requests
+// a flipped bit makes its decoder fail. The receiver never uses such a packet: it re-requests
 // it, and the sender, which keeps each encoded packet until the receiver has decoded it, sends
 // the same bytes again (LinkRetryOptions). Activation, gradient and summary packets alike.
 // Retransmits count as traffic. Each link draws its faults from its own generator (seeded from
