@@ -979,16 +979,23 @@ TEST(BadPacket, SectionPastTheEnd) {
   EXPECT_TRUE(Contains(r.status(), "section[0]")) << r.status().message();
 }
 
-TEST(BadPacket, HugeRawBytesOfAZstdSection) {
-  // Packet whose index compresses: a wide, empty bitmap.
+// An activation packet of rows x cols with nothing kept, its bitmap index zstd-compressed (an
+// empty bitmap compresses to a few bytes).
+std::vector<uint8_t> EmptyZstdBitmapPacket(uint32_t rows, uint32_t cols) {
   RoutedTensor t;
-  t.rows = 64;
-  t.cols = 4096;
-  t.row_offsets.assign(65, 0);
+  t.rows = rows;
+  t.cols = cols;
+  t.row_offsets.assign(rows + 1, 0);
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
+  EXPECT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
                                {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
                   .ok());
+  return packet;
+}
+
+TEST(BadPacket, HugeRawBytesOfAZstdSection) {
+  // Packet whose index compresses: a wide, empty bitmap.
+  const std::vector<uint8_t> packet = EmptyZstdBitmapPacket(64, 4096);
   ASSERT_EQ(packet[65], 1);  // zstd
   ASSERT_TRUE(DecodeActivation(packet).ok());
   std::vector<uint8_t> bad = packet;
@@ -1014,14 +1021,7 @@ TEST(BadPacket, HugeRawBytesOfAZstdSection) {
 // bitmap is a few bytes: a packet whose row offsets would exceed max_packet_bytes is refused
 // by both decoders before anything is allocated, and decodes under a larger limit.
 TEST(BadPacket, ManyOneColumnRowsAreRefusedBeforeAllocation) {
-  RoutedTensor t;
-  t.rows = 4096;
-  t.cols = 1;
-  t.row_offsets.assign(t.rows + 1, 0);
-  std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
-                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
-                  .ok());
+  const std::vector<uint8_t> packet = EmptyZstdBitmapPacket(4096, 1);
   ASSERT_LT(packet.size(), 200u);  // 512 bitmap bytes stored as a few zstd bytes
   const DecodeLimits limits{.max_packet_bytes = 8192};  // > every section, < 4 * 4097
   auto r = DecodeActivation(packet, limits);
@@ -1041,14 +1041,7 @@ TEST(BadPacket, ManyOneColumnRowsAreRefusedBeforeAllocation) {
 // A zstd section is one frame: the same raw bytes as two frames back to back, or one frame
 // followed by a skippable frame, decompress fine with zstd but are refused, naming the section.
 TEST(BadPacket, ZstdSectionMustBeOneFrame) {
-  RoutedTensor t;
-  t.rows = 64;
-  t.cols = 4096;
-  t.row_offsets.assign(65, 0);
-  std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
-                               {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
-                  .ok());
+  const std::vector<uint8_t> packet = EmptyZstdBitmapPacket(64, 4096);
   ASSERT_EQ(packet[11], 1);  // one section: the bitmap
   ASSERT_EQ(packet[65], 1);  // zstd
   const uint32_t raw = Load32(packet, 72);

@@ -1,8 +1,7 @@
 // The README's library example, end to end: route one activation, encode it, decode it back.
+#include <cstdio>
 #include <sparselink/codec.hpp>
 #include <sparselink/routing.hpp>
-
-#include <cstdio>
 #include <vector>
 
 int main() {
