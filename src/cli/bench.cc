@@ -210,6 +210,11 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
         << ": must be in [0.001, 60] seconds\n";
     return 1;
   }
+  if (!simd::CapTargets(options.simd.c_str())) {
+    err << "sparselink bench: --simd " << options.simd
+        << ": this CPU cannot run it (or unknown; use best, avx2 or sse4)\n";
+    return 1;
+  }
   // The JSON goes through a temporary file, renamed into place once complete: a failed run
   // leaves any earlier file as it was. Whether the place is writable is tried now.
   const std::string json_partial = options.json_path + ".partial";

@@ -25,6 +25,7 @@ struct BenchOptions {
   size_t pool_bytes = size_t{64} << 20;  // inputs per case, in turn (> L3 here: 32 MiB)
   bool quick = false;                    // one small case, short rounds: for tests
   int only_case = 0;                     // 1-based: run only this case of the list (0: all)
+  std::string simd = "best";             // best | avx2 | sse4: cap the kernels' instruction set
 };
 
 // torch::topk + gather over a rows x cols matrix with k per row, on `threads` threads.

@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
   bench->add_option("--case", bench_options.only_case,
                     "run only case N of the list (1 = 256x4096 keep 10% one thread)");
   bench
+      ->add_option("--simd", bench_options.simd,
+                   "cap the kernels' instruction set: best | avx2 | sse4 (default best), to see "
+                   "what a machine without AVX-512 gets")
+      ->check(CLI::IsMember({"best", "avx2", "sse4"}));
+  bench
       ->add_option_function<size_t>(
           "--pool-mib", [&](size_t mib) { bench_options.pool_bytes = mib << 20; },
           "MiB of inputs each case rotates through, at least two inputs (default 64: twice the "

@@ -16,9 +16,11 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 HWY_BEFORE_NAMESPACE();
@@ -101,6 +103,47 @@ bool ScalarHalfToFloat(uint16_t h, float* out) {
   return true;
 }
 
+// --- compress ---
+
+// Compress of 32-bit lanes (the lanes of `mask` moved to the front, in order). AVX-512 has an
+// instruction for it, which Highway uses. On the other x86 targets Highway 1.0 builds the
+// index table inside the function, and GCC copies that table onto the stack at every call
+// (`rep movsq`, 1 KiB for AVX2), which made routing and decoding about 15x slower on machines
+// without AVX-512 (docs/RESULTS.md). There the indices come from this static table instead:
+// entry m holds, for an 8-bit mask m, the set lanes' positions ascending, then the others
+// (a 4-lane target reads the first four; for m < 16 those are all below 4).
+struct CompressTable {
+  std::array<uint8_t, 256 * 8> index{};
+  constexpr CompressTable() {
+    for (size_t m = 0; m < 256; ++m) {
+      size_t pos = 0;
+      for (size_t want : {1u, 0u}) {
+        for (size_t lane = 0; lane < 8; ++lane) {
+          if (((m >> lane) & 1u) == want) index[m * 8 + pos++] = static_cast<uint8_t>(lane);
+        }
+      }
+    }
+  }
+};
+constexpr CompressTable kCompressTable;
+
+template <class D, class V, class M>
+V CompressLanes(D d, V v, M mask) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_SCALAR || \
+    HWY_TARGET == HWY_EMU128
+  (void)d;
+  return hn::Compress(v, mask);
+#else
+  static_assert(hn::MaxLanes(D()) <= 8 && sizeof(hn::TFromD<D>) == 4);
+  const hn::RebindToUnsigned<D> du;
+  const hn::Rebind<uint8_t, decltype(du)> d8;
+  uint8_t bits[8] = {};
+  hn::StoreMaskBits(d, mask, bits);
+  const auto index = hn::PromoteTo(du, hn::LoadU(d8, kCompressTable.index.data() + 8 * bits[0]));
+  return hn::TableLookupLanes(v, hn::IndicesFromVec(d, index));
+#endif
+}
+
 // --- vector kernels ---
 
 bool MagnitudeKeys(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n,
@@ -161,7 +204,7 @@ size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uin
     const auto over = hn::Gt(k, vhi);
     sum = hn::Add(sum, hn::IfThenElseZero(over, one));
     const auto in = hn::AndNot(hn::Or(over, hn::Lt(k, vlo)), hn::FirstN(du, lanes));
-    hn::StoreU(hn::Compress(k, in), du, out + m);
+    hn::StoreU(CompressLanes(du, k, in), du, out + m);
     m += hn::CountTrue(du, in);
   }
   size_t count = hn::GetLane(hn::SumOfLanes(du, sum));
@@ -353,8 +396,8 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
     const auto v = hn::LoadU(df, a + i);
     const auto finite = hn::Lt(hn::And(hn::BitCast(du, v), abs_mask), inf);
     const auto safe = hn::IfThenElseZero(hn::RebindMask(df, finite), v);
-    hn::StoreU(hn::Compress(col, take), du, ids + m);
-    hn::StoreU(hn::Compress(safe, hn::RebindMask(df, take)), df, values + m);
+    hn::StoreU(CompressLanes(du, col, take), du, ids + m);
+    hn::StoreU(CompressLanes(df, safe, hn::RebindMask(df, take)), df, values + m);
     m += hn::CountTrue(du, take);
     if (bits != nullptr) {
       uint8_t mask_bytes[8] = {};
@@ -592,7 +635,7 @@ bool BitmapToColumns(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64
           *count = pos + bits;
           return false;
         }
-        hn::StoreU(hn::Compress(col, mask), du, out + pos);
+        hn::StoreU(CompressLanes(du, col, mask), du, out + pos);
         pos += bits;
       }
     }
@@ -768,6 +811,23 @@ bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out) {
   return HWY_DYNAMIC_DISPATCH(Int8ToFloat)(in, n, scale, out);
 }
 const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+bool CapTargets(const char* name) {
+  const std::string_view cap = name;
+  int64_t disabled = 0;
+  int64_t wanted = 0;
+  if (cap == "avx2") {
+    disabled = HWY_AVX3 | HWY_AVX3_DL;
+    wanted = HWY_AVX2;
+  } else if (cap == "sse4") {
+    disabled = HWY_AVX3 | HWY_AVX3_DL | HWY_AVX2;
+    wanted = HWY_SSE4;
+  } else {
+    return cap == "best";
+  }
+  if ((hwy::SupportedTargets() & wanted) == 0) return false;
+  hwy::DisableTargets(disabled);
+  return true;
+}
 void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                   uint32_t* counts) {
   HWY_DYNAMIC_DISPATCH(RowBitCounts)(bytes, num_bytes, rows, cols, counts);

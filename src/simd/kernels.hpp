@@ -110,4 +110,10 @@ void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t
 // The name of the instruction set the dispatcher chose (for bench reports), e.g. "AVX3".
 const char* TargetName();
 
+// Caps the instruction sets the dispatcher may choose, for the whole process: "best" (no cap),
+// "avx2" (no AVX-512), "sse4" (no AVX). Lets a machine with AVX-512 show what one without
+// gets (`sparselink bench --simd`). Returns false, changing nothing, for another name or when
+// the CPU lacks the capped set.
+bool CapTargets(const char* name);
+
 }  // namespace sparselink::simd
