@@ -3,10 +3,14 @@
 // Sizes run from in-cache (64 x 512 = 128 KiB) to far beyond cache (1024 x 4096 = 16 MiB);
 // a pool of different random inputs is rotated per iteration so no branch predictor or
 // cache learns one input.
+// SPARSELINK_SIMD=avx2 (or sse4) caps the kernels' instruction set, as `sparselink bench
+// --simd` does, to time what a machine without AVX-512 gets.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -319,6 +323,16 @@ void BM_FirstTouch(benchmark::State& state) {
   state.SetLabel(state.range(0) == 0 ? "memcpy" : "keys");
 }
 BENCHMARK(BM_FirstTouch)->Arg(0)->Arg(1);
+
+// Applied before main, so before any kernel runs.
+const bool kSimdCapped = [] {
+  const char* cap = std::getenv("SPARSELINK_SIMD");
+  if (cap != nullptr && !simd::CapTargets(cap)) {
+    std::fprintf(stderr, "SPARSELINK_SIMD=%s: unknown or not supported by this CPU (best, avx2, sse4)\n", cap);
+    std::exit(1);
+  }
+  return cap != nullptr;
+}();
 
 }  // namespace
 }  // namespace sparselink
