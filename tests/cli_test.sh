@@ -73,21 +73,31 @@ expect_error bench_bad_rounds "rounds" "$bin" bench --rounds 0
 expect_error bench_bad_case "--case = 99: must be 1..9" "$bin" bench --case 99
 expect_error bench_negative_case "--case = -1: must be" "$bin" bench --case -1
 
-# NaN slips past CLI11's ranges (every comparison with it is false): refused by name.
 expect_error bench_bad_simd "--simd: avx512 not in" "$bin" bench --simd avx512 --quick
-# A capped instruction set is the one the table names (this CPU has AVX2 wherever CI runs).
-if grep -q avx2 /proc/cpuinfo; then
-  expect_ok bench_simd_avx2 "$bin" bench --quick --min-time 0.02 --rounds 3 --simd avx2 \
-    --json "$work/avx2.json"
-  grep -q "AVX2 kernels" "$work/out" || fail "bench --simd avx2 runs the AVX2 kernels"
+# A capped instruction set is the one the table names. A CPU without AVX2 (as Highway counts
+# it) skips; bench says so and exits 1.
+"$bin" bench --quick --min-time 0.02 --rounds 3 --simd avx2 --json "$work/avx2.json" \
+  >"$work/out" 2>"$work/err"
+rc=$?
+if [[ $rc -ne 0 ]] && grep -q "cannot run it" "$work/err"; then
+  echo "skip: this CPU has no AVX2 kernels"
+elif [[ $rc -ne 0 ]]; then
+  fail "bench --simd avx2: exit $rc $(head -3 "$work/err")"
+else
+  grep -q "AVX2 kernels" "$work/out" && pass || fail "bench --simd avx2 runs the AVX2 kernels"
   # Highway's own AVX2 compress rebuilt its table at every call: the fast route then ran at
-  # 1.2x nth_element (8x after the fix). A ratio in one process, far from both.
-  /usr/bin/python3 - "$work/avx2.json" <<'PY' || fail "AVX2 route is at least 2x nth_element"
+  # 1.2x nth_element (8x after the fix). A ratio in one process, far from both; not under
+  # sanitizers, which slow the two sides differently.
+  if [[ ${SPARSELINK_TIMING_CHECKS:-1} == 1 ]]; then
+    /usr/bin/python3 - "$work/avx2.json" <<'PY' && pass || fail "AVX2 route is at least 2x nth_element"
 import json, sys
 g = json.load(open(sys.argv[1]))["cases"][0]["gbps"]
 assert g["fast"] >= 2 * g["nth_element"], g
 PY
+  fi
 fi
+
+# NaN slips past CLI11's ranges (every comparison with it is false): refused by name.
 expect_error bench_nan_min_time "--min-time = nan" "$bin" bench --min-time nan --quick
 expect_error demo_nan_budget "--link-budget = nan" "$bin" demo --link-budget nan --out "$work/x"
 expect_error demo_huge_shape "--rows \* --cols = 68719476736" "$bin" demo --rows 65536 --cols 1048576 --out "$work/x"

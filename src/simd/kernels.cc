@@ -108,7 +108,7 @@ bool ScalarHalfToFloat(uint16_t h, float* out) {
 // Compress of 32-bit lanes (the lanes of `mask` moved to the front, in order). AVX-512 has an
 // instruction for it, which Highway uses. On the other x86 targets Highway 1.0 builds the
 // index table inside the function, and GCC copies that table onto the stack at every call
-// (`rep movsq`, 1 KiB for AVX2), which made routing and decoding about 15x slower on machines
+// (`rep movsq`, 1 KiB for AVX2), which made routing 8x and decoding 7x slower on machines
 // without AVX-512 (docs/RESULTS.md). There the indices come from this static table instead:
 // entry m holds, for an 8-bit mask m, the set lanes' positions ascending, then the others
 // (a 4-lane target reads the first four; for m < 16 those are all below 4).
@@ -129,11 +129,7 @@ constexpr CompressTable kCompressTable;
 
 template <class D, class V, class M>
 V CompressLanes(D d, V v, M mask) {
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_SCALAR || \
-    HWY_TARGET == HWY_EMU128
-  (void)d;
-  return hn::Compress(v, mask);
-#else
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3
   static_assert(hn::MaxLanes(D()) <= 8 && sizeof(hn::TFromD<D>) == 4);
   const hn::RebindToUnsigned<D> du;
   const hn::Rebind<uint8_t, decltype(du)> d8;
@@ -141,6 +137,9 @@ V CompressLanes(D d, V v, M mask) {
   hn::StoreMaskBits(d, mask, bits);
   const auto index = hn::PromoteTo(du, hn::LoadU(d8, kCompressTable.index.data() + 8 * bits[0]));
   return hn::TableLookupLanes(v, hn::IndicesFromVec(d, index));
+#else
+  (void)d;
+  return hn::Compress(v, mask);
 #endif
 }
 
@@ -813,6 +812,7 @@ bool Int8ToFloat(const int8_t* in, size_t n, float scale, float* out) {
 const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 bool CapTargets(const char* name) {
   const std::string_view cap = name;
+  hwy::DisableTargets(0);  // lift an earlier cap first
   int64_t disabled = 0;
   int64_t wanted = 0;
   if (cap == "avx2") {
@@ -824,7 +824,8 @@ bool CapTargets(const char* name) {
   } else {
     return cap == "best";
   }
-  if ((hwy::SupportedTargets() & wanted) == 0) return false;
+  // The capped set must be both compiled (HWY_TARGETS) and run by this CPU.
+  if ((hwy::SupportedTargets() & HWY_TARGETS & wanted) == 0) return false;
   hwy::DisableTargets(disabled);
   return true;
 }
