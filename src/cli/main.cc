@@ -151,6 +151,10 @@ int main(int argc, char** argv) {
       ->add_option("--max-train-samples", train_options.max_train_samples,
                    "train on the first N samples")
       ->check(CLI::NonNegativeNumber);
+  train
+      ->add_option("--simd", train_options.simd,
+                   "cap the routing kernels' instruction set: best | avx2 | sse4 (default best)")
+      ->check(CLI::IsMember({"best", "avx2", "sse4"}));
   train->add_flag("--compare-dense", train_options.compare_dense,
                   "train the dense baseline first, same seed, for the accuracy comparison");
 #endif

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "simd/kernels.hpp"
 #include "sparselink/link.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
 #include "sparselink/torch/models.hpp"
@@ -246,6 +247,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       }
     }
   }
+  if (!simd::CapTargets(options.simd.c_str())) {
+    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--simd", options.simd,
+                                "unknown, or this CPU cannot run it (best, avx2 or sse4)"));
+  }
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
   // Last, as they create directories: the report's and the plots'.
@@ -266,7 +271,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     out << " (kernels set by OPENBLAS_CORETYPE=" << runtime.openblas_coretype << ")";
   }
   out << ", 1024^3 matmul " << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms
-      << " ms\n";
+      << " ms, " << simd::TargetName() << " routing kernels\n";
   auto data = ta::LoadFashionMnist(options.data_dir);
   if (!data.ok()) return Fail(err, data.status());
 
@@ -306,7 +311,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       {"max_train_samples", options.max_train_samples},
       {"blas", runtime.blas},
       {"openblas_coretype",
-       runtime.openblas_coretype.empty() ? json(nullptr) : json(runtime.openblas_coretype)}};
+       runtime.openblas_coretype.empty() ? json(nullptr) : json(runtime.openblas_coretype)},
+      {"simd_target", simd::TargetName()}};
 
   ta::RoutedBoundaryOptions boundary_options{
       .policy = *policy,

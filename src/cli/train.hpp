@@ -42,6 +42,7 @@ struct TrainCliOptions {
   std::string map_resolution = "channel";  // conv maps: channel (block = H*W) | neuron
   int summary_every = 10;                  // steps between receiver summaries
   bool zstd = true;                        // zstd per packet section where it is smaller
+  std::string simd = "best";               // best | avx2 | sse4: cap the routing kernels
   double keep_min_percent = 1.0;
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::string report_path = "out/train/report.json";
