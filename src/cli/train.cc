@@ -249,7 +249,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   }
   if (!simd::CapTargets(options.simd.c_str())) {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--simd", options.simd,
-                                "unknown, or this CPU cannot run it (best, avx2 or sse4)"));
+                                "this CPU cannot run it (best, avx2 or sse4)"));
   }
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());

@@ -813,20 +813,17 @@ const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 bool CapTargets(const char* name) {
   const std::string_view cap = name;
   hwy::DisableTargets(0);  // lift an earlier cap first
-  int64_t disabled = 0;
   int64_t wanted = 0;
   if (cap == "avx2") {
-    disabled = HWY_AVX3 | HWY_AVX3_DL;
     wanted = HWY_AVX2;
   } else if (cap == "sse4") {
-    disabled = HWY_AVX3 | HWY_AVX3_DL | HWY_AVX2;
     wanted = HWY_SSE4;
   } else {
     return cap == "best";
   }
   // The capped set must be both compiled (HWY_TARGETS) and run by this CPU.
   if ((hwy::SupportedTargets() & HWY_TARGETS & wanted) == 0) return false;
-  hwy::DisableTargets(disabled);
+  hwy::DisableTargets(wanted - 1);  // every better target has a lower bit
   return true;
 }
 void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
