@@ -328,7 +328,9 @@ BENCHMARK(BM_FirstTouch)->Arg(0)->Arg(1);
 const bool kSimdCapped = [] {
   const char* cap = std::getenv("SPARSELINK_SIMD");
   if (cap != nullptr && !simd::CapTargets(cap)) {
-    std::fprintf(stderr, "SPARSELINK_SIMD=%s: unknown or not supported by this CPU (best, avx2, sse4)\n", cap);
+    std::fprintf(stderr,
+                 "SPARSELINK_SIMD=%s: unknown or not supported by this CPU (best, avx2, sse4)\n",
+                 cap);
     std::exit(1);
   }
   return cap != nullptr;

@@ -112,9 +112,9 @@ const char* TargetName();
 
 // Caps the instruction sets the dispatcher may choose, for the whole process: "best" (no cap),
 // "avx2" (no AVX-512), "sse4" (no AVX). Lets a machine with AVX-512 show what one without
-// gets (`sparselink bench --simd`). A later call replaces the cap ("best" lifts it). Returns
-// false for another name, or when the capped set is not built or not run by this CPU (then no
-// cap is left in place). Not thread-safe: call it before kernels run on other threads. A
+// gets (`sparselink bench --simd`, `train --simd`). A later call replaces the cap ("best" lifts
+// it). Returns false for another name, or when the capped set is not built or not run by this CPU
+// (then no cap is left in place). Not thread-safe: call it before kernels run on other threads. A
 // direct call of Highway's hwy::SupportedTargets() afterwards undoes the cap (Highway 1.0.3).
 bool CapTargets(const char* name);
 
