@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "cli/flags.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 #include "sparselink/routing.hpp"
@@ -210,9 +211,8 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
         << ": must be in [0.001, 60] seconds\n";
     return 1;
   }
-  if (!simd::CapTargets(options.simd.c_str())) {
-    err << "sparselink bench: --simd " << options.simd
-        << ": this CPU cannot run it (or unknown; use best, avx2 or sse4)\n";
+  if (Status s = ApplySimdFlag(options.simd); !s.ok()) {
+    err << "sparselink bench: " << s.message() << "\n";
     return 1;
   }
   // The JSON goes through a temporary file, renamed into place once complete: a failed run

@@ -23,6 +23,7 @@
 #include <random>
 #include <vector>
 
+#include "cli/flags.hpp"
 #include "sparselink/codec.hpp"
 #include "sparselink/contract.hpp"
 #include "sparselink/link.hpp"
@@ -77,16 +78,9 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
     return Fail(err, Status(bandwidth.status().code(),
                             "--link-bandwidth: " + bandwidth.status().message()));
   }
-  auto lossy_codec = ParseValueCodec(options.lossy_codec);
-  if (!lossy_codec.ok()) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--codec", options.lossy_codec,
-                                "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
-  }
-  if (!std::isfinite(options.link_budget_bytes) || options.link_budget_bytes < 0) {
-    return Fail(err,
-                FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
-                           "must be a finite number of bytes per step >= 0"));
-  }
+  auto lossy_codec = ParseCodecFlag("--codec", options.lossy_codec);
+  if (!lossy_codec.ok()) return Fail(err, lossy_codec.status());
+  if (Status s = CheckLinkBudgetFlag(options.link_budget_bytes); !s.ok()) return Fail(err, s);
   const auto rows = static_cast<size_t>(options.rows);
   const auto cols = static_cast<size_t>(options.cols);
   // Each boundary holds four rows x cols float buffers: 64 MiB each at this limit.

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/flags.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/link.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
@@ -160,17 +161,10 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   // --- Every flag is checked before any work. ---
   auto policy = ta::ParseRoutingPolicy(options.policy);
   if (!policy.ok()) return Fail(err, policy.status());
-  auto codec = ParseValueCodec(options.codec);
-  if (!codec.ok()) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--codec", options.codec,
-                                "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
-  }
-  auto gradient_codec = ParseValueCodec(options.gradient_codec);
-  if (!gradient_codec.ok()) {
-    return Fail(err,
-                FieldError(ErrorCode::kInvalidArgument, "--gradient-codec", options.gradient_codec,
-                           "unknown value codec (one of fp32, fp16, bf16, int8, int4)"));
-  }
+  auto codec = ParseCodecFlag("--codec", options.codec);
+  if (!codec.ok()) return Fail(err, codec.status());
+  auto gradient_codec = ParseCodecFlag("--gradient-codec", options.gradient_codec);
+  if (!gradient_codec.ok()) return Fail(err, gradient_codec.status());
   std::optional<double> keep;
   if (options.keep != "auto") {
     char* end = nullptr;
@@ -196,11 +190,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--sensitivity", options.sensitivity,
                                 "unknown mode (one of taylor, activation, gradient, weighted)"));
   }
-  if (!std::isfinite(options.link_budget_bytes) || options.link_budget_bytes < 0) {
-    return Fail(err,
-                FieldError(ErrorCode::kInvalidArgument, "--link-budget", options.link_budget_bytes,
-                           "must be a finite number of bytes per step >= 0"));
-  }
+  if (Status s = CheckLinkBudgetFlag(options.link_budget_bytes); !s.ok()) return Fail(err, s);
   if (options.map_resolution != "channel" && options.map_resolution != "neuron") {
     return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--map-resolution",
                                 options.map_resolution, "must be channel or neuron"));
@@ -247,10 +237,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       }
     }
   }
-  if (!simd::CapTargets(options.simd.c_str())) {
-    return Fail(err, FieldError(ErrorCode::kInvalidArgument, "--simd", options.simd,
-                                "this CPU cannot run it (best, avx2 or sse4)"));
-  }
+  if (Status s = ApplySimdFlag(options.simd); !s.ok()) return Fail(err, s);
   auto probe_stages = ta::BuildModel(options.model, options.stages);
   if (!probe_stages.ok()) return Fail(err, probe_stages.status());
   // Last, as they create directories: the report's and the plots'.
