@@ -136,9 +136,9 @@ void BM_RouteSensitivityFast(benchmark::State& state) {
 }
 BENCHMARK(BM_RouteSensitivityFast)->Apply(RouteSizes);
 
-void BM_RouteAndEncode(benchmark::State& state) {
+void RouteAndEncodeCase(benchmark::State& state, SelectMethod select) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.policy = ScorePolicy::kMagnitude, .select = select});
   const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
   RoutedTensor routed;
   std::vector<uint8_t> packet;
@@ -152,7 +152,13 @@ void BM_RouteAndEncode(benchmark::State& state) {
   SetBytes(state, in.rows, in.cols);
   state.counters["wire_ratio"] = double(in.rows * in.cols * 4) / double(packet.size());
 }
+void BM_RouteAndEncode(benchmark::State& state) { RouteAndEncodeCase(state, SelectMethod::kFast); }
 BENCHMARK(BM_RouteAndEncode)->Apply(Sizes);
+// The approximate mode (one streaming pass per row, count within +5 % of k).
+void BM_RouteAndEncodeApprox(benchmark::State& state) {
+  RouteAndEncodeCase(state, SelectMethod::kApproximate);
+}
+BENCHMARK(BM_RouteAndEncodeApprox)->Apply(Sizes);
 
 void BM_DecodeAndScatter(benchmark::State& state) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));

@@ -1319,6 +1319,159 @@ TEST(RouterApproximateSelect, StaysWithinToleranceAndKeepsEverythingAboveTheCut)
   EXPECT_GT(rows_over_k, 0);  // the early stop does happen
 }
 
+// ----------------------------------------------------------------------------- one pass
+
+// Rows that look alike let the one-pass path predict each row's cut from the rows before;
+// these rows change scale, ties and zeros from one row to the next, so the prediction misses
+// in every way (the pass takes too few, ties straddle the search, t0 = 0, non-finite values).
+std::vector<float> RowsThatDefeatTheModel(size_t rows, size_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> a(rows * cols);
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = a.data() + r * cols;
+    const size_t kind = (r / 3) % 8;  // a few alike rows, then a change
+    for (size_t c = 0; c < cols; ++c) {
+      const float x = normal(rng);
+      switch (kind) {
+        case 0: row[c] = x; break;
+        case 1: row[c] = 1000.0f * x; break;
+        case 2: row[c] = 1e-3f * x; break;
+        case 3: row[c] = std::round(2.0f * x); break;  // small integers: ties
+        case 4: row[c] = -0.5f; break;                 // one key
+        case 5: row[c] = rng() % 20 == 0 ? x : 0.0f; break;
+        case 6: row[c] = c % 13 == 0 ? (c % 2 ? kNaN : kInf) : x; break;
+        default: row[c] = x * (1.0f + float(c % 7)); break;
+      }
+    }
+  }
+  return a;
+}
+
+// The set of a bitmap's bits against the routed indices (rows * cols bits, LSB first).
+void ExpectBitmapOfIndices(const std::vector<uint8_t>& bitmap, const RoutedTensor& routed) {
+  std::vector<uint8_t> want((size_t{routed.rows} * routed.cols + 7) / 8, 0);
+  for (size_t r = 0; r < routed.rows; ++r) {
+    for (uint32_t c : routed.RowIndices(r)) {
+      const size_t bit = r * routed.cols + c;
+      want[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+    }
+  }
+  EXPECT_EQ(bitmap, want);
+}
+
+// The exact one-pass rows against the reference, bit for bit, with its bitmap, on 1 to 3
+// threads, rows alike and rows that defeat the prediction, both |a|-based policies.
+TEST(RouterOnePass, ExactMatchesReferenceOnRowsAlikeAndRowsThatDefeatThePrediction) {
+  const int saved = omp_get_max_threads();
+  size_t cases = 0;
+  for (size_t cols : {size_t{2048}, size_t{4096}, size_t{4103}}) {
+    const size_t rows = 48;
+    for (bool alike : {true, false}) {
+      const std::vector<float> a = alike ? RandomValues(rows, cols, uint32_t(cols))
+                                         : RowsThatDefeatTheModel(rows, cols, uint32_t(cols));
+      const SensitivityMap map = RandomMap(cols, 1, uint32_t(cols) + 1);
+      for (ScorePolicy policy : {ScorePolicy::kMagnitude, ScorePolicy::kSensitivity}) {
+        for (double keep : {0.01, 0.1, 0.5}) {
+          for (double keep_full : {1.0, 0.3}) {
+            RouterOptions options{.policy = policy,
+                                  .eps = 1e-3,
+                                  .non_finite = NonFinitePolicy::kTreatAsZero,
+                                  .parallel_min_entries = 1};
+            options.select = SelectMethod::kReference;
+            const Contract contract = MakeContract(keep, keep_full);
+            omp_set_num_threads(1);
+            const RoutedTensor want =
+                MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
+            options.select = SelectMethod::kFast;
+            const Router fast = *Router::Create(options);
+            for (int threads : {1, 2, 3}) {
+              SCOPED_TRACE(::testing::Message()
+                           << "cols " << cols << " alike " << alike << " policy "
+                           << ScorePolicyName(policy) << " keep " << keep << " keep_full "
+                           << keep_full << " threads " << threads);
+              omp_set_num_threads(threads);
+              RoutedTensor got;
+              std::vector<uint8_t> bitmap;
+              ASSERT_TRUE(fast.Route(View(a, rows, cols), &map, contract, 0, &got, &bitmap).ok());
+              ExpectBitIdentical(got, want);
+              if (cols % 8 == 0) ExpectBitmapOfIndices(bitmap, got);
+              ++cases;
+            }
+          }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(cases, 3u * 2 * 2 * 3 * 2 * 3);
+}
+
+// The approximate one-pass rows: each keeps the exact top `count` of its row for a count in
+// [k, k + floor(tolerance * k)], tiers over that count, the bitmap of those entries, and the
+// same output for 1 to 4 threads (with four, two regions of the output move on one thread).
+TEST(RouterApproximateSelect, OnePassKeepsTheExactTopCountOfEveryRow) {
+  const int saved = omp_get_max_threads();
+  const size_t rows = 300;
+  for (size_t cols : {size_t{2048}, size_t{1001}}) {
+    for (bool alike : {true, false}) {
+      const std::vector<float> a = alike ? RandomValues(rows, cols, 5 + uint32_t(cols))
+                                         : RowsThatDefeatTheModel(rows, cols, 6);
+      const SensitivityMap map = RandomMap(cols, 1, 7);
+      for (double tolerance : {0.05, 0.2}) {
+        for (double keep_full : {1.0, 0.5}) {
+          const double keep = 0.1;
+          auto router = Router::Create({.policy = ScorePolicy::kSensitivity,
+                                        .eps = 0.01,
+                                        .non_finite = NonFinitePolicy::kTreatAsZero,
+                                        .select = SelectMethod::kApproximate,
+                                        .approx_tolerance = tolerance,
+                                        .parallel_min_entries = 1});
+          ASSERT_TRUE(router.ok());
+          const Contract contract = MakeContract(keep, keep_full);
+          SCOPED_TRACE(::testing::Message()
+                       << "cols " << cols << " alike " << alike << " tolerance " << tolerance);
+          omp_set_num_threads(1);
+          RoutedTensor one;
+          std::vector<uint8_t> bitmap;
+          ASSERT_TRUE(router->Route(View(a, rows, cols), &map, contract, 0, &one, &bitmap).ok());
+          if (cols % 8 == 0) ExpectBitmapOfIndices(bitmap, one);
+          const size_t k = KeptCount(cols, keep);
+          const auto window = static_cast<size_t>(std::floor(tolerance * double(k)));
+          size_t above_k = 0;
+          for (size_t r = 0; r < rows; ++r) {
+            std::vector<double> score(cols);
+            for (size_t c = 0; c < cols; ++c) score[c] = RefScore(a[r * cols + c], c, &map, 0.01);
+            const size_t count = one.num_kept_in_row(r);
+            ASSERT_GE(count, k) << "row " << r;
+            ASSERT_LE(count, k + window) << "row " << r;
+            above_k += count > k;
+            const RefRow ref = RefSelectRow(score, count, FullCount(count, keep_full));
+            ASSERT_EQ(ToVector(one.RowIndices(r)), ref.indices) << "row " << r;
+            const std::vector<Tier> tiers(one.tiers.begin() + one.row_offsets[r],
+                                          one.tiers.begin() + one.row_offsets[r + 1]);
+            ASSERT_EQ(tiers, ref.tiers) << "row " << r;
+          }
+          if (alike) {
+            EXPECT_GT(above_k, rows / 4);  // the window is used, not just k
+          }
+          for (int threads : {2, 3, 4}) {
+            omp_set_num_threads(threads);
+            RoutedTensor got;
+            std::vector<uint8_t> got_bitmap;
+            ASSERT_TRUE(
+                router->Route(View(a, rows, cols), &map, contract, 0, &got, &got_bitmap).ok());
+            SCOPED_TRACE(threads);
+            ExpectBitIdentical(got, one);
+            EXPECT_EQ(got_bitmap, bitmap);
+          }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 // eps beyond the float range: the weight is clamped to FLT_MAX, so a zero activation scores 0
 // (not 0 * inf = NaN) and the larger |a| wins, in both paths.
 TEST(Router, HugeEpsKeepsScoresOrdered) {

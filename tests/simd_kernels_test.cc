@@ -6,6 +6,7 @@
 #include <hwy/targets.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -300,6 +301,116 @@ TEST(SimdKernels, EmitKeptBitmapMatchesTheTakenColumns) {
       std::vector<uint64_t> expected((n + 63) / 64, 0);
       for (size_t i = 0; i < kept; ++i) expected[ids[i] / 64] |= uint64_t{1} << (ids[i] % 64);
       EXPECT_EQ(bits, expected) << n;
+    }
+  });
+}
+
+// The one-pass kernels of the router against plain loops: ThresholdEmit (keys computed in
+// registers, with and without weights, non-finite entries, thresholds 0 .. above every key),
+// CandidateKeys (the keys again, from the emitted values), KeepCut (the cut on the candidate
+// list, ties included) and CountAtLeastEach.
+TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
+  std::mt19937 rng(17);
+  ForEachTarget([&] {
+    for (size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{63}, size_t{64}, size_t{65},
+                     size_t{333}, size_t{4096}}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool weighted = variant % 2 == 1;
+        const bool coarse = variant >= 2;  // small integers: many equal keys
+        std::vector<float> a(n), w(n);
+        for (size_t i = 0; i < n; ++i) {
+          a[i] = coarse ? float(int(rng() % 9) - 4)
+                        : std::uniform_real_distribution<float>(-2, 2)(rng);
+          w[i] = i % 7 == 0 ? 0.0f : std::uniform_real_distribution<float>(0, 3)(rng);
+          if (i % 11 == 5) a[i] = i % 2 ? std::numeric_limits<float>::infinity() : std::nanf("");
+        }
+        const float* wp = weighted ? w.data() : nullptr;
+        std::vector<uint32_t> keys(n);
+        const bool finite_keys = MagnitudeKeys(a.data(), wp, n, keys.data());
+        std::vector<uint32_t> sorted = keys;
+        std::sort(sorted.begin(), sorted.end());
+        for (uint32_t t :
+             {0u, 1u, sorted[n / 2], sorted[n - 1], sorted[n - 1] + 1, sorted[(9 * n) / 10]}) {
+          SCOPED_TRACE(::testing::Message() << "n " << n << " variant " << variant << " t " << t);
+          std::vector<uint32_t> ids(n + kSlack);
+          std::vector<float> values(n + kSlack);
+          std::vector<uint64_t> bits((n + 63) / 64, ~uint64_t{0});
+          size_t m = 0;
+          const bool finite =
+              ThresholdEmit(a.data(), wp, n, t, ids.data(), values.data(), bits.data(), &m);
+          ASSERT_EQ(finite, finite_keys);
+          std::vector<uint32_t> want_ids;
+          std::vector<uint64_t> want_bits((n + 63) / 64, 0);
+          for (size_t i = 0; i < n; ++i) {
+            if (keys[i] >= t) {
+              want_ids.push_back(static_cast<uint32_t>(i));
+              want_bits[i / 64] |= uint64_t{1} << (i % 64);
+            }
+          }
+          ASSERT_EQ(m, want_ids.size());
+          ASSERT_EQ(std::vector<uint32_t>(ids.begin(), ids.begin() + m), want_ids);
+          ASSERT_EQ(bits, want_bits);
+          for (size_t i = 0; i < m; ++i) {
+            const float v = a[ids[i]];
+            ASSERT_EQ(std::bit_cast<uint32_t>(values[i]),
+                      std::bit_cast<uint32_t>(std::isfinite(v) ? v : 0.0f));
+          }
+          // The candidates' keys, recomputed from their values, are the keys they were taken by
+          // (a non-finite entry was sent as 0 and scores 0).
+          std::vector<uint32_t> cand_keys(m + kSlack);
+          CandidateKeys(ids.data(), values.data(), m, wp, cand_keys.data());
+          for (size_t i = 0; i < m; ++i) ASSERT_EQ(cand_keys[i], keys[ids[i]]) << i;
+
+          // Several thresholds at once.
+          std::array<uint32_t, kCountThresholds> probes;
+          for (size_t j = 0; j < kCountThresholds; ++j) probes[j] = j == 0 ? 0 : sorted[rng() % n];
+          std::array<uint32_t, kCountThresholds> counts;
+          CountAtLeastEach(cand_keys.data(), m, probes.data(), counts.data());
+          for (size_t j = 0; j < kCountThresholds; ++j) {
+            ASSERT_EQ(counts[j], std::count_if(cand_keys.begin(), cand_keys.begin() + m,
+                                               [&](uint32_t k) { return k >= probes[j]; }));
+          }
+
+          // The cut at a key of the list, with every tie quota, and the dropped ids.
+          if (m == 0) continue;
+          const uint32_t cut = cand_keys[rng() % m];
+          const size_t ties = std::count(cand_keys.begin(), cand_keys.begin() + m, cut);
+          for (size_t q : {size_t{0}, ties / 2, ties}) {
+            size_t tie_end = 0;
+            for (size_t i = 0, seen = 0; i < m && seen < q; ++i) {
+              seen += cand_keys[i] == cut;
+              tie_end = i + 1;
+            }
+            std::vector<uint32_t> work(cand_keys);
+            std::vector<uint32_t> out_ids(m + kSlack), dropped(m + kSlack);
+            std::vector<float> out_values(m + kSlack);
+            size_t num_dropped = 0;
+            const size_t kept = KeepCut(work.data(), ids.data(), values.data(), m, cut, tie_end,
+                                        /*compact_keys=*/true, out_ids.data(), out_values.data(),
+                                        dropped.data(), &num_dropped);
+            std::vector<uint32_t> want_kept, want_dropped, want_keys;
+            std::vector<float> want_values;
+            for (size_t i = 0; i < m; ++i) {
+              const bool take = cand_keys[i] > cut || (cand_keys[i] == cut && i < tie_end);
+              (take ? want_kept : want_dropped).push_back(ids[i]);
+              if (take) {
+                want_keys.push_back(cand_keys[i]);
+                want_values.push_back(values[i]);
+              }
+            }
+            ASSERT_EQ(kept, want_kept.size());
+            ASSERT_EQ(num_dropped, want_dropped.size());
+            ASSERT_EQ(std::vector<uint32_t>(out_ids.begin(), out_ids.begin() + kept), want_kept);
+            ASSERT_EQ(std::vector<uint32_t>(dropped.begin(), dropped.begin() + num_dropped),
+                      want_dropped);
+            ASSERT_EQ(std::vector<uint32_t>(work.begin(), work.begin() + kept), want_keys);
+            for (size_t i = 0; i < kept; ++i) {
+              ASSERT_EQ(std::bit_cast<uint32_t>(out_values[i]),
+                        std::bit_cast<uint32_t>(want_values[i]));
+            }
+          }
+        }
+      }
     }
   });
 }

@@ -30,13 +30,18 @@ Result<ScorePolicy> ParseScorePolicy(std::string_view name);
 // std::nth_element-over-ids path kept as the oracle of the differential tests; kFast is the
 // one to use. kApproximate trades exactness of the count for speed (element granularity only;
 // units are always selected exactly): each row keeps between k and
-// k + floor(approx_tolerance * k) entries - every entry scoring above the row's exact k-th
-// score, plus at most that many at the margin - and the output still does not depend on the
-// thread count.
+// k + floor(approx_tolerance * k) entries - exactly the row's top `count` for that count, so
+// every entry scoring above the row's exact k-th score plus at most that many at the margin -
+// and the output still does not depend on the thread count.
 enum class SelectMethod : uint8_t {
-  kReference = 0,    // nth_element over an id array with an indirect comparator
-  kFast = 1,         // sample select on integer keys, vector passes; O(n)
-  kApproximate = 2,  // kFast stopped once the candidate window is within the tolerance
+  kReference = 0,  // nth_element over an id array with an indirect comparator
+  // Exact. Rows of 2048 columns or more (scores |a| or |a| * w): one streaming pass compacts
+  // the entries above a cut predicted from the rows before, and the exact cut is found among
+  // those few; other rows: sample select on integer keys in three vector passes. O(n).
+  kFast = 1,
+  // One streaming pass per row and a threshold search among its candidates: the count lands
+  // anywhere in the window (kRandom, or a window under 2 entries: kFast stopped early).
+  kApproximate = 2,
 };
 inline constexpr size_t kNumSelectMethods = 3;
 std::string_view SelectMethodName(SelectMethod m);

@@ -39,11 +39,16 @@
 // Cost: about five streaming passes over the row's n scores plus O(k) work, against the
 // reference's pointer-chasing nth_element and sorts.
 //
-// Element granularity selects in each row over its columns. Exact selection keeps the same k
-// in every row, so row r's entries sit at [r*k, (r+1)*k) of the output: rows run in
-// parallel, each straight into its final slot, and the result does not depend on the thread
-// count. kApproximate rows keep between k and k + window - 1: each fills a slot of k + window
-// entries, and one serial pass closes the gaps afterwards.
+// Element granularity selects in each row over its columns, by one of two paths: the three
+// passes of SelectRowFast (keys, sample select, emit), or one streaming pass and work on the
+// few candidates it leaves (RowOnePass, under kApproximate and for exact rows of at least
+// kExactOnePassMinCols columns, scores |a| or |a| * w). Exact selection keeps the same k in
+// every row, so row r's entries sit at [r*k, (r+1)*k) of the output: rows run in parallel, each
+// straight into its final slot, and the result does not depend on the thread count.
+// kApproximate rows keep between k and k + window: on the one-pass path each thread writes its
+// rows back to back and the threads' regions are closed up afterwards
+// (RouteElementsOnePass); on the three-pass path (kRandom, narrow windows) each row fills a slot
+// of k + window entries, and one serial pass closes the gaps.
 //
 // Unit granularity selects once per batch over units (blocks of map->block() columns under
 // kSensitivity, single columns otherwise). A unit's score is the sum of its entries' scores
@@ -55,6 +60,8 @@
 // (mean of the positive ones, mean of the others, 0 for an empty side, accumulated in double).
 // Centroids are computed per row in parallel; the bits are packed across row boundaries, so
 // neighbouring rows share bytes and the bits are written in a second, serial pass.
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -199,6 +206,16 @@ struct SelectScratch {
   size_t last_n = 0;
   size_t last_k = 0;
   float guess_width = 1.0f / 16;  // kInitialGuessWidth
+  // The one-pass rows (RowOnePass): the candidates' keys, the ids dropped from them, and the
+  // model of the cut that the rows so far have taught.
+  std::vector<uint32_t> approx_keys;
+  std::vector<uint32_t> dropped;
+  std::vector<uint32_t> kept_ids;  // an exact row's kept entries, staged (+ simd::kSlack)
+  std::vector<float> kept_values;
+  bool model_ready = false;
+  double model_center = 0;   // the key with about aim = k + window / 2 keys at or above it
+  double model_density = 0;  // keys per key unit near it, > 0
+  double model_error = 0;    // running mean of |count at the predicted key - aim|
 };
 
 SelectScratch& ThreadScratch() {
@@ -365,6 +382,20 @@ constexpr size_t kSampleSize = 64;
 // Rows per chunk of RouteElements (the guess chain), and the first guess's relative width.
 constexpr size_t kRowChunk = 16;
 constexpr float kInitialGuessWidth = 1.0f / 16;
+// Exact rows narrower than this take the three passes: the one pass's fixed cost per row (the
+// bracket probes and the cut among the candidates) outweighs a pass saved below it, and rows of
+// a few hundred columns sit in the cache anyway (docs/RESULTS.md: 512 columns, one pass 5.3 GB/s
+// against 6.5; 1024 even; 4096 from memory, 10.7 against 8.4).
+constexpr size_t kExactOnePassMinCols = 2048;
+// kApproximate windows narrower than this go the three-pass way (a threshold rarely lands).
+constexpr size_t kMinOnePassWindow = 2;
+// The one-pass exact cut narrows its bracket to at most this many keys before the exact step.
+constexpr double kExactBracket = 16;
+// Rows per chunk of the one-pass path: the chunk's first row takes the three passes that seed
+// the model.
+constexpr size_t kApproxRowChunk = 64;
+// The largest key of a finite score (+inf's bits).
+constexpr uint32_t kInfKey = 0x7F800000u;
 // Each level shrinks its set to about a quarter or less; this many levels cover 2^32 keys.
 constexpr int kMaxSampleLevels = 16;
 
@@ -538,6 +569,257 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
   return count;
 }
 
+// --- Element rows: one streaming pass (RowOnePass) ---
+//
+// Rows of one batch look alike, so the rows before predict where a row's cut lies (the model:
+// the key with about `aim` keys at or above it, aim = k exact or k + window / 2
+// approximate; the density of keys there; and how far the prediction has been off lately).
+// One pass over the row (simd::ThresholdEmit) computes the keys in registers and compacts the
+// ids, values and bitmap bits of every entry at or above a floor t0, a margin below the
+// prediction (at least two binomial standard deviations of the count, more when the
+// prediction has been missing). If that took at least k entries, every key at or above the
+// row's exact k-th largest T is among these ~k candidates, and the rest of the work runs on them
+// alone, from the cache: their keys are recomputed from the values (simd::CandidateKeys), a
+// false-position search counts them at a few keys (simd::CountAtLeastEach, simd::CountAbove),
+// and
+//  - exact: once a bracket [lo, hi) holds T and at most kExactBracket keys, the exact step
+//    (KthLargestKey from that bracket) gives T and its tie quota: the same cut as SelectRowFast,
+//    bit for bit;
+//  - kApproximate: the search stops at any t with k <= #(key >= t) <= k + window, and the row
+//    keeps every key >= t: exactly its top count, everything above T among them.
+// The candidates outside the cut are dropped (simd::KeepCut) and their bitmap bits cleared.
+// The first row (of a thread's rows, exact; of a fixed chunk of rows, approximate), a pass that
+// took fewer than k (the margin missed), and an approximate search that cannot land in the
+// window (ties straddling it) take SelectRowFast's three passes instead, which also re-seed the
+// model. Exact rows give the same output on either path; approximate ones depend on the rows
+// of their chunk alone, never on the thread count.
+
+// The model from a row routed by SelectRowFast: its keys and the cut key it found (`cut`,
+// with count(>= cut) = kept).
+void SeedModel(const uint32_t* keys, size_t n, uint32_t cut, double aim, SelectScratch& scratch) {
+  const auto count_at_least = [&](uint32_t t) {
+    return t == 0 ? n : simd::CountAbove(keys, n, t - 1);
+  };
+  if (scratch.model_ready) {  // the missed prediction still teaches the error
+    const auto center = static_cast<uint32_t>(scratch.model_center);
+    const double miss = std::fabs(static_cast<double>(count_at_least(center)) - aim);
+    scratch.model_error = 0.7 * scratch.model_error + 0.3 * miss;
+  }
+  // The density: widen [cut - delta, cut) until it holds a few keys (a 256th of an octave first;
+  // keys are float bits, so 2^23 key units make an octave).
+  const size_t at_cut = count_at_least(cut);
+  double density = 0;
+  for (uint32_t delta = 1u << 15;; delta <<= 2) {
+    const uint32_t lo = cut > delta ? cut - delta : 0;
+    const size_t gained = count_at_least(lo) - at_cut;
+    if (gained >= 8 || lo == 0 || delta >= (1u << 25)) {
+      density = static_cast<double>(std::max<size_t>(gained, 1)) / std::max(1.0, double(cut - lo));
+      break;
+    }
+  }
+  scratch.model_center = static_cast<double>(cut) + (static_cast<double>(at_cut) - aim) / density;
+  scratch.model_density = density;
+  if (!scratch.model_ready) scratch.model_error = 0;
+  scratch.model_ready = true;
+}
+
+// One row by the one-pass path when the model allows (see above): exactly k entries with
+// window == 0 (the same output as SelectRowFast's exact cut, bit for bit), else between k and
+// k + window as SelectRowFast with `window`. Same outputs as SelectRowFast; `w` is the
+// kSensitivity weights (or null) and `finite` gets whether the row's values were all finite.
+size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double keep_full,
+                  size_t window, SelectScratch& scratch, uint32_t* ids, float* values, Tier* tiers,
+                  uint8_t* bitmap, bool* finite) {
+  const bool exact = window == 0;
+  const double aim = static_cast<double>(k) + static_cast<double>(window) / 2.0;
+  const auto three_pass = [&] {
+    GrowTo(scratch.row_keys, n);
+    uint32_t* keys = scratch.row_keys.data();
+    *finite = simd::MagnitudeKeys(row, w, n, keys);
+    const size_t count =
+        SelectRowFast(keys, row, n, k, keep_full, window, scratch, ids, values, tiers, bitmap);
+    // SelectRowFast's cut key (the k-th largest, or where an approximate search stopped).
+    if (k > 0) SeedModel(keys, n, scratch.last_key, aim, scratch);
+    return count;
+  };
+  if (!scratch.model_ready || k == 0) return three_pass();
+
+  // The pass: everything at or above t0, a safe margin below the prediction.
+  const double kd = static_cast<double>(k);
+  const double spread = std::sqrt(kd * (1.0 - kd / static_cast<double>(n)));
+  const double margin = std::max(2.0 * spread, 3.75 * scratch.model_error) + 2.0;
+  const double t0_key = scratch.model_center - margin / scratch.model_density;
+  const uint32_t t0 = t0_key <= 0 ? 0u : static_cast<uint32_t>(std::min(t0_key, double(kInfKey)));
+  GrowTo(scratch.emit_ids, n + simd::kSlack);
+  GrowTo(scratch.emit_values, n + simd::kSlack);
+  GrowTo(scratch.emit_bits, (n + 63) / 64);
+  uint64_t* bits = bitmap != nullptr ? scratch.emit_bits.data() : nullptr;
+  // The candidates go to the thread's scratch (in L1 for rows up to a few thousand columns),
+  // and only the kept ones to the output.
+  const uint32_t* cand_ids = scratch.emit_ids.data();
+  const float* cand_values = scratch.emit_values.data();
+  size_t m = 0;
+  *finite = simd::ThresholdEmit(row, w, n, t0, scratch.emit_ids.data(), scratch.emit_values.data(),
+                                bits, &m);
+  // Fewer than k at or above t0: the k-th largest key is below t0, the margin missed.
+  if (m < k) return three_pass();
+
+  GrowTo(scratch.approx_keys, n + simd::kSlack);
+  uint32_t* keys = scratch.approx_keys.data();
+  simd::CandidateKeys(cand_ids, cand_values, m, w, keys);
+  // The cut among the candidates, as EmitKept applies it: keys > t, and keys == t before
+  // candidate tie_end. Every key >= t0 is a candidate, so counts among them are counts in the
+  // row from t0 up.
+  // First a false-position search on counts among the candidates (each probe one short vector
+  // count): for kApproximate it ends at a key t with k <= count(>= t) <= k + window; for the
+  // exact cut at a bracket lo < hi with count(>= lo) >= k > count(>= hi) and at most
+  // kExactBracket keys in [lo, hi), on which the exact step (KthLargestKey) then finishes.
+  const auto count_at_least = [&](uint32_t key) {
+    return key == 0 ? m : simd::CountAbove(keys, m, key - 1);
+  };
+  const double target = exact ? static_cast<double>(k) - 0.5 : aim;
+  // lo side: count(>= lo_t) = lo_c, above the window (exact: >= k); hi side: below k.
+  double lo_t = t0, lo_c = static_cast<double>(m);
+  double hi_t = static_cast<double>(kInfKey) + 1.0, hi_c = 0;
+  bool hi_bounded = false;
+  uint32_t found_at = t0;  // kApproximate: the key found
+  size_t c = m;
+  bool found = exact ? static_cast<double>(m) <= kExactBracket : m <= k + window;
+  // A probe's count moves one end of the bracket (side +1: the lower end, -1: the upper), or
+  // ends the search.
+  const auto take_probe = [&](double key, size_t count) {
+    if (!exact && count >= k && count <= k + window) {
+      if (!found || std::fabs(double(count) - aim) < std::fabs(double(c) - aim)) {
+        found_at = static_cast<uint32_t>(key);
+        c = count;
+      }
+      found = true;
+      return 0;
+    }
+    if (exact ? count >= k : count > k + window) {
+      if (key > lo_t) {
+        lo_t = key;
+        lo_c = static_cast<double>(count);
+      }
+      return 1;
+    }
+    if (key < hi_t) {
+      hi_t = key;
+      hi_c = static_cast<double>(count);
+      hi_bounded = true;
+    }
+    return -1;
+  };
+  if (!found && exact) {
+    // The exact cut first takes simd::kCountThresholds probes in one pass, spaced a fraction
+    // of kExactBracket apart around the prediction. (kApproximate's window is wide enough
+    // that one probe at the prediction mostly lands in it: single probes cost less there.)
+    const double spacing = 0.75 * kExactBracket;
+    const double dt = std::max(1.0, spacing / scratch.model_density);
+    std::array<uint32_t, simd::kCountThresholds> probe_keys;
+    std::array<uint32_t, simd::kCountThresholds> probe_counts;
+    constexpr double kMiddle = (simd::kCountThresholds - 1) / 2.0;
+    for (size_t j = 0; j < simd::kCountThresholds; ++j) {
+      const double key = std::floor(scratch.model_center + (double(j) - kMiddle) * dt + 0.5);
+      probe_keys[j] = static_cast<uint32_t>(std::clamp(key, lo_t + 1, double(kInfKey)));
+    }
+    simd::CountAtLeastEach(keys, m, probe_keys.data(), probe_counts.data());
+    for (size_t j = 0; j < simd::kCountThresholds; ++j) take_probe(probe_keys[j], probe_counts[j]);
+    const double middle_count =
+        (probe_counts[simd::kCountThresholds / 2 - 1] + probe_counts[simd::kCountThresholds / 2]) /
+        2.0;
+    scratch.model_error = 0.7 * scratch.model_error + 0.3 * std::fabs(middle_count - target);
+    if (hi_bounded && lo_c - hi_c <= kExactBracket) found = true;
+  }
+  int last_side = 0;  // which end the last probe moved
+  int run = 0;        // how many probes in a row moved it (two: bisect, false position stalls)
+  for (int probe = 0; !found && probe < 32; ++probe) {
+    double next;
+    if (probe == 0 && !exact) {
+      next = scratch.model_center;
+    } else if (!hi_bounded || run >= 2) {
+      next = hi_bounded ? (lo_t + hi_t) / 2 : lo_t + (lo_c - target) / scratch.model_density;
+    } else {
+      next = lo_t + (lo_c - target) / (lo_c - hi_c) * (hi_t - lo_t);
+    }
+    next = std::clamp(std::floor(next + 0.5), lo_t + 1, hi_t - 1);
+    if (next <= lo_t || next >= hi_t) {  // no key strictly between lo and hi
+      found = exact;                     // exact: T = lo_t; approximate: ties straddle the window
+      break;
+    }
+    const size_t count = count_at_least(static_cast<uint32_t>(next));
+    if (probe == 0 && !exact) {
+      scratch.model_error =
+          0.7 * scratch.model_error + 0.3 * std::fabs(static_cast<double>(count) - target);
+    }
+    const int side = take_probe(next, count);
+    run = side == last_side ? run + 1 : 1;
+    last_side = side;
+    if (exact && hi_bounded && lo_c - hi_c <= kExactBracket) found = true;
+  }
+  if (!found) return three_pass();
+
+  // The cut among the candidates, as EmitKept applies it: keys > t, and keys == t before
+  // candidate tie_end.
+  uint32_t t = 0;
+  size_t tie_end = 0;
+  if (exact) {
+    // The k-th largest key T lies in [lo_t, hi_t - 1] (hi unbounded: up to the largest key).
+    const Guess bracket{true, static_cast<uint32_t>(lo_t),
+                        static_cast<uint32_t>(std::min(hi_t - 1, double(kInfKey)))};
+    const KeyRank cut = KthLargestKey(keys, m, k, bracket, scratch);
+    const size_t taken_ties = k - cut.above;
+    t = cut.key;
+    tie_end = cut.ties == taken_ties ? m : simd::TieEnd(keys, m, t, taken_ties);
+    c = k;
+  } else {
+    // Every key >= found_at: above found_at - 1 with no ties (found_at = 0: everything).
+    t = found_at == 0 ? 0 : found_at - 1;
+    tie_end = found_at == 0 ? m : 0;
+  }
+
+  // The model for the next row: the key where this row's count would be aim, with the density
+  // between t0 and that key (a wide base, so a steady estimate).
+  const uint32_t edge = exact ? t : found_at;
+  if (edge > t0 && m > c) {
+    const double density = static_cast<double>(m - c) / static_cast<double>(edge - t0);
+    scratch.model_density = 0.5 * scratch.model_density + 0.5 * density;
+  }
+  const double estimate =
+      static_cast<double>(edge) + (static_cast<double>(c) - aim) / scratch.model_density;
+  scratch.model_center = 0.5 * scratch.model_center + 0.5 * estimate;
+
+  const size_t nf = FullCount(c, keep_full);
+  const bool tiered = nf != c && nf != 0;  // the kept keys are needed for the second cut
+  // The kept candidates to the output, and the bitmap bits of the others cleared.
+  GrowTo(scratch.dropped, m + simd::kSlack);
+  size_t num_dropped = 0;
+  [[maybe_unused]] const size_t kept =
+      simd::KeepCut(keys, cand_ids, cand_values, m, t, tie_end, tiered, ids, values,
+                    scratch.dropped.data(), &num_dropped);
+  SPARSELINK_DCHECK(kept == c);
+  if (bits != nullptr) {
+    for (size_t i = 0; i < num_dropped; ++i) {
+      const uint32_t id = scratch.dropped[i];
+      bits[id / 64] &= ~(uint64_t{1} << (id % 64));
+    }
+  }
+  if (bitmap != nullptr) std::memcpy(bitmap, bits, n / 8);
+  if (!tiered) {
+    std::fill_n(tiers, c, nf == 0 ? Tier::kLossy : Tier::kFull);
+    return c;
+  }
+  // The nf best of the kept are the nf best of the row, found among the kept keys.
+  const KeyRank full = KthLargestKey(keys, c, nf, Guess{}, scratch);
+  size_t full_ties = nf - full.above;
+  for (size_t i = 0; i < c; ++i) {
+    const bool tie = keys[i] == full.key && full_ties != 0;
+    full_ties -= tie ? 1 : 0;
+    tiers[i] = keys[i] > full.key || tie ? Tier::kFull : Tier::kLossy;
+  }
+  return c;
+}
+
 // Fills rest_bits and rest_centroids of `out` (whose index set is complete) from `activation`.
 void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
   const size_t rows = activation.rows;
@@ -591,6 +873,103 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
   }
 }
 
+// kApproximate by the one-pass path (RowOnePass). Rows go in fixed chunks of
+// kApproxRowChunk (the model starts afresh in each), and each thread takes a contiguous run of
+// chunks and writes its rows back to back from the start of its own region of the output; a
+// region has room for its rows at k + window entries each plus one row's worth of candidates.
+// After a barrier each region moves down to its final place (the first one is there already),
+// so a single thread moves nothing, and the output does not depend on the thread count.
+// Returns whether every activation was finite.
+bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Contract& contract,
+                          size_t window, bool parallel, RoutedTensor* out,
+                          std::vector<uint8_t>* bitmap) {
+  const size_t rows = activation.rows;
+  const size_t cols = activation.cols;
+  const size_t k = KeptCount(cols, contract.keep);
+  const size_t slot = k + window;
+  const size_t spare = cols + simd::kSlack;  // what a pass may write past its row's share
+  const size_t max_threads = parallel ? static_cast<size_t>(std::max(1, omp_get_max_threads())) : 1;
+  const size_t capacity = rows * slot + max_threads * spare;
+  out->indices.resize(capacity);
+  out->values.resize(capacity);
+  out->tiers.resize(capacity);
+  out->row_offsets.resize(rows + 1);
+  const bool with_bitmap = bitmap != nullptr && cols % 8 == 0;
+  if (bitmap != nullptr) bitmap->resize(with_bitmap ? rows * cols / 8 : 0);
+  const size_t num_chunks = (rows + kApproxRowChunk - 1) / kApproxRowChunk;
+  std::vector<size_t> region_start(max_threads + 1, 0);  // where each region was written
+  std::vector<size_t> region_size(max_threads, 0);       // entries it holds
+  bool all_finite = true;
+#pragma omp parallel if (parallel) reduction(&& : all_finite)
+  {
+    const auto threads = static_cast<size_t>(omp_get_num_threads());
+    const auto me = static_cast<size_t>(omp_get_thread_num());
+    const size_t row_begin = std::min(rows, me * num_chunks / threads * kApproxRowChunk);
+    const size_t row_end = std::min(rows, (me + 1) * num_chunks / threads * kApproxRowChunk);
+    const size_t base = row_begin * slot + me * spare;
+    SelectScratch& scratch = ThreadScratch();
+    size_t cursor = base;
+    for (size_t r = row_begin; r < row_end; ++r) {
+      if ((r - row_begin) % kApproxRowChunk == 0) {  // a chunk starts: a fresh model
+        scratch.last_n = 0;
+        scratch.guess_width = kInitialGuessWidth;
+        scratch.model_ready = false;
+      }
+      bool finite = true;
+      const size_t count = RowOnePass(
+          activation.Row(r), weight, cols, k, contract.keep_full, window, scratch,
+          out->indices.data() + cursor, out->values.data() + cursor, out->tiers.data() + cursor,
+          with_bitmap ? bitmap->data() + r * cols / 8 : nullptr, &finite);
+      all_finite = finite && all_finite;
+      out->row_offsets[r] = static_cast<uint32_t>(count);  // the count, until the barrier
+      cursor += count;
+    }
+    region_start[me] = base;
+    region_size[me] = cursor - base;
+#pragma omp barrier
+    // Region j goes to the sum of the sizes before it. Moving down in parallel is safe when the
+    // destination starts past every earlier region's source (always so for two threads); the
+    // other regions move afterwards on one thread, in order.
+    std::vector<size_t> offset(threads + 1, 0);
+    for (size_t j = 0; j < threads; ++j) offset[j + 1] = offset[j] + region_size[j];
+    const auto in_parallel = [&](size_t j) {
+      return j == 0 || offset[j] >= region_start[j - 1] + region_size[j - 1];
+    };
+    const auto move = [&](size_t j) {
+      if (offset[j] == region_start[j] || region_size[j] == 0) return;
+      const auto from = static_cast<std::ptrdiff_t>(region_start[j]);
+      const auto to = static_cast<std::ptrdiff_t>(offset[j]);
+      const auto n = static_cast<std::ptrdiff_t>(region_size[j]);
+      // Downwards (to < from), so std::copy may overlap its own source.
+      std::copy(out->indices.begin() + from, out->indices.begin() + from + n,
+                out->indices.begin() + to);
+      std::copy(out->values.begin() + from, out->values.begin() + from + n,
+                out->values.begin() + to);
+      std::copy(out->tiers.begin() + from, out->tiers.begin() + from + n, out->tiers.begin() + to);
+    };
+    size_t pos = offset[me];
+    for (size_t r = row_begin; r < row_end; ++r) {
+      const size_t count = out->row_offsets[r];
+      out->row_offsets[r] = static_cast<uint32_t>(pos);
+      pos += count;
+    }
+    if (in_parallel(me)) move(me);
+#pragma omp barrier
+#pragma omp single
+    {
+      for (size_t j = 0; j < threads; ++j) {
+        if (!in_parallel(j)) move(j);
+      }
+      out->row_offsets[rows] = static_cast<uint32_t>(offset[threads]);
+    }
+  }
+  const size_t total = out->row_offsets[rows];
+  out->indices.resize(total);
+  out->values.resize(total);
+  out->tiers.resize(total);
+  return all_finite;
+}
+
 // Returns whether every activation was finite (the caller's non-finite check, fused into the
 // scoring pass).
 bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
@@ -604,6 +983,12 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   // the slots are closed up after the parallel loop.
   const bool approximate = method == SelectMethod::kApproximate;
   const size_t window = approximate ? static_cast<size_t>(std::floor(tolerance * double(k))) : 0;
+  // The one-pass path needs keys it can compute in registers (not kRandom's hashes) and a
+  // window wide enough for a threshold to land in.
+  if (approximate && scorer.policy != ScorePolicy::kRandom && window >= kMinOnePassWindow) {
+    const float* weight = scorer.policy == ScorePolicy::kSensitivity ? scorer.weight : nullptr;
+    return RouteElementsOnePass(activation, weight, contract, window, parallel, out, bitmap);
+  }
   const size_t slot = k + window;
   std::vector<uint32_t> counts(approximate ? rows : 0);
   out->row_offsets.resize(rows + 1);
@@ -619,30 +1004,61 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   // cut (SelectRowFast's guess), and every chunk starts afresh, so that where an approximate
   // search stops depends on the rows alone, never on which thread ran the chunk before.
   const size_t num_chunks = (rows + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(static) if (parallel) reduction(&& : all_finite)
-  for (size_t chunk = 0; chunk < num_chunks; ++chunk) {
+  // Exact rows under |a|-based scores take the one-pass path; its model is carried over all of a
+  // thread's rows, as it only changes what a row costs, never what it keeps.
+  const bool one_pass = method == SelectMethod::kFast && scorer.policy != ScorePolicy::kRandom &&
+                        cols >= kExactOnePassMinCols;
+  const float* weight = scorer.policy == ScorePolicy::kSensitivity ? scorer.weight : nullptr;
+#pragma omp parallel if (parallel) reduction(&& : all_finite)
+  {
     SelectScratch& scratch = ThreadScratch();
-    GrowTo(scratch.row_keys, cols);
-    scratch.last_n = 0;  // no guess for the chunk's first row
-    scratch.guess_width = kInitialGuessWidth;
-    for (size_t r = chunk * kRowChunk; r < std::min(rows, (chunk + 1) * kRowChunk); ++r) {
-      const float* row = activation.Row(r);
-      uint32_t* keys = scratch.row_keys.data();
-      all_finite = scorer.KeyRange(row, r, 0, cols, keys) && all_finite;
-      uint32_t* ids = out->indices.data() + r * slot;
-      float* values = out->values.data() + r * slot;
-      Tier* tiers = out->tiers.data() + r * slot;
-      if (method != SelectMethod::kReference) {
-        const size_t count =
-            SelectRowFast(keys, row, cols, k, contract.keep_full, window, scratch, ids, values,
-                          tiers, with_bitmap ? bitmap->data() + r * cols / 8 : nullptr);
-        if (approximate) counts[r] = static_cast<uint32_t>(count);
-        continue;
+    scratch.model_ready = false;
+    if (one_pass) {
+      GrowTo(scratch.kept_ids, k + simd::kSlack);
+      GrowTo(scratch.kept_values, k + simd::kSlack);
+    }
+#pragma omp for schedule(static)
+    for (size_t chunk = 0; chunk < num_chunks; ++chunk) {
+      GrowTo(scratch.row_keys, cols);
+      scratch.last_n = 0;  // no guess for the chunk's first row
+      scratch.guess_width = kInitialGuessWidth;
+      for (size_t r = chunk * kRowChunk; r < std::min(rows, (chunk + 1) * kRowChunk); ++r) {
+        const float* row = activation.Row(r);
+        uint32_t* ids = out->indices.data() + r * slot;
+        float* values = out->values.data() + r * slot;
+        Tier* tiers = out->tiers.data() + r * slot;
+        if (one_pass) {
+          // Whole vectors are stored past a row's k entries (up to simd::kSlack), into the next
+          // rows' slots: harmless while this thread writes those rows next (same chunk); a row
+          // closer to its chunk's end is staged.
+          const size_t chunk_end = std::min(rows, (chunk + 1) * kRowChunk);
+          const bool staged = (chunk_end - r - 1) * k < simd::kSlack;
+          bool finite = true;
+          RowOnePass(row, weight, cols, k, contract.keep_full, 0, scratch,
+                     staged ? scratch.kept_ids.data() : ids,
+                     staged ? scratch.kept_values.data() : values, tiers,
+                     with_bitmap ? bitmap->data() + r * cols / 8 : nullptr, &finite);
+          if (staged) {
+            std::copy_n(scratch.kept_ids.data(), k, ids);
+            std::copy_n(scratch.kept_values.data(), k, values);
+          }
+          all_finite = finite && all_finite;
+          continue;
+        }
+        uint32_t* keys = scratch.row_keys.data();
+        all_finite = scorer.KeyRange(row, r, 0, cols, keys) && all_finite;
+        if (method != SelectMethod::kReference) {
+          const size_t count =
+              SelectRowFast(keys, row, cols, k, contract.keep_full, window, scratch, ids, values,
+                            tiers, with_bitmap ? bitmap->data() + r * cols / 8 : nullptr);
+          if (approximate) counts[r] = static_cast<uint32_t>(count);
+          continue;
+        }
+        GrowTo(scratch.score, cols);
+        for (size_t c = 0; c < cols; ++c) scratch.score[c] = KeyScore(keys[c]);
+        SelectTop(scratch.score.data(), cols, k, nf, scratch.order, ids, tiers);
+        for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
       }
-      GrowTo(scratch.score, cols);
-      for (size_t c = 0; c < cols; ++c) scratch.score[c] = KeyScore(keys[c]);
-      SelectTop(scratch.score.data(), cols, k, nf, scratch.order, ids, tiers);
-      for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
     }
   }
   if (approximate) {  // close up the slots (row r moves down, never past its own slot)

@@ -188,6 +188,32 @@ size_t CountAbove(const uint32_t* HWY_RESTRICT keys, size_t n, uint32_t t) {
   return count;
 }
 
+void CountAtLeastEach(const uint32_t* HWY_RESTRICT keys, size_t n, const uint32_t* HWY_RESTRICT t,
+                      uint32_t* HWY_RESTRICT counts) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  // Per-lane counts (each lane sees at most n / lanes hits, far below 2^32); x >= t is
+  // x > t - 1, and t = 0 counts everything.
+  std::array<hn::Vec<DU>, kCountThresholds> sum;
+  std::array<hn::Vec<DU>, kCountThresholds> below;
+  for (size_t j = 0; j < kCountThresholds; ++j) {
+    sum[j] = hn::Zero(du);
+    below[j] = hn::Set(du, t[j] - 1);
+  }
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto k = hn::LoadU(du, keys + i);
+    for (size_t j = 0; j < kCountThresholds; ++j) {
+      sum[j] = hn::Sub(sum[j], hn::VecFromMask(du, hn::Gt(k, below[j])));
+    }
+  }
+  for (size_t j = 0; j < kCountThresholds; ++j) {
+    size_t count = hn::GetLane(hn::SumOfLanes(du, sum[j]));
+    for (size_t r = i; r < n; ++r) count += keys[r] >= t[j] ? 1 : 0;
+    counts[j] = t[j] == 0 ? static_cast<uint32_t>(n) : static_cast<uint32_t>(count);
+  }
+}
+
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
                    size_t* above) {
   const DU du;
@@ -423,6 +449,133 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
   }
   if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
   return m;
+}
+
+// How far ahead of its reads ThresholdEmit prefetches.
+constexpr uintptr_t kPrefetchBytes = 8192;
+bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n, uint32_t t,
+                   uint32_t* HWY_RESTRICT ids, float* HWY_RESTRICT values,
+                   uint64_t* HWY_RESTRICT bits, size_t* count) {
+  const DF df;
+  const DU du;
+  const size_t lanes = hn::Lanes(du);  // a power of two, at most 64 here
+  const auto vt = hn::Set(du, t);
+  const auto abs_mask = hn::Set(du, kAbsMask);
+  const auto inf = hn::Set(du, kInfBits);
+  const auto step = hn::Set(du, static_cast<uint32_t>(lanes));
+  auto col = hn::Iota(du, 0u);
+  auto worst = hn::Zero(du);
+  uint64_t word = 0;  // the take mask of columns [64 * (i / 64), i)
+  size_t m = 0;
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes, col = hn::Add(col, step)) {
+    // The stream ahead, into the next row (rows are contiguous): the hardware prefetcher idles
+    // while the router works on the candidates between two rows. Integer arithmetic: the
+    // address may lie past the array, and a prefetch never faults.
+    __builtin_prefetch(
+        reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(a + i) + kPrefetchBytes));
+    const auto v = hn::LoadU(df, a + i);
+    const auto abs = hn::And(hn::BitCast(du, v), abs_mask);
+    worst = hn::Max(worst, abs);
+    const auto finite = hn::Lt(abs, inf);
+    auto key = abs;
+    if (w != nullptr) {
+      key = hn::And(hn::BitCast(du, hn::Mul(hn::BitCast(df, abs), hn::LoadU(df, w + i))), abs_mask);
+    }
+    key = hn::IfThenElseZero(finite, key);
+    const auto take = hn::Not(hn::Lt(key, vt));
+    const auto safe = hn::IfThenElseZero(hn::RebindMask(df, finite), v);
+    hn::StoreU(CompressLanes(du, col, take), du, ids + m);
+    hn::StoreU(CompressLanes(df, safe, hn::RebindMask(df, take)), df, values + m);
+    m += hn::CountTrue(du, take);
+    if (bits != nullptr) {
+      uint8_t mask_bytes[8] = {};
+      hn::StoreMaskBits(du, take, mask_bytes);
+      uint64_t mask;
+      std::memcpy(&mask, mask_bytes, sizeof mask);
+      word |= mask << (i % 64);
+      if ((i + lanes) % 64 == 0) {
+        bits[i / 64] = word;
+        word = 0;
+      }
+    }
+  }
+  bool all_finite = hn::GetLane(hn::MaxOfLanes(du, worst)) < kInfBits;
+  for (; i < n; ++i) {
+    const bool take = ScalarKey(a[i], w, i) >= t;
+    all_finite = all_finite && std::isfinite(a[i]);
+    ids[m] = static_cast<uint32_t>(i);
+    values[m] = std::isfinite(a[i]) ? a[i] : 0.0f;
+    m += take ? 1 : 0;
+    word |= static_cast<uint64_t>(take) << (i % 64);
+    if (bits != nullptr && (i + 1) % 64 == 0) {
+      bits[i / 64] = word;
+      word = 0;
+    }
+  }
+  if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
+  *count = m;
+  return all_finite;
+}
+
+void CandidateKeys(const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT values, size_t m,
+                   const float* HWY_RESTRICT w, uint32_t* HWY_RESTRICT keys) {
+  const DF df;
+  const DU du;
+  const DI di;
+  const size_t lanes = hn::Lanes(du);
+  const auto abs_mask = hn::Set(du, kAbsMask);
+  size_t i = 0;
+  for (; i + lanes <= m; i += lanes) {
+    auto key = hn::And(hn::BitCast(du, hn::LoadU(df, values + i)), abs_mask);
+    if (w != nullptr) {
+      const auto weight = hn::GatherIndex(df, w, hn::BitCast(di, hn::LoadU(du, ids + i)));
+      key = hn::And(hn::BitCast(du, hn::Mul(hn::BitCast(df, key), weight)), abs_mask);
+    }
+    hn::StoreU(key, du, keys + i);
+  }
+  for (; i < m; ++i) keys[i] = ScalarKey(values[i], w == nullptr ? nullptr : w + ids[i], 0);
+}
+
+size_t KeepCut(uint32_t* keys, const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT values,
+               size_t m, uint32_t t, size_t tie_end, bool compact_keys,
+               uint32_t* HWY_RESTRICT out_ids, float* HWY_RESTRICT out_values,
+               uint32_t* HWY_RESTRICT dropped, size_t* num_dropped) {
+  const DF df;
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vt = hn::Set(du, t);
+  const auto vtie_end = hn::Set(du, static_cast<uint32_t>(std::min<size_t>(tie_end, UINT32_MAX)));
+  const auto step = hn::Set(du, static_cast<uint32_t>(lanes));
+  auto pos = hn::Iota(du, 0u);
+  size_t kept = 0;
+  size_t gone = 0;
+  size_t i = 0;
+  for (; i + lanes <= m; i += lanes, pos = hn::Add(pos, step)) {
+    const auto key = hn::LoadU(du, keys + i);
+    const auto id = hn::LoadU(du, ids + i);
+    const auto take = hn::Or(hn::Gt(key, vt), hn::And(hn::Eq(key, vt), hn::Lt(pos, vtie_end)));
+    const auto drop = hn::Not(take);
+    hn::StoreU(CompressLanes(du, id, drop), du, dropped + gone);
+    gone += hn::CountTrue(du, drop);
+    if (compact_keys) hn::StoreU(CompressLanes(du, key, take), du, keys + kept);
+    hn::StoreU(CompressLanes(du, id, take), du, out_ids + kept);
+    hn::StoreU(CompressLanes(df, hn::LoadU(df, values + i), hn::RebindMask(df, take)), df,
+               out_values + kept);
+    kept += hn::CountTrue(du, take);
+  }
+  for (; i < m; ++i) {
+    const uint32_t key = keys[i];
+    const bool take = key > t || (key == t && i < tie_end);
+    dropped[gone] = ids[i];
+    gone += take ? 0 : 1;
+    keys[kept] = key;
+    out_ids[kept] = ids[i];
+    out_values[kept] = values[i];
+    kept += take ? 1 : 0;
+  }
+  *num_dropped = gone;
+  return kept;
 }
 
 void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT out) {
@@ -728,6 +881,7 @@ namespace sparselink::simd {
 
 HWY_EXPORT(MagnitudeKeys);
 HWY_EXPORT(CountAbove);
+HWY_EXPORT(CountAtLeastEach);
 HWY_EXPORT(FilterRange);
 HWY_EXPORT(SampleRanks);
 HWY_EXPORT(AllFinite);
@@ -740,6 +894,9 @@ HWY_EXPORT(GapVarintExtraBytes);
 HWY_EXPORT(OrderStatistic);
 HWY_EXPORT(TieEnd);
 HWY_EXPORT(EmitKept);
+HWY_EXPORT(ThresholdEmit);
+HWY_EXPORT(CandidateKeys);
+HWY_EXPORT(KeepCut);
 HWY_EXPORT(FloatToHalf);
 HWY_EXPORT(FloatToBf16);
 HWY_EXPORT(MaxAbsFinite);
@@ -757,6 +914,9 @@ bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys) {
 }
 size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t) {
   return HWY_DYNAMIC_DISPATCH(CountAbove)(keys, n, t);
+}
+void CountAtLeastEach(const uint32_t* keys, size_t n, const uint32_t* t, uint32_t* counts) {
+  HWY_DYNAMIC_DISPATCH(CountAtLeastEach)(keys, n, t, counts);
 }
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
                    size_t* above) {
@@ -789,6 +949,20 @@ size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q) {
 size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
                 uint32_t* ids, float* values, uint64_t* bits) {
   return HWY_DYNAMIC_DISPATCH(EmitKept)(keys, a, n, t, tie_end, ids, values, bits);
+}
+bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_t* ids,
+                   float* values, uint64_t* bits, size_t* count) {
+  return HWY_DYNAMIC_DISPATCH(ThresholdEmit)(a, w, n, t, ids, values, bits, count);
+}
+void CandidateKeys(const uint32_t* ids, const float* values, size_t m, const float* w,
+                   uint32_t* keys) {
+  HWY_DYNAMIC_DISPATCH(CandidateKeys)(ids, values, m, w, keys);
+}
+size_t KeepCut(uint32_t* keys, const uint32_t* ids, const float* values, size_t m, uint32_t t,
+               size_t tie_end, bool compact_keys, uint32_t* out_ids, float* out_values,
+               uint32_t* dropped, size_t* num_dropped) {
+  return HWY_DYNAMIC_DISPATCH(KeepCut)(keys, ids, values, m, t, tie_end, compact_keys, out_ids,
+                                       out_values, dropped, num_dropped);
 }
 void FloatToHalf(const float* in, size_t n, uint16_t* out) {
   HWY_DYNAMIC_DISPATCH(FloatToHalf)(in, n, out);

@@ -29,6 +29,11 @@ bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys);
 // Number of keys[i] > t.
 size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t);
 
+// counts[j] = the number of keys[i] >= t[j], for the kCountThresholds thresholds t (n < 2^32):
+// several probes of a search in one pass.
+inline constexpr size_t kCountThresholds = 8;
+void CountAtLeastEach(const uint32_t* keys, size_t n, const uint32_t* t, uint32_t* counts);
+
 // Copies the keys in [lo, hi] to `out` (in order; slack) and returns their number; *above gets
 // the number of keys > hi. `out` may equal `keys` (in-place compaction).
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
@@ -72,6 +77,28 @@ size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q);
 // for column i, zero past n (the wire format's bitmap, on a little-endian machine).
 size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
                 uint32_t* ids, float* values, uint64_t* bits = nullptr);
+
+// The one streaming pass of the approximate select: computes each entry's key as
+// MagnitudeKeys does and, in column order, writes every i with key >= t to ids and a[i] (0 where
+// not finite) to values (both slack), *count of them; `bits` (when not null) gets the taken set
+// as EmitKept writes it. Returns whether every a[i] was finite.
+bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_t* ids,
+                   float* values, uint64_t* bits, size_t* count);
+
+// keys[i] = the key of values[i] at column ids[i], as MagnitudeKeys computes it (w == nullptr:
+// bits(|values[i]|) & 0x7FFFFFFF; else bits(|values[i]| * w[ids[i]]) & 0x7FFFFFFF). The values
+// are finite (ThresholdEmit's output), so this is the key the entry was taken with.
+void CandidateKeys(const uint32_t* ids, const float* values, size_t m, const float* w,
+                   uint32_t* keys);
+
+// Copies, in order, the entries i < m with keys[i] > t, or keys[i] == t and i < tie_end (the
+// cut EmitKept applies, here to a candidate list), to out_ids and out_values (slack; they must
+// not overlap ids and values) and returns their number; with compact_keys their keys are also
+// moved to the front of `keys` (in place). The ids of the others go to `dropped` (slack),
+// *num_dropped of them.
+size_t KeepCut(uint32_t* keys, const uint32_t* ids, const float* values, size_t m, uint32_t t,
+               size_t tie_end, bool compact_keys, uint32_t* out_ids, float* out_values,
+               uint32_t* dropped, size_t* num_dropped);
 
 // Value codecs (wire format v1, docs/wire-format.md): bit-identical to the scalar encoders.
 // The uint16_t streams may sit at any byte offset (they are packet sections).
