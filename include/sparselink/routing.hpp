@@ -35,12 +35,14 @@ Result<ScorePolicy> ParseScorePolicy(std::string_view name);
 // and the output still does not depend on the thread count.
 enum class SelectMethod : uint8_t {
   kReference = 0,  // nth_element over an id array with an indirect comparator
-  // Exact. Rows of 2048 columns or more (scores |a| or |a| * w): one streaming pass compacts
-  // the entries above a cut predicted from the rows before, and the exact cut is found among
-  // those few; other rows: sample select on integer keys in three vector passes. O(n).
+  // Exact. Rows of 2048 columns or more keeping at most a quarter (scores |a| or |a| * w): one
+  // streaming pass compacts the entries above a cut predicted from the rows before, and the
+  // exact cut is found among those few; other rows: sample select on integer keys in three
+  // vector passes. O(n).
   kFast = 1,
-  // One streaming pass per row and a threshold search among its candidates: the count lands
-  // anywhere in the window (kRandom, or a window under 2 entries: kFast stopped early).
+  // One streaming pass per row and a threshold search among its candidates, the count landing
+  // anywhere in the window (kRandom, a window under 2 entries or a kept share above a quarter:
+  // kFast's three passes, stopped early).
   kApproximate = 2,
 };
 inline constexpr size_t kNumSelectMethods = 3;

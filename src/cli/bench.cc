@@ -140,6 +140,19 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
     route_and_encode(fast, i);
     SPARSELINK_RETURN_IF_ERROR(status);
     packets[i] = packet;
+    if (c.select == SelectMethod::kApproximate) {  // each row within its window
+      const size_t window = static_cast<size_t>(fast.options().approx_tolerance * double(k));
+      for (size_t r = 0; r < c.rows; ++r) {
+        const size_t kept = routed.num_kept_in_row(r);
+        if (kept < k || kept > k + window) {
+          return Status(ErrorCode::kInvalidArgument,
+                        "approximate route kept " + std::to_string(kept) + " in row " +
+                            std::to_string(r) + ", outside [k, k + window] = [" +
+                            std::to_string(k) + ", " + std::to_string(k + window) +
+                            "] (a bug: please report)");
+        }
+      }
+    }
   }
   route_and_encode(reference, 0);
   SPARSELINK_RETURN_IF_ERROR(status);

@@ -41,10 +41,10 @@
 //
 // Element granularity selects in each row over its columns, by one of two paths: the three
 // passes of SelectRowFast (keys, sample select, emit), or one streaming pass and work on the
-// few candidates it leaves (RowOnePass, under kApproximate and for exact rows of at least
-// kExactOnePassMinCols columns, scores |a| or |a| * w). Exact selection keeps the same k in
-// every row, so row r's entries sit at [r*k, (r+1)*k) of the output: rows run in parallel, each
-// straight into its final slot, and the result does not depend on the thread count.
+// few candidates it leaves (RowOnePass: scores |a| or |a| * w, at most a quarter kept, under
+// kApproximate and for exact rows of at least kExactOnePassMinCols columns). Exact selection keeps
+// the same k in every row, so row r's entries sit at [r*k, (r+1)*k) of the output: rows run in
+// parallel, each straight into its final slot, and the result does not depend on the thread count.
 // kApproximate rows keep between k and k + window: on the one-pass path each thread writes its
 // rows back to back and the threads' regions are closed up afterwards
 // (RouteElementsOnePass); on the three-pass path (kRandom, narrow windows) each row fills a slot
@@ -387,6 +387,9 @@ constexpr float kInitialGuessWidth = 1.0f / 16;
 // a few hundred columns sit in the cache anyway (docs/RESULTS.md: 512 columns, one pass 5.3 GB/s
 // against 6.5; 1024 even; 4096 from memory, 10.7 against 8.4).
 constexpr size_t kExactOnePassMinCols = 2048;
+// The one pass is for sparse rows: above a kept share of 1 / this, the work on the candidates
+// (about as many as kept) outweighs the passes saved (keep 50 %: 5.5 GB/s against 5.9).
+constexpr size_t kOnePassMaxKeptShare = 4;
 // kApproximate windows narrower than this go the three-pass way (a threshold rarely lands).
 constexpr size_t kMinOnePassWindow = 2;
 // The one-pass exact cut narrows its bracket to at most this many keys before the exact step.
@@ -876,7 +879,8 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
 // kApproximate by the one-pass path (RowOnePass). Rows go in fixed chunks of
 // kApproxRowChunk (the model starts afresh in each), and each thread takes a contiguous run of
 // chunks and writes its rows back to back from the start of its own region of the output; a
-// region has room for its rows at k + window entries each plus one row's worth of candidates.
+// region has room for its rows at k + window entries each plus the slack of the last one's
+// whole-vector stores.
 // After a barrier each region moves down to its final place (the first one is there already),
 // so a single thread moves nothing, and the output does not depend on the thread count.
 // Returns whether every activation was finite.
@@ -887,7 +891,7 @@ bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Con
   const size_t cols = activation.cols;
   const size_t k = KeptCount(cols, contract.keep);
   const size_t slot = k + window;
-  const size_t spare = cols + simd::kSlack;  // what a pass may write past its row's share
+  const size_t spare = simd::kSlack;  // what a row may write past its kept entries
   const size_t max_threads = parallel ? static_cast<size_t>(std::max(1, omp_get_max_threads())) : 1;
   const size_t capacity = rows * slot + max_threads * spare;
   out->indices.resize(capacity);
@@ -985,7 +989,8 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   const size_t window = approximate ? static_cast<size_t>(std::floor(tolerance * double(k))) : 0;
   // The one-pass path needs keys it can compute in registers (not kRandom's hashes) and a
   // window wide enough for a threshold to land in.
-  if (approximate && scorer.policy != ScorePolicy::kRandom && window >= kMinOnePassWindow) {
+  if (approximate && scorer.policy != ScorePolicy::kRandom && window >= kMinOnePassWindow &&
+      k * kOnePassMaxKeptShare <= cols) {
     const float* weight = scorer.policy == ScorePolicy::kSensitivity ? scorer.weight : nullptr;
     return RouteElementsOnePass(activation, weight, contract, window, parallel, out, bitmap);
   }
@@ -1007,7 +1012,7 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   // Exact rows under |a|-based scores take the one-pass path; its model is carried over all of a
   // thread's rows, as it only changes what a row costs, never what it keeps.
   const bool one_pass = method == SelectMethod::kFast && scorer.policy != ScorePolicy::kRandom &&
-                        cols >= kExactOnePassMinCols;
+                        cols >= kExactOnePassMinCols && k * kOnePassMaxKeptShare <= cols;
   const float* weight = scorer.policy == ScorePolicy::kSensitivity ? scorer.weight : nullptr;
 #pragma omp parallel if (parallel) reduction(&& : all_finite)
   {
