@@ -143,6 +143,31 @@ V CompressLanes(D d, V v, M mask) {
 #endif
 }
 
+// One vector of an emit pass at column i: the taken lanes' columns to ids and values to values
+// at *m (both slack), and their mask bits into *word, which goes to bits[i / 64] once it holds
+// 64 columns (bits null: no bitmap).
+template <class D, class M, class V, class VF>
+HWY_INLINE void EmitLanes(D du, M take, V col, VF safe, size_t i, uint32_t* HWY_RESTRICT ids,
+                          float* HWY_RESTRICT values, size_t* m, uint64_t* HWY_RESTRICT bits,
+                          uint64_t* word) {
+  const hn::RebindToFloat<D> df;
+  const size_t lanes = hn::Lanes(du);
+  hn::StoreU(CompressLanes(du, col, take), du, ids + *m);
+  hn::StoreU(CompressLanes(df, safe, hn::RebindMask(df, take)), df, values + *m);
+  *m += hn::CountTrue(du, take);
+  if (bits != nullptr) {
+    uint8_t mask_bytes[8] = {};
+    hn::StoreMaskBits(du, take, mask_bytes);
+    uint64_t mask;
+    std::memcpy(&mask, mask_bytes, sizeof mask);
+    *word |= mask << (i % 64);
+    if ((i + lanes) % 64 == 0) {
+      bits[i / 64] = *word;
+      *word = 0;
+    }
+  }
+}
+
 // --- vector kernels ---
 
 bool MagnitudeKeys(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n,
@@ -421,20 +446,7 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
     const auto v = hn::LoadU(df, a + i);
     const auto finite = hn::Lt(hn::And(hn::BitCast(du, v), abs_mask), inf);
     const auto safe = hn::IfThenElseZero(hn::RebindMask(df, finite), v);
-    hn::StoreU(CompressLanes(du, col, take), du, ids + m);
-    hn::StoreU(CompressLanes(df, safe, hn::RebindMask(df, take)), df, values + m);
-    m += hn::CountTrue(du, take);
-    if (bits != nullptr) {
-      uint8_t mask_bytes[8] = {};
-      hn::StoreMaskBits(du, take, mask_bytes);
-      uint64_t mask;
-      std::memcpy(&mask, mask_bytes, sizeof mask);
-      word |= mask << (i % 64);
-      if ((i + lanes) % 64 == 0) {
-        bits[i / 64] = word;
-        word = 0;
-      }
-    }
+    EmitLanes(du, take, col, safe, i, ids, values, &m, bits, &word);
   }
   for (; i < n; ++i) {
     const bool take = keys[i] > t || (keys[i] == t && i < tie_end);
@@ -485,20 +497,7 @@ bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, siz
     key = hn::IfThenElseZero(finite, key);
     const auto take = hn::Not(hn::Lt(key, vt));
     const auto safe = hn::IfThenElseZero(hn::RebindMask(df, finite), v);
-    hn::StoreU(CompressLanes(du, col, take), du, ids + m);
-    hn::StoreU(CompressLanes(df, safe, hn::RebindMask(df, take)), df, values + m);
-    m += hn::CountTrue(du, take);
-    if (bits != nullptr) {
-      uint8_t mask_bytes[8] = {};
-      hn::StoreMaskBits(du, take, mask_bytes);
-      uint64_t mask;
-      std::memcpy(&mask, mask_bytes, sizeof mask);
-      word |= mask << (i % 64);
-      if ((i + lanes) % 64 == 0) {
-        bits[i / 64] = word;
-        word = 0;
-      }
-    }
+    EmitLanes(du, take, col, safe, i, ids, values, &m, bits, &word);
   }
   bool all_finite = hn::GetLane(hn::MaxOfLanes(du, worst)) < kInfBits;
   for (; i < n; ++i) {
