@@ -168,6 +168,19 @@ HWY_INLINE void EmitLanes(D du, M take, V col, VF safe, size_t i, uint32_t* HWY_
   }
 }
 
+// The scalar tail's step of the same: column i, value a (0 where not finite).
+inline void EmitOne(bool take, size_t i, float a, uint32_t* ids, float* values, size_t* m,
+                    uint64_t* bits, uint64_t* word) {
+  ids[*m] = static_cast<uint32_t>(i);
+  values[*m] = std::isfinite(a) ? a : 0.0f;
+  *m += take ? 1 : 0;
+  *word |= static_cast<uint64_t>(take) << (i % 64);
+  if (bits != nullptr && (i + 1) % 64 == 0) {
+    bits[i / 64] = *word;
+    *word = 0;
+  }
+}
+
 // --- vector kernels ---
 
 bool MagnitudeKeys(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n,
@@ -450,14 +463,7 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
   }
   for (; i < n; ++i) {
     const bool take = keys[i] > t || (keys[i] == t && i < tie_end);
-    ids[m] = static_cast<uint32_t>(i);
-    values[m] = std::isfinite(a[i]) ? a[i] : 0.0f;
-    m += take ? 1 : 0;
-    word |= static_cast<uint64_t>(take) << (i % 64);
-    if (bits != nullptr && (i + 1) % 64 == 0) {
-      bits[i / 64] = word;
-      word = 0;
-    }
+    EmitOne(take, i, a[i], ids, values, &m, bits, &word);
   }
   if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
   return m;
@@ -503,14 +509,7 @@ bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, siz
   for (; i < n; ++i) {
     const bool take = ScalarKey(a[i], w, i) >= t;
     all_finite = all_finite && std::isfinite(a[i]);
-    ids[m] = static_cast<uint32_t>(i);
-    values[m] = std::isfinite(a[i]) ? a[i] : 0.0f;
-    m += take ? 1 : 0;
-    word |= static_cast<uint64_t>(take) << (i % 64);
-    if (bits != nullptr && (i + 1) % 64 == 0) {
-      bits[i / 64] = word;
-      word = 0;
-    }
+    EmitOne(take, i, a[i], ids, values, &m, bits, &word);
   }
   if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
   *count = m;
