@@ -1407,6 +1407,67 @@ TEST(RouterOnePass, ExactMatchesReferenceOnRowsAlikeAndRowsThatDefeatThePredicti
   EXPECT_EQ(cases, 3u * 2 * 2 * 3 * 2 * 3);
 }
 
+// Rows where most keys tie (0/1 values, a few small integers, ReLU outputs clipped at a
+// ceiling), at keep 25 % where the cut falls inside a tie group: the probes cannot split it, so
+// the exact step on the candidates finishes the row. Exact against the reference, approximate
+// within its window and exactly the row's top count, 1 to 4 threads.
+TEST(RouterOnePass, RowsOfTiesMatchTheReferenceAndStayInTheWindow) {
+  const int saved = omp_get_max_threads();
+  const size_t rows = 130;
+  const size_t cols = 4096;
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int kind = 0; kind < 3; ++kind) {
+    std::vector<float> a(rows * cols);
+    for (float& x : a) {
+      const float g = normal(rng);
+      x = kind == 0   ? float(rng() % 3 == 0)
+          : kind == 1 ? std::round(2.0f * g)
+                      : std::clamp(g, 0.0f, 0.5f);
+    }
+    const SensitivityMap map = RandomMap(cols, 1, 3);
+    for (double keep : {0.1, 0.25}) {
+      const Contract contract = MakeContract(keep, 0.5);
+      RouterOptions options{.policy = ScorePolicy::kMagnitude, .parallel_min_entries = 1};
+      options.select = SelectMethod::kReference;
+      omp_set_num_threads(1);
+      const RoutedTensor want =
+          MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
+      options.select = SelectMethod::kFast;
+      const Router fast = *Router::Create(options);
+      options.select = SelectMethod::kApproximate;
+      options.approx_tolerance = 0.1;
+      const Router approximate = *Router::Create(options);
+      const size_t k = KeptCount(cols, keep);
+      const auto window = static_cast<size_t>(std::floor(0.1 * double(k)));
+      RoutedTensor first;
+      for (int threads : {1, 2, 4}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "kind " << kind << " keep " << keep << " threads " << threads);
+        omp_set_num_threads(threads);
+        ExpectBitIdentical(MustRoute(fast, View(a, rows, cols), &map, contract), want);
+        const RoutedTensor got = MustRoute(approximate, View(a, rows, cols), &map, contract);
+        if (threads == 1) {
+          first = got;
+          for (size_t r = 0; r < rows; ++r) {
+            const size_t count = got.num_kept_in_row(r);
+            ASSERT_GE(count, k) << "row " << r;
+            ASSERT_LE(count, k + window) << "row " << r;
+            std::vector<double> score(cols);
+            for (size_t c = 0; c < cols; ++c) score[c] = RefScore(a[r * cols + c], c, nullptr, 0);
+            ASSERT_EQ(ToVector(got.RowIndices(r)),
+                      RefSelectRow(score, count, FullCount(count, 0.5)).indices)
+                << "row " << r;
+          }
+        } else {
+          ExpectBitIdentical(got, first);
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 // The approximate one-pass rows: each keeps the exact top `count` of its row for a count in
 // [k, k + floor(tolerance * k)], tiers over that count, the bitmap of those entries, and the
 // same output for 1 to 4 threads (with four, two regions of the output move on one thread).

@@ -212,6 +212,9 @@ struct SelectScratch {
   std::vector<uint32_t> dropped;
   std::vector<uint32_t> kept_ids;  // an exact row's kept entries, staged (+ simd::kSlack)
   std::vector<float> kept_values;
+  std::vector<uint32_t> moved_ids;  // a kApproximate region on its way down (3 threads or more)
+  std::vector<float> moved_values;
+  std::vector<Tier> moved_tiers;
   bool model_ready = false;
   double model_center = 0;   // the key with about aim = k + window / 2 keys at or above it
   double model_density = 0;  // keys per key unit near it, > 0
@@ -372,9 +375,11 @@ void Select(SelectMethod method, const double* score, size_t n, size_t k, size_t
 // the next level works on those; if the bracket missed, one more pass compacts the side T is
 // on (keys > hi, or keys < lo), so a miss costs a pass, never a restart. Every set holds all
 // the keys equal to T, so the final exact step (a set of at most 64 keys, ranked against
-// itself) also yields how many keys tie with T and how many lie above it. A level that does
-// not shrink its set (ties), or a 16th level, ends in the radix cut (RankOfKeys), so the cost
-// is bounded.
+// itself) also yields how many keys tie with T and how many lie above it. Ties: a bracket of
+// one key is T itself with all the set tied to it; a level that does not shrink its set (a few
+// distinct values) splits off the keys equal to its lower end, one vector count and at most
+// one pass (T is that key, or the rest goes on). A 16th level ends in the radix cut
+// (RankOfKeys), so the cost is bounded.
 // Then the cut is applied in column order (simd::EmitKept): everything above T and the first
 // q = k - #(key > T) keys equal to T.
 
@@ -394,6 +399,9 @@ constexpr size_t kOnePassMaxKeptShare = 4;
 constexpr size_t kMinOnePassWindow = 2;
 // The one-pass exact cut narrows its bracket to at most this many keys before the exact step.
 constexpr double kExactBracket = 16;
+// Single probes of a one-pass row's search before the exact step finishes it instead (also
+// after two probes that did not split the bracket's count: ties or a gap at the cut).
+constexpr int kMaxProbes = 8;
 // Rows per chunk of the one-pass path: the chunk's first row takes the three passes that seed
 // the model.
 constexpr size_t kApproxRowChunk = 64;
@@ -488,9 +496,24 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
       if (m <= stop_window) {
         return {.key = floor, .guess_hit = guess_hit, .approx_count = above + m};
       }
+      // A bracket of one key (a tie group): T is that key, and all m of the set tie with it.
+      if (lo == hi) return {lo, above, m, guess_hit};
     }
-    if ((m == h && !guessed) || level == kMaxSampleLevels) {
-      // Stuck on ties, or unlucky: the radix cut of the new set, then its ties counted.
+    if (m == h && !guessed && level < kMaxSampleLevels) {
+      // Not shrunk: every key of the set lies in [lo, hi] (lo < hi: one key returned above), a
+      // few distinct values with many ties. Split off the keys equal to lo: either T is lo, or
+      // the next level works on the keys above it.
+      const size_t above_lo = simd::CountAbove(cand, m, lo);
+      if (above_lo < r) return {lo, above + above_lo, m - above_lo, guess_hit};
+      size_t none = 0;
+      m = simd::FilterRange(cand, m, lo + 1, hi, cand, &none);
+      floor = lo + 1;
+      set = cand;
+      h = m;
+      continue;
+    }
+    if (level == kMaxSampleLevels) {
+      // Unlucky: the radix cut of the new set, then its ties counted.
       GrowTo(scratch.keys, m);
       std::copy(cand, cand + m, scratch.keys.begin());
       const KeyCut cut = RankOfKeys(scratch.keys.data(), m, r);
@@ -591,11 +614,33 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
 //  - kApproximate: the search stops at any t with k <= #(key >= t) <= k + window, and the row
 //    keeps every key >= t: exactly its top count, everything above T among them.
 // The candidates outside the cut are dropped (simd::KeepCut) and their bitmap bits cleared.
-// The first row (of a thread's rows, exact; of a fixed chunk of rows, approximate), a pass that
-// took fewer than k (the margin missed), and an approximate search that cannot land in the
-// window (ties straddling it) take SelectRowFast's three passes instead, which also re-seed the
-// model. Exact rows give the same output on either path; approximate ones depend on the rows
-// of their chunk alone, never on the thread count.
+// A search the probes do not finish within kMaxProbes (many ties at the cut, or ties straddling
+// the approximate window) ends in the exact step on the candidates, with the window as its early
+// stop. The first row (of a thread's rows, exact; of a fixed chunk of rows, approximate) and a
+// pass that took fewer than k (the margin missed) take SelectRowFast's three passes instead,
+// which also re-seed the model. Exact rows give the same output on either path; approximate
+// ones depend on the rows of their chunk alone, never on the thread count.
+
+// Clears the bits of the ascending ids[0, count) in bits (n columns). A few per 64-bit word
+// (the usual few dozen dropped candidates) go one by one; many (a tie group dropped) are
+// gathered per word first, so that each word is written once.
+void ClearBits(const uint32_t* ids, size_t count, size_t n, uint64_t* bits) {
+  if (count * 32 <= n) {
+    for (size_t i = 0; i < count; ++i) bits[ids[i] / 64] &= ~(uint64_t{1} << (ids[i] % 64));
+    return;
+  }
+  size_t i = 0;
+  while (i < count) {
+    const size_t word = ids[i] / 64;
+    uint64_t mask = 0;
+    for (; i < count && ids[i] / 64 == word; ++i) mask |= uint64_t{1} << (ids[i] % 64);
+    bits[word] &= ~mask;
+  }
+}
+
+// A key position of the model, within the keys' range (a far-off estimate from a row of ties
+// or a tiny density would not fit a key).
+double ClampKey(double key) { return std::clamp(key, 0.0, static_cast<double>(kInfKey)); }
 
 // The model from a row routed by SelectRowFast: its keys and the cut key it found (`cut`,
 // with count(>= cut) = kept).
@@ -620,7 +665,12 @@ void SeedModel(const uint32_t* keys, size_t n, uint32_t cut, double aim, SelectS
       break;
     }
   }
-  scratch.model_center = static_cast<double>(cut) + (static_cast<double>(at_cut) - aim) / density;
+  // Ties at the cut: the cut itself is where the count passes aim.
+  const size_t above_cut = cut == kInfKey ? 0 : count_at_least(cut + 1);
+  const bool aim_in_ties =
+      static_cast<double>(above_cut) <= aim && aim <= static_cast<double>(at_cut);
+  scratch.model_center = ClampKey(
+      aim_in_ties ? cut : static_cast<double>(cut) + (static_cast<double>(at_cut) - aim) / density);
   scratch.model_density = density;
   if (!scratch.model_ready) scratch.model_error = 0;
   scratch.model_ready = true;
@@ -713,7 +763,7 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     }
     return -1;
   };
-  if (!found && exact) {
+  if (!found && exact && lo_t + 1 <= kInfKey) {
     // The exact cut first takes simd::kCountThresholds probes in one pass, spaced a fraction
     // of kExactBracket apart around the prediction. (kApproximate's window is wide enough
     // that one probe at the prediction mostly lands in it: single probes cost less there.)
@@ -736,7 +786,12 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   }
   int last_side = 0;  // which end the last probe moved
   int run = 0;        // how many probes in a row moved it (two: bisect, false position stalls)
-  for (int probe = 0; !found && probe < 32; ++probe) {
+  int stalls = 0;     // probes whose count equalled an end's: a tie group or a gap spans it
+  for (int probe = 0; !found && probe < kMaxProbes && stalls < 2; ++probe) {
+    if (hi_t - lo_t < 2) {  // no key strictly between lo and hi
+      found = exact;        // exact: T = lo_t; approximate: ties straddle the window
+      break;
+    }
     double next;
     if (probe == 0 && !exact) {
       next = scratch.model_center;
@@ -746,11 +801,9 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
       next = lo_t + (lo_c - target) / (lo_c - hi_c) * (hi_t - lo_t);
     }
     next = std::clamp(std::floor(next + 0.5), lo_t + 1, hi_t - 1);
-    if (next <= lo_t || next >= hi_t) {  // no key strictly between lo and hi
-      found = exact;                     // exact: T = lo_t; approximate: ties straddle the window
-      break;
-    }
     const size_t count = count_at_least(static_cast<uint32_t>(next));
+    const auto count_d = static_cast<double>(count);
+    stalls += hi_bounded && (count_d == lo_c || count_d == hi_c) ? 1 : 0;
     if (probe == 0 && !exact) {
       scratch.model_error =
           0.7 * scratch.model_error + 0.3 * std::fabs(static_cast<double>(count) - target);
@@ -760,36 +813,45 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     last_side = side;
     if (exact && hi_bounded && lo_c - hi_c <= kExactBracket) found = true;
   }
-  if (!found) return three_pass();
-
   // The cut among the candidates, as EmitKept applies it: keys > t, and keys == t before
-  // candidate tie_end.
+  // candidate tie_end; `edge` is the least key kept.
   uint32_t t = 0;
   size_t tie_end = 0;
-  if (exact) {
-    // The k-th largest key T lies in [lo_t, hi_t - 1] (hi unbounded: up to the largest key).
-    const Guess bracket{true, static_cast<uint32_t>(lo_t),
-                        static_cast<uint32_t>(std::min(hi_t - 1, double(kInfKey)))};
-    const KeyRank cut = KthLargestKey(keys, m, k, bracket, scratch);
-    const size_t taken_ties = k - cut.above;
-    t = cut.key;
-    tie_end = cut.ties == taken_ties ? m : simd::TieEnd(keys, m, t, taken_ties);
-    c = k;
-  } else {
+  uint32_t edge = 0;
+  if (found && !exact) {
     // Every key >= found_at: above found_at - 1 with no ties (found_at = 0: everything).
     t = found_at == 0 ? 0 : found_at - 1;
     tie_end = found_at == 0 ? m : 0;
+    edge = found_at;
+  } else {
+    // The exact step from the bracket: T lies in [lo_t, hi_t - 1] (hi unbounded: up to the
+    // largest key). It also ends a search the probes did not finish (many ties at the cut, or
+    // ties straddling the approximate window): with the window it may stop early, keeping
+    // every key >= its floor (between k and k + window - 1 of them).
+    const Guess bracket{true, static_cast<uint32_t>(lo_t),
+                        static_cast<uint32_t>(std::min(hi_t - 1, double(kInfKey)))};
+    const KeyRank cut = KthLargestKey(keys, m, k, bracket, scratch, window);
+    t = cut.key;
+    edge = cut.key;
+    if (cut.approx_count != 0) {
+      c = cut.approx_count;
+      tie_end = t == 0 ? m : 0;
+      t = t == 0 ? 0 : t - 1;
+    } else {
+      const size_t taken_ties = k - cut.above;
+      tie_end = cut.ties == taken_ties ? m : simd::TieEnd(keys, m, t, taken_ties);
+      c = k;
+    }
   }
 
   // The model for the next row: the key where this row's count would be aim, with the density
   // between t0 and that key (a wide base, so a steady estimate).
-  const uint32_t edge = exact ? t : found_at;
   if (edge > t0 && m > c) {
     const double density = static_cast<double>(m - c) / static_cast<double>(edge - t0);
     scratch.model_density = 0.5 * scratch.model_density + 0.5 * density;
   }
   const double estimate =
-      static_cast<double>(edge) + (static_cast<double>(c) - aim) / scratch.model_density;
+      ClampKey(static_cast<double>(edge) + (static_cast<double>(c) - aim) / scratch.model_density);
   scratch.model_center = 0.5 * scratch.model_center + 0.5 * estimate;
 
   const size_t nf = FullCount(c, keep_full);
@@ -801,12 +863,7 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
       simd::KeepCut(keys, cand_ids, cand_values, m, t, tie_end, tiered, ids, values,
                     scratch.dropped.data(), &num_dropped);
   SPARSELINK_DCHECK(kept == c);
-  if (bits != nullptr) {
-    for (size_t i = 0; i < num_dropped; ++i) {
-      const uint32_t id = scratch.dropped[i];
-      bits[id / 64] &= ~(uint64_t{1} << (id % 64));
-    }
-  }
+  if (bits != nullptr) ClearBits(scratch.dropped.data(), num_dropped, n, bits);
   if (bitmap != nullptr) std::memcpy(bitmap, bits, n / 8);
   if (!tiered) {
     std::fill_n(tiers, c, nf == 0 ? Tier::kLossy : Tier::kFull);
@@ -881,8 +938,9 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
 // chunks and writes its rows back to back from the start of its own region of the output; a
 // region has room for its rows at k + window entries each plus the slack of the last one's
 // whole-vector stores.
-// After a barrier each region moves down to its final place (the first one is there already),
-// so a single thread moves nothing, and the output does not depend on the thread count.
+// After a barrier each region moves down to its final place (the first one is there already;
+// see the comment at the move), so a single thread moves nothing, and the output does not
+// depend on the thread count.
 // Returns whether every activation was finite.
 bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Contract& contract,
                           size_t window, bool parallel, RoutedTensor* out,
@@ -931,41 +989,46 @@ bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Con
     region_start[me] = base;
     region_size[me] = cursor - base;
 #pragma omp barrier
-    // Region j goes to the sum of the sizes before it. Moving down in parallel is safe when the
-    // destination starts past every earlier region's source (always so for two threads); the
-    // other regions move afterwards on one thread, in order.
+    // Region j goes to the sum of the sizes before it. It may move down in place, in parallel
+    // with the others, when its destination starts past the end of region j - 1's source (the
+    // only source it could overlap; always so for the second region, never for later ones,
+    // whose destinations fall behind by at least a region's slack each); the other regions are
+    // first copied out to their thread's scratch and, after a barrier, copied in.
     std::vector<size_t> offset(threads + 1, 0);
     for (size_t j = 0; j < threads; ++j) offset[j + 1] = offset[j] + region_size[j];
-    const auto in_parallel = [&](size_t j) {
-      return j == 0 || offset[j] >= region_start[j - 1] + region_size[j - 1];
-    };
-    const auto move = [&](size_t j) {
-      if (offset[j] == region_start[j] || region_size[j] == 0) return;
-      const auto from = static_cast<std::ptrdiff_t>(region_start[j]);
-      const auto to = static_cast<std::ptrdiff_t>(offset[j]);
-      const auto n = static_cast<std::ptrdiff_t>(region_size[j]);
-      // Downwards (to < from), so std::copy may overlap its own source.
-      std::copy(out->indices.begin() + from, out->indices.begin() + from + n,
-                out->indices.begin() + to);
-      std::copy(out->values.begin() + from, out->values.begin() + from + n,
-                out->values.begin() + to);
-      std::copy(out->tiers.begin() + from, out->tiers.begin() + from + n, out->tiers.begin() + to);
-    };
-    size_t pos = offset[me];
+    const size_t from = region_start[me];
+    const size_t to = offset[me];
+    const size_t n = region_size[me];
+    const bool in_place = me == 0 || to >= region_start[me - 1] + region_size[me - 1];
+    const bool moves = n != 0 && to != from;
+    size_t pos = to;
     for (size_t r = row_begin; r < row_end; ++r) {
       const size_t count = out->row_offsets[r];
       out->row_offsets[r] = static_cast<uint32_t>(pos);
       pos += count;
     }
-    if (in_parallel(me)) move(me);
-#pragma omp barrier
-#pragma omp single
-    {
-      for (size_t j = 0; j < threads; ++j) {
-        if (!in_parallel(j)) move(j);
-      }
-      out->row_offsets[rows] = static_cast<uint32_t>(offset[threads]);
+    const auto copy = [n](const auto* source, auto* destination) {
+      std::copy(source, source + n, destination);  // downwards or disjoint
+    };
+    if (moves && in_place) {
+      copy(out->indices.data() + from, out->indices.data() + to);
+      copy(out->values.data() + from, out->values.data() + to);
+      copy(out->tiers.data() + from, out->tiers.data() + to);
+    } else if (moves) {
+      GrowTo(scratch.moved_ids, n);
+      GrowTo(scratch.moved_values, n);
+      GrowTo(scratch.moved_tiers, n);
+      copy(out->indices.data() + from, scratch.moved_ids.data());
+      copy(out->values.data() + from, scratch.moved_values.data());
+      copy(out->tiers.data() + from, scratch.moved_tiers.data());
     }
+#pragma omp barrier
+    if (moves && !in_place) {
+      copy(scratch.moved_ids.data(), out->indices.data() + to);
+      copy(scratch.moved_values.data(), out->values.data() + to);
+      copy(scratch.moved_tiers.data(), out->tiers.data() + to);
+    }
+    if (me == 0) out->row_offsets[rows] = static_cast<uint32_t>(offset[threads]);
   }
   const size_t total = out->row_offsets[rows];
   out->indices.resize(total);

@@ -78,7 +78,7 @@ size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q);
 size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
                 uint32_t* ids, float* values, uint64_t* bits = nullptr);
 
-// The one streaming pass of the approximate select: computes each entry's key as
+// The one streaming pass of the router's one-pass rows: computes each entry's key as
 // MagnitudeKeys does and, in column order, writes every i with key >= t to ids and a[i] (0 where
 // not finite) to values (both slack), *count of them; `bits` (when not null) gets the taken set
 // as EmitKept writes it. Returns whether every a[i] was finite.
