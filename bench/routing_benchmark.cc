@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +153,37 @@ void RouteAndEncodeCase(benchmark::State& state, SelectMethod select) {
   SetBytes(state, in.rows, in.cols);
   state.counters["wire_ratio"] = double(in.rows * in.cols * 4) / double(packet.size());
 }
+// Rows of ties at keep 25 %, where the cut falls inside a tie group (512 x 4096, magnitude):
+// range(0) = 0 normal values, 1 zeros and ones, 2 round(2x) of normal x, 3 normal x clipped to
+// [0, 0.5] (ReLU with a ceiling); range(1) = 1 exact, 2 approximate (+10 %).
+void BM_RouteTies(benchmark::State& state) {
+  const size_t rows = 512, cols = 4096;
+  std::vector<float> a(rows * cols);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& x : a) {
+    const float g = normal(rng);
+    switch (state.range(0)) {
+      case 0: x = g; break;
+      case 1: x = float(rng() % 3 == 0); break;
+      case 2: x = std::round(2.0f * g); break;
+      default: x = std::clamp(g, 0.0f, 0.5f); break;
+    }
+  }
+  auto router = Router::Create({.policy = ScorePolicy::kMagnitude,
+                                .select = static_cast<SelectMethod>(state.range(1)),
+                                .approx_tolerance = 0.1});
+  const Contract contract{.keep = 0.25, .keep_full = 1.0};
+  RoutedTensor routed;
+  for (auto _ : state) {
+    Status s = router->Route({a.data(), rows, cols}, nullptr, contract, 0, &routed);
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    benchmark::DoNotOptimize(routed.values.data());
+  }
+  SetBytes(state, rows, cols);
+}
+BENCHMARK(BM_RouteTies)->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->Unit(benchmark::kMicrosecond);
+
 void BM_RouteAndEncode(benchmark::State& state) { RouteAndEncodeCase(state, SelectMethod::kFast); }
 BENCHMARK(BM_RouteAndEncode)->Apply(Sizes);
 // The approximate mode (one streaming pass per row, count within +5 % of k).
