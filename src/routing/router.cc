@@ -526,6 +526,23 @@ KeyRank KthLargestKey(const uint32_t* keys, size_t n, size_t k, const Guess& gue
   }
 }
 
+// A cut as EmitKept (and KeepCut) apply it: keys > t, and keys == t before position tie_end;
+// count of them. From KthLargestKey's answer over keys[0, n) for rank k: exact (the k best,
+// ties to the lowest positions) or stopped early (every key >= its floor).
+struct EmitCut {
+  uint32_t t = 0;
+  size_t tie_end = 0;
+  size_t count = 0;
+};
+EmitCut EmitCutOf(const KeyRank& cut, const uint32_t* keys, size_t n, size_t k) {
+  if (cut.approx_count != 0) {  // every key >= cut.key: all above key - 1, no ties
+    return cut.key == 0 ? EmitCut{0, n, cut.approx_count}
+                        : EmitCut{cut.key - 1, 0, cut.approx_count};
+  }
+  const size_t taken_ties = k - cut.above;
+  return {cut.key, cut.ties == taken_ties ? n : simd::TieEnd(keys, n, cut.key, taken_ties), k};
+}
+
 // Row selection on keys: writes the k kept columns ascending to ids, their values (0 where not
 // finite) to values and their tiers (the nf best kFull) to tiers. Same output as SelectTop on
 // the keys' scores.
@@ -555,17 +572,10 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
   scratch.last_key = cut.key;
   scratch.last_n = n;
   scratch.last_k = k;
-  uint32_t t = cut.key;
-  size_t tie_end = n;
-  size_t count = k;
-  if (cut.approx_count != 0) {  // every key >= cut.key: all above t = key - 1, no ties
-    count = cut.approx_count;
-    tie_end = t == 0 ? n : 0;
-    t = t == 0 ? 0 : t - 1;
-  } else {
-    const size_t taken_ties = k - cut.above;
-    tie_end = cut.ties == taken_ties ? n : simd::TieEnd(keys, n, t, taken_ties);
-  }
+  const EmitCut emit = EmitCutOf(cut, keys, n, k);
+  const uint32_t t = emit.t;
+  const size_t tie_end = emit.tie_end;
+  const size_t count = emit.count;
   GrowTo(scratch.emit_ids, count + simd::kSlack);
   GrowTo(scratch.emit_values, count + simd::kSlack);
   GrowTo(scratch.emit_bits, (n + 63) / 64);
@@ -831,17 +841,11 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     const Guess bracket{true, static_cast<uint32_t>(lo_t),
                         static_cast<uint32_t>(std::min(hi_t - 1, double(kInfKey)))};
     const KeyRank cut = KthLargestKey(keys, m, k, bracket, scratch, window);
-    t = cut.key;
+    const EmitCut emit = EmitCutOf(cut, keys, m, k);
+    t = emit.t;
+    tie_end = emit.tie_end;
+    c = emit.count;
     edge = cut.key;
-    if (cut.approx_count != 0) {
-      c = cut.approx_count;
-      tie_end = t == 0 ? m : 0;
-      t = t == 0 ? 0 : t - 1;
-    } else {
-      const size_t taken_ties = k - cut.above;
-      tie_end = cut.ties == taken_ties ? m : simd::TieEnd(keys, m, t, taken_ties);
-      c = k;
-    }
   }
 
   // The model for the next row: the key where this row's count would be aim, with the density
