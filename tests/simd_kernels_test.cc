@@ -314,15 +314,18 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
   ForEachTarget([&] {
     for (size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{63}, size_t{64}, size_t{65},
                      size_t{333}, size_t{4096}}) {
-      for (int variant = 0; variant < 4; ++variant) {
+      for (int variant = 0; variant < 8; ++variant) {
         const bool weighted = variant % 2 == 1;
-        const bool coarse = variant >= 2;  // small integers: many equal keys
+        const bool coarse = variant % 4 >= 2;  // small integers: many equal keys
+        const bool bad = variant >= 4;         // NaN and Inf among the values
         std::vector<float> a(n), w(n);
         for (size_t i = 0; i < n; ++i) {
           a[i] = coarse ? float(int(rng() % 9) - 4)
                         : std::uniform_real_distribution<float>(-2, 2)(rng);
           w[i] = i % 7 == 0 ? 0.0f : std::uniform_real_distribution<float>(0, 3)(rng);
-          if (i % 11 == 5) a[i] = i % 2 ? std::numeric_limits<float>::infinity() : std::nanf("");
+          if (bad && i % 11 == 5) {
+            a[i] = i % 2 ? std::numeric_limits<float>::infinity() : std::nanf("");
+          }
         }
         const float* wp = weighted ? w.data() : nullptr;
         std::vector<uint32_t> keys(n);
@@ -339,6 +342,7 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
           const bool finite =
               ThresholdEmit(a.data(), wp, n, t, ids.data(), values.data(), bits.data(), &m);
           ASSERT_EQ(finite, finite_keys);
+          if (!finite) continue;  // the outputs are unspecified: the caller routes it otherwise
           std::vector<uint32_t> want_ids;
           std::vector<uint64_t> want_bits((n + 63) / 64, 0);
           for (size_t i = 0; i < n; ++i) {
@@ -352,11 +356,9 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
           ASSERT_EQ(bits, want_bits);
           for (size_t i = 0; i < m; ++i) {
             const float v = a[ids[i]];
-            ASSERT_EQ(std::bit_cast<uint32_t>(values[i]),
-                      std::bit_cast<uint32_t>(std::isfinite(v) ? v : 0.0f));
+            ASSERT_EQ(std::bit_cast<uint32_t>(values[i]), std::bit_cast<uint32_t>(v));
           }
-          // The candidates' keys, recomputed from their values, are the keys they were taken by
-          // (a non-finite entry was sent as 0 and scores 0).
+          // The candidates' keys, recomputed from their values, are the keys they were taken by.
           std::vector<uint32_t> cand_keys(m + kSlack);
           CandidateKeys(ids.data(), values.data(), m, wp, cand_keys.data());
           for (size_t i = 0; i < m; ++i) ASSERT_EQ(cand_keys[i], keys[ids[i]]) << i;

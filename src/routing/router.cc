@@ -724,8 +724,10 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   size_t m = 0;
   *finite = simd::ThresholdEmit(row, w, n, t0, scratch.emit_ids.data(), scratch.emit_values.data(),
                                 bits, &m);
-  // Fewer than k at or above t0: the k-th largest key is below t0, the margin missed.
-  if (m < k) return three_pass();
+  // Fewer than k at or above t0: the k-th largest key is below t0, the margin missed. A row
+  // with a non-finite value (rejected by the caller, or scored 0 under kTreatAsZero) is
+  // left to the three passes, which score it.
+  if (m < k || !*finite) return three_pass();
 
   GrowTo(scratch.approx_keys, n + simd::kSlack);
   uint32_t* keys = scratch.approx_keys.data();

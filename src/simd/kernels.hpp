@@ -79,9 +79,10 @@ size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size
                 uint32_t* ids, float* values, uint64_t* bits = nullptr);
 
 // The one streaming pass of the router's one-pass rows: computes each entry's key as
-// MagnitudeKeys does and, in column order, writes every i with key >= t to ids and a[i] (0 where
-// not finite) to values (both slack), *count of them; `bits` (when not null) gets the taken set
-// as EmitKept writes it. Returns whether every a[i] was finite.
+// MagnitudeKeys does and, in column order, writes every i with key >= t to ids and a[i] to
+// values (both slack), *count of them; `bits` (when not null) gets the taken set as EmitKept
+// writes it. Returns whether every a[i] was finite; when not, the outputs are unspecified (the
+// hot loop does not mask non-finite values) and the caller routes the row another way.
 bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_t* ids,
                    float* values, uint64_t* bits, size_t* count);
 
