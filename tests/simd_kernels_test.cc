@@ -313,8 +313,8 @@ TEST(SimdKernels, EmitKeptBitmapMatchesTheTakenColumns) {
 
 // The one-pass kernels of the router against plain loops: ThresholdEmit (keys computed in
 // registers, with and without weights, non-finite entries, thresholds 0 .. above every key),
-// CandidateKeys (the keys again, from the emitted values), KeepCut (the cut on the candidate
-// list, ties included) and CountAtLeastEach.
+// CandidateKeys (the keys again, from the emitted values) and KeepCut (the cut on the candidate
+// list, ties included).
 TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
   std::mt19937 rng(17);
   ForEachTarget([&] {
@@ -368,16 +368,6 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
           std::vector<uint32_t> cand_keys(m + kSlack);
           CandidateKeys(ids.data(), values.data(), m, wp, cand_keys.data());
           for (size_t i = 0; i < m; ++i) ASSERT_EQ(cand_keys[i], keys[ids[i]]) << i;
-
-          // Several thresholds at once.
-          std::array<uint32_t, kCountThresholds> probes;
-          for (size_t j = 0; j < kCountThresholds; ++j) probes[j] = j == 0 ? 0 : sorted[rng() % n];
-          std::array<uint32_t, kCountThresholds> counts;
-          CountAtLeastEach(cand_keys.data(), m, probes.data(), counts.data());
-          for (size_t j = 0; j < kCountThresholds; ++j) {
-            ASSERT_EQ(counts[j], std::count_if(cand_keys.begin(), cand_keys.begin() + m,
-                                               [&](uint32_t k) { return k >= probes[j]; }));
-          }
 
           // The cut at a key of the list, with every tie quota, and the dropped ids.
           if (m == 0) continue;

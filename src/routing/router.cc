@@ -397,8 +397,10 @@ constexpr size_t kExactOnePassMinCols = 2048;
 constexpr size_t kOnePassMaxKeptShare = 4;
 // kApproximate windows narrower than this go the three-pass way (a threshold rarely lands).
 constexpr size_t kMinOnePassWindow = 2;
-// The one-pass exact cut narrows its bracket to at most this many keys before the exact step.
+// One-pass exact rows with at most this many candidates take the exact step on them all.
 constexpr double kExactBracket = 16;
+// The one-pass exact cut's bracket around its estimate of T, in counts either side.
+constexpr double kExactBand = 12;
 // Single probes of a one-pass row's search before the exact step finishes it instead (also
 // after two probes that did not split the bracket's count: ties or a gap at the cut).
 constexpr int kMaxProbes = 8;
@@ -615,19 +617,20 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
 // prediction (at least two binomial standard deviations of the count, more when the
 // prediction has been missing). If that took at least k entries, every key at or above the
 // row's exact k-th largest T is among these ~k candidates, and the rest of the work runs on them
-// alone, from the cache: their keys are recomputed from the values (simd::CandidateKeys), a
-// false-position search counts them at a few keys (simd::CountAtLeastEach, simd::CountAbove),
-// and
-//  - exact: once a bracket [lo, hi) holds T and at most kExactBracket keys, the exact step
-//    (KthLargestKey from that bracket) gives T and its tie quota: the same cut as SelectRowFast,
-//    bit for bit;
-//  - kApproximate: the search stops at any t with k <= #(key >= t) <= k + window, and the row
-//    keeps every key >= t: exactly its top count, everything above T among them.
+// alone, from the cache: their keys are recomputed from the values (simd::CandidateKeys), then
+//  - exact: one count at the prediction (simd::CountAbove) corrects it, and the exact step
+//    (KthLargestKey) starts from a bracket of kExactBand counts either side of the corrected
+//    estimate: it filters the bracket's keys, checks that T is among them (and widens to the
+//    keys above or below when not), and gives T and its tie quota: the same cut as
+//    SelectRowFast, bit for bit;
+//  - kApproximate: a false-position search on counts (simd::CountAbove) stops at any t with
+//    k <= #(key >= t) <= k + window, and the row keeps every key >= t: exactly its top count,
+//    everything above T among them.
 // The candidates outside the cut are dropped (simd::KeepCut) and their bitmap bits cleared.
-// A search the probes do not finish within kMaxProbes (many ties at the cut, or ties straddling
-// the approximate window) ends in the exact step on the candidates, with the window as its early
-// stop. The first row (of a thread's rows, exact; of a fixed chunk of rows, approximate) and a
-// pass that took fewer than k (the margin missed) take SelectRowFast's three passes instead,
+// An approximate search the probes do not finish within kMaxProbes (many ties at the cut, or
+// ties straddling the window) ends in the exact step on the candidates, with the window as its
+// early stop. The first row (of a thread's rows, exact; of a fixed chunk of rows, approximate) and
+// a pass that took fewer than k (the margin missed) take SelectRowFast's three passes instead,
 // which also re-seed the model. Exact rows give the same output on either path; approximate
 // ones depend on the rows of their chunk alone, never on the thread count.
 
@@ -735,10 +738,10 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   // The cut among the candidates, as EmitKept applies it: keys > t, and keys == t before
   // candidate tie_end. Every key >= t0 is a candidate, so counts among them are counts in the
   // row from t0 up.
-  // First a false-position search on counts among the candidates (each probe one short vector
-  // count): for kApproximate it ends at a key t with k <= count(>= t) <= k + window; for the
-  // exact cut at a bracket lo < hi with count(>= lo) >= k > count(>= hi) and at most
-  // kExactBracket keys in [lo, hi), on which the exact step (KthLargestKey) then finishes.
+  // kApproximate: a false-position search on counts among the candidates (each probe one short
+  // vector count) ends at a key t with k <= count(>= t) <= k + window. Exact: one count, then the
+  // exact step (KthLargestKey) from a bracket around the corrected estimate (below); at most
+  // kExactBracket candidates go to the exact step whole.
   const auto count_at_least = [&](uint32_t key) {
     return key == 0 ? m : simd::CountAbove(keys, m, key - 1);
   };
@@ -775,26 +778,23 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     }
     return -1;
   };
+  // The exact cut: one count at the prediction puts T near center + (count - target) /
+  // density; the exact step then takes the keys of a bracket of about kExactBand counts either
+  // side of that (its first filter checks that T lies in it, and widens it when not).
+  Guess exact_guess;
   if (!found && exact && lo_t + 1 <= kInfKey) {
-    // The exact cut first takes simd::kCountThresholds probes in one pass, spaced a fraction
-    // of kExactBracket apart around the prediction. (kApproximate's window is wide enough
-    // that one probe at the prediction mostly lands in it: single probes cost less there.)
-    const double spacing = 0.75 * kExactBracket;
-    const double dt = std::max(1.0, spacing / scratch.model_density);
-    std::array<uint32_t, simd::kCountThresholds> probe_keys;
-    std::array<uint32_t, simd::kCountThresholds> probe_counts;
-    constexpr double kMiddle = (simd::kCountThresholds - 1) / 2.0;
-    for (size_t j = 0; j < simd::kCountThresholds; ++j) {
-      const double key = std::floor(scratch.model_center + (double(j) - kMiddle) * dt + 0.5);
-      probe_keys[j] = static_cast<uint32_t>(std::clamp(key, lo_t + 1, double(kInfKey)));
-    }
-    simd::CountAtLeastEach(keys, m, probe_keys.data(), probe_counts.data());
-    for (size_t j = 0; j < simd::kCountThresholds; ++j) take_probe(probe_keys[j], probe_counts[j]);
-    const double middle_count =
-        (probe_counts[simd::kCountThresholds / 2 - 1] + probe_counts[simd::kCountThresholds / 2]) /
-        2.0;
-    scratch.model_error = 0.7 * scratch.model_error + 0.3 * std::fabs(middle_count - target);
-    if (hi_bounded && lo_c - hi_c <= kExactBracket) found = true;
+    const double center =
+        std::clamp(std::floor(scratch.model_center + 0.5), lo_t + 1, static_cast<double>(kInfKey));
+    const size_t count = count_at_least(static_cast<uint32_t>(center));
+    const double count_d = static_cast<double>(count);
+    scratch.model_error = 0.7 * scratch.model_error + 0.3 * std::fabs(count_d - target);
+    take_probe(center, count);
+    const double estimate = center + (count_d - target) / scratch.model_density;
+    const double half = kExactBand / scratch.model_density;
+    const double top = std::min(hi_t - 1, static_cast<double>(kInfKey));
+    exact_guess = {true, static_cast<uint32_t>(std::clamp(std::floor(estimate - half), lo_t, top)),
+                   static_cast<uint32_t>(std::clamp(std::ceil(estimate + half), lo_t, top))};
+    found = true;
   }
   int last_side = 0;  // which end the last probe moved
   int run = 0;        // how many probes in a row moved it (two: bisect, false position stalls)
@@ -823,7 +823,6 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     const int side = take_probe(next, count);
     run = side == last_side ? run + 1 : 1;
     last_side = side;
-    if (exact && hi_bounded && lo_c - hi_c <= kExactBracket) found = true;
   }
   // The cut among the candidates, as EmitKept applies it: keys > t, and keys == t before
   // candidate tie_end; `edge` is the least key kept.
@@ -836,12 +835,15 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     tie_end = found_at == 0 ? m : 0;
     edge = found_at;
   } else {
-    // The exact step from the bracket: T lies in [lo_t, hi_t - 1] (hi unbounded: up to the
-    // largest key). It also ends a search the probes did not finish (many ties at the cut, or
-    // ties straddling the approximate window): with the window it may stop early, keeping
-    // every key >= its floor (between k and k + window - 1 of them).
-    const Guess bracket{true, static_cast<uint32_t>(lo_t),
-                        static_cast<uint32_t>(std::min(hi_t - 1, double(kInfKey)))};
+    // The exact step: exact rows from the bracket around the estimate (KthLargestKey's first
+    // filter checks that it holds T); otherwise from [lo_t, hi_t - 1], which holds T (hi
+    // unbounded: up to the largest key). It also ends an approximate search the probes did not
+    // finish (many ties at the cut, or ties straddling the window): with the window it may
+    // stop early, keeping every key >= its floor (between k and k + window - 1 of them).
+    const Guess bracket = exact_guess.valid
+                              ? exact_guess
+                              : Guess{true, static_cast<uint32_t>(lo_t),
+                                      static_cast<uint32_t>(std::min(hi_t - 1, double(kInfKey)))};
     const KeyRank cut = KthLargestKey(keys, m, k, bracket, scratch, window);
     const EmitCut emit = EmitCutOf(cut, keys, m, k);
     t = emit.t;

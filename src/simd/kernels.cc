@@ -228,32 +228,6 @@ size_t CountAbove(const uint32_t* HWY_RESTRICT keys, size_t n, uint32_t t) {
   return count;
 }
 
-void CountAtLeastEach(const uint32_t* HWY_RESTRICT keys, size_t n, const uint32_t* HWY_RESTRICT t,
-                      uint32_t* HWY_RESTRICT counts) {
-  const DU du;
-  const size_t lanes = hn::Lanes(du);
-  // Per-lane counts (each lane sees at most n / lanes hits, far below 2^32); x >= t is
-  // x > t - 1, and t = 0 counts everything.
-  std::array<hn::Vec<DU>, kCountThresholds> sum;
-  std::array<hn::Vec<DU>, kCountThresholds> below;
-  for (size_t j = 0; j < kCountThresholds; ++j) {
-    sum[j] = hn::Zero(du);
-    below[j] = hn::Set(du, t[j] - 1);
-  }
-  size_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    const auto k = hn::LoadU(du, keys + i);
-    for (size_t j = 0; j < kCountThresholds; ++j) {
-      sum[j] = hn::Sub(sum[j], hn::VecFromMask(du, hn::Gt(k, below[j])));
-    }
-  }
-  for (size_t j = 0; j < kCountThresholds; ++j) {
-    size_t count = hn::GetLane(hn::SumOfLanes(du, sum[j]));
-    for (size_t r = i; r < n; ++r) count += keys[r] >= t[j] ? 1 : 0;
-    counts[j] = t[j] == 0 ? static_cast<uint32_t>(n) : static_cast<uint32_t>(count);
-  }
-}
-
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
                    size_t* above) {
   const DU du;
@@ -904,7 +878,6 @@ namespace sparselink::simd {
 
 HWY_EXPORT(MagnitudeKeys);
 HWY_EXPORT(CountAbove);
-HWY_EXPORT(CountAtLeastEach);
 HWY_EXPORT(FilterRange);
 HWY_EXPORT(SampleRanks);
 HWY_EXPORT(AllFinite);
@@ -937,9 +910,6 @@ bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys) {
 }
 size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t) {
   return HWY_DYNAMIC_DISPATCH(CountAbove)(keys, n, t);
-}
-void CountAtLeastEach(const uint32_t* keys, size_t n, const uint32_t* t, uint32_t* counts) {
-  HWY_DYNAMIC_DISPATCH(CountAtLeastEach)(keys, n, t, counts);
 }
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
                    size_t* above) {

@@ -29,11 +29,6 @@ bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys);
 // Number of keys[i] > t.
 size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t);
 
-// counts[j] = the number of keys[i] >= t[j], for the kCountThresholds thresholds t (n < 2^32):
-// several probes of a search in one pass.
-inline constexpr size_t kCountThresholds = 8;
-void CountAtLeastEach(const uint32_t* keys, size_t n, const uint32_t* t, uint32_t* counts);
-
 // Copies the keys in [lo, hi] to `out` (in order; slack) and returns their number; *above gets
 // the number of keys > hi. `out` may equal `keys` (in-place compaction).
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
