@@ -366,8 +366,14 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
           }
           // The candidates' keys, recomputed from their values, are the keys they were taken by.
           std::vector<uint32_t> cand_keys(m + kSlack);
-          CandidateKeys(ids.data(), values.data(), m, wp, cand_keys.data());
-          for (size_t i = 0; i < m; ++i) ASSERT_EQ(cand_keys[i], keys[ids[i]]) << i;
+          // With the count at or above a key: 0 (all of them), a key of the row, above all.
+          for (const uint32_t at : {0u, sorted[rng() % n], sorted[n - 1] + 1}) {
+            const size_t at_least =
+                CandidateKeys(ids.data(), values.data(), m, wp, cand_keys.data(), at);
+            for (size_t i = 0; i < m; ++i) ASSERT_EQ(cand_keys[i], keys[ids[i]]) << i;
+            ASSERT_EQ(at_least, std::count_if(cand_keys.begin(), cand_keys.begin() + m,
+                                              [&](uint32_t key) { return key >= at; }));
+          }
 
           // The cut at a key of the list, with every tie quota, and the dropped ids.
           if (m == 0) continue;

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <iomanip>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -97,6 +98,7 @@ using codec_internal::AppendDeltaVarint;
 using codec_internal::AppendValues;
 using codec_internal::BitmapBytes;
 using codec_internal::DeltaVarintBytes;
+using codec_internal::EncodeValues;
 
 constexpr size_t kMinPacketBytes = kPacketHeaderBytes + kChecksumBytes;
 // Whatever the limits say, rows * cols above this is refused, so that every size computed
@@ -205,16 +207,43 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
 
 // --- Encoding ----------------------------------------------------------------------------
 
+// A value stream still to be encoded: Assemble writes it straight into the packet (or, to
+// compress it, into the section's own bytes first). The spans outlive the Assemble call.
+struct PendingValues {
+  ValueCodec codec;
+  std::span<const float> values;
+  std::span<const uint32_t> row_counts;
+  uint64_t bytes() const { return ValueStreamBytes(codec, values.size(), row_counts.size()); }
+};
+
 // A section before compression: its own bytes, or a view of bytes the caller keeps alive
-// until Assemble returns (the router's bitmap, which would otherwise be copied once more).
+// until Assemble returns (the router's bitmap, which would otherwise be copied once more), or
+// a value stream encoded where it goes (the fp16 values of a routed activation would
+// otherwise be written, zeroed first, into a buffer of their own and copied once more).
 struct RawSection {
   SectionId id;
   std::vector<uint8_t> raw;
   std::span<const uint8_t> borrowed;
+  std::optional<PendingValues> pending;
   std::span<const uint8_t> bytes() const {
     return borrowed.empty() ? std::span<const uint8_t>(raw) : borrowed;
   }
+  uint64_t size() const { return pending ? pending->bytes() : bytes().size(); }
+  // The pending values into `raw` (to compress them).
+  void Materialize() {
+    if (!pending) return;
+    AppendValues(pending->codec, pending->values, pending->row_counts, &raw);
+    pending.reset();
+  }
 };
+
+// A section of the given value stream, encoded by Assemble.
+RawSection ValueSection(SectionId id, ValueCodec codec, std::span<const float> values,
+                        std::span<const uint32_t> row_counts) {
+  RawSection section{id, {}, {}, {}};
+  section.pending = PendingValues{codec, values, row_counts};
+  return section;
+}
 
 // Writes header, table, payloads and trailer into *out. Sections are in final order.
 Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
@@ -226,11 +255,12 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
   std::vector<Stored> stored(sections.size());
   uint64_t total = kPacketHeaderBytes + kSectionEntryBytes * sections.size() + kChecksumBytes;
   for (size_t i = 0; i < sections.size(); ++i) {
-    const std::span<const uint8_t> raw = sections[i].bytes();
-    if (raw.size() > UINT32_MAX) {
-      return FieldError(ErrorCode::kResourceExhausted, SectionField(i, "raw_bytes"), raw.size(),
-                        "does not fit the 32-bit section size field");
+    if (sections[i].size() > UINT32_MAX) {
+      return FieldError(ErrorCode::kResourceExhausted, SectionField(i, "raw_bytes"),
+                        sections[i].size(), "does not fit the 32-bit section size field");
     }
+    if (options.zstd) sections[i].Materialize();
+    const std::span<const uint8_t> raw = sections[i].bytes();
     if (options.zstd && !raw.empty()) {
       std::vector<uint8_t> frame(ZSTD_compressBound(raw.size()));
       // Literals are always Huffman-coded, even at the fast negative levels (which otherwise
@@ -247,7 +277,7 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
         stored[i] = {true, std::move(frame)};
       }
     }
-    total += stored[i].zstd ? stored[i].frame.size() : raw.size();
+    total += stored[i].zstd ? stored[i].frame.size() : sections[i].size();
   }
 
   // Every payload byte is written below, so only the header and the section table are
@@ -277,14 +307,22 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
   uint8_t* entry = p + kPacketHeaderBytes;
   uint8_t* payload = entry + kSectionEntryBytes * sections.size();
   for (size_t i = 0; i < sections.size(); ++i, entry += kSectionEntryBytes) {
-    const std::span<const uint8_t> bytes =
-        stored[i].zstd ? std::span<const uint8_t>(stored[i].frame) : sections[i].bytes();
-    entry[0] = static_cast<uint8_t>(sections[i].id);
+    const RawSection& section = sections[i];
+    const uint64_t raw_size = section.size();
+    const uint64_t stored_size = stored[i].zstd ? stored[i].frame.size() : raw_size;
+    entry[0] = static_cast<uint8_t>(section.id);
     entry[1] = stored[i].zstd ? kFlagZstd : 0;
-    Store<uint32_t>(entry + 4, static_cast<uint32_t>(bytes.size()));
-    Store<uint32_t>(entry + 8, static_cast<uint32_t>(sections[i].bytes().size()));
-    if (!bytes.empty()) std::memcpy(payload, bytes.data(), bytes.size());
-    payload += bytes.size();
+    Store<uint32_t>(entry + 4, static_cast<uint32_t>(stored_size));
+    Store<uint32_t>(entry + 8, static_cast<uint32_t>(raw_size));
+    if (stored[i].zstd) {
+      std::memcpy(payload, stored[i].frame.data(), stored_size);
+    } else if (section.pending) {
+      EncodeValues(section.pending->codec, section.pending->values, section.pending->row_counts,
+                   payload);
+    } else if (raw_size > 0) {
+      std::memcpy(payload, section.bytes().data(), raw_size);
+    }
+    payload += stored_size;
   }
   Store<uint64_t>(payload, PacketChecksum({p, total - kChecksumBytes}));
   return Status::Ok();
@@ -412,9 +450,9 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   if (h.count_lossy == 0 || h.count_full == 0) {
     const bool full = h.count_full > 0;
     if (kept > 0) {
-      sections.push_back({full ? SectionId::kFullValues : SectionId::kLossyValues, {}});
-      AppendValues(full ? h.full_codec : h.lossy_codec, routed.values, row_counts,
-                   &sections.back().raw);
+      sections.push_back(ValueSection(full ? SectionId::kFullValues : SectionId::kLossyValues,
+                                      full ? h.full_codec : h.lossy_codec, routed.values,
+                                      row_counts));
     }
   } else {
     std::vector<float> full_values, lossy_values;
@@ -508,9 +546,8 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
   h.cols = mask.cols;
   h.count_full = values.size();
   h.count_lossy = 0;
-  std::vector<RawSection> sections(1);
-  sections[0].id = SectionId::kGradientValues;
-  AppendValues(codec, values, row_counts, &sections[0].raw);
+  std::vector<RawSection> sections;
+  sections.push_back(ValueSection(SectionId::kGradientValues, codec, values, row_counts));
   return Assemble(h, sections, options, out);
 }
 

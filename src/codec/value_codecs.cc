@@ -316,11 +316,16 @@ constexpr size_t kValueChunk = size_t{1} << 14;
 void AppendValues(ValueCodec codec, std::span<const float> values,
                   std::span<const uint32_t> row_counts, std::vector<uint8_t>* out) {
   SPARSELINK_CHECK_LT(static_cast<size_t>(codec), kNumValueCodecs);
-  SPARSELINK_CHECK_EQ(SumCounts(row_counts), values.size());
   const size_t start = out->size();
   out->resize(start + ValueStreamBytes(codec, values.size(), row_counts.size()));
+  EncodeValues(codec, values, row_counts, out->data() + start);
+}
+
+void EncodeValues(ValueCodec codec, std::span<const float> values,
+                  std::span<const uint32_t> row_counts, uint8_t* dst) {
+  SPARSELINK_CHECK_LT(static_cast<size_t>(codec), kNumValueCodecs);
+  SPARSELINK_CHECK_EQ(SumCounts(row_counts), values.size());
   const ValueCodecImpl& impl = kValueCodecImpls[static_cast<size_t>(codec)];
-  uint8_t* dst = out->data() + start;
   if (Traits(codec).per_row_scale || values.size() < kParallelValues) {
     impl.encode(values, row_counts, dst);
     return;

@@ -18,8 +18,11 @@ float HalfToFloat(uint16_t h);
 uint16_t FloatToBf16(float f);
 float Bf16ToFloat(uint16_t b);
 
-// Appends exactly ValueStreamBytes(codec, values.size(), row_counts.size()) bytes to `out`.
+// Writes exactly ValueStreamBytes(codec, values.size(), row_counts.size()) bytes to `dst`.
 // sum(row_counts) must equal values.size() (checked: a broken invariant aborts).
+void EncodeValues(ValueCodec codec, std::span<const float> values,
+                  std::span<const uint32_t> row_counts, uint8_t* dst);
+// The same, appended to `out`.
 void AppendValues(ValueCodec codec, std::span<const float> values,
                   std::span<const uint32_t> row_counts, std::vector<uint8_t>* out);
 // Decodes into `values` (size == sum(row_counts)); checks the stream size first. Does not

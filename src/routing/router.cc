@@ -218,7 +218,12 @@ struct SelectScratch {
   bool model_ready = false;
   double model_center = 0;   // the key with about aim = k + window / 2 keys at or above it
   double model_density = 0;  // keys per key unit near it, > 0
-  double model_error = 0;    // running mean of |count at the predicted key - aim|
+  // The binomial standard deviation of a row's count at its cut, for rows of spread_n columns
+  // keeping spread_k.
+  double spread = 0;
+  size_t spread_n = 0;
+  size_t spread_k = 0;
+  double model_error = 0;  // running mean of |count at the predicted key - aim|
 };
 
 SelectScratch& ThreadScratch() {
@@ -710,11 +715,17 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   };
   if (!scratch.model_ready || k == 0) return three_pass();
 
-  // The pass: everything at or above t0, a safe margin below the prediction.
-  const double kd = static_cast<double>(k);
-  const double spread = std::sqrt(kd * (1.0 - kd / static_cast<double>(n)));
-  const double margin = std::max(2.0 * spread, 3.75 * scratch.model_error) + 2.0;
-  const double t0_key = scratch.model_center - margin / scratch.model_density;
+  // The pass: everything at or above t0, a safe margin below the prediction (in counts: at
+  // least two binomial standard deviations, kept for the rows of one n and k).
+  if (scratch.spread_n != n || scratch.spread_k != k) {
+    const double kd = static_cast<double>(k);
+    scratch.spread = std::sqrt(kd * (1.0 - kd / static_cast<double>(n)));
+    scratch.spread_n = n;
+    scratch.spread_k = k;
+  }
+  const double margin = std::max(2.0 * scratch.spread, 3.75 * scratch.model_error) + 2.0;
+  const double per_count = 1.0 / scratch.model_density;  // key units per key near the cut
+  const double t0_key = scratch.model_center - margin * per_count;
   const uint32_t t0 = t0_key <= 0 ? 0u : static_cast<uint32_t>(std::min(t0_key, double(kInfKey)));
   GrowTo(scratch.emit_ids, n + simd::kSlack);
   GrowTo(scratch.emit_values, n + simd::kSlack);
@@ -734,7 +745,11 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
 
   GrowTo(scratch.approx_keys, n + simd::kSlack);
   uint32_t* keys = scratch.approx_keys.data();
-  simd::CandidateKeys(cand_ids, cand_values, m, w, keys);
+  // The search's first count is at the prediction, counted as the keys are written.
+  const double first_key = std::clamp(std::floor(scratch.model_center + 0.5),
+                                      std::min(double(t0) + 1, double(kInfKey)), double(kInfKey));
+  const size_t first_count =
+      simd::CandidateKeys(cand_ids, cand_values, m, w, keys, static_cast<uint32_t>(first_key));
   // The cut among the candidates, as EmitKept applies it: keys > t, and keys == t before
   // candidate tie_end. Every key >= t0 is a candidate, so counts among them are counts in the
   // row from t0 up.
@@ -743,6 +758,7 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   // exact step (KthLargestKey) from a bracket around the corrected estimate (below); at most
   // kExactBracket candidates go to the exact step whole.
   const auto count_at_least = [&](uint32_t key) {
+    if (key == static_cast<uint32_t>(first_key)) return first_count;
     return key == 0 ? m : simd::CountAbove(keys, m, key - 1);
   };
   const double target = exact ? static_cast<double>(k) - 0.5 : aim;
@@ -783,14 +799,13 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   // side of that (its first filter checks that T lies in it, and widens it when not).
   Guess exact_guess;
   if (!found && exact && lo_t + 1 <= kInfKey) {
-    const double center =
-        std::clamp(std::floor(scratch.model_center + 0.5), lo_t + 1, static_cast<double>(kInfKey));
-    const size_t count = count_at_least(static_cast<uint32_t>(center));
+    const double center = first_key;  // the prediction, at or above lo_t + 1 = t0 + 1
+    const size_t count = first_count;
     const double count_d = static_cast<double>(count);
     scratch.model_error = 0.7 * scratch.model_error + 0.3 * std::fabs(count_d - target);
     take_probe(center, count);
-    const double estimate = center + (count_d - target) / scratch.model_density;
-    const double half = kExactBand / scratch.model_density;
+    const double estimate = center + (count_d - target) * per_count;
+    const double half = kExactBand * per_count;
     const double top = std::min(hi_t - 1, static_cast<double>(kInfKey));
     exact_guess = {true, static_cast<uint32_t>(std::clamp(std::floor(estimate - half), lo_t, top)),
                    static_cast<uint32_t>(std::clamp(std::ceil(estimate + half), lo_t, top))};
@@ -808,7 +823,7 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
     if (probe == 0 && !exact) {
       next = scratch.model_center;
     } else if (!hi_bounded || run >= 2) {
-      next = hi_bounded ? (lo_t + hi_t) / 2 : lo_t + (lo_c - target) / scratch.model_density;
+      next = hi_bounded ? (lo_t + hi_t) / 2 : lo_t + (lo_c - target) * per_count;
     } else {
       next = lo_t + (lo_c - target) / (lo_c - hi_c) * (hi_t - lo_t);
     }

@@ -490,13 +490,16 @@ bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, siz
   return all_finite;
 }
 
-void CandidateKeys(const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT values, size_t m,
-                   const float* HWY_RESTRICT w, uint32_t* HWY_RESTRICT keys) {
+size_t CandidateKeys(const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT values, size_t m,
+                     const float* HWY_RESTRICT w, uint32_t* HWY_RESTRICT keys, uint32_t at) {
   const DF df;
   const DU du;
   const DI di;
   const size_t lanes = hn::Lanes(du);
   const auto abs_mask = hn::Set(du, kAbsMask);
+  const auto vat = hn::Set(du, at);
+  const auto one = hn::Set(du, 1u);
+  auto sum = hn::Zero(du);  // per lane (each sees at most m / lanes, far below 2^32)
   size_t i = 0;
   for (; i + lanes <= m; i += lanes) {
     auto key = hn::And(hn::BitCast(du, hn::LoadU(df, values + i)), abs_mask);
@@ -505,8 +508,14 @@ void CandidateKeys(const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT v
       key = hn::And(hn::BitCast(du, hn::Mul(hn::BitCast(df, key), weight)), abs_mask);
     }
     hn::StoreU(key, du, keys + i);
+    sum = hn::Add(sum, hn::IfThenZeroElse(hn::Lt(key, vat), one));
   }
-  for (; i < m; ++i) keys[i] = ScalarKey(values[i], w == nullptr ? nullptr : w + ids[i], 0);
+  size_t count = hn::GetLane(hn::SumOfLanes(du, sum));
+  for (; i < m; ++i) {
+    keys[i] = ScalarKey(values[i], w == nullptr ? nullptr : w + ids[i], 0);
+    count += keys[i] >= at ? 1 : 0;
+  }
+  return count;
 }
 
 size_t KeepCut(uint32_t* keys, const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT values,
@@ -947,9 +956,9 @@ bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_
                    float* values, uint64_t* bits, size_t* count) {
   return HWY_DYNAMIC_DISPATCH(ThresholdEmit)(a, w, n, t, ids, values, bits, count);
 }
-void CandidateKeys(const uint32_t* ids, const float* values, size_t m, const float* w,
-                   uint32_t* keys) {
-  HWY_DYNAMIC_DISPATCH(CandidateKeys)(ids, values, m, w, keys);
+size_t CandidateKeys(const uint32_t* ids, const float* values, size_t m, const float* w,
+                     uint32_t* keys, uint32_t at) {
+  return HWY_DYNAMIC_DISPATCH(CandidateKeys)(ids, values, m, w, keys, at);
 }
 size_t KeepCut(uint32_t* keys, const uint32_t* ids, const float* values, size_t m, uint32_t t,
                size_t tie_end, bool compact_keys, uint32_t* out_ids, float* out_values,
