@@ -301,11 +301,13 @@ TEST(SimdKernels, EmitKeptBitmapMatchesTheTakenColumns) {
       const uint32_t t = keys[n / 3];
       std::vector<uint32_t> ids(n + kSlack);
       std::vector<float> values(n + kSlack);
-      std::vector<uint64_t> bits((n + 63) / 64, ~uint64_t{0});
+      // ceil(n / 8) bytes, then guard bytes that must stay as they were.
+      std::vector<uint8_t> bits((n + 7) / 8 + 8, 0xA5);
       const size_t kept =
           EmitKept(keys.data(), a.data(), n, t, n, ids.data(), values.data(), bits.data());
-      std::vector<uint64_t> expected((n + 63) / 64, 0);
-      for (size_t i = 0; i < kept; ++i) expected[ids[i] / 64] |= uint64_t{1} << (ids[i] % 64);
+      std::vector<uint8_t> expected((n + 7) / 8 + 8, 0xA5);
+      std::fill_n(expected.begin(), (n + 7) / 8, uint8_t{0});
+      for (size_t i = 0; i < kept; ++i) expected[ids[i] / 8] |= uint8_t(1u << (ids[i] % 8));
       EXPECT_EQ(bits, expected) << n;
     }
   });
@@ -343,18 +345,19 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
           SCOPED_TRACE(::testing::Message() << "n " << n << " variant " << variant << " t " << t);
           std::vector<uint32_t> ids(n + kSlack);
           std::vector<float> values(n + kSlack);
-          std::vector<uint64_t> bits((n + 63) / 64, ~uint64_t{0});
+          std::vector<uint8_t> bits((n + 7) / 8 + 8, 0xA5);  // + guard bytes
           size_t m = 0;
           const bool finite =
               ThresholdEmit(a.data(), wp, n, t, ids.data(), values.data(), bits.data(), &m);
           ASSERT_EQ(finite, finite_keys);
           if (!finite) continue;  // the outputs are unspecified: the caller routes it otherwise
           std::vector<uint32_t> want_ids;
-          std::vector<uint64_t> want_bits((n + 63) / 64, 0);
+          std::vector<uint8_t> want_bits((n + 7) / 8 + 8, 0xA5);
+          std::fill_n(want_bits.begin(), (n + 7) / 8, uint8_t{0});
           for (size_t i = 0; i < n; ++i) {
             if (keys[i] >= t) {
               want_ids.push_back(static_cast<uint32_t>(i));
-              want_bits[i / 64] |= uint64_t{1} << (i % 64);
+              want_bits[i / 8] |= uint8_t(1u << (i % 8));
             }
           }
           ASSERT_EQ(m, want_ids.size());

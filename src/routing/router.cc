@@ -199,7 +199,6 @@ struct SelectScratch {
   std::vector<uint32_t> cand_keys;  // two buffers for the shrinking candidate set
   std::vector<uint32_t> emit_ids;   // staged output of EmitKept (+ simd::kSlack)
   std::vector<float> emit_values;   // likewise
-  std::vector<uint64_t> emit_bits;  // the row's bitmap words
   // The last row's cut, the first guess for the next row of the same width and k (rows of one
   // batch look alike), and the relative width of that guess, adapted to how often it hits.
   uint32_t last_key = 0;
@@ -585,13 +584,9 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
   const size_t count = emit.count;
   GrowTo(scratch.emit_ids, count + simd::kSlack);
   GrowTo(scratch.emit_values, count + simd::kSlack);
-  GrowTo(scratch.emit_bits, (n + 63) / 64);
-  [[maybe_unused]] const size_t kept =
-      simd::EmitKept(keys, row, n, t, tie_end, scratch.emit_ids.data(), scratch.emit_values.data(),
-                     bitmap != nullptr ? scratch.emit_bits.data() : nullptr);
+  [[maybe_unused]] const size_t kept = simd::EmitKept(
+      keys, row, n, t, tie_end, scratch.emit_ids.data(), scratch.emit_values.data(), bitmap);
   SPARSELINK_DCHECK(kept == count);
-  static_assert(std::endian::native == std::endian::little);  // words -> wire bytes
-  if (bitmap != nullptr) std::memcpy(bitmap, scratch.emit_bits.data(), n / 8);
   std::copy_n(scratch.emit_ids.data(), count, ids);
   std::copy_n(scratch.emit_values.data(), count, values);
   const size_t nf = FullCount(count, keep_full);
@@ -639,20 +634,21 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
 // which also re-seed the model. Exact rows give the same output on either path; approximate
 // ones depend on the rows of their chunk alone, never on the thread count.
 
-// Clears the bits of the ascending ids[0, count) in bits (n columns). A few per 64-bit word
-// (the usual few dozen dropped candidates) go one by one; many (a tie group dropped) are
-// gathered per word first, so that each word is written once.
-void ClearBits(const uint32_t* ids, size_t count, size_t n, uint64_t* bits) {
+// Clears the bits of the ascending ids[0, count) in the bitmap `bits` (n columns). A few (the
+// usual few dozen dropped candidates) go one by one; many (a tie group dropped) are gathered
+// per byte first, so that each byte is written once.
+void ClearBits(const uint32_t* ids, size_t count, size_t n, uint8_t* bits) {
   if (count * 32 <= n) {
-    for (size_t i = 0; i < count; ++i) bits[ids[i] / 64] &= ~(uint64_t{1} << (ids[i] % 64));
+    for (size_t i = 0; i < count; ++i)
+      bits[ids[i] / 8] &= static_cast<uint8_t>(~(1u << (ids[i] % 8)));
     return;
   }
   size_t i = 0;
   while (i < count) {
-    const size_t word = ids[i] / 64;
-    uint64_t mask = 0;
-    for (; i < count && ids[i] / 64 == word; ++i) mask |= uint64_t{1} << (ids[i] % 64);
-    bits[word] &= ~mask;
+    const size_t byte = ids[i] / 8;
+    unsigned mask = 0;
+    for (; i < count && ids[i] / 8 == byte; ++i) mask |= 1u << (ids[i] % 8);
+    bits[byte] &= static_cast<uint8_t>(~mask);
   }
 }
 
@@ -729,15 +725,13 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   const uint32_t t0 = t0_key <= 0 ? 0u : static_cast<uint32_t>(std::min(t0_key, double(kInfKey)));
   GrowTo(scratch.emit_ids, n + simd::kSlack);
   GrowTo(scratch.emit_values, n + simd::kSlack);
-  GrowTo(scratch.emit_bits, (n + 63) / 64);
-  uint64_t* bits = bitmap != nullptr ? scratch.emit_bits.data() : nullptr;
   // The candidates go to the thread's scratch (in L1 for rows up to a few thousand columns),
   // and only the kept ones to the output.
   const uint32_t* cand_ids = scratch.emit_ids.data();
   const float* cand_values = scratch.emit_values.data();
   size_t m = 0;
   *finite = simd::ThresholdEmit(row, w, n, t0, scratch.emit_ids.data(), scratch.emit_values.data(),
-                                bits, &m);
+                                bitmap, &m);
   // Fewer than k at or above t0: the k-th largest key is below t0, the margin missed. A row
   // with a non-finite value (rejected by the caller, or scored 0 under kTreatAsZero) is
   // left to the three passes, which score it.
@@ -886,8 +880,7 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
       simd::KeepCut(keys, cand_ids, cand_values, m, t, tie_end, tiered, ids, values,
                     scratch.dropped.data(), &num_dropped);
   SPARSELINK_DCHECK(kept == c);
-  if (bits != nullptr) ClearBits(scratch.dropped.data(), num_dropped, n, bits);
-  if (bitmap != nullptr) std::memcpy(bitmap, bits, n / 8);
+  if (bitmap != nullptr) ClearBits(scratch.dropped.data(), num_dropped, n, bitmap);
   if (!tiered) {
     std::fill_n(tiers, c, nf == 0 ? Tier::kLossy : Tier::kFull);
     return c;

@@ -143,14 +143,23 @@ V CompressLanes(D d, V v, M mask) {
 #endif
 }
 
+// The bitmaps of the emit passes are bytes (the wire's: bit i % 8 of byte i / 8), written a
+// 64-bit little-endian word at a time: whole words, then the last one's ceil((n % 64) / 8) bytes.
+static_assert(std::endian::native == std::endian::little);
+inline void StoreWord(uint8_t* bits, size_t word_index, uint64_t word) {
+  std::memcpy(bits + 8 * word_index, &word, sizeof word);
+}
+inline void StoreLastWord(uint8_t* bits, size_t n, uint64_t word) {
+  if (bits != nullptr && n % 64 != 0) std::memcpy(bits + 8 * (n / 64), &word, (n % 64 + 7) / 8);
+}
+
 // One vector of an emit pass at column i: the taken lanes' columns to ids and their `value`
-// lanes to values at *m (both slack), and their mask bits into *word, which goes to
-// bits[i / 64] once it holds 64 columns (bits null: no bitmap). (Storing each vector's mask
-// bits straight to the bitmap's bytes made the streaming pass a third slower: 26 against
-// 36 GB/s.)
+// lanes to values at *m (both slack), and their mask bits into *word, which goes to the bitmap
+// (bits null: none) once it holds 64 columns. (Storing each vector's mask bits straight to the
+// bitmap's bytes made the streaming pass a third slower: 26 against 36 GB/s.)
 template <class D, class M, class V, class VF>
 HWY_INLINE void EmitLanes(D du, M take, V col, VF value, size_t i, uint32_t* HWY_RESTRICT ids,
-                          float* HWY_RESTRICT values, size_t* m, uint64_t* HWY_RESTRICT bits,
+                          float* HWY_RESTRICT values, size_t* m, uint8_t* HWY_RESTRICT bits,
                           uint64_t* word) {
   const hn::RebindToFloat<D> df;
   const size_t lanes = hn::Lanes(du);
@@ -164,7 +173,7 @@ HWY_INLINE void EmitLanes(D du, M take, V col, VF value, size_t i, uint32_t* HWY
     std::memcpy(&mask, mask_bytes, sizeof mask);
     *word |= mask << (i % 64);
     if ((i + lanes) % 64 == 0) {
-      bits[i / 64] = *word;
+      StoreWord(bits, i / 64, *word);
       *word = 0;
     }
   }
@@ -172,13 +181,13 @@ HWY_INLINE void EmitLanes(D du, M take, V col, VF value, size_t i, uint32_t* HWY
 
 // The scalar tail's step of the same: column i, value a (0 where not finite).
 inline void EmitOne(bool take, size_t i, float a, uint32_t* ids, float* values, size_t* m,
-                    uint64_t* bits, uint64_t* word) {
+                    uint8_t* bits, uint64_t* word) {
   ids[*m] = static_cast<uint32_t>(i);
   values[*m] = std::isfinite(a) ? a : 0.0f;
   *m += take ? 1 : 0;
   *word |= static_cast<uint64_t>(take) << (i % 64);
   if (bits != nullptr && (i + 1) % 64 == 0) {
-    bits[i / 64] = *word;
+    StoreWord(bits, i / 64, *word);
     *word = 0;
   }
 }
@@ -416,7 +425,7 @@ size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q) {
 
 size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, size_t n,
                 uint32_t t, size_t tie_end, uint32_t* HWY_RESTRICT ids, float* HWY_RESTRICT values,
-                uint64_t* HWY_RESTRICT bits) {
+                uint8_t* HWY_RESTRICT bits) {
   const DF df;
   const DU du;
   const size_t lanes = hn::Lanes(du);  // a power of two, at most 64 here
@@ -441,7 +450,7 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
     const bool take = keys[i] > t || (keys[i] == t && i < tie_end);
     EmitOne(take, i, a[i], ids, values, &m, bits, &word);
   }
-  if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
+  StoreLastWord(bits, n, word);
   return m;
 }
 
@@ -450,7 +459,7 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
 constexpr uintptr_t kPrefetchBytes = 16384;
 bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n, uint32_t t,
                    uint32_t* HWY_RESTRICT ids, float* HWY_RESTRICT values,
-                   uint64_t* HWY_RESTRICT bits, size_t* count) {
+                   uint8_t* HWY_RESTRICT bits, size_t* count) {
   const DF df;
   const DU du;
   const size_t lanes = hn::Lanes(du);  // a power of two, at most 64 here
@@ -485,7 +494,7 @@ bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, siz
     all_finite = all_finite && std::isfinite(a[i]);
     EmitOne(take, i, a[i], ids, values, &m, bits, &word);
   }
-  if (bits != nullptr && n % 64 != 0) bits[n / 64] = word;
+  StoreLastWord(bits, n, word);
   *count = m;
   return all_finite;
 }
@@ -949,11 +958,11 @@ size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q) {
   return HWY_DYNAMIC_DISPATCH(TieEnd)(keys, n, t, q);
 }
 size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
-                uint32_t* ids, float* values, uint64_t* bits) {
+                uint32_t* ids, float* values, uint8_t* bits) {
   return HWY_DYNAMIC_DISPATCH(EmitKept)(keys, a, n, t, tie_end, ids, values, bits);
 }
 bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_t* ids,
-                   float* values, uint64_t* bits, size_t* count) {
+                   float* values, uint8_t* bits, size_t* count) {
   return HWY_DYNAMIC_DISPATCH(ThresholdEmit)(a, w, n, t, ids, values, bits, count);
 }
 size_t CandidateKeys(const uint32_t* ids, const float* values, size_t m, const float* w,

@@ -68,10 +68,10 @@ size_t TieEnd(const uint32_t* keys, size_t n, uint32_t t, size_t q);
 
 // In column order, every i with keys[i] > t, or keys[i] == t and i < tie_end: writes i to ids
 // and a[i] (0 where not finite) to values (both slack). Returns the count. When `bits` is not
-// null it also gets the taken set as a bitmap: ceil(n / 64) words, bit i % 64 of word i / 64
-// for column i, zero past n (the wire format's bitmap, on a little-endian machine).
+// null it also gets the taken set as the wire format's bitmap: ceil(n / 8) bytes, bit i % 8 of
+// byte i / 8 for column i, zero past n; no byte after them is touched.
 size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size_t tie_end,
-                uint32_t* ids, float* values, uint64_t* bits = nullptr);
+                uint32_t* ids, float* values, uint8_t* bits = nullptr);
 
 // The one streaming pass of the router's one-pass rows: computes each entry's key as
 // MagnitudeKeys does and, in column order, writes every i with key >= t to ids and a[i] to
@@ -79,7 +79,7 @@ size_t EmitKept(const uint32_t* keys, const float* a, size_t n, uint32_t t, size
 // writes it. Returns whether every a[i] was finite; when not, the outputs are unspecified (the
 // hot loop does not mask non-finite values) and the caller routes the row another way.
 bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_t* ids,
-                   float* values, uint64_t* bits, size_t* count);
+                   float* values, uint8_t* bits, size_t* count);
 
 // keys[i] = the key of values[i] at column ids[i], as MagnitudeKeys computes it (w == nullptr:
 // bits(|values[i]|) & 0x7FFFFFFF; else bits(|values[i]| * w[ids[i]]) & 0x7FFFFFFF). The values
