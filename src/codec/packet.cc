@@ -1105,7 +1105,7 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
   if (set_bits != kept) {
     return Corrupt("bitmap set bits", set_bits, "header says " + std::to_string(kept) + " kept");
   }
-  values.resize(kept);
+  values.resize(kept + simd::kSlack);  // ScatterBits reads whole vectors
   if (kept > 0) {
     const bool full = h.count_full > 0;
     SectionBytes stream;

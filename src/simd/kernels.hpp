@@ -127,7 +127,8 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 
 // Dense from the same bitmap: row r of `out` (rows x cols, row stride `stride` floats) gets
 // zeros, then the next value of `values` at each set column, in order. `values` must hold as
-// many values as there are set bits (the caller counted them).
+// many values as there are set bits (the caller counted them), plus kSlack readable after them
+// (whole vectors are read).
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride);
 
