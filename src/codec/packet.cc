@@ -208,7 +208,8 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
 // --- Encoding ----------------------------------------------------------------------------
 
 // A value stream still to be encoded: Assemble writes it straight into the packet (or, to
-// compress it, into the section's own bytes first). The spans outlive the Assemble call.
+// compress it, into the section's own bytes first). The spans outlive the Assemble call and
+// do not point into its output buffer (which Assemble resizes before it reads them).
 struct PendingValues {
   ValueCodec codec;
   std::span<const float> values;

@@ -406,8 +406,9 @@ constexpr size_t kMinOnePassWindow = 2;
 constexpr double kExactBracket = 16;
 // The one-pass exact cut's bracket around its estimate of T, in counts either side.
 constexpr double kExactBand = 12;
-// Single probes of a one-pass row's search before the exact step finishes it instead (also
-// after two probes that did not split the bracket's count: ties or a gap at the cut).
+// Single probes of a one-pass kApproximate row's search before the exact step finishes it
+// instead (also after two probes that did not split the bracket's count: ties or a gap at the
+// cut). Exact rows take no probes: their band (kExactBand) leads to the exact step directly.
 constexpr int kMaxProbes = 8;
 // Rows per chunk of the one-pass path: the chunk's first row takes the three passes that seed
 // the model.
@@ -619,11 +620,12 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
 // prediction has been missing). If that took at least k entries, every key at or above the
 // row's exact k-th largest T is among these ~k candidates, and the rest of the work runs on them
 // alone, from the cache: their keys are recomputed from the values (simd::CandidateKeys), then
-//  - exact: one count at the prediction (simd::CountAbove) corrects it, and the exact step
-//    (KthLargestKey) starts from a bracket of kExactBand counts either side of the corrected
-//    estimate: it filters the bracket's keys, checks that T is among them (and widens to the
-//    keys above or below when not), and gives T and its tie quota: the same cut as
-//    SelectRowFast, bit for bit;
+//  - exact: one count at the prediction (taken as CandidateKeys writes the keys) corrects it,
+//    the keys of a band of kExactBand counts either side of the corrected estimate are
+//    filtered out (simd::FilterRange), and when T is among them the exact step (KthLargestKey)
+//    runs on the band alone; a band that missed hands the exact step the bracket its counts
+//    verify. Either way it gives T and its tie quota: the same cut as SelectRowFast, bit for
+//    bit;
 //  - kApproximate: a false-position search on counts (simd::CountAbove) stops at any t with
 //    k <= #(key >= t) <= k + window, and the row keeps every key >= t: exactly its top count,
 //    everything above T among them.
@@ -631,9 +633,10 @@ size_t SelectRowFast(const uint32_t* keys, const float* row, size_t n, size_t k,
 // An approximate search the probes do not finish within kMaxProbes (many ties at the cut, or
 // ties straddling the window) ends in the exact step on the candidates, with the window as its
 // early stop. The first row (of a thread's rows, exact; of a fixed chunk of rows, approximate) and
-// a pass that took fewer than k (the margin missed) take SelectRowFast's three passes instead,
-// which also re-seed the model. Exact rows give the same output on either path; approximate
-// ones depend on the rows of their chunk alone, never on the thread count.
+// a pass that took fewer than k (the margin missed) or met a non-finite value take
+// SelectRowFast's three passes instead, which also re-seed the model. Exact rows give the same
+// output on either path; approximate ones depend on the rows of their chunk alone, never on the
+// thread count.
 
 // Clears the bits of the ascending ids[0, count) in the bitmap `bits` (n columns). A few (the
 // usual few dozen dropped candidates) go one by one; many (a tie group dropped) are gathered

@@ -575,7 +575,7 @@ void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT 
   const hn::Rebind<uint16_t, DU> d16;
   const size_t lanes = hn::Lanes(du);
   size_t i = 0;
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2 && !defined(HWY_DISABLE_F16C)
   // F16C (vcvtps2ph, round to nearest even whatever MXCSR says) on inputs the wire format's
   // way: a finite |x| above 65504 saturates to 65504 rather than rounding to infinity, and a
   // NaN becomes the quiet NaN 0x7E00 with its sign (the quiet float NaN converts to it).

@@ -83,7 +83,8 @@ bool ThresholdEmit(const float* a, const float* w, size_t n, uint32_t t, uint32_
 
 // keys[i] = the key of values[i] at column ids[i], as MagnitudeKeys computes it (w == nullptr:
 // bits(|values[i]|) & 0x7FFFFFFF; else bits(|values[i]| * w[ids[i]]) & 0x7FFFFFFF). The values
-// are finite (ThresholdEmit's output), so this is the key the entry was taken with. Returns the
+// are finite (ThresholdEmit's output, when it returned true), so this is the key the entry was
+// taken with. Returns the
 // number of them >= at (a search's first count, in the same pass).
 size_t CandidateKeys(const uint32_t* ids, const float* values, size_t m, const float* w,
                      uint32_t* keys, uint32_t at);
