@@ -387,6 +387,38 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
             ASSERT_EQ(at_least, std::count_if(cand_keys.begin(), cand_keys.begin() + m,
                                               [&](uint32_t key) { return key >= at; }));
           }
+          // The largest key below a limit: none below 0 or below the least key, every key
+          // below one past the largest.
+          for (const uint32_t limit : {0u, sorted[0], sorted[rng() % n], sorted[n - 1] + 1}) {
+            uint32_t got = 12345;
+            const bool any = MaxBelow(keys.data(), n, limit, &got);
+            bool want_any = false;
+            uint32_t want = 0;
+            for (const uint32_t key : keys) {
+              if (key < limit) {
+                want = want_any ? std::max(want, key) : key;
+                want_any = true;
+              }
+            }
+            ASSERT_EQ(any, want_any) << limit;
+            ASSERT_EQ(got, any ? want : 12345u) << limit;
+          }
+          // The smallest key above a limit, likewise.
+          for (const uint32_t limit :
+               {0u, sorted[0], sorted[rng() % n], sorted[n - 1], UINT32_MAX - 1}) {
+            uint32_t got = 12345;
+            const bool any = MinAbove(keys.data(), n, limit, &got);
+            bool want_any = false;
+            uint32_t want = 0;
+            for (const uint32_t key : keys) {
+              if (key > limit) {
+                want = want_any ? std::min(want, key) : key;
+                want_any = true;
+              }
+            }
+            ASSERT_EQ(any, want_any) << limit;
+            ASSERT_EQ(got, any ? want : 12345u) << limit;
+          }
 
           // The cut at a key of the list, with every tie quota, and the dropped ids.
           if (m == 0) continue;

@@ -796,7 +796,8 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
   // per_count; the keys of a band of about kExactBand counts either side of that are filtered
   // out, and when T is among them (the counts above and in the band say so), the exact step
   // runs on the band alone. A band that missed (a tie group at the cut, or a density that
-  // changed) still bounds T from one side: the exact step then starts from that bracket.
+  // changed) still bounds T from one side: below it, the first key below the band is tried
+  // (on rows of ties it is T); otherwise the exact step starts from the bracket so verified.
   KeyRank band_cut;
   bool band_hit = false;
   if (!found && exact && lo_t + 1 <= kInfKey) {
@@ -824,6 +825,30 @@ size_t RowOnePass(const float* row, const float* w, size_t n, size_t k, double k
       // more on rows of ties: BM_RouteTies/2/1 1.72 against 1.44 ms).
       take_probe(static_cast<double>(band_hi) + 1, over);
       take_probe(band_lo, over + in_band);
+      // On rows of ties T is often the first key beyond the band: below it (count(>= band_lo)
+      // < k), the largest key below band_lo when its count reaches k; above it (count(>
+      // band_hi) >= k), the smallest key above band_hi when the count above that key stays
+      // under k. Either way no key lies between that key and the band, so two counts give T,
+      // the keys above it and its ties.
+      const size_t at_lo = over + in_band;
+      uint32_t next = 0;
+      if (at_lo < k && simd::MaxBelow(keys, m, band_lo, &next)) {
+        const size_t at_next = count_at_least(next);
+        if (at_next >= k) {
+          band_cut = KeyRank{.key = next, .above = at_lo, .ties = at_next - at_lo};
+          band_hit = true;
+        } else {
+          take_probe(next, at_next);
+        }
+      } else if (over >= k && simd::MinAbove(keys, m, band_hi, &next)) {
+        const size_t past_next = next == kInfKey ? 0 : count_at_least(next + 1);
+        if (past_next < k) {
+          band_cut = KeyRank{.key = next, .above = past_next, .ties = over - past_next};
+          band_hit = true;
+        } else {
+          take_probe(static_cast<double>(next) + 1, past_next);
+        }
+      }
       found = true;
     }
   }

@@ -221,6 +221,51 @@ bool MagnitudeKeys(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, siz
   return all_finite;
 }
 
+bool MaxBelow(const uint32_t* HWY_RESTRICT keys, size_t n, uint32_t limit, uint32_t* out) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vlimit = hn::Set(du, limit);
+  const auto one = hn::Set(du, 1u);
+  // The largest key + 1 among those below limit (no overflow: key + 1 <= limit), 0 for none.
+  auto best = hn::Zero(du);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto k = hn::LoadU(du, keys + i);
+    best = hn::Max(best, hn::IfThenElseZero(hn::Lt(k, vlimit), hn::Add(k, one)));
+  }
+  uint32_t result = hn::GetLane(hn::MaxOfLanes(du, best));
+  for (; i < n; ++i) result = keys[i] < limit ? std::max(result, keys[i] + 1) : result;
+  if (result == 0) return false;
+  *out = result - 1;
+  return true;
+}
+
+bool MinAbove(const uint32_t* HWY_RESTRICT keys, size_t n, uint32_t limit, uint32_t* out) {
+  const DU du;
+  const size_t lanes = hn::Lanes(du);
+  const auto vlimit = hn::Set(du, limit);
+  const auto none = hn::Set(du, UINT32_MAX);
+  auto best = none;
+  auto any = hn::Zero(du);  // lanes that saw a key above limit
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto k = hn::LoadU(du, keys + i);
+    const auto above = hn::Gt(k, vlimit);
+    best = hn::Min(best, hn::IfThenElse(above, k, none));
+    any = hn::Or(any, hn::VecFromMask(du, above));
+  }
+  uint32_t result = hn::GetLane(hn::MinOfLanes(du, best));
+  bool found = !hn::AllTrue(du, hn::Eq(any, hn::Zero(du)));
+  for (; i < n; ++i) {
+    if (keys[i] > limit) {
+      result = std::min(result, keys[i]);
+      found = true;
+    }
+  }
+  if (found) *out = result;
+  return found;
+}
+
 size_t CountAbove(const uint32_t* HWY_RESTRICT keys, size_t n, uint32_t t) {
   const DU du;
   const size_t lanes = hn::Lanes(du);
@@ -923,6 +968,8 @@ namespace sparselink::simd {
 
 HWY_EXPORT(MagnitudeKeys);
 HWY_EXPORT(CountAbove);
+HWY_EXPORT(MaxBelow);
+HWY_EXPORT(MinAbove);
 HWY_EXPORT(FilterRange);
 HWY_EXPORT(SampleRanks);
 HWY_EXPORT(AllFinite);
@@ -952,6 +999,12 @@ HWY_EXPORT(ScatterBits);
 
 bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys) {
   return HWY_DYNAMIC_DISPATCH(MagnitudeKeys)(a, w, n, keys);
+}
+bool MaxBelow(const uint32_t* keys, size_t n, uint32_t limit, uint32_t* out) {
+  return HWY_DYNAMIC_DISPATCH(MaxBelow)(keys, n, limit, out);
+}
+bool MinAbove(const uint32_t* keys, size_t n, uint32_t limit, uint32_t* out) {
+  return HWY_DYNAMIC_DISPATCH(MinAbove)(keys, n, limit, out);
 }
 size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t) {
   return HWY_DYNAMIC_DISPATCH(CountAbove)(keys, n, t);

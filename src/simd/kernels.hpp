@@ -29,6 +29,11 @@ bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys);
 // Number of keys[i] > t.
 size_t CountAbove(const uint32_t* keys, size_t n, uint32_t t);
 
+// The largest keys[i] < limit to *out; false (and *out untouched) when there is none.
+bool MaxBelow(const uint32_t* keys, size_t n, uint32_t limit, uint32_t* out);
+// The smallest keys[i] > limit to *out; false (and *out untouched) when there is none.
+bool MinAbove(const uint32_t* keys, size_t n, uint32_t limit, uint32_t* out);
+
 // Copies the keys in [lo, hi] to `out` (in order; slack) and returns their number; *above gets
 // the number of keys > hi. `out` may equal `keys` (in-place compaction).
 size_t FilterRange(const uint32_t* keys, size_t n, uint32_t lo, uint32_t hi, uint32_t* out,
