@@ -616,7 +616,6 @@ size_t KeepCut(uint32_t* keys, const uint32_t* HWY_RESTRICT ids, const float* HW
 void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT out) {
   const DF df;
   const DU du;
-  const DI di;
   const hn::Rebind<uint16_t, DU> d16;
   const size_t lanes = hn::Lanes(du);
   size_t i = 0;
@@ -642,8 +641,8 @@ void FloatToHalf(const float* HWY_RESTRICT in, size_t n, uint16_t* HWY_RESTRICT 
     convert(n - lanes);
     i = n;
   }
-  (void)di;
 #else
+  const DI di;
   for (; i + lanes <= n; i += lanes) {
     const auto x = hn::BitCast(du, hn::LoadU(df, in + i));
     const auto sign = hn::And(hn::ShiftRight<16>(x), hn::Set(du, 0x8000u));
