@@ -175,7 +175,8 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
   const std::vector<uint32_t> ks = {0, 1, cols / 3, cols};
   int cases = 0;
   for (auto [full_codec, lossy_codec] : codec_pairs) {
-    for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint, IndexCodec::kAuto}) {
+    for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint,
+                             IndexCodec::kSubsetBitmap, IndexCodec::kAuto}) {
       for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
         for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
           for (bool zstd : {false, true}) {
@@ -249,7 +250,8 @@ TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
         ASSERT_TRUE(router.ok());
         for (double keep : {0.01, 0.1, 0.5, 1.0}) {
           for (ValueCodec codec : kAllCodecs) {
-            for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kAuto}) {
+            for (IndexCodec index :
+                 {IndexCodec::kBitmap, IndexCodec::kSubsetBitmap, IndexCodec::kAuto}) {
               const Granularity g = cases % 5 == 0 ? Granularity::kUnit : Granularity::kElement;
               const RestPolicy rest = cases % 7 == 0 ? RestPolicy::kSign1 : RestPolicy::kDrop;
               const Contract contract{.keep = keep,
@@ -287,7 +289,7 @@ TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
       }
     }
   }
-  EXPECT_EQ(cases, 960);
+  EXPECT_EQ(cases, 1440);
 }
 
 // The random policy draws afresh for each micro-batch of a step: the same rows routed as
@@ -756,7 +758,8 @@ bool IsPacketError(ErrorCode c) {
 }
 
 TEST(BadPacket, EveryTruncationFails) {
-  for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint}) {
+  for (IndexCodec index :
+       {IndexCodec::kBitmap, IndexCodec::kDeltaVarint, IndexCodec::kSubsetBitmap}) {
     const std::vector<uint8_t> packet = RealPacket(index);
     for (size_t len = 0; len < packet.size(); ++len) {
       const std::vector<uint8_t> cut(packet.begin(), packet.begin() + len);
@@ -794,7 +797,8 @@ TEST(BadPacket, EverySingleByteFlipFails) {
 // Flips that get past the checksum (resealed) reach every field check behind it. Nothing may
 // crash; a packet that still decodes passed RoutedTensor::Validate inside the decoder.
 TEST(BadPacket, ResealedFlipsNeverCrash) {
-  for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint}) {
+  for (IndexCodec index :
+       {IndexCodec::kBitmap, IndexCodec::kDeltaVarint, IndexCodec::kSubsetBitmap}) {
     for (bool zstd : {false, true}) {
       const std::vector<uint8_t> packet = RealPacket(index, zstd);
       for (size_t i = 0; i + 8 < packet.size(); ++i) {
@@ -820,46 +824,48 @@ TEST(BadPacket, DenseDecoderAgreesWithDecodeThenScatterOnEveryResealedFlip) {
   std::mt19937 rng(5);
   for (ValueCodec codec : {ValueCodec::kFp16, ValueCodec::kInt8}) {
     for (bool zstd : {false, true}) {
-      const uint32_t rows = 3, cols = 21;  // rows not byte-aligned in the bitmap
-      const RoutedTensor t =
-          MakeRouted(rows, cols, 5, 5, Granularity::kElement, RestPolicy::kDrop, rng);
-      std::vector<uint8_t> packet;
-      ASSERT_TRUE(EncodeActivation(t, MakeContract(t, codec, ValueCodec::kInt8), {},
-                                   {.index_codec = IndexCodec::kBitmap, .zstd = zstd}, &packet)
-                      .ok());
-      size_t both_ok = 0;
-      for (size_t i = 0; i + 8 < packet.size(); ++i) {
-        for (int bit = 0; bit < 8; ++bit) {
-          std::vector<uint8_t> bad = packet;
-          bad[i] = static_cast<uint8_t>(bad[i] ^ (1 << bit));
-          Reseal(bad);
-          std::vector<float> want(rows * cols, 1.0f), got(rows * cols, 2.0f);
-          auto decoded = DecodeActivation(bad);
-          const bool want_ok = decoded.ok() && decoded->rows == rows && decoded->cols == cols &&
-                               Scatter(*decoded, {want.data(), rows, cols}).ok();
-          const Status dense = DecodeActivationToDense(bad, {got.data(), rows, cols});
-          if (decoded.ok() && (decoded->rows != rows || decoded->cols != cols)) {
-            EXPECT_EQ(dense.code(), ErrorCode::kShapeMismatch) << i << "^" << bit;
-            continue;
-          }
-          ASSERT_EQ(dense.ok(), want_ok)
-              << "byte " << i << " bit " << bit << ": " << dense.ToString() << " vs "
-              << decoded.status().ToString();
-          if (want_ok) {
-            ++both_ok;
-            ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
-          } else {  // refused too: as a bad packet, or as not the shape it now claims
-            EXPECT_TRUE(IsPacketError(dense.code()) || dense.code() == ErrorCode::kShapeMismatch)
-                << dense.ToString();
+      for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kSubsetBitmap}) {
+        const uint32_t rows = 3, cols = 21;  // rows not byte-aligned in the bitmap
+        const RoutedTensor t =
+            MakeRouted(rows, cols, 5, 5, Granularity::kElement, RestPolicy::kDrop, rng);
+        std::vector<uint8_t> packet;
+        ASSERT_TRUE(EncodeActivation(t, MakeContract(t, codec, ValueCodec::kInt8), {},
+                                     {.index_codec = index, .zstd = zstd}, &packet)
+                        .ok());
+        size_t both_ok = 0;
+        for (size_t i = 0; i + 8 < packet.size(); ++i) {
+          for (int bit = 0; bit < 8; ++bit) {
+            std::vector<uint8_t> bad = packet;
+            bad[i] = static_cast<uint8_t>(bad[i] ^ (1 << bit));
+            Reseal(bad);
+            std::vector<float> want(rows * cols, 1.0f), got(rows * cols, 2.0f);
+            auto decoded = DecodeActivation(bad);
+            const bool want_ok = decoded.ok() && decoded->rows == rows && decoded->cols == cols &&
+                                 Scatter(*decoded, {want.data(), rows, cols}).ok();
+            const Status dense = DecodeActivationToDense(bad, {got.data(), rows, cols});
+            if (decoded.ok() && (decoded->rows != rows || decoded->cols != cols)) {
+              EXPECT_EQ(dense.code(), ErrorCode::kShapeMismatch) << i << "^" << bit;
+              continue;
+            }
+            ASSERT_EQ(dense.ok(), want_ok)
+                << "byte " << i << " bit " << bit << ": " << dense.ToString() << " vs "
+                << decoded.status().ToString();
+            if (want_ok) {
+              ++both_ok;
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+            } else {  // refused too: as a bad packet, or as not the shape it now claims
+              EXPECT_TRUE(IsPacketError(dense.code()) || dense.code() == ErrorCode::kShapeMismatch)
+                  << dense.ToString();
+            }
           }
         }
+        EXPECT_GT(both_ok, 0u);  // flips in values and labels still decode
+        std::vector<float> small(rows * (cols - 1));
+        EXPECT_EQ(DecodeActivationToDense(packet, {small.data(), rows, cols - 1}).code(),
+                  ErrorCode::kShapeMismatch);
+        EXPECT_EQ(DecodeActivationToDense(packet, {nullptr, rows, cols}).code(),
+                  ErrorCode::kInvalidArgument);
       }
-      EXPECT_GT(both_ok, 0u);  // flips in values and labels still decode
-      std::vector<float> small(rows * (cols - 1));
-      EXPECT_EQ(DecodeActivationToDense(packet, {small.data(), rows, cols - 1}).code(),
-                ErrorCode::kShapeMismatch);
-      EXPECT_EQ(DecodeActivationToDense(packet, {nullptr, rows, cols}).code(),
-                ErrorCode::kInvalidArgument);
     }
   }
 }
@@ -878,7 +884,7 @@ TEST(BadPacket, CraftedHeaderFieldsNameTheField) {
       {"version 2", 4, 2, ErrorCode::kUnsupported, "header.version = 2"},
       {"unknown kind", 5, 4, ErrorCode::kUnsupported, "header.kind = 4"},
       {"unknown granularity", 6, 2, ErrorCode::kUnsupported, "header.granularity = 2"},
-      {"unknown index codec", 7, 3, ErrorCode::kUnsupported, "header.index_codec = 3"},
+      {"unknown index codec", 7, 4, ErrorCode::kUnsupported, "header.index_codec = 4"},
       {"index codec none", 7, 0, ErrorCode::kCorruptPacket, "header.index_codec = 0"},
       {"unknown full codec", 8, 9, ErrorCode::kUnsupported, "header.full_codec = 9"},
       {"unknown lossy codec", 9, 5, ErrorCode::kUnsupported, "header.lossy_codec = 5"},
@@ -1249,6 +1255,125 @@ TEST(IndexCodec, BitmapRoundTripsRowsAcrossByteBoundaries) {
     s = codec_internal::DecodeBitmap(bytes, 5, cols, 5 * cols + 1, &offsets, &indices);
     EXPECT_TRUE(Contains(s, "kept count = " + std::to_string(5 * cols + 1))) << s.message();
   }
+}
+
+// The subset bitmap over rows that share columns, at every width class: encoded from the sets
+// and from the router-style bitmap (rows on bytes) it is the same bytes, and it decodes back.
+TEST(IndexCodec, SubsetBitmapRoundTripsAndMatchesTheBitmapPath) {
+  for (uint32_t cols : {1u, 5u, 8u, 64u, 72u, 1024u, 1030u}) {
+    for (uint32_t pool : {0u, 1u, cols / 3, cols}) {
+      std::mt19937 rng(cols * 7 + pool);
+      const uint32_t rows = 6;
+      RoutedTensor t;
+      t.row_offsets = {0};
+      std::vector<uint32_t> columns(cols);
+      std::iota(columns.begin(), columns.end(), 0u);
+      std::shuffle(columns.begin(), columns.end(), rng);
+      columns.resize(pool);  // every row keeps from these only
+      std::vector<uint8_t> bitmap(cols % 8 == 0 ? rows * cols / 8 : 0, 0);
+      for (uint32_t r = 0; r < rows; ++r) {
+        std::vector<uint32_t> row;
+        for (uint32_t c : columns) {
+          if (rng() % 2 == 0 || r == 0) row.push_back(c);  // row 0 keeps the whole pool
+        }
+        std::sort(row.begin(), row.end());
+        for (uint32_t c : row) {
+          t.indices.push_back(c);
+          if (!bitmap.empty()) bitmap[r * cols / 8 + c / 8] |= static_cast<uint8_t>(1u << (c % 8));
+        }
+        t.row_offsets.push_back(static_cast<uint32_t>(t.indices.size()));
+      }
+      SCOPED_TRACE(::testing::Message() << "cols " << cols << " pool " << pool);
+      std::vector<uint64_t> mask;
+      const uint64_t active = codec_internal::ColumnMask(t.row_offsets, t.indices, cols, {}, &mask);
+      EXPECT_EQ(active, pool);
+      std::vector<uint8_t> from_sets, from_bitmap;
+      codec_internal::AppendSubsetBitmap(t.row_offsets, t.indices, cols, {}, mask, &from_sets);
+      ASSERT_EQ(from_sets.size(), codec_internal::SubsetBitmapBytes(rows, cols, pool));
+      if (!bitmap.empty()) {
+        std::vector<uint64_t> mask2;
+        EXPECT_EQ(codec_internal::ColumnMask(t.row_offsets, t.indices, cols, bitmap, &mask2),
+                  active);
+        EXPECT_EQ(mask2, mask);
+        codec_internal::AppendSubsetBitmap(t.row_offsets, t.indices, cols, bitmap, mask,
+                                           &from_bitmap);
+        EXPECT_EQ(from_bitmap, from_sets);
+      }
+      std::vector<uint32_t> offsets, indices;
+      const Status s = codec_internal::DecodeSubsetBitmap(from_sets, rows, cols, t.indices.size(),
+                                                          &offsets, &indices);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      EXPECT_EQ(offsets, t.row_offsets);
+      EXPECT_EQ(indices, t.indices);
+    }
+  }
+}
+
+// Every way a subset bitmap can be malformed is one error naming it.
+TEST(IndexCodec, SubsetBitmapRefusesMalformedSections) {
+  // 2 rows x 5 columns: row 0 keeps {1, 3}, row 1 keeps {0}. Mask {0, 1, 3} = 0x0b, A = 3;
+  // row 0 over (0, 1, 3) is 0,1,1 and row 1 is 1,0,0: stream bits 1, 2, 3 = 0x0e.
+  const std::vector<uint32_t> offsets = {0, 2, 3};
+  const std::vector<uint32_t> indices = {1, 3, 0};
+  std::vector<uint64_t> mask;
+  ASSERT_EQ(codec_internal::ColumnMask(offsets, indices, 5, {}, &mask), 3u);
+  std::vector<uint8_t> good;
+  codec_internal::AppendSubsetBitmap(offsets, indices, 5, {}, mask, &good);
+  ASSERT_EQ(good, (std::vector<uint8_t>{0x0b, 0x0e}));
+  std::vector<uint32_t> o, i;
+  ASSERT_TRUE(codec_internal::DecodeSubsetBitmap(good, 2, 5, 3, &o, &i).ok());
+  EXPECT_EQ(i, indices);
+  struct Case {
+    std::vector<uint8_t> bytes;
+    uint64_t kept;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {{}, 3, "subset bitmap bytes = 0: shorter than the column mask's 1"},
+      {{0x0b}, 3, "subset bitmap bytes = 1: expected 2"},
+      {{0x0b, 0x0e, 0x00}, 3, "subset bitmap bytes = 3: expected 2"},
+      {{0x2b, 0x0e}, 3, "column mask padding bits = 1"},
+      {{0x0b, 0x4e}, 4, "subset bitmap padding bits = 1"},
+      {{0x1f, 0x0e}, 3, "subset bitmap bytes = 2: expected 3"},  // 5 masked: 10 bits
+      {{0x0b, 0x06}, 2, "subset bitmap masked column = 0: is kept by no row"},
+      {{0x0b, 0x0e}, 2, "subset bitmap set bits = 3: more than the header's kept count"},
+      {{0x0b, 0x0e}, 4, "subset bitmap set bits = 3: header says 4 kept"},
+      {{0x0b, 0x0e}, 7, "kept count = 7: exceeds the subset bitmap's bits"},
+  };
+  for (const Case& c : cases) {
+    const Status s = codec_internal::DecodeSubsetBitmap(c.bytes, 2, 5, c.kept, &o, &i);
+    EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket) << c.message;
+    EXPECT_TRUE(Contains(s, c.message)) << s.message() << " / " << c.message;
+  }
+}
+
+// Rows that keep columns from a common subset - what a sensitivity map makes - go as a subset
+// bitmap under "auto", smaller than either of the other two.
+TEST(ActivationPacket, AutoIndexPicksTheSubsetBitmapForSharedColumns) {
+  std::mt19937 rng(8);
+  RoutedTensor t;
+  t.rows = 64;
+  t.cols = 1024;
+  t.row_offsets = {0};
+  for (uint32_t r = 0; r < t.rows; ++r) {
+    for (uint32_t c = 0; c < 400; c += 2) {
+      if (rng() % 2 == 0) t.indices.push_back(c);  // ~100 of the 200 even columns below 400
+    }
+    t.row_offsets.push_back(static_cast<uint32_t>(t.indices.size()));
+  }
+  t.values.assign(t.indices.size(), 1.0f);
+  t.tiers.assign(t.indices.size(), Tier::kFull);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(
+      EncodeActivation(t, MakeContract(t, ValueCodec::kInt8, ValueCodec::kInt8), {}, {}, &packet)
+          .ok());
+  const PacketInfo info = *InspectPacket(packet);
+  EXPECT_EQ(info.header.index_codec, IndexCodec::kSubsetBitmap);
+  EXPECT_EQ(info.sections[0].raw_bytes, 128u + 64u * 200u / 8u);
+  EXPECT_LT(info.sections[0].raw_bytes, codec_internal::DeltaVarintBytes(t.row_offsets, t.indices));
+  auto decoded = DecodeActivation(packet);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->indices, t.indices);
 }
 
 // --- The cost model against the codec ------------------------------------------------------

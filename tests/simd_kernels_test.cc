@@ -522,6 +522,70 @@ TEST(SimdKernels, BitmapToColumnsEqualsAPerBitLoop) {
   });
 }
 
+// Subset bitmap rows: each row's bits at the masked columns, packed in column order at any bit
+// offset and back, against a per-bit loop, on every target (pext/pdep on AVX2 and AVX3, the
+// portable loops below).
+TEST(SimdKernels, MaskedRowPackAndUnpackEqualAPerBitLoop) {
+  std::mt19937 rng(21);
+  ForEachTarget([&] {
+    for (size_t cols : {1u, 7u, 8u, 63u, 64u, 65u, 100u, 1024u, 1029u}) {
+      for (double mask_density : {0.0, 0.3, 1.0}) {
+        const size_t words = (cols + 63) / 64;
+        const size_t row_bytes = (cols + 7) / 8;
+        std::vector<uint64_t> mask(words, 0);
+        std::vector<size_t> masked;
+        for (size_t c = 0; c < cols; ++c) {
+          if (std::uniform_real_distribution<double>(0, 1)(rng) < mask_density) {
+            mask[c / 64] |= uint64_t{1} << (c % 64);
+            masked.push_back(c);
+          }
+        }
+        const size_t rows = 4;
+        const uint64_t start = 3;  // an odd bit offset for row 0
+        std::vector<uint8_t> packed((start + rows * masked.size() + 7) / 8 + 8, 0);
+        std::vector<std::vector<uint8_t>> row_bits(rows, std::vector<uint8_t>(row_bytes, 0));
+        std::vector<uint8_t> want_bits;  // the packed stream, bit by bit
+        for (size_t r = 0; r < rows; ++r) {
+          for (size_t c = 0; c < cols; ++c) {
+            if (rng() % 3 == 0) row_bits[r][c / 8] |= static_cast<uint8_t>(1u << (c % 8));
+          }
+          if (cols % 8 != 0) row_bits[r].back() |= static_cast<uint8_t>(0x80);  // past cols
+          for (size_t c : masked) want_bits.push_back((row_bits[r][c / 8] >> (c % 8)) & 1u);
+        }
+        uint64_t pos = start;
+        for (size_t r = 0; r < rows; ++r)
+          PackMaskedRow(row_bits[r].data(), cols, mask.data(), packed.data(), &pos);
+        ASSERT_EQ(pos, start + rows * masked.size());
+        for (size_t b = 0; b < 8 * packed.size(); ++b) {
+          const unsigned got = (packed[b / 8] >> (b % 8)) & 1u;
+          const unsigned want =
+              b >= start && b < pos ? want_bits[b - start] : 0u;  // nothing outside the rows
+          ASSERT_EQ(got, want) << "cols " << cols << " bit " << b;
+        }
+        packed.resize((pos + 7) / 8);  // no slack: the reader must not look past the end
+        pos = start;
+        for (size_t r = 0; r < rows; ++r) {
+          std::vector<uint8_t> back(row_bytes, 0xEE);
+          const uint64_t set =
+              UnpackMaskedRow(packed.data(), packed.size(), &pos, cols, mask.data(), back.data());
+          uint64_t want_set = 0;
+          for (size_t c = 0; c < cols; ++c) {
+            const unsigned m = (mask[c / 64] >> (c % 64)) & 1u;
+            const unsigned want = m & ((row_bits[r][c / 8] >> (c % 8)) & 1u);
+            want_set += want;
+            ASSERT_EQ((back[c / 8] >> (c % 8)) & 1u, want) << "cols " << cols << " col " << c;
+          }
+          if (cols % 8 != 0) {
+            EXPECT_EQ(back.back() >> (cols % 8), 0) << cols;
+          }
+          EXPECT_EQ(set, want_set);
+        }
+        EXPECT_EQ(pos, start + rows * masked.size());
+      }
+    }
+  });
+}
+
 TEST(SimdKernels, ValidationScreensAndColumnSums) {
   ForEachTarget([&] {
     for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{17}, size_t{100}}) {

@@ -115,11 +115,12 @@ std::string_view RestPolicyName(RestPolicy r);
 
 // How the kept positions are written on the wire.
 enum class IndexCodec : uint8_t {
-  kAuto = 0,         // encoder option only: pick the smaller of the two per packet
-  kBitmap = 1,       // one bit per column, LSB first
-  kDeltaVarint = 2,  // per row: count, then gaps between kept columns, LEB128 varints
+  kAuto = 0,          // encoder option only: pick the smallest per packet
+  kBitmap = 1,        // one bit per column, LSB first
+  kDeltaVarint = 2,   // per row: count, then gaps between kept columns, LEB128 varints
+  kSubsetBitmap = 3,  // the columns any row keeps (a mask), then per row one bit per those
 };
-inline constexpr size_t kNumIndexCodecs = 3;
+inline constexpr size_t kNumIndexCodecs = 4;
 std::string_view IndexCodecName(IndexCodec c);
 
 // Fixed sizes of wire format v1 (docs/wire-format.md), shared by the codec and the cost model.

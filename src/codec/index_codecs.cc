@@ -6,6 +6,13 @@
 // each word is masked to the row's bit range and each set bit becomes a column (count
 // trailing zeros, clear the lowest bit); bits past index_rows * cols must be zero.
 //
+// Subset bitmap. The column mask (the union of the rows' sets), then each row's bits at the
+// masked columns only: rows that keep columns from a common subset (a sensitivity map's picks,
+// with many columns no row keeps) cost A bits each instead of cols. The encoder ORs the rows
+// into the mask and packs each row's mask bits (simd::PackMaskedRow, pext where there is BMI2);
+// the decoder deposits them back into a full row bitmap (simd::UnpackMaskedRow) and goes on
+// as for the bitmap.
+//
 // Delta-varint. Per index row: count, first column, then gaps col - prev - 1 (so consecutive
 // columns cost one zero byte each). Each number is LEB128: 7 bits per byte, least significant
 // group first, bit 7 set on every byte but the last. The decoder accepts only the minimal form
@@ -13,6 +20,7 @@
 // every column is checked < cols as it is rebuilt in 64-bit arithmetic, so a gap cannot wrap.
 #include "codec/index_codecs.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <sstream>
@@ -234,6 +242,184 @@ Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, ui
   }
   if (pos != bytes.size()) {
     return IndexError("delta-varint trailing bytes", bytes.size() - pos, "must be 0");
+  }
+  return Status::Ok();
+}
+
+uint64_t SubsetBitmapBytes(uint64_t index_rows, uint64_t cols, uint64_t active) {
+  return (cols + 7) / 8 + (index_rows * active + 7) / 8;
+}
+
+namespace {
+uint64_t Words(uint64_t cols) { return (cols + 63) / 64; }
+
+uint64_t LoadLittle64(const uint8_t* p, size_t available) {
+  uint64_t x = 0;
+  if (available >= 8) {
+    std::memcpy(&x, p, 8);
+  } else {
+    for (size_t i = 0; i < available; ++i) x |= uint64_t{p[i]} << (8 * i);
+  }
+  return x;
+}
+}  // namespace
+
+uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                    uint32_t cols, std::span<const uint8_t> bitmap, std::vector<uint64_t>* mask) {
+  mask->assign(Words(cols), 0);
+  uint64_t* m = mask->data();
+  const uint64_t index_rows = row_offsets.size() - 1;
+  if (!bitmap.empty()) {
+    const size_t row_bytes = cols / 8;
+    for (uint64_t r = 0; r < index_rows; ++r) {
+      const uint8_t* row = bitmap.data() + r * row_bytes;
+      for (size_t w = 0; w < mask->size(); ++w)
+        m[w] |= LoadLittle64(row + 8 * w, std::min<size_t>(8, row_bytes - 8 * w));
+    }
+  } else {
+    for (uint32_t c : indices.first(row_offsets.back())) m[c / 64] |= uint64_t{1} << (c % 64);
+  }
+  uint64_t active = 0;
+  for (uint64_t w : *mask) active += static_cast<uint64_t>(std::popcount(w));
+  return active;
+}
+
+void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                        uint32_t cols, std::span<const uint8_t> bitmap,
+                        std::span<const uint64_t> mask, std::vector<uint8_t>* out) {
+  const uint64_t index_rows = row_offsets.size() - 1;
+  uint64_t active = 0;
+  for (uint64_t w : mask) active += static_cast<uint64_t>(std::popcount(w));
+  const size_t mask_bytes = (cols + 7) / 8;
+  const size_t start = out->size();
+  const uint64_t total = SubsetBitmapBytes(index_rows, cols, active);
+  out->resize(start + total + 8, 0);  // PackMaskedRow's slack, cut off below
+  uint8_t* p = out->data() + start;
+  for (size_t i = 0; i < mask_bytes; ++i) p[i] = static_cast<uint8_t>(mask[i / 8] >> (8 * (i % 8)));
+  uint8_t* stream = p + mask_bytes;
+  uint64_t pos = 0;
+  if (!bitmap.empty()) {
+    for (uint64_t r = 0; r < index_rows; ++r)
+      simd::PackMaskedRow(bitmap.data() + r * (cols / 8), cols, mask.data(), stream, &pos);
+  } else {
+    // Each row's bitmap rebuilt from its set, in a buffer that stays in L1.
+    thread_local std::vector<uint8_t> row;
+    row.assign(mask_bytes, 0);
+    for (uint64_t r = 0; r < index_rows; ++r) {
+      const auto set = indices.subspan(row_offsets[r], row_offsets[r + 1] - row_offsets[r]);
+      for (uint32_t c : set) row[c / 8] = static_cast<uint8_t>(row[c / 8] | (1u << (c % 8)));
+      simd::PackMaskedRow(row.data(), cols, mask.data(), stream, &pos);
+      for (uint32_t c : set) row[c / 8] = 0;
+    }
+  }
+  SPARSELINK_DCHECK(pos == index_rows * active);
+  out->resize(start + total);
+}
+
+Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_rows,
+                                 uint32_t cols) {
+  const size_t mask_bytes = (uint64_t{cols} + 7) / 8;
+  if (bytes.size() < mask_bytes) {
+    return IndexError("subset bitmap bytes", bytes.size(),
+                      "shorter than the column mask's " + std::to_string(mask_bytes));
+  }
+  bytes_ = bytes;
+  index_rows_ = index_rows;
+  cols_ = cols;
+  mask_.assign(Words(cols), 0);
+  for (size_t w = 0; w < mask_.size(); ++w)
+    mask_[w] = LoadLittle64(bytes.data() + 8 * w, std::min<size_t>(8, mask_bytes - 8 * w));
+  if (cols % 64 != 0 && (mask_.back() >> (cols % 64)) != 0) {
+    return IndexError("subset bitmap column mask padding bits", mask_.back() >> (cols % 64),
+                      "must be 0");
+  }
+  active_ = 0;
+  for (uint64_t w : mask_) active_ += static_cast<uint64_t>(std::popcount(w));
+  const uint64_t want = SubsetBitmapBytes(index_rows, cols, active_);
+  if (bytes.size() != want) {
+    return IndexError("subset bitmap bytes", bytes.size(),
+                      "expected " + std::to_string(want) + " for " + std::to_string(index_rows) +
+                          " rows of " + std::to_string(active_) + " masked columns of " +
+                          std::to_string(cols));
+  }
+  stream_begin_ = 8 * mask_bytes;
+  pos_ = stream_begin_;
+  seen_.assign(mask_.size(), 0);
+  row_.assign(8 * mask_.size(), 0);  // whole words, so that NextRow can OR them into seen_
+  return Status::Ok();
+}
+
+const uint8_t* SubsetBitmapReader::NextRow(uint64_t* set_bits) {
+  *set_bits =
+      simd::UnpackMaskedRow(bytes_.data(), bytes_.size(), &pos_, cols_, mask_.data(), row_.data());
+  for (size_t w = 0; w < seen_.size(); ++w) seen_[w] |= LoadLittle64(row_.data() + 8 * w, 8);
+  return row_.data();
+}
+
+void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts) {
+  // Each row is `active_` bits from pos_; whole bytes are counted by popcount, the partial
+  // ones at either end bit by bit.
+  for (uint32_t r = 0; r < rows; ++r) {
+    const uint64_t begin = pos_;
+    const uint64_t end = pos_ + active_;
+    uint64_t count = 0;
+    uint64_t b = begin;
+    for (; b < end && b % 8 != 0; ++b) count += (bytes_[b / 8] >> (b % 8)) & 1u;
+    for (; b + 64 <= end; b += 64) {
+      count += static_cast<uint64_t>(std::popcount(LoadLittle64(bytes_.data() + b / 8, 8)));
+    }
+    for (; b + 8 <= end; b += 8) count += static_cast<uint64_t>(std::popcount(bytes_[b / 8]));
+    for (; b < end; ++b) count += (bytes_[b / 8] >> (b % 8)) & 1u;
+    counts[r] = static_cast<uint32_t>(count);
+    pos_ = end;
+  }
+}
+
+Status SubsetBitmapReader::Finish() const {
+  if (pos_ % 8 != 0 && (bytes_.back() >> (pos_ % 8)) != 0) {
+    return IndexError("subset bitmap padding bits", bytes_.back() >> (pos_ % 8), "must be 0");
+  }
+  for (size_t w = 0; w < mask_.size(); ++w) {
+    if (seen_[w] != mask_[w]) {
+      const uint64_t unused = mask_[w] & ~seen_[w];
+      return IndexError("subset bitmap masked column", w * 64 + std::countr_zero(unused),
+                        "is kept by no row (the mask must be the rows' union)");
+    }
+  }
+  return Status::Ok();
+}
+
+Status DecodeSubsetBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
+                          uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
+                          std::vector<uint32_t>* indices) {
+  thread_local SubsetBitmapReader reader;
+  SPARSELINK_RETURN_IF_ERROR(reader.Start(bytes, index_rows, cols));
+  if (expected_kept > uint64_t{index_rows} * reader.active()) {
+    return IndexError("kept count", expected_kept, "exceeds the subset bitmap's bits");
+  }
+  row_offsets->resize(static_cast<size_t>(index_rows) + 1);
+  indices->resize(expected_kept + simd::kSlack);
+  uint64_t pos = 0;
+  (*row_offsets)[0] = 0;
+  for (uint32_t r = 0; r < index_rows; ++r) {
+    uint64_t set = 0;
+    const uint8_t* row = reader.NextRow(&set);
+    if (set > expected_kept - pos) {
+      indices->resize(expected_kept);
+      return IndexError("subset bitmap set bits", pos + set, "more than the header's kept count");
+    }
+    uint32_t offsets[2];
+    uint64_t count = 0;
+    simd::BitmapToColumns(row, (uint64_t{cols} + 7) / 8, 1, cols, offsets, indices->data() + pos,
+                          set, &count);
+    pos += count;
+    (*row_offsets)[r + 1] = static_cast<uint32_t>(pos);
+  }
+  indices->resize(pos);
+  SPARSELINK_RETURN_IF_ERROR(reader.Finish());
+  if (pos != expected_kept) {
+    return IndexError("subset bitmap set bits", pos,
+                      "header says " + std::to_string(expected_kept) + " kept");
   }
   return Status::Ok();
 }

@@ -1,4 +1,4 @@
-// Private to the codec module: the two index codecs of wire format v1 (docs/wire-format.md).
+// Private to the codec module: the index codecs of wire format v1 (docs/wire-format.md).
 //
 // Both describe `index_rows` sets of kept columns, each ascending and < cols. For element
 // granularity index_rows = rows (one set per row); for unit granularity index_rows = 1 (the
@@ -43,6 +43,53 @@ void AppendDeltaVarint(std::span<const uint32_t> row_offsets, std::span<const ui
 Status DecodeDeltaVarint(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
                          uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
                          std::vector<uint32_t>* indices);
+
+// Subset bitmap: the column mask, ceil(cols / 8) bytes (bit c set when some index row keeps
+// column c), then index_rows * A bits, A = the mask's set bits, continuous across rows: row r's
+// i-th masked column is bit r * A + i. Padding bits zero; every masked column kept by some row.
+uint64_t SubsetBitmapBytes(uint64_t index_rows, uint64_t cols, uint64_t active);
+// The column mask of the sets, as ceil(cols / 64) words (bits past cols zero); returns its set
+// bits. With `bitmap` non-empty (the router's: rows of cols bits, each starting on a byte, so
+// cols % 8 == 0) it is read from there, O(index_rows * cols / 64); else from the sets, O(kept).
+uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                    uint32_t cols, std::span<const uint8_t> bitmap, std::vector<uint64_t>* mask);
+// Appends the section, `mask` from ColumnMask on the same sets (and bitmap, if any).
+void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                        uint32_t cols, std::span<const uint8_t> bitmap,
+                        std::span<const uint64_t> mask, std::vector<uint8_t>* out);
+// Reads a subset-bitmap section row by row, checking it as it goes: Start checks the size
+// against index_rows x cols and the mask's padding bits; NextRow gives each row's full bitmap
+// (ceil(cols / 8) bytes, valid until the next call) and its set bits; Finish, after the last
+// row, checks the padding bits and that every masked column was kept by some row.
+class SubsetBitmapReader {
+ public:
+  Status Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols);
+  const uint8_t* NextRow(uint64_t* set_bits);
+  // Set bits of the next `rows` rows without unpacking them (then Rewind to read them).
+  void CountRows(uint32_t rows, uint32_t* counts);
+  void Rewind() {
+    pos_ = stream_begin_;
+    std::fill(seen_.begin(), seen_.end(), 0);
+  }
+  Status Finish() const;
+  uint64_t active() const { return active_; }
+
+ private:
+  std::span<const uint8_t> bytes_;
+  uint32_t index_rows_ = 0;
+  uint32_t cols_ = 0;
+  uint64_t active_ = 0;
+  uint64_t stream_begin_ = 0;  // bit offset of row 0 in bytes_
+  uint64_t pos_ = 0;
+  std::vector<uint64_t> mask_;
+  std::vector<uint64_t> seen_;  // OR of the rows read so far
+  std::vector<uint8_t> row_;
+};
+// Decodes into row_offsets/indices like DecodeBitmap (same checks and bounds: at most
+// index_rows * A <= 8 * bytes entries are allocated).
+Status DecodeSubsetBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
+                          uint64_t expected_kept, std::vector<uint32_t>* row_offsets,
+                          std::vector<uint32_t>* indices);
 
 // Bytes of the LEB128 form of v (1..5).
 inline uint32_t VarintBytes(uint32_t v) {

@@ -95,10 +95,13 @@ namespace {
 
 using codec_internal::AppendBitmap;
 using codec_internal::AppendDeltaVarint;
+using codec_internal::AppendSubsetBitmap;
 using codec_internal::AppendValues;
 using codec_internal::BitmapBytes;
+using codec_internal::ColumnMask;
 using codec_internal::DeltaVarintBytes;
 using codec_internal::EncodeValues;
+using codec_internal::SubsetBitmapBytes;
 
 constexpr size_t kMinPacketBytes = kPacketHeaderBytes + kChecksumBytes;
 // Whatever the limits say, rows * cols above this is refused, so that every size computed
@@ -180,6 +183,10 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
       const uint64_t index_kept = IndexKept(h);
       if (h.index_codec == IndexCodec::kBitmap) {
         exact(SectionId::kIndex, BitmapBytes(index_rows, h.cols));
+      } else if (h.index_codec == IndexCodec::kSubsetBitmap) {
+        // The column mask, then index_rows x (0 to cols) bits.
+        out.push_back({SectionId::kIndex, SubsetBitmapBytes(index_rows, h.cols, 0),
+                       SubsetBitmapBytes(index_rows, h.cols, h.cols)});
       } else {
         out.push_back({SectionId::kIndex, index_rows + index_kept, 5 * (index_rows + index_kept)});
       }
@@ -412,14 +419,24 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   const uint64_t index_rows = unit ? 1 : rows;
   const uint64_t bitmap_bytes = BitmapBytes(index_rows, routed.cols);
   h.index_codec = options.index_codec;
-  if (h.index_codec == IndexCodec::kAuto) {
-    // Delta-varint costs at least a byte per kept column and per index row, so past that the
-    // bitmap wins without sizing the varints.
-    const uint64_t delta_floor = routed.indices.size() + index_rows;
-    h.index_codec =
-        delta_floor < bitmap_bytes && DeltaVarintBytes(offsets, routed.indices) < bitmap_bytes
-            ? IndexCodec::kDeltaVarint
-            : IndexCodec::kBitmap;
+  // The router's bitmap has its rows on byte boundaries (cols % 8 == 0): the subset bitmap
+  // reads it as it is; the bitmap codec borrows it only when that is the wire layout anyway.
+  const std::span<const uint8_t> row_bitmap = unit ? std::span<const uint8_t>() : bitmap;
+  thread_local std::vector<uint64_t> column_mask;
+  if (h.index_codec == IndexCodec::kAuto || h.index_codec == IndexCodec::kSubsetBitmap) {
+    const uint64_t active =
+        ColumnMask(offsets, routed.indices, routed.cols, row_bitmap, &column_mask);
+    if (h.index_codec == IndexCodec::kAuto) {
+      // The smallest in raw bytes; ties go to the bitmap, then the subset bitmap. Delta-varint
+      // costs at least a byte per kept column and per index row, so past that it is not sized.
+      const uint64_t subset_bytes = SubsetBitmapBytes(index_rows, routed.cols, active);
+      const uint64_t best = std::min(bitmap_bytes, subset_bytes);
+      const uint64_t delta_floor = routed.indices.size() + index_rows;
+      h.index_codec = delta_floor < best && DeltaVarintBytes(offsets, routed.indices) < best
+                          ? IndexCodec::kDeltaVarint
+                      : subset_bytes < bitmap_bytes ? IndexCodec::kSubsetBitmap
+                                                    : IndexCodec::kBitmap;
+    }
   }
   std::vector<RawSection> sections;
   sections.push_back({SectionId::kIndex, {}});
@@ -427,6 +444,9 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
     sections.back().borrowed = bitmap;
   } else if (h.index_codec == IndexCodec::kBitmap) {
     AppendBitmap(offsets, routed.indices, routed.cols, &sections.back().raw);
+  } else if (h.index_codec == IndexCodec::kSubsetBitmap) {
+    AppendSubsetBitmap(offsets, routed.indices, routed.cols, row_bitmap, column_mask,
+                       &sections.back().raw);
   } else {
     AppendDeltaVarint(offsets, routed.indices, &sections.back().raw);
   }
@@ -702,7 +722,8 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
     case PacketKind::kActivation:
       if (h.index_codec == IndexCodec::kAuto) {
         return Corrupt("header.index_codec", 0,
-                       "must be bitmap (1) or delta-varint (2) in an activation packet");
+                       "must be bitmap (1), delta-varint (2) or subset-bitmap (3) in an "
+                       "activation packet");
       }
       return check_shape();
     case PacketKind::kGradient:
@@ -965,6 +986,9 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
   if (h.index_codec == IndexCodec::kBitmap) {
     SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeBitmap(index, index_rows, h.cols, index_kept,
                                                             &t->row_offsets, &t->indices));
+  } else if (h.index_codec == IndexCodec::kSubsetBitmap) {
+    SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeSubsetBitmap(
+        index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
   } else {
     SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeDeltaVarint(
         index, index_rows, h.cols, index_kept, &t->row_offsets, &t->indices));
@@ -1082,18 +1106,24 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
         "must equal the packet's " + std::to_string(h.rows) + " x " + std::to_string(h.cols));
   }
   const bool one_tier = h.count_full == 0 || h.count_lossy == 0;
-  if (h.granularity != Granularity::kElement || h.index_codec != IndexCodec::kBitmap || !one_tier ||
-      h.rest != RestPolicy::kDrop) {
+  const bool subset = h.index_codec == IndexCodec::kSubsetBitmap;
+  if (h.granularity != Granularity::kElement || (h.index_codec != IndexCodec::kBitmap && !subset) ||
+      !one_tier || h.rest != RestPolicy::kDrop) {
     RoutedTensor t;
     SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
     return Scatter(t, out);
   }
-  // Fused: bitmap + one value stream straight into the dense rows, with DecodeActivation's
-  // checks (size, padding bits, set bits = kept, every value).
+  // Fused: bitmap (or subset bitmap) + one value stream straight into the dense rows, with
+  // DecodeActivation's checks (size, padding bits, set bits = kept, every value).
   SectionBytes index;
   SPARSELINK_RETURN_IF_ERROR(index.Load(packet, pi->sections[0], 0));
   const std::span<const uint8_t> bits = index.bytes();
-  SPARSELINK_RETURN_IF_ERROR(codec_internal::CheckBitmapShape(bits, h.rows, h.cols));
+  thread_local codec_internal::SubsetBitmapReader reader;
+  if (subset) {
+    SPARSELINK_RETURN_IF_ERROR(reader.Start(bits, h.rows, h.cols));
+  } else {
+    SPARSELINK_RETURN_IF_ERROR(codec_internal::CheckBitmapShape(bits, h.rows, h.cols));
+  }
   const uint64_t kept = Kept(h);
   if (kept > UINT32_MAX) {  // what DecodeActivation's 32-bit row offsets can hold
     return FieldError(ErrorCode::kResourceExhausted, "kept entries", kept, "must fit in 32 bits");
@@ -1101,7 +1131,12 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
   thread_local std::vector<uint32_t> row_counts;
   thread_local std::vector<float> values;
   row_counts.resize(h.rows);
-  simd::RowBitCounts(bits.data(), bits.size(), h.rows, h.cols, row_counts.data());
+  if (subset) {
+    reader.CountRows(h.rows, row_counts.data());
+    reader.Rewind();
+  } else {
+    simd::RowBitCounts(bits.data(), bits.size(), h.rows, h.cols, row_counts.data());
+  }
   const uint64_t set_bits = std::accumulate(row_counts.begin(), row_counts.end(), uint64_t{0});
   if (set_bits != kept) {
     return Corrupt("bitmap set bits", set_bits, "header says " + std::to_string(kept) + " kept");
@@ -1115,8 +1150,19 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
                                                 row_counts, std::span<float>(values.data(), kept));
     if (!s.ok()) return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
   }
-  simd::ScatterBits(bits.data(), bits.size(), h.rows, h.cols, values.data(), out.data, out.cols);
-  return Status::Ok();
+  if (!subset) {
+    simd::ScatterBits(bits.data(), bits.size(), h.rows, h.cols, values.data(), out.data, out.cols);
+    return Status::Ok();
+  }
+  const size_t row_bytes = (size_t{h.cols} + 7) / 8;
+  const float* next = values.data();
+  for (size_t r = 0; r < h.rows; ++r) {
+    uint64_t set = 0;
+    const uint8_t* row = reader.NextRow(&set);
+    simd::ScatterBits(row, row_bytes, 1, h.cols, next, out.Row(r), out.cols);
+    next += set;
+  }
+  return reader.Finish();
 }
 
 Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,

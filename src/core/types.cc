@@ -64,6 +64,7 @@ std::string_view IndexCodecName(IndexCodec c) {
     case IndexCodec::kAuto: return "auto";
     case IndexCodec::kBitmap: return "bitmap";
     case IndexCodec::kDeltaVarint: return "delta-varint";
+    case IndexCodec::kSubsetBitmap: return "subset-bitmap";
   }
   return "?";
 }

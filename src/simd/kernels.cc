@@ -891,6 +891,96 @@ void RowBitCounts(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t 
   }
 }
 
+// The bits of x where m is set, packed to the low end (BMI2 pext), and the inverse (pdep).
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2 && !defined(HWY_DISABLE_BMI2_FMA)
+uint64_t ExtractBits(uint64_t x, uint64_t m) { return _pext_u64(x, m); }
+uint64_t DepositBits(uint64_t x, uint64_t m) { return _pdep_u64(x, m); }
+#else
+uint64_t ExtractBits(uint64_t x, uint64_t m) {
+  uint64_t r = 0;
+  for (uint64_t bit = 1; m != 0; m &= m - 1, bit <<= 1) {
+    if ((x & m & (~m + 1)) != 0) r |= bit;
+  }
+  return r;
+}
+uint64_t DepositBits(uint64_t x, uint64_t m) {
+  uint64_t r = 0;
+  for (uint64_t bit = 1; m != 0; m &= m - 1, bit <<= 1) {
+    if ((x & bit) != 0) r |= m & (~m + 1);
+  }
+  return r;
+}
+#endif
+
+void PackMaskedRow(const uint8_t* HWY_RESTRICT row_bits, size_t cols,
+                   const uint64_t* HWY_RESTRICT mask, uint8_t* HWY_RESTRICT out, uint64_t* pos) {
+  const size_t row_bytes = (cols + 7) / 8;
+  uint64_t at = *pos;
+  for (size_t w = 0; w * 64 < cols; ++w) {
+    if (mask[w] == 0) continue;
+    const uint64_t bits = ExtractBits(LoadWord(row_bits, row_bytes, w), mask[w]);
+    const auto n = static_cast<unsigned>(std::popcount(mask[w]));
+    // OR-ed in at bit `at`: the low part into the 8 bytes from at / 8, the spill (when the
+    // shifted bits pass 64) into the ninth; `out` is zeroed with 8 bytes of slack.
+    uint8_t* dst = out + at / 8;
+    const unsigned shift = at % 8;
+    uint64_t word;
+    std::memcpy(&word, dst, 8);
+    word |= bits << shift;
+    std::memcpy(dst, &word, 8);
+    if (shift != 0 && shift + n > 64)
+      dst[8] = static_cast<uint8_t>(dst[8] | (bits >> (64 - shift)));
+    at += n;
+  }
+  *pos = at;
+}
+
+// n (<= 64) bits of `in` from bit `at`, zero past num_bytes.
+uint64_t ReadBitsAt(const uint8_t* HWY_RESTRICT in, size_t num_bytes, uint64_t at, unsigned n) {
+  const uint64_t first = at / 8;
+  const unsigned shift = at % 8;
+  uint64_t x;
+  if (first + 9 <= num_bytes) {
+    std::memcpy(&x, in + first, 8);
+    x >>= shift;
+    if (shift != 0) x |= uint64_t{in[first + 8]} << (64 - shift);
+  } else {
+    x = 0;
+    for (uint64_t i = first; i < num_bytes && i < first + 9; ++i) {
+      const uint64_t byte = in[i];
+      const int at_bit = static_cast<int>(8 * (i - first)) - static_cast<int>(shift);
+      x |= at_bit >= 0 ? byte << at_bit : byte >> -at_bit;
+    }
+  }
+  return n == 64 ? x : x & ((uint64_t{1} << n) - 1);
+}
+
+uint64_t UnpackMaskedRow(const uint8_t* HWY_RESTRICT in, size_t num_bytes, uint64_t* pos,
+                         size_t cols, const uint64_t* HWY_RESTRICT mask,
+                         uint8_t* HWY_RESTRICT row_bits) {
+  const size_t row_bytes = (cols + 7) / 8;
+  uint64_t at = *pos;
+  uint64_t set = 0;
+  for (size_t w = 0; w * 64 < cols; ++w) {
+    const auto n = static_cast<unsigned>(std::popcount(mask[w]));
+    uint64_t word = 0;
+    if (n != 0) {
+      word = DepositBits(ReadBitsAt(in, num_bytes, at, n), mask[w]);
+      at += n;
+      set += static_cast<uint64_t>(std::popcount(word));
+    }
+    const size_t bytes = std::min<size_t>(8, row_bytes - 8 * w);
+    if (bytes == 8) {
+      std::memcpy(row_bits + 8 * w, &word, 8);
+    } else {
+      for (size_t i = 0; i < bytes; ++i)
+        row_bits[8 * w + i] = static_cast<uint8_t>(word >> (8 * i));
+    }
+  }
+  *pos = at;
+  return set;
+}
+
 #if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
 // The dense row of `cols` columns (a multiple of 16) from its bitmap bytes and its values, by
 // AVX-512's expand (vexpandps; Highway 1.0 has no Expand): one store per 16 columns, no
@@ -995,6 +1085,8 @@ HWY_EXPORT(TargetName);
 HWY_EXPORT(BitmapToColumns);
 HWY_EXPORT(RowBitCounts);
 HWY_EXPORT(ScatterBits);
+HWY_EXPORT(PackMaskedRow);
+HWY_EXPORT(UnpackMaskedRow);
 
 bool MagnitudeKeys(const float* a, const float* w, size_t n, uint32_t* keys) {
   return HWY_DYNAMIC_DISPATCH(MagnitudeKeys)(a, w, n, keys);
@@ -1097,6 +1189,14 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride) {
   HWY_DYNAMIC_DISPATCH(ScatterBits)(bytes, num_bytes, rows, cols, values, out, stride);
+}
+void PackMaskedRow(const uint8_t* row_bits, size_t cols, const uint64_t* mask, uint8_t* out,
+                   uint64_t* pos) {
+  HWY_DYNAMIC_DISPATCH(PackMaskedRow)(row_bits, cols, mask, out, pos);
+}
+uint64_t UnpackMaskedRow(const uint8_t* in, size_t num_bytes, uint64_t* pos, size_t cols,
+                         const uint64_t* mask, uint8_t* row_bits) {
+  return HWY_DYNAMIC_DISPATCH(UnpackMaskedRow)(in, num_bytes, pos, cols, mask, row_bits);
 }
 bool BitmapToColumns(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                      uint32_t* offsets, uint32_t* out, uint64_t capacity, uint64_t* count) {

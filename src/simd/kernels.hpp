@@ -138,6 +138,20 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride);
 
+// Subset bitmap rows (index codec 3, docs/wire-format.md). `mask` is the column mask as
+// ceil(cols / 64) little-endian words, zero past cols; a row's full bitmap `row_bits` has
+// column c at bit c, ceil(cols / 8) bytes.
+// Packs the row's bits at the masked columns, in column order, into `out` from bit *pos on,
+// OR-ed in (`out` zeroed up to 8 bytes past the last bit written), and advances *pos by the
+// mask's set bits. Bits of row_bits past cols are ignored. BMI2 pext on AVX2 and AVX3.
+void PackMaskedRow(const uint8_t* row_bits, size_t cols, const uint64_t* mask, uint8_t* out,
+                   uint64_t* pos);
+// The inverse: reads the mask's set-bit count of bits from `in` (num_bytes long; zero past
+// it) at *pos, writes the row's full bitmap (bits past cols zero) to row_bits, advances *pos
+// and returns the row's set bits.
+uint64_t UnpackMaskedRow(const uint8_t* in, size_t num_bytes, uint64_t* pos, size_t cols,
+                         const uint64_t* mask, uint8_t* row_bits);
+
 // The name of the instruction set the dispatcher chose (for bench reports), e.g. "AVX3".
 const char* TargetName();
 
