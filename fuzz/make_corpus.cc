@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
     for (float& x : a) x = normal(rng);
     for (ValueCodec codec : {ValueCodec::kFp32, ValueCodec::kFp16, ValueCodec::kBf16,
                              ValueCodec::kInt8, ValueCodec::kInt4}) {
-      for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint}) {
+      for (IndexCodec index :
+           {IndexCodec::kBitmap, IndexCodec::kDeltaVarint, IndexCodec::kSubsetBitmap}) {
         for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
           for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
             const Contract contract{.keep = 0.3,

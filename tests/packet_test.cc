@@ -1374,6 +1374,44 @@ TEST(ActivationPacket, AutoIndexPicksTheSubsetBitmapForSharedColumns) {
   auto decoded = DecodeActivation(packet);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   EXPECT_EQ(decoded->indices, t.indices);
+  // The fused dense decoder on rows of whole 16-column masks (ExpandRow on AVX-512).
+  std::vector<float> want(size_t{t.rows} * t.cols, 1.0f), got(want.size(), 2.0f);
+  ASSERT_TRUE(Scatter(*decoded, {want.data(), t.rows, t.cols}).ok());
+  ASSERT_TRUE(DecodeActivationToDense(packet, {got.data(), t.rows, t.cols}).ok());
+  EXPECT_EQ(got, want);
+}
+
+// A subset bitmap whose mask names a column no row keeps, with the right size and kept count
+// (one mask bit flipped, resealed): both decoders refuse it, and the fused one before it has
+// written anything.
+TEST(BadPacket, SubsetMaskOutsideTheRowsIsRefusedBeforeAnyWrite) {
+  RoutedTensor t;  // 2 x 5: row 0 keeps {1, 3}, row 1 keeps {0}
+  t.rows = 2;
+  t.cols = 5;
+  t.row_offsets = {0, 2, 3};
+  t.indices = {1, 3, 0};
+  t.values = {1.0f, 2.0f, 3.0f};
+  t.tiers.assign(3, Tier::kFull);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeActivation(t, MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8), {},
+                               {.index_codec = IndexCodec::kSubsetBitmap}, &packet)
+                  .ok());
+  const PacketInfo info = *InspectPacket(packet);
+  const size_t at = info.sections[0].offset;
+  ASSERT_EQ(packet[at], 0x0b);      // mask {0, 1, 3}
+  ASSERT_EQ(packet[at + 1], 0x0e);  // rows over it: 0,1,1 | 1,0,0
+  // Mask {0, 1, 3, 4}: still 8 stream bits in one byte, rows now {1, 3, 4} and {}, 3 kept.
+  packet[at] = 0x1b;
+  Reseal(packet);
+  auto decoded = DecodeActivation(packet);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_TRUE(Contains(decoded.status(), "subset bitmap masked column = 0: is kept by no row"))
+      << decoded.status().message();
+  std::vector<float> out(10, 7.0f);
+  const Status dense = DecodeActivationToDense(packet, {out.data(), 2, 5});
+  EXPECT_EQ(dense.code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(dense, "subset bitmap masked column = 0")) << dense.message();
+  EXPECT_EQ(out, std::vector<float>(10, 7.0f));
 }
 
 // --- The cost model against the codec ------------------------------------------------------

@@ -30,7 +30,7 @@ std::string_view PacketKindName(PacketKind k);
 
 // Section identifiers inside a packet (each appears at most once, in this order).
 enum class SectionId : uint8_t {
-  kIndex = 1,           // kept positions (bitmap or delta-varint)
+  kIndex = 1,           // kept positions (bitmap, delta-varint or subset bitmap)
   kTierBits = 2,        // 1 bit per kept entry, 1 = lossy; present only when both tiers are used
   kFullValues = 3,      // full tier values (per-row scales first where the codec has them)
   kLossyValues = 4,     // lossy tier values (likewise)
@@ -152,7 +152,8 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
                                       const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
 // DecodeActivation + Scatter in one call, bit for bit the same dense tensor (`out` must be
 // rows x cols of the packet) and the same checks; fused (no index or value arrays in between)
-// for element granularity, bitmap index, one tier and rest policy drop, the common case.
+// for element granularity, bitmap or subset-bitmap index, one tier and rest policy drop, the
+// common case.
 // Thread-safe; keeps a per-thread value buffer.
 Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
                                const DecodeLimits& limits = {}, PacketInfo* info = nullptr);

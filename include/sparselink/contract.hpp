@@ -66,7 +66,9 @@ size_t KeptCount(size_t n, double keep);
 size_t FullCount(size_t kept, double keep_full);
 
 // Wire bytes one step of `rows x cols` activations costs under `contract` (forward packet,
-// with the smaller index codec, header and checksum included), plus the mask-routed gradient
+// with the smaller of the bitmap and delta-varint index, header and checksum included; the
+// subset bitmap, which depends on the columns the rows share, is only picked when smaller, so
+// for it this is an upper bound), plus the mask-routed gradient
 // in `gradient_codec` when `with_gradient`. A model, not a measurement: value, tier and
 // bitmap bytes are exact; delta-varint indices are estimated from the expected LEB128 size
 // of a gap between randomly placed columns, so for rows that keep scattered columns the

