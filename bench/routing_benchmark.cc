@@ -248,16 +248,18 @@ BENCHMARK(BM_GradientRoundTrip)->Apply(Sizes);
 
 // One training step of one routed boundary at the default MLP's shape (batch 128, 1024
 // neurons, keep 12.2 %, the negotiated keep of the default run; int8 values and gradients,
-// delta-varint index, zstd -5 with Huffman literals): the sender routes and encodes, the
-// receiver decodes and scatters; backward, the receiver gathers the gradient at the mask and
-// encodes it, the sender decodes it and scatters it. Activations are post-ReLU (half zeros),
-// scored by a sensitivity map. Arg 1 = cold: 64 MiB are touched between steps (outside the
-// timing), as the GEMMs between two boundary calls do in training. Counters: microseconds
-// per step of each phase.
+// the index codec auto picks, zstd -5 with Huffman literals when on): the sender routes and
+// encodes, the receiver decodes and scatters; backward, the receiver gathers the gradient at the
+// mask and encodes it, the sender decodes it and scatters it. Activations are post-ReLU (half
+// zeros), scored by a sensitivity map. Arg 1 = cold: 64 MiB are touched between steps (outside the
+// timing), as the GEMMs between two boundary calls do in training. Arg 2 = zstd on (training's
+// default until the subset-bitmap index; off now). Counters: microseconds per step of each
+// phase.
 void BM_TrainingBoundaryStep(benchmark::State& state) {
   constexpr size_t kRows = 128;
   constexpr size_t kCols = 1024;
   const bool cold = state.range(0) != 0;
+  const bool zstd = state.range(1) != 0;
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
@@ -275,7 +277,7 @@ void BM_TrainingBoundaryStep(benchmark::State& state) {
   if (!map.ok() || !map->Assign(map_values).ok()) state.SkipWithError("map");
   auto router = Router::Create({.policy = ScorePolicy::kSensitivity, .eps = 1e-3});
   const Contract contract{.keep = 0.12207, .keep_full = 0.0, .lossy_codec = ValueCodec::kInt8};
-  const EncodeOptions options{.zstd = true, .zstd_level = -5};
+  const EncodeOptions options{.zstd = zstd, .zstd_level = -5};
   RoutedTensor sender, receiver;
   std::vector<uint8_t> packet, wire;
   std::vector<float> dense(kRows * kCols), dense_gradient(kRows * kCols), values;
@@ -325,9 +327,14 @@ void BM_TrainingBoundaryStep(benchmark::State& state) {
     state.counters[names[k]] =
         phase[k] / static_cast<double>(std::max<int64_t>(1, state.iterations()));
   }
-  state.SetLabel(cold ? "cold" : "warm");
+  state.SetLabel(std::string(cold ? "cold" : "warm") + (zstd ? " zstd" : ""));
 }
-BENCHMARK(BM_TrainingBoundaryStep)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_TrainingBoundaryStep)
+    ->Args({0, 0})
+    ->Args({1, 0})
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Unit(benchmark::kMicrosecond);
 
 // The first touch of a row: rows of 4096 floats taken in turn from a 64 MiB pool (twice the
 // L3 here), each copied into one L1-sized buffer (arg 0) or turned into routing keys

@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
                    "steps between receiver summaries")
       ->check(CLI::Range(1, 1000000));
   train->add_flag("--zstd,!--no-zstd", train_options.zstd,
-                  "zstd each packet section where it is smaller");
+                  "zstd each packet section where it is smaller (default off)");
   train->add_option("--keep-min", train_options.keep_min_percent,
                     "floor of negotiated keep, percent");
   train->add_option("--data", train_options.data_dir,
