@@ -258,7 +258,9 @@ uint64_t ReadBits(std::span<const uint8_t> bytes, uint64_t at, unsigned n) {
   uint64_t x = 0;
   const uint64_t first = at / 8;
   const unsigned shift = at % 8;
-  for (uint64_t i = 0; i < 9 && first + i < bytes.size(); ++i) {
+  // A ninth byte only when the bits start inside the first one (its shift stays below 64).
+  const uint64_t last = shift == 0 ? 8 : 9;
+  for (uint64_t i = 0; i < last && first + i < bytes.size(); ++i) {
     const uint64_t byte = bytes[first + i];
     x |= i == 0 ? byte >> shift : byte << (8 * i - shift);
   }

@@ -15,8 +15,8 @@
 //      against the limits, tier counts against rows * cols;
 //   4. the section table: count, ids in the expected order, flags, reserved, each raw size
 //      equal to (or, for delta-varint and subset-bitmap, within the bounds of) what the header
-//      implies, raw sizes
-//      of zstd sections against the limits, and the stored sizes tiling the payload exactly;
+//      implies, raw sizes of zstd sections against the limits, and the stored sizes tiling the
+//      payload exactly;
 //   5. payloads (decoders only): decompression to exactly raw_bytes, the index and value
 //      streams with their own checks, and RoutedTensor::Validate on the result.
 // Every allocation happens after step 4, so its size is bounded by the buffer (8 index bits or
