@@ -338,7 +338,6 @@ Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_
                       "shorter than the column mask's " + std::to_string(mask_bytes));
   }
   bytes_ = bytes;
-  index_rows_ = index_rows;
   cols_ = cols;
   mask_.assign(Words(cols), 0);
   for (size_t w = 0; w < mask_.size(); ++w)

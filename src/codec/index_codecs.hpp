@@ -73,7 +73,6 @@ class SubsetBitmapReader {
 
  private:
   std::span<const uint8_t> bytes_;
-  uint32_t index_rows_ = 0;
   uint32_t cols_ = 0;
   uint64_t active_ = 0;
   uint64_t stream_begin_ = 0;  // bit offset of row 0 in bytes_
