@@ -57,7 +57,7 @@ while read -r policy keep codec; do
     name="${model}_${policy}_${keep}_${codec}${tag}_s${seed}"
     if [[ ! -f "$out/$name.json" ]]; then
       extra=("${extra_args[@]}")
-      [[ $keep == auto ]] && extra+=(--link-budget "${LINK_BUDGET:-120000}")
+      [[ $keep == auto ]] && extra+=(--link-budget "${LINK_BUDGET:-150000}")
       "$bin" train --model "$model" --policy "$policy" --keep "$keep" --codec "$codec" \
         --epochs "$epochs" --seed "$seed" "${extra[@]}" --report "$out/$name.json" >"$out/$name.log" 2>&1 ||
         echo "FAILED: $name (see $out/$name.log)"

@@ -241,46 +241,7 @@ TEST(Negotiator, NegotiateRejectsBadInputs) {
                        "receiver.compute_entries_per_step = nan"));
   EXPECT_TRUE(Contains(n.Negotiate({&map}, {nullptr, kInf, -5}, 4, 10, 0).status(),
                        "receiver.buffer_bytes = -5"));
-  for (double scale : {0.0, -1.0, 4.5, kNaN, kInf}) {
-    const Status s = n.Negotiate({.map = &map, .index_scale = scale}, {}, 4, 10, 0).status();
-    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << scale;
-    EXPECT_TRUE(Contains(s, "sender.index_scale = ")) << s.message();
-  }
   EXPECT_TRUE(n.history().empty());
-}
-
-// The index term scales alone: the rest of the step (headers, values, scales, gradient) is
-// priced the same, and a sender whose index costs half the model's gets a larger keep under
-// the same link budget, still within the budget as it prices it.
-TEST(Negotiator, IndexScalePricesTheMeasuredIndex) {
-  const size_t rows = 128, cols = 1024;
-  const Contract c{.keep = 0.12, .keep_full = 0.0, .lossy_codec = ValueCodec::kInt8};
-  const double index = EstimateIndexBytes(c, rows, cols);
-  EXPECT_GT(index, 0);
-  const double full = EstimateStepBytes(c, rows, cols, true, ValueCodec::kInt8);
-  EXPECT_DOUBLE_EQ(EstimateStepBytes(c, rows, cols, true, ValueCodec::kInt8, 1, 0.5),
-                   full - 0.5 * index);
-  const StepCostLine line = FitStepCost(c, 1, rows, cols, 0.01, ValueCodec::kInt8);
-  const StepCostLine half = FitStepCost(c, 1, rows, cols, 0.01, ValueCodec::kInt8, 1, 0.5);
-  EXPECT_LT(half.per_entry, line.per_entry);
-
-  const auto map = HotMap(cols, cols);  // flat: only the budget decides
-  const double budget = full;
-  auto plain = MakeNegotiator({}, c);
-  auto scaled = MakeNegotiator({}, c);
-  NegotiateOk(plain,
-              {.map = &map, .link_bytes_per_step = budget, .gradient_codec = ValueCodec::kInt8}, {},
-              rows, cols);
-  NegotiateOk(scaled,
-              {.map = &map,
-               .link_bytes_per_step = budget,
-               .gradient_codec = ValueCodec::kInt8,
-               .index_scale = 0.5},
-              {}, rows, cols);
-  EXPECT_NEAR(plain.contract().keep, 0.12, 0.002);
-  EXPECT_GT(scaled.contract().keep, plain.contract().keep + 0.02);
-  EXPECT_LE(EstimateStepBytes(scaled.contract(), rows, cols, true, ValueCodec::kInt8, 1, 0.5),
-            budget);
 }
 
 TEST(Negotiator, SenderCoverageDecidesWithoutReceiverOpinion) {

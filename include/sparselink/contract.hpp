@@ -75,16 +75,10 @@ size_t FullCount(size_t kept, double keep_full);
 // total is within a few percent of the codec's output (tests check it); regularly spaced
 // gaps just above 127 cost more than that model says. With unit granularity the router keeps
 // KeptCount(units, keep) whole units of `block` columns (units = ceil(cols / block)); they are
-// priced as full units, an upper bound when the partial last unit is among them.
-// `index_scale` multiplies the index term: a sender that measured its packets' index bytes
-// against EstimateIndexBytes (the subset bitmap comes in well under the model when rows share
-// columns) prices with what it measured; 1 prices the model as it is. Does not allocate.
+// priced as full units, an upper bound when the partial last unit is among them. Does not
+// allocate.
 double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, bool with_gradient,
-                         ValueCodec gradient_codec = ValueCodec::kFp32, size_t block = 1,
-                         double index_scale = 1.0);
-// The index term of EstimateStepBytes alone (index_scale 1): the smaller of the bitmap and the
-// expected delta-varint size, bytes.
-double EstimateIndexBytes(const Contract& contract, size_t rows, size_t cols, size_t block = 1);
+                         ValueCodec gradient_codec = ValueCodec::kFp32, size_t block = 1);
 
 // One boundary's wire bytes per step as a line in its kept entries, for splitting a shared
 // budget with AllocateBudget: bytes ~= fixed + per_entry * entries. Fitted to
@@ -99,8 +93,7 @@ struct StepCostLine {
   double per_entry = 0;
 };
 StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet_rows, size_t cols,
-                         double keep_min, ValueCodec gradient_codec, size_t block = 1,
-                         double index_scale = 1.0);
+                         double keep_min, ValueCodec gradient_codec, size_t block = 1);
 
 struct NegotiatorOptions {
   double tau_send = 0.95;     // sender keeps the units covering this share of its sensitivity
@@ -116,9 +109,6 @@ struct SenderView {
   // Bytes per step the link gives this boundary, both directions (activation + gradient).
   double link_bytes_per_step = std::numeric_limits<double>::infinity();
   ValueCodec gradient_codec = ValueCodec::kFp32;  // how the gradient comes back (for the cost)
-  // Measured index bytes over modelled (EstimateStepBytes' index_scale) for the link cap; in
-  // (0, 4]. 1 = the model as it is.
-  double index_scale = 1.0;
   // The reason recorded when the link budget caps the keep: kSenderLinkBudget for the
   // sender's own budget, kSharedBudget when it is this boundary's share of a shared one.
   BoundBy link_budget_reason = BoundBy::kSenderLinkBudget;

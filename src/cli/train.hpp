@@ -21,7 +21,7 @@ struct TrainCliOptions {
   std::string model = "mlp";
   std::string policy = "sensitivity";
   std::string keep = "auto";          // a percentage in (0, 100], or "auto"
-  double link_budget_bytes = 120000;  // bytes per step shared by all boundaries; 0 = none
+  double link_budget_bytes = 150000;  // bytes per step shared by all boundaries; 0 = none
   std::string codec = "int8";         // kept values
   std::string gradient_codec = "int8";
   int stages = 4;

@@ -127,14 +127,13 @@ static size_t KeptColumns(Granularity granularity, size_t cols, size_t block, do
 }
 
 StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet_rows, size_t cols,
-                         double keep_min, ValueCodec gradient_codec, size_t block,
-                         double index_scale) {
+                         double keep_min, ValueCodec gradient_codec, size_t block) {
   Contract probe = contract;
   const auto cost = [&](double keep) {
     probe.keep = keep;
     return static_cast<double>(packets) * EstimateStepBytes(probe, packet_rows, cols,
                                                             /*with_gradient=*/true, gradient_codec,
-                                                            block, index_scale);
+                                                            block);
   };
   const auto kept = [&](double keep) {
     return static_cast<double>(KeptColumns(contract.granularity, cols, block, keep));
@@ -160,35 +159,27 @@ StepCostLine FitStepCost(const Contract& contract, size_t packets, size_t packet
   return line;
 }
 
-double EstimateIndexBytes(const Contract& contract, size_t rows, size_t cols, size_t block) {
-  const bool unit = contract.granularity == Granularity::kUnit;
-  const double kept_per_row =
-      static_cast<double>(KeptColumns(contract.granularity, cols, block, contract.keep));
-  // How many rows carry their own index set.
-  const double index_rows = unit ? 1.0 : static_cast<double>(rows);
-  const double bitmap = std::ceil(index_rows * static_cast<double>(cols) / 8.0);
-  const double density =
-      static_cast<double>(cols) > 0 ? kept_per_row / static_cast<double>(cols) : 0;
-  const double delta =
-      index_rows * (VarintBytes(kept_per_row) + kept_per_row * ExpectedGapBytes(density));
-  return std::min(bitmap, delta);
-}
-
 double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, bool with_gradient,
-                         ValueCodec gradient_codec, size_t block, double index_scale) {
+                         ValueCodec gradient_codec, size_t block) {
   const bool unit = contract.granularity == Granularity::kUnit;
-  // Entries per row.
+  // Entries per row and how many rows carry their own index set.
   const double kept_per_row =
       static_cast<double>(KeptColumns(contract.granularity, cols, block, contract.keep));
+  const double index_rows = unit ? 1.0 : static_cast<double>(rows);
   const double kept_total = kept_per_row * static_cast<double>(rows);
   const auto full_per_row =
       static_cast<double>(FullCount(static_cast<size_t>(kept_per_row), contract.keep_full));
   const double full_total = full_per_row * static_cast<double>(rows);
   const double lossy_total = kept_total - full_total;
 
+  const double bitmap = std::ceil(index_rows * static_cast<double>(cols) / 8.0);
+  const double density =
+      static_cast<double>(cols) > 0 ? kept_per_row / static_cast<double>(cols) : 0;
+  const double delta =
+      index_rows * (VarintBytes(kept_per_row) + kept_per_row * ExpectedGapBytes(density));
   double bytes = kPacketHeaderBytes + kChecksumBytes;
   int sections = 1;
-  bytes += index_scale * EstimateIndexBytes(contract, rows, cols, block);
+  bytes += std::min(bitmap, delta);
   if (full_total > 0) {
     ++sections;
     bytes += static_cast<double>(

@@ -107,10 +107,6 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
                       sender.map->num_neurons(), "must equal cols = " + std::to_string(cols));
   }
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("sender.link_bytes_per_step", sender.link_bytes_per_step));
-  if (!std::isfinite(sender.index_scale) || sender.index_scale <= 0 || sender.index_scale > 4) {
-    return FieldError(ErrorCode::kInvalidArgument, "sender.index_scale", sender.index_scale,
-                      "must be in (0, 4]");
-  }
   SPARSELINK_RETURN_IF_ERROR(
       CheckBudget("receiver.compute_entries_per_step", receiver.compute_entries_per_step));
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.buffer_bytes", receiver.buffer_bytes));
@@ -120,7 +116,7 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
   const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
     probe.keep = keep;
     return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec,
-                             sender.map->block(), sender.index_scale);
+                             sender.map->block());
   });
   const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
     probe.keep = keep;

@@ -4,7 +4,6 @@
 // gradient (plus the receiver summary every `summary_every` steps).
 #include "sparselink/torch/routed_boundary.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -87,16 +86,6 @@ struct RoutedBoundaries::State {
   double link_cap_bytes = std::numeric_limits<double>::infinity();
   // Wire bytes of this boundary's receiver summary (its size depends only on cols).
   double summary_packet_bytes = 0;
-  // The forward packets' index bytes since the last negotiation, as sent and as the byte model
-  // prices them (EstimateIndexBytes): their ratio is the index_scale of the next negotiation,
-  // so that the budget buys what the index really costs (the subset bitmap is well under the
-  // model when rows share columns).
-  double index_sent_bytes = 0;
-  double index_model_bytes = 0;
-  double IndexScale() const {
-    if (index_model_bytes <= 0 || index_sent_bytes <= 0) return 1.0;
-    return std::clamp(index_sent_bytes / index_model_bytes, 0.05, 4.0);
-  }
 
   // The step in flight: the sender's routed tensor, the receiver's decoded copy, and the
   // activation the sender scored (rows x cols, contiguous fp32).
@@ -260,18 +249,11 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
     clock.Lap(&time.map_update);
   }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
-  uint64_t index_bytes = 0;
   arrived = Deliver(*forward_link, "forward", label, dense_bytes, count, &report.forward_wire_bytes,
-                    [&](std::span<const uint8_t> bytes, PacketInfo* info) {
-                      auto decoded = DecodeActivation(bytes, {}, info);
-                      if (decoded.ok()) index_bytes = info->sections[0].stored_bytes;
-                      return decoded;
+                    [](std::span<const uint8_t> bytes, PacketInfo* info) {
+                      return DecodeActivation(bytes, {}, info);
                     })
                 .value();
-  if (count) {
-    index_sent_bytes += static_cast<double>(index_bytes);
-    index_model_bytes += EstimateIndexBytes(contract, static_cast<size_t>(rows), cols, block);
-  }
   clock.Lap(&time.forward_link_decode);
   torch::Tensor dense = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   ThrowIfError(Scatter(arrived, {dense.data_ptr<float>(), static_cast<size_t>(rows), cols}),
@@ -625,9 +607,8 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
       // checksum and per-row scales: priced as M packets of the step's rows / M.
       const auto packets = static_cast<size_t>(state->packets_per_step);
       const size_t packet_rows = state->PacketRows();
-      const StepCostLine line =
-          FitStepCost(state->contract, packets, packet_rows, state->cols, floor_keep,
-                      options_.gradient_codec, state->block, state->IndexScale());
+      const StepCostLine line = FitStepCost(state->contract, packets, packet_rows, state->cols,
+                                            floor_keep, options_.gradient_codec, state->block);
       // The receiver's summary crosses on one step in summary_every, under a contract that
       // holds for many steps: every step's cap keeps room for it.
       const double fixed = line.fixed + state->summary_packet_bytes;
@@ -661,7 +642,6 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
          .link_bytes_per_step = std::max(0.0, state->link_cap_bytes - state->summary_packet_bytes) /
                                 static_cast<double>(state->packets_per_step),
          .gradient_codec = options_.gradient_codec,
-         .index_scale = state->IndexScale(),
          .link_budget_reason = options_.link_budget_bytes_per_step > 0
                                    ? BoundBy::kSharedBudget
                                    : BoundBy::kSenderLinkBudget},
@@ -669,8 +649,6 @@ void RoutedBoundaries::OnStepEnd(int64_t step) {
         static_cast<uint64_t>(step + 1));
     ThrowIfError(record.status(), state->boundary);
     state->contract = state->negotiator->contract();
-    state->index_sent_bytes = 0;
-    state->index_model_bytes = 0;
   }
 }
 
