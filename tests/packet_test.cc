@@ -206,6 +206,27 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
               const Status dense = DecodeActivationToDense(packet, {got.data(), rows, cols});
               ASSERT_TRUE(dense.ok()) << dense.ToString();
               ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+              // With the mask: the same tensor, and MaskOf's mask of the decoded copy; the
+              // gradient packet from either mask is the same bytes.
+              KeptMask mask, want_mask;
+              std::fill(got.begin(), got.end(), 2.0f);
+              const Status and_mask =
+                  DecodeActivationToDenseAndMask(packet, {got.data(), rows, cols}, &mask);
+              ASSERT_TRUE(and_mask.ok()) << and_mask.ToString();
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+              ASSERT_TRUE(MaskOf(*decoded, &want_mask).ok());
+              EXPECT_EQ(mask.bits, want_mask.bits);
+              EXPECT_EQ(mask.row_offsets, want_mask.row_offsets);
+              EXPECT_EQ(mask.granularity, g);
+              std::vector<float> grad(decoded->num_kept());
+              for (size_t i = 0; i < grad.size(); ++i) grad[i] = 0.25f * static_cast<float>(i % 9);
+              std::vector<uint8_t> from_routed, from_mask;
+              ASSERT_TRUE(
+                  EncodeGradient(*decoded, grad, ValueCodec::kInt8, {.step = 3}, {}, &from_routed)
+                      .ok());
+              ASSERT_TRUE(
+                  EncodeGradient(mask, grad, ValueCodec::kInt8, {.step = 3}, {}, &from_mask).ok());
+              EXPECT_EQ(from_routed, from_mask);
               EXPECT_EQ(info.header.boundary, 2u);
               EXPECT_EQ(info.header.contract_version, 5u);
               EXPECT_EQ(info.header.step, 99u);
@@ -843,6 +864,19 @@ TEST(BadPacket, DenseDecoderAgreesWithDecodeThenScatterOnEveryResealedFlip) {
             const bool want_ok = decoded.ok() && decoded->rows == rows && decoded->cols == cols &&
                                  Scatter(*decoded, {want.data(), rows, cols}).ok();
             const Status dense = DecodeActivationToDense(bad, {got.data(), rows, cols});
+            // The form with the mask decides alike, and leaves the mask alone when it refuses.
+            KeptMask mask{.rows = 9, .cols = 9};
+            std::vector<float> got_too(rows * cols, 2.0f);
+            const Status with_mask =
+                DecodeActivationToDenseAndMask(bad, {got_too.data(), rows, cols}, &mask);
+            ASSERT_EQ(with_mask.code(), dense.code()) << i << "^" << bit;
+            if (!with_mask.ok()) {
+              ASSERT_EQ(mask.rows, 9u);
+              ASSERT_TRUE(mask.bits.empty());
+            } else {
+              ASSERT_TRUE(mask.Validate().ok());
+              ASSERT_EQ(got_too, got);
+            }
             if (decoded.ok() && (decoded->rows != rows || decoded->cols != cols)) {
               EXPECT_EQ(dense.code(), ErrorCode::kShapeMismatch) << i << "^" << bit;
               continue;
@@ -863,6 +897,9 @@ TEST(BadPacket, DenseDecoderAgreesWithDecodeThenScatterOnEveryResealedFlip) {
         std::vector<float> small(rows * (cols - 1));
         EXPECT_EQ(DecodeActivationToDense(packet, {small.data(), rows, cols - 1}).code(),
                   ErrorCode::kShapeMismatch);
+        EXPECT_EQ(
+            DecodeActivationToDenseAndMask(packet, {small.data(), rows, cols - 1}, nullptr).code(),
+            ErrorCode::kInvalidArgument);
         EXPECT_EQ(DecodeActivationToDense(packet, {nullptr, rows, cols}).code(),
                   ErrorCode::kInvalidArgument);
       }

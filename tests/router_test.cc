@@ -653,6 +653,97 @@ TEST(GatherAtMask, RejectsNonFiniteGradientAtAKeptPositionOnly) {
   EXPECT_EQ(values, (std::vector<float>{0.5f, 0.0f}));
 }
 
+// The KeptMask forms against the column-list forms: the same values, the same dense gradient,
+// at awkward widths (rows that start mid-byte, tails of a vector and of a word) and both
+// granularities.
+TEST(KeptMask, GatherAndScatterEqualTheColumnListForms) {
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  for (size_t cols : {1u, 7u, 40u, 63u, 64u, 100u, 1024u, 1030u}) {
+    for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
+      for (double keep : {0.05, 0.3, 1.0}) {
+        const size_t rows = 5;
+        const std::vector<float> a = RandomValues(rows, cols, 70 + cols);
+        const std::vector<float> g = RandomValues(rows, cols, 71 + cols);
+        const RoutedTensor routed =
+            MustRoute(router, View(a, rows, cols), nullptr, MakeContract(keep, 1.0, gran));
+        KeptMask mask;
+        ASSERT_TRUE(MaskOf(routed, &mask).ok());
+        ASSERT_TRUE(mask.Validate().ok());
+        EXPECT_EQ(mask.num_kept(), routed.num_kept());
+        EXPECT_EQ(mask.granularity, gran);
+        std::vector<float> want, got;
+        ASSERT_TRUE(GatherAtMask(routed, View(g, rows, cols), &want).ok());
+        ASSERT_TRUE(GatherAtMask(mask, View(g, rows, cols), &got).ok());
+        EXPECT_EQ(got, want) << cols << " " << keep;
+        std::vector<float> dense_want(rows * cols, 3.0f), dense_got(rows * cols, 4.0f);
+        ASSERT_TRUE(ScatterAtMask(routed, want, {dense_want.data(), rows, cols}).ok());
+        ASSERT_TRUE(ScatterAtMask(mask, want, {dense_got.data(), rows, cols}).ok());
+        EXPECT_EQ(dense_got, dense_want) << cols << " " << keep;
+      }
+    }
+  }
+}
+
+TEST(KeptMask, GatherNamesANonFiniteGradientByRowAndColumn) {
+  const std::vector<float> a = {1, 0, 0, 2, 0, 3, 4, 0};  // 2 x 4, keep 2 per row
+  std::vector<float> g = {0.5f, kNaN, kInf, 0.25f, 1.0f, 2.0f, 3.0f, 4.0f};
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed = MustRoute(router, View(a, 2, 4), nullptr, MakeContract(0.5));
+  KeptMask mask;
+  ASSERT_TRUE(MaskOf(routed, &mask).ok());
+  std::vector<float> values;
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 2, 4), &values).ok());
+  EXPECT_EQ(values, (std::vector<float>{0.5f, 0.25f, 2.0f, 3.0f}));
+  g[6] = kInf;
+  const Status bad = GatherAtMask(mask, View(g, 2, 4), &values);
+  EXPECT_EQ(bad.code(), ErrorCode::kNonFinite);
+  EXPECT_NE(bad.message().find("gradient[1][2]"), std::string::npos) << bad.message();
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 2, 4), &values, NonFinitePolicy::kTreatAsZero).ok());
+  EXPECT_EQ(values, (std::vector<float>{0.5f, 0.25f, 2.0f, 0.0f}));
+}
+
+TEST(KeptMask, ValidateNamesTheBrokenField) {
+  const std::vector<float> a = RandomValues(3, 12, 80);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const RoutedTensor routed = MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25));
+  KeptMask good;
+  ASSERT_TRUE(MaskOf(routed, &good).ok());
+  const auto expect_bad = [](const KeptMask& m, std::string_view field) {
+    const Status s = m.Validate();
+    EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket) << field;
+    EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
+  };
+  KeptMask m = good;
+  m.bits.pop_back();
+  expect_bad(m, "mask.bits.size()");
+  m = good;
+  m.bits.back() = static_cast<uint8_t>(m.bits.back() | 0x80);  // 36 bits: bit 39 is padding
+  expect_bad(m, "mask.bits padding");
+  m = good;
+  m.row_offsets[2] += 1;
+  expect_bad(m, "mask.row_offsets[2]");
+  m = good;
+  m.row_offsets.pop_back();
+  expect_bad(m, "mask.row_offsets.size()");
+  m = good;
+  m.bits[0] = static_cast<uint8_t>(m.bits[0] ^ 1);  // one entry more or less in row 0
+  expect_bad(m, "mask.row_offsets[1]");
+  m = good;
+  m.cols = 0;
+  expect_bad(m, "mask.cols");
+  // Gather and scatter refuse a broken mask, and wrong shapes, before touching anything.
+  std::vector<float> values, dense(36, 1.0f);
+  m = good;
+  m.row_offsets[3] += 1;
+  EXPECT_EQ(GatherAtMask(m, View(a, 3, 12), &values).code(), ErrorCode::kCorruptPacket);
+  EXPECT_EQ(GatherAtMask(good, View(a, 3, 11), &values).code(), ErrorCode::kShapeMismatch);
+  EXPECT_EQ(GatherAtMask(good, View(a, 3, 12), nullptr).code(), ErrorCode::kInvalidArgument);
+  const std::vector<float> few(good.num_kept() - 1, 1.0f);
+  EXPECT_EQ(ScatterAtMask(good, few, {dense.data(), 3, 12}).code(), ErrorCode::kShapeMismatch);
+  EXPECT_EQ(dense, std::vector<float>(36, 1.0f));
+  EXPECT_EQ(MaskOf(routed, nullptr).code(), ErrorCode::kInvalidArgument);
+}
+
 // ----------------------------------------------------------------------------- policies
 
 TEST(Router, RandomPolicyIsDeterministicPerSeedAndStep) {

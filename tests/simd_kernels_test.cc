@@ -465,7 +465,8 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
 }
 
 // Bitmap to columns against a per-bit loop, on rows that do and do not start on a byte, with
-// the capacity check at the exact count and one below.
+// the capacity check at the exact count and one below; dense from the bitmap (ScatterBits) and
+// back (GatherBits).
 TEST(SimdKernels, BitmapToColumnsEqualsAPerBitLoop) {
   std::mt19937 rng(9);
   ForEachTarget([&] {
@@ -512,6 +513,24 @@ TEST(SimdKernels, BitmapToColumnsEqualsAPerBitLoop) {
         }
         ScatterBits(bytes.data(), bytes.size(), rows, cols, values.data(), dense.data(), cols);
         EXPECT_EQ(dense, expected) << cols << " " << density;
+        // Back from a dense matrix with a row stride past cols: the values at the set bits, row
+        // after row (the kSlack after them may be written, nothing past it).
+        const size_t stride = cols + 3;
+        std::vector<float> source(rows * stride);
+        for (size_t i = 0; i < source.size(); ++i) source[i] = 0.5f * static_cast<float>(i);
+        std::vector<float> gathered(want.size() + 2 * kSlack, -3.0f), want_gathered;
+        for (uint64_t r = 0; r < rows; ++r) {
+          for (uint32_t j = want_offsets[r]; j < want_offsets[r + 1]; ++j) {
+            want_gathered.push_back(source[r * stride + want[j]]);
+          }
+        }
+        EXPECT_EQ(GatherBits(bytes.data(), bytes.size(), rows, cols, source.data(), stride,
+                             gathered.data()),
+                  want.size());
+        for (size_t j = want.size() + kSlack; j < gathered.size(); ++j)
+          ASSERT_EQ(gathered[j], -3.0f);
+        gathered.resize(want.size());
+        EXPECT_EQ(gathered, want_gathered) << cols << " " << density;
         if (!want.empty()) {
           out.assign(want.size() + kSlack, 0);
           EXPECT_FALSE(BitmapToColumns(bytes.data(), bytes.size(), rows, cols, offsets.data(),

@@ -128,6 +128,10 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
 Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
                       const PacketLabel& label, const EncodeOptions& options,
                       std::vector<uint8_t>* out);
+// The same packet from the receiver's KeptMask (the fused decoder's).
+Status EncodeGradient(const KeptMask& mask, std::span<const float> values, ValueCodec codec,
+                      const PacketLabel& label, const EncodeOptions& options,
+                      std::vector<uint8_t>* out);
 // Receiver summary: per-unit mean |g| (non-negative, finite), sent as fp16 or bf16 (`codec`;
 // anything else is refused). Mean gradients are small: bf16 keeps fp32's range at 8
 // significant bits, fp16 turns values below 6.1e-5 subnormal (fewer bits) and below 3e-8
@@ -157,6 +161,12 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
 // Thread-safe; keeps a per-thread value buffer.
 Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
                                const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
+// The same, and the packet's mask into `mask` (not null; capacity reused), which MaskOf of the
+// decoded RoutedTensor would give: the receiver's copy for the gradient's way back
+// (GatherAtMask, EncodeGradient). Neither is written before every check has passed.
+Status DecodeActivationToDenseAndMask(std::span<const uint8_t> packet, MutableMatrix out,
+                                      KeptMask* mask, const DecodeLimits& limits = {},
+                                      PacketInfo* info = nullptr);
 // `mask` is the receiver's own copy of the activation it sent; its shape and kept count must
 // match the header.
 Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,

@@ -93,6 +93,30 @@ struct RoutedTensor {
   Status Validate() const;
 };
 
+// Which entries of a rows x cols matrix a routed tensor kept, laid out as the bitmap index
+// codec lays them on the wire (docs/wire-format.md): rows x cols bits, row after row with no
+// padding between rows, LSB first, zero past the last entry; and the kept entries before each
+// row. The receiver's form of the mask: the fused decoder (DecodeActivationToDense) leaves it
+// beside the dense rows, and the gradient is gathered at it by one vector compress per vector
+// of columns, where RoutedTensor's column list costs a dependent load per kept entry.
+struct KeptMask {
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+  Granularity granularity = Granularity::kElement;  // how the tensor was routed
+  std::vector<uint8_t> bits;                        // ceil(rows * cols / 8) bytes
+  std::vector<uint64_t> row_offsets;  // rows + 1: kept entries before each row, then the total
+
+  uint64_t num_kept() const { return row_offsets.empty() ? 0 : row_offsets.back(); }
+  uint64_t num_kept_in_row(size_t r) const { return row_offsets[r + 1] - row_offsets[r]; }
+  // Shape, sizes, padding bits zero, and each row's set bits equal to its share of
+  // row_offsets. O(rows * cols / 8).
+  Status Validate() const;
+};
+
+// The mask of `routed` (unit granularity: its shared columns in every row) into `out`, reusing
+// its capacity. O(rows * cols / 8 + kept).
+Status MaskOf(const RoutedTensor& routed, KeptMask* out);
+
 // Thread-safe for concurrent Route calls on different outputs (no shared mutable state).
 class Router {
  public:
@@ -140,5 +164,10 @@ Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<
 // Sender side of backward: dense dL/dy with `values` at the mask's positions, zeros elsewhere.
 // (d(m*y)/dy = m, so this is the exact gradient of the routed forward, not an approximation.)
 Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out);
+// The same two at a KeptMask: equal outputs, the same checks and errors. Both are one vector
+// pass over the dense rows (compress / expand where the target has them).
+Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
+                    NonFinitePolicy non_finite = NonFinitePolicy::kReject);
+Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out);
 
 }  // namespace sparselink

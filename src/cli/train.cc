@@ -484,11 +484,11 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       << train_seconds << " s training (" << std::setprecision(1)
       << 100.0 * route_seconds / std::max(train_seconds, 1e-9) << "%)\n  route+encode "
       << std::setprecision(2) << phases.route_encode << " s, link+decode "
-      << phases.forward_link_decode + phases.backward_link_decode << " s, scatter "
-      << phases.scatter + phases.scatter_at_mask << " s, gradient gather+encode "
-      << phases.gradient_encode << " s, maps and summaries " << phases.map_update + phases.summary
-      << " s" << std::setprecision(1) << "\nmodelled link time at " << options.link_bandwidth
-      << ": " << modelled << " s vs " << dense_link_seconds << " s dense\n";
+      << phases.forward_link_decode + phases.backward_link_decode << " s, gradient scatter "
+      << phases.scatter_at_mask << " s, gradient gather+encode " << phases.gradient_encode
+      << " s, maps and summaries " << phases.map_update + phases.summary << " s"
+      << std::setprecision(1) << "\nmodelled link time at " << options.link_bandwidth << ": "
+      << modelled << " s vs " << dense_link_seconds << " s dense\n";
 
   if (Status s = WriteAtomically(options.report_path, report.dump(1)); !s.ok()) return Fail(err, s);
   out << "report: " << options.report_path << "\n";

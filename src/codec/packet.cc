@@ -532,16 +532,19 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
   return EncodeValidActivation(*routed, bitmap, contract, label, options, out);
 }
 
-Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
-                      const PacketLabel& label, const EncodeOptions& options,
-                      std::vector<uint8_t>* out) {
-  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+// EncodeGradient on either form of the mask: its shape, how it was routed, and its kept
+// entries per row (a valid mask's).
+static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granularity,
+                                 std::span<const uint32_t> row_counts, uint64_t kept,
+                                 std::span<const float> values, ValueCodec codec,
+                                 const PacketLabel& label, const EncodeOptions& options,
+                                 std::vector<uint8_t>* out) {
   if (static_cast<size_t>(codec) >= kNumValueCodecs) {
     return FieldError(ErrorCode::kInvalidArgument, "codec", int(codec), "unknown value codec");
   }
-  if (values.size() != mask.num_kept()) {
+  if (values.size() != kept) {
     return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
-                      "must equal the mask's kept count " + std::to_string(mask.num_kept()));
+                      "must equal the mask's kept count " + std::to_string(kept));
   }
   // One vector screen; the scalar walk only runs to name the first bad value.
   if (!simd::AllFinite(values.data(), values.size())) {
@@ -552,13 +555,9 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
       }
     }
   }
-  std::vector<uint32_t> row_counts(mask.rows);
-  for (size_t r = 0; r < mask.rows; ++r)
-    row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
-
   PacketHeader h;
   h.kind = PacketKind::kGradient;
-  h.granularity = mask.granularity;
+  h.granularity = granularity;
   h.index_codec = IndexCodec::kAuto;  // 0: no index on the wire
   h.full_codec = codec;
   h.lossy_codec = ValueCodec::kFp32;  // 0: unused
@@ -567,13 +566,36 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
   h.contract_version = label.contract_version;
   h.step = label.step;
   h.micro_batch = label.micro_batch;
-  h.rows = mask.rows;
-  h.cols = mask.cols;
+  h.rows = rows;
+  h.cols = cols;
   h.count_full = values.size();
   h.count_lossy = 0;
   std::vector<RawSection> sections;
   sections.push_back(ValueSection(SectionId::kGradientValues, codec, values, row_counts));
   return Assemble(h, sections, options, out);
+}
+
+Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
+                      const PacketLabel& label, const EncodeOptions& options,
+                      std::vector<uint8_t>* out) {
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  std::vector<uint32_t> row_counts(mask.rows);
+  for (size_t r = 0; r < mask.rows; ++r)
+    row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+  return EncodeGradientRows(mask.rows, mask.cols, mask.granularity, row_counts, mask.num_kept(),
+                            values, codec, label, options, out);
+}
+
+Status EncodeGradient(const KeptMask& mask, std::span<const float> values, ValueCodec codec,
+                      const PacketLabel& label, const EncodeOptions& options,
+                      std::vector<uint8_t>* out) {
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  thread_local std::vector<uint32_t> row_counts;
+  row_counts.resize(mask.rows);
+  for (size_t r = 0; r < mask.rows; ++r)
+    row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+  return EncodeGradientRows(mask.rows, mask.cols, mask.granularity, row_counts, mask.num_kept(),
+                            values, codec, label, options, out);
 }
 
 // The header of a packet that carries no routed tensor (summary, contract): kind and label,
@@ -1094,8 +1116,57 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet, const Dec
   return t;
 }
 
+// Sets bits [first, first + count) of `dst` (zeroed there) from `src` (LSB first; its bits past
+// count zero), `dst` holding `dst_bytes` bytes.
+static void CopyBitsTo(const uint8_t* src, uint64_t count, uint8_t* dst, size_t dst_bytes,
+                       uint64_t first) {
+  const size_t src_bytes = static_cast<size_t>((count + 7) / 8);
+  if (first % 8 == 0) {
+    std::memcpy(dst + first / 8, src, src_bytes);
+    return;
+  }
+  const unsigned shift = first % 8;
+  for (size_t i = 0; i < src_bytes; ++i) {
+    const size_t at = static_cast<size_t>(first / 8) + i;
+    dst[at] = static_cast<uint8_t>(dst[at] | (src[i] << shift));
+    const auto high = static_cast<uint8_t>(src[i] >> (8 - shift));
+    if (high != 0) dst[at + 1] = static_cast<uint8_t>(dst[at + 1] | high);  // a bit < first + count
+  }
+  (void)dst_bytes;
+  SPARSELINK_DCHECK((first + count + 7) / 8 <= dst_bytes);
+}
+
+// The mask's shape and row offsets from the rows' kept counts (element granularity).
+static void StartMask(const PacketHeader& h, std::span<const uint32_t> row_counts, KeptMask* mask) {
+  mask->rows = h.rows;
+  mask->cols = h.cols;
+  mask->granularity = h.granularity;
+  mask->row_offsets.resize(size_t{h.rows} + 1);
+  uint64_t kept = 0;
+  for (size_t r = 0; r < h.rows; ++r) {
+    mask->row_offsets[r] = kept;
+    kept += row_counts[r];
+  }
+  mask->row_offsets[h.rows] = kept;
+}
+
+static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, KeptMask* mask,
+                            const DecodeLimits& limits, PacketInfo* info);
+
 Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
                                const DecodeLimits& limits, PacketInfo* info) {
+  return DecodeToDense(packet, out, nullptr, limits, info);
+}
+
+Status DecodeActivationToDenseAndMask(std::span<const uint8_t> packet, MutableMatrix out,
+                                      KeptMask* mask, const DecodeLimits& limits,
+                                      PacketInfo* info) {
+  if (mask == nullptr) return Status(ErrorCode::kInvalidArgument, "mask = null: no output given");
+  return DecodeToDense(packet, out, mask, limits, info);
+}
+
+static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, KeptMask* mask,
+                            const DecodeLimits& limits, PacketInfo* info) {
   PacketInfo local;
   PacketInfo* pi = info != nullptr ? info : &local;
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kActivation, pi));
@@ -1115,7 +1186,8 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
       !one_tier || h.rest != RestPolicy::kDrop) {
     RoutedTensor t;
     SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
-    return Scatter(t, out);
+    SPARSELINK_RETURN_IF_ERROR(Scatter(t, out));
+    return mask != nullptr ? MaskOf(t, mask) : Status::Ok();
   }
   // Fused: bitmap (or subset bitmap) + one value stream straight into the dense rows, with
   // DecodeActivation's checks (size, padding bits, set bits = kept, every value).
@@ -1154,16 +1226,23 @@ Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix ou
                                                 row_counts, std::span<float>(values.data(), kept));
     if (!s.ok()) return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
   }
+  // Every check has passed: from here on only writes.
+  if (mask != nullptr) StartMask(h, row_counts, mask);
   if (!subset) {
     simd::ScatterBits(bits.data(), bits.size(), h.rows, h.cols, values.data(), out.data, out.cols);
+    if (mask != nullptr) mask->bits.assign(bits.begin(), bits.end());  // the same layout
     return Status::Ok();
   }
   const size_t row_bytes = (size_t{h.cols} + 7) / 8;
+  if (mask != nullptr) mask->bits.assign((uint64_t{h.rows} * h.cols + 7) / 8, 0);
   const float* next = values.data();
   for (size_t r = 0; r < h.rows; ++r) {
     uint64_t set = 0;
     const uint8_t* row = reader.NextRow(&set);
     simd::ScatterBits(row, row_bytes, 1, h.cols, next, out.Row(r), out.cols);
+    if (mask != nullptr) {
+      CopyBitsTo(row, h.cols, mask->bits.data(), mask->bits.size(), r * uint64_t{h.cols});
+    }
     next += set;
   }
   return Status::Ok();

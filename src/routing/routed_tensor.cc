@@ -190,4 +190,62 @@ Status RoutedTensor::Validate() const {
   return Status::Ok();
 }
 
+Status KeptMask::Validate() const {
+  constexpr ErrorCode kBad = ErrorCode::kCorruptPacket;
+  if (rows == 0) return FieldError(kBad, "mask.rows", rows, "must be > 0");
+  if (cols == 0) return FieldError(kBad, "mask.cols", cols, "must be > 0");
+  if (static_cast<size_t>(granularity) >= kNumGranularities) {
+    return FieldError(kBad, "mask.granularity", int(granularity), "unknown granularity");
+  }
+  const uint64_t entries = uint64_t{rows} * cols;
+  if (bits.size() != (entries + 7) / 8) {
+    return FieldError(kBad, "mask.bits.size()", bits.size(),
+                      MustEqual("ceil(rows * cols / 8)", (entries + 7) / 8));
+  }
+  if (entries % 8 != 0 && (bits.back() >> (entries % 8)) != 0) {
+    return FieldError(kBad, "mask.bits padding", int(bits.back() >> (entries % 8)), "must be 0");
+  }
+  if (row_offsets.size() != size_t{rows} + 1) {
+    return FieldError(kBad, "mask.row_offsets.size()", row_offsets.size(),
+                      MustEqual("rows + 1", size_t{rows} + 1));
+  }
+  if (row_offsets[0] != 0) {
+    return FieldError(kBad, "mask.row_offsets[0]", row_offsets[0], "must be 0");
+  }
+  thread_local std::vector<uint32_t> counts;
+  counts.resize(rows);
+  simd::RowBitCounts(bits.data(), bits.size(), rows, cols, counts.data());
+  for (size_t r = 0; r < rows; ++r) {
+    if (row_offsets[r + 1] < row_offsets[r] || row_offsets[r + 1] - row_offsets[r] != counts[r]) {
+      return FieldError(kBad, Indexed("mask.row_offsets", r + 1), row_offsets[r + 1],
+                        MustEqual("row_offsets[" + std::to_string(r) + "] + the row's set bits",
+                                  row_offsets[r] + counts[r]));
+    }
+  }
+  return Status::Ok();
+}
+
+Status MaskOf(const RoutedTensor& routed, KeptMask* out) {
+  if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "mask = null: no output given");
+  SPARSELINK_RETURN_IF_ERROR(routed.Validate());
+  out->rows = routed.rows;
+  out->cols = routed.cols;
+  out->granularity = routed.granularity;
+  const uint64_t entries = uint64_t{routed.rows} * routed.cols;
+  out->bits.assign((entries + 7) / 8, 0);
+  out->row_offsets.resize(size_t{routed.rows} + 1);
+  uint64_t kept = 0;
+  for (size_t r = 0; r < routed.rows; ++r) {
+    out->row_offsets[r] = kept;
+    const uint64_t first = r * uint64_t{routed.cols};
+    for (uint32_t c : routed.RowIndices(r)) {
+      const uint64_t b = first + c;
+      out->bits[b / 8] = static_cast<uint8_t>(out->bits[b / 8] | (1u << (b % 8)));
+    }
+    kept += routed.num_kept_in_row(r);
+  }
+  out->row_offsets[routed.rows] = kept;
+  return Status::Ok();
+}
+
 }  // namespace sparselink

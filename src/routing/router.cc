@@ -1519,4 +1519,71 @@ Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, Mu
   return Status::Ok();
 }
 
+// The shape checks of the RoutedTensor forms, against a KeptMask.
+static Status CheckMaskShape(std::string_view field, size_t rows, size_t cols, bool has_data,
+                             const KeptMask& mask) {
+  const std::string f(field);
+  if (!has_data) return Status(ErrorCode::kInvalidArgument, f + ".data = null: no buffer given");
+  if (rows != mask.rows) {
+    return FieldError(ErrorCode::kShapeMismatch, f + ".rows", rows,
+                      MustEqual("mask.rows", mask.rows));
+  }
+  if (cols != mask.cols) {
+    return FieldError(ErrorCode::kShapeMismatch, f + ".cols", cols,
+                      MustEqual("mask.cols", mask.cols));
+  }
+  return Status::Ok();
+}
+
+Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
+                    NonFinitePolicy non_finite) {
+  if (values == nullptr)
+    return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
+  SPARSELINK_RETURN_IF_ERROR(mask.Validate());
+  SPARSELINK_RETURN_IF_ERROR(
+      CheckMaskShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask));
+  const uint64_t kept = mask.num_kept();
+  values->resize(kept + simd::kSlack);  // GatherBits writes whole vectors
+  simd::GatherBits(mask.bits.data(), mask.bits.size(), mask.rows, mask.cols, gradient.data,
+                   gradient.cols, values->data());
+  values->resize(kept);
+  if (simd::AllFinite(values->data(), kept)) return Status::Ok();
+  // Name the first non-finite entry by its row and column, as the column-list form does.
+  for (size_t r = 0; r < mask.rows; ++r) {
+    uint64_t i = mask.row_offsets[r];
+    for (size_t c = 0; c < mask.cols; ++c) {
+      const uint64_t b = r * uint64_t{mask.cols} + c;
+      if (((mask.bits[b / 8] >> (b % 8)) & 1u) == 0) continue;
+      float& v = (*values)[i++];
+      if (std::isfinite(v)) continue;
+      if (non_finite == NonFinitePolicy::kReject) {
+        const float bad = v;
+        values->clear();
+        std::ostringstream name;
+        name << "gradient[" << r << "][" << c << "]";
+        return FieldError(ErrorCode::kNonFinite, name.str(), bad,
+                          "must be finite (policy: reject)");
+      }
+      v = SafeValue(v);
+    }
+  }
+  return Status::Ok();
+}
+
+Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out) {
+  SPARSELINK_RETURN_IF_ERROR(mask.Validate());
+  if (values.size() != mask.num_kept()) {
+    return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
+                      MustEqual("mask.num_kept()", mask.num_kept()));
+  }
+  SPARSELINK_RETURN_IF_ERROR(CheckMaskShape("out", out.rows, out.cols, out.data != nullptr, mask));
+  // ScatterBits reads whole vectors of values: a copy with room after it.
+  thread_local std::vector<float> padded;
+  padded.resize(values.size() + simd::kSlack);
+  std::copy(values.begin(), values.end(), padded.begin());
+  simd::ScatterBits(mask.bits.data(), mask.bits.size(), mask.rows, mask.cols, padded.data(),
+                    out.data, out.cols);
+  return Status::Ok();
+}
+
 }  // namespace sparselink

@@ -26,6 +26,8 @@
 #include <sstream>
 #include <string>
 
+#include "simd/kernels.hpp"
+
 namespace sparselink {
 
 std::string_view SensitivityModeName(SensitivityMode m) {
@@ -197,28 +199,46 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
 
   // Pass 1: per-neuron means over rows. A deserialized map gets its scratch here, once: its
   // size comes from num_neurons, which a file may set far larger than its own byte count.
+  // The sums over rows run in float vectors (one row at a time; a batch's rows are few), then
+  // widen to the double scratch; where a float sum overflows, they run again in double.
   if (scratch_.empty()) scratch_.assign(ScratchSize(options_), 0.0);
-  std::fill(scratch_.begin(), scratch_.end(), 0.0);
+  thread_local std::vector<float> sums;
+  sums.assign(scratch_.size(), 0.0f);
   const size_t rows = activation.rows;
   for (size_t r = 0; r < rows; ++r) {
     const float* a = activation.Row(r);
     const float* g = has_gradient ? gradient.Row(r) : nullptr;
     switch (mode) {
-      case SensitivityMode::kTaylor:
-        for (size_t j = 0; j < n; ++j) scratch_[j] += Magnitude(a[j]) * Magnitude(g[j]);
-        break;
-      case SensitivityMode::kActivation:
-        for (size_t j = 0; j < n; ++j) scratch_[j] += Magnitude(a[j]);
-        break;
-      case SensitivityMode::kGradient:
-        for (size_t j = 0; j < n; ++j) scratch_[j] += Magnitude(g[j]);
-        break;
+      case SensitivityMode::kTaylor: simd::AddMagnitudes(a, g, n, sums.data()); break;
+      case SensitivityMode::kActivation: simd::AddMagnitudes(a, nullptr, n, sums.data()); break;
+      case SensitivityMode::kGradient: simd::AddMagnitudes(g, nullptr, n, sums.data()); break;
       case SensitivityMode::kWeighted:
-        for (size_t j = 0; j < n; ++j) {
-          scratch_[j] += Magnitude(a[j]);
-          scratch_[n + j] += Magnitude(g[j]);
-        }
+        simd::AddMagnitudes(a, nullptr, n, sums.data());
+        simd::AddMagnitudes(g, nullptr, n, sums.data() + n);
         break;
+    }
+  }
+  if (simd::AllFinite(sums.data(), sums.size())) {
+    std::copy(sums.begin(), sums.end(), scratch_.begin());
+  } else {
+    // A float sum overflowed (finite values near FLT_MAX): the same sums in double.
+    std::fill(scratch_.begin(), scratch_.end(), 0.0);
+    for (size_t r = 0; r < rows; ++r) {
+      const float* a = activation.Row(r);
+      const float* g = has_gradient ? gradient.Row(r) : nullptr;
+      for (size_t j = 0; j < n; ++j) {
+        const double ma = Magnitude(a[j]);
+        const double mg = g != nullptr ? Magnitude(g[j]) : 0.0;
+        switch (mode) {
+          case SensitivityMode::kTaylor: scratch_[j] += ma * mg; break;
+          case SensitivityMode::kActivation: scratch_[j] += ma; break;
+          case SensitivityMode::kGradient: scratch_[j] += mg; break;
+          case SensitivityMode::kWeighted:
+            scratch_[j] += ma;
+            scratch_[n + j] += mg;
+            break;
+        }
+      }
     }
   }
   const double inv_rows = 1.0 / static_cast<double>(rows);

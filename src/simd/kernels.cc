@@ -405,6 +405,27 @@ void AddAbs(const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT acc) {
   for (; i < n; ++i) acc[i] += std::fabs(x[i]);
 }
 
+void AddMagnitudes(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n,
+                   float* HWY_RESTRICT acc) {
+  const DF df;
+  const size_t lanes = hn::Lanes(df);
+  const auto magnitude = [&](auto v) { return hn::IfThenElseZero(hn::IsFinite(v), hn::Abs(v)); };
+  const auto one = [](float x) { return std::isfinite(x) ? std::fabs(x) : 0.0f; };
+  size_t i = 0;
+  if (b == nullptr) {
+    for (; i + lanes <= n; i += lanes) {
+      hn::StoreU(hn::Add(hn::LoadU(df, acc + i), magnitude(hn::LoadU(df, a + i))), df, acc + i);
+    }
+    for (; i < n; ++i) acc[i] += one(a[i]);
+    return;
+  }
+  for (; i + lanes <= n; i += lanes) {
+    const auto product = hn::Mul(magnitude(hn::LoadU(df, a + i)), magnitude(hn::LoadU(df, b + i)));
+    hn::StoreU(hn::Add(hn::LoadU(df, acc + i), product), df, acc + i);
+  }
+  for (; i < n; ++i) acc[i] += one(a[i]) * one(b[i]);
+}
+
 uint8_t MaxByte(const uint8_t* HWY_RESTRICT bytes, size_t n) {
   const hn::ScalableTag<uint8_t> d8;
   const size_t lanes = hn::Lanes(d8);
@@ -1059,6 +1080,53 @@ void ScatterBits(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t r
   }
 }
 
+// 64 bits of the bitmap from bit `bit` on (zero past num_bytes).
+uint64_t BitsFrom(const uint8_t* bytes, size_t num_bytes, uint64_t bit) {
+  const uint64_t first = bit / 8;
+  uint64_t x = 0;
+  if (first + 8 <= num_bytes) {
+    std::memcpy(&x, bytes + first, 8);
+  } else {
+    for (uint64_t i = first; i < num_bytes; ++i) x |= uint64_t{bytes[i]} << (8 * (i - first));
+  }
+  const unsigned shift = bit % 8;
+  if (shift == 0) return x;
+  const uint64_t next = first + 8 < num_bytes ? bytes[first + 8] : 0;
+  return (x >> shift) | (next << (64 - shift));
+}
+
+uint64_t GatherBits(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t rows,
+                    uint64_t cols, const float* HWY_RESTRICT dense, size_t stride,
+                    float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t lanes = hn::Lanes(df);  // a power of two, at most 16 here
+  static_assert(hn::MaxLanes(DF()) <= 16);
+  const uint64_t lane_bits = (uint64_t{1} << lanes) - 1;
+  uint64_t m = 0;
+  for (uint64_t r = 0; r < rows; ++r) {
+    const float* row = dense + r * stride;
+    const uint64_t begin = r * cols;
+    uint64_t c = 0;
+    // 64 columns a word, one compress a vector.
+    for (; c + 64 <= cols; c += 64) {
+      const uint64_t word = BitsFrom(bytes, num_bytes, begin + c);
+      for (size_t j = 0; j < 64; j += lanes) {
+        const uint64_t sub = word >> j;
+        uint8_t mask_bytes[8];
+        std::memcpy(mask_bytes, &sub, sizeof sub);
+        const auto take = hn::LoadMaskBits(df, mask_bytes);
+        hn::StoreU(CompressLanes(df, hn::LoadU(df, row + c + j), take), df, out + m);
+        m += static_cast<uint64_t>(std::popcount(sub & lane_bits));
+      }
+    }
+    if (c < cols) {  // the last < 64 columns, one set bit at a time
+      uint64_t word = BitsFrom(bytes, num_bytes, begin + c) & ((uint64_t{1} << (cols - c)) - 1);
+      for (; word != 0; word &= word - 1) out[m++] = row[c + std::countr_zero(word)];
+    }
+  }
+  return m;
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
@@ -1078,6 +1146,7 @@ HWY_EXPORT(AllFinite);
 HWY_EXPORT(AscendingBelow);
 HWY_EXPORT(MaxByte);
 HWY_EXPORT(AddAbs);
+HWY_EXPORT(AddMagnitudes);
 HWY_EXPORT(CountSetBits);
 HWY_EXPORT(CountByte);
 HWY_EXPORT(GapVarintExtraBytes);
@@ -1098,6 +1167,7 @@ HWY_EXPORT(TargetName);
 HWY_EXPORT(BitmapToColumns);
 HWY_EXPORT(RowBitCounts);
 HWY_EXPORT(ScatterBits);
+HWY_EXPORT(GatherBits);
 HWY_EXPORT(PackMaskedRow);
 HWY_EXPORT(UnpackMaskedRow);
 
@@ -1129,6 +1199,9 @@ uint64_t GapVarintExtraBytes(const uint32_t* ids, size_t n) {
   return n < 2 ? 0 : HWY_DYNAMIC_DISPATCH(GapVarintExtraBytes)(ids, n);
 }
 void AddAbs(const float* x, size_t n, float* acc) { HWY_DYNAMIC_DISPATCH(AddAbs)(x, n, acc); }
+void AddMagnitudes(const float* a, const float* b, size_t n, float* acc) {
+  HWY_DYNAMIC_DISPATCH(AddMagnitudes)(a, b, n, acc);
+}
 bool AscendingBelow(const uint32_t* ids, size_t n, uint32_t limit) {
   return HWY_DYNAMIC_DISPATCH(AscendingBelow)(ids, n, limit);
 }
@@ -1202,6 +1275,10 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride) {
   HWY_DYNAMIC_DISPATCH(ScatterBits)(bytes, num_bytes, rows, cols, values, out, stride);
+}
+uint64_t GatherBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                    const float* dense, size_t stride, float* out) {
+  return HWY_DYNAMIC_DISPATCH(GatherBits)(bytes, num_bytes, rows, cols, dense, stride, out);
 }
 void PackMaskedRow(const uint8_t* row_bits, size_t cols, const uint64_t* mask, uint8_t* out,
                    uint64_t* pos) {

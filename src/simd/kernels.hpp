@@ -58,6 +58,9 @@ uint64_t GapVarintExtraBytes(const uint32_t* ids, size_t n);
 
 // acc[i] += |x[i]| (column sums of a matrix, one row per call).
 void AddAbs(const float* x, size_t n, float* acc);
+// acc[i] += m(a[i]) * m(b[i]), or m(a[i]) when b is null, where m(x) = |x| for finite x and 0
+// for NaN and +-inf (the sensitivity map's magnitude).
+void AddMagnitudes(const float* a, const float* b, size_t n, float* acc);
 
 // The largest of bytes[0, n) (0 for n = 0).
 uint8_t MaxByte(const uint8_t* bytes, size_t n);
@@ -137,6 +140,13 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 // (whole vectors are read).
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride);
+
+// The inverse of ScatterBits: the values of row r of `dense` (rows x cols, row stride `stride`
+// floats) at the set bits of row r of the same bitmap, in order, row after row, to `out`;
+// returns how many. `out` needs room for them plus kSlack (whole vectors are written). One
+// vector compress per vector of columns.
+uint64_t GatherBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
+                    const float* dense, size_t stride, float* out);
 
 // Subset bitmap rows (index codec 3, docs/wire-format.md). `mask` is the column mask as
 // ceil(cols / 64) little-endian words, zero past cols; a row's full bitmap `row_bits` has

@@ -87,24 +87,23 @@ struct RoutedBoundaries::State {
   // Wire bytes of this boundary's receiver summary (its size depends only on cols).
   double summary_packet_bytes = 0;
 
-  // The step in flight: the sender's routed tensor, the receiver's decoded copy, and the
-  // activation the sender scored (rows x cols, contiguous fp32).
+  // The step in flight: the sender's routed tensor, the receiver's mask of what arrived (the
+  // fused decoder's, which the gradient is gathered at), and the activation the sender scored
+  // (rows x cols, contiguous fp32).
   RoutedTensor sender_mask;
-  RoutedTensor receiver_mask;
+  KeptMask receiver_mask;
   torch::Tensor activation;
   torch::Tensor received;
-  // An uncounted forward (evaluation, or no grad) routes into these instead, so one that
-  // comes between a training forward and its backward leaves that step's masks alone.
+  // An uncounted forward (evaluation, or no grad) routes into this instead, so one that comes
+  // between a training forward and its backward leaves that step's masks alone.
   RoutedTensor eval_sender_mask;
-  RoutedTensor eval_receiver_mask;
   int64_t max_rows = 0;      // most rows a training step has sent: negotiations size steps by it
   int64_t step_rows = 0;     // rows of this step's training forwards so far (all micro-batches)
   int64_t step_packets = 0;  // training forwards of this step so far (its micro-batches)
   int64_t packets_per_step = 1;  // most training forwards a step has made
   uint32_t train_micro = 0;      // micro-batch of the training forward in flight
   uint64_t forwards = 0;         // training forwards so far; a backward must answer the last one
-  std::vector<float> summary;    // per neuron, the receiver's last mean |g|
-  bool have_summary = false;
+  std::vector<float> summary;    // per neuron, the receiver's last mean |g| (zeros before one)
   int64_t step = 0;
 
   std::vector<uint8_t> packet;  // the sender's encoded copy, kept until the receiver decodes it
@@ -223,7 +222,6 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   BoundaryTime time;
   const int64_t rows = input.size(0);
   RoutedTensor& sent = count ? sender_mask : eval_sender_mask;
-  RoutedTensor& arrived = count ? receiver_mask : eval_receiver_mask;
   torch::Tensor scored =
       input.detach().to(torch::kFloat32).contiguous().reshape({rows, static_cast<int64_t>(cols)});
   if (count) activation = scored;
@@ -249,16 +247,19 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
     clock.Lap(&time.map_update);
   }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
-  arrived = Deliver(*forward_link, "forward", label, dense_bytes, count, &report.forward_wire_bytes,
-                    [](std::span<const uint8_t> bytes, PacketInfo* info) {
-                      return DecodeActivation(bytes, {}, info);
-                    })
-                .value();
-  clock.Lap(&time.forward_link_decode);
+  // The receiver decodes straight into the dense rows the next stage reads (and, training, the
+  // mask its gradient will be gathered at): one pass, no column list or value array between.
   torch::Tensor dense = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
-  ThrowIfError(Scatter(arrived, {dense.data_ptr<float>(), static_cast<size_t>(rows), cols}),
-               boundary);
-  clock.Lap(&time.scatter);
+  const MutableMatrix out{dense.data_ptr<float>(), static_cast<size_t>(rows), cols};
+  Deliver(*forward_link, "forward", label, dense_bytes, count, &report.forward_wire_bytes,
+          [&](std::span<const uint8_t> bytes, PacketInfo* info) -> Result<bool> {
+            SPARSELINK_RETURN_IF_ERROR(
+                count ? DecodeActivationToDenseAndMask(bytes, out, &receiver_mask, {}, info)
+                      : DecodeActivationToDense(bytes, out, {}, info));
+            return true;
+          })
+      .value();
+  clock.Lap(&time.forward_link_decode);
   if (count) {
     received = dense;
     report.time.Add(time);
@@ -316,7 +317,6 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                         return DecodeSummary(bytes, {}, info);
                       })
                   .value();
-    have_summary = true;
   }
 
   clock.Lap(&time.summary);
@@ -354,23 +354,36 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry;
     // RouteForward took them, unless the map was frozen then (or this is a second backward of
     // one forward, which finds them in place).
+    // (summary holds zeros until the first one arrives.)
     if (act_sums_forward != forwards) ColumnAbsSums();
     for (size_t j = 0; j < cols; ++j) {
       act_scores[j] = act_sums[j] * inv_rows;
-      grad_scores[j] = have_summary ? summary[j] : 0.0f;
-      taylor_scores[j] = have_summary ? act_scores[j] * summary[j] : 0.0f;
+      grad_scores[j] = summary[j];
+      taylor_scores[j] = act_scores[j] * summary[j];
     }
-    // Kept entries: replace the summary's stand-in by the real gradient. Both sides' kept
-    // values run in mask order: a from the sender's routed copy, g as it just came back.
+    // Kept entries: replace the summary's stand-in by the real gradient, in the scores the mode
+    // reads (activation reads none). Both sides' kept values run in mask order: a from the
+    // sender's routed copy, g as it just came back.
+    const SensitivityMode mode = options->sensitivity_mode;
+    const bool taylor = mode == SensitivityMode::kTaylor;
+    const bool gradient = mode == SensitivityMode::kGradient || mode == SensitivityMode::kWeighted;
+    const float* s = summary.data();
     size_t i = 0;
-    for (size_t r = 0; r < num_rows; ++r) {
-      for (uint32_t j : sender_mask.RowIndices(r)) {
-        const float abs_g = std::fabs(decoded[i]);
-        const float stand_in = have_summary ? summary[j] : 0.0f;
-        grad_scores[j] += (abs_g - stand_in) * inv_rows;
-        taylor_scores[j] += std::fabs(sender_mask.values[i]) * (abs_g - stand_in) * inv_rows;
-        ++i;
+    for (size_t r = 0; (taylor || gradient) && r < num_rows; ++r) {
+      const std::span<const uint32_t> ids = sender_mask.RowIndices(r);
+      const float* kept_g = decoded.data() + i;
+      const float* kept_a = sender_mask.values.data() + i;
+      if (taylor) {
+        for (size_t k = 0; k < ids.size(); ++k) {
+          taylor_scores[ids[k]] +=
+              std::fabs(kept_a[k]) * (std::fabs(kept_g[k]) - s[ids[k]]) * inv_rows;
+        }
+      } else {
+        for (size_t k = 0; k < ids.size(); ++k) {
+          grad_scores[ids[k]] += (std::fabs(kept_g[k]) - s[ids[k]]) * inv_rows;
+        }
       }
+      i += ids.size();
     }
     const std::vector<float>* source = &taylor_scores;
     if (options->sensitivity_mode == SensitivityMode::kActivation) source = &act_scores;
@@ -383,8 +396,13 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
       for (size_t j = 0; j < cols; ++j)
         taylor_scores[j] = alpha * act_scores[j] + (1 - alpha) * grad_scores[j];
     }
-    std::fill(unit_scores.begin(), unit_scores.end(), 0.0f);
-    for (size_t j = 0; j < cols; ++j) unit_scores[j / block] += std::max((*source)[j], 0.0f);
+    // Per unit: the sum over its block of neurons (one neuron each, at block 1).
+    for (size_t u = 0, j = 0; u < unit_scores.size(); ++u) {
+      float sum = 0.0f;
+      for (const size_t end = std::min(j + block, cols); j < end; ++j)
+        sum += std::max((*source)[j], 0.0f);
+      unit_scores[u] = sum;
+    }
     ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
   }
   clock.Lap(&time.map_update);

@@ -103,14 +103,14 @@ struct RoutedBoundaryOptions {
 
 // Where a boundary's route_seconds go, wall clock over the training steps; the parts add up
 // to route_seconds. Forward: the sender routes and encodes, the packet crosses the link and the
-// receiver decodes it, then scatters it into the dense tensor of the next stage. Backward: the
+// receiver decodes it straight into the dense tensor of the next stage (one fused pass, so no
+// scatter phase of its own). Backward: the
 // receiver's summary (every summary_every steps: its map update and the summary packet), the
 // gradient (converted to contiguous fp32,) gathered at the mask and encoded, its link crossing and
 // decode, the sender's scatter into the dense gradient, and the sender's map update.
 struct BoundaryTime {
   double route_encode = 0;
   double forward_link_decode = 0;
-  double scatter = 0;
   double summary = 0;
   double gradient_encode = 0;
   double backward_link_decode = 0;
@@ -124,7 +124,6 @@ struct BoundaryTime {
   };
   static constexpr Phase kPhases[] = {{"route_encode", &BoundaryTime::route_encode},
                                       {"forward_link_decode", &BoundaryTime::forward_link_decode},
-                                      {"scatter", &BoundaryTime::scatter},
                                       {"summary", &BoundaryTime::summary},
                                       {"gradient_encode", &BoundaryTime::gradient_encode},
                                       {"backward_link_decode", &BoundaryTime::backward_link_decode},
