@@ -174,6 +174,24 @@ TEST(SimdKernels, Int8QuantizerEqualsLroundIncludingHalfwayTies) {
         ASSERT_EQ(out[i], ScalarInt8(in[i], s)) << in[i] << " / " << s;
       }
     }
+    // Near the halfway points at scales that are not powers of two (the fast float path must
+    // round every lane as the double division does, or hand the vector to it).
+    std::uniform_real_distribution<float> unit(0.5f, 2.0f);
+    for (int trial = 0; trial < 200; ++trial) {
+      const float s = unit(rng) * std::ldexp(1.0f, trial % 40 - 20);
+      std::vector<float> near;
+      for (int q = -128; q <= 127; q += 3) {
+        for (float d : {0.0f, 0x1p-22f, -0x1p-22f, 0x1p-14f, -0x1p-14f, 0x1p-12f, -0x1p-12f,
+                        1e-3f, -1e-3f, 0.3f}) {
+          near.push_back((static_cast<float>(q) + 0.5f + d) * s);
+        }
+      }
+      std::vector<int8_t> out(near.size());
+      QuantizeInt8(near.data(), near.size(), s, out.data());
+      for (size_t i = 0; i < near.size(); ++i) {
+        ASSERT_EQ(out[i], ScalarInt8(near[i], s)) << near[i] << " / " << s;
+      }
+    }
     // Every length of a partial last vector: the same values, nothing written past n.
     for (size_t n = 0; n <= 40; ++n) {
       std::vector<int8_t> out(n + 64, int8_t{0x55});
