@@ -870,12 +870,16 @@ TEST(BadPacket, DenseDecoderAgreesWithDecodeThenScatterOnEveryResealedFlip) {
             const Status with_mask =
                 DecodeActivationToDenseAndMask(bad, {got_too.data(), rows, cols}, &mask);
             ASSERT_EQ(with_mask.code(), dense.code()) << i << "^" << bit;
-            if (!with_mask.ok()) {
+            if (!with_mask.ok()) {  // nothing written: neither the mask nor the dense rows
               ASSERT_EQ(mask.rows, 9u);
               ASSERT_TRUE(mask.bits.empty());
+              ASSERT_EQ(got_too, std::vector<float>(rows * cols, 2.0f));
             } else {
-              ASSERT_TRUE(mask.Validate().ok());
               ASSERT_EQ(got_too, got);
+              KeptMask want_mask;
+              ASSERT_TRUE(decoded.ok() && MaskOf(*decoded, &want_mask).ok());
+              ASSERT_EQ(mask.bits, want_mask.bits);
+              ASSERT_EQ(mask.row_offsets, want_mask.row_offsets);
             }
             if (decoded.ok() && (decoded->rows != rows || decoded->cols != cols)) {
               EXPECT_EQ(dense.code(), ErrorCode::kShapeMismatch) << i << "^" << bit;

@@ -732,16 +732,29 @@ TEST(KeptMask, ValidateNamesTheBrokenField) {
   m.cols = 0;
   expect_bad(m, "mask.cols");
   // Gather and scatter refuse a broken mask, and wrong shapes, before touching anything.
-  std::vector<float> values, dense(36, 1.0f);
+  std::vector<float> values = {7.0f}, dense(36, 1.0f);
   m = good;
   m.row_offsets[3] += 1;
   EXPECT_EQ(GatherAtMask(m, View(a, 3, 12), &values).code(), ErrorCode::kCorruptPacket);
+  EXPECT_EQ(values, std::vector<float>{7.0f});
+  const std::vector<float> right(good.num_kept(), 1.5f);
+  EXPECT_EQ(ScatterAtMask(m, right, {dense.data(), 3, 12}).code(), ErrorCode::kCorruptPacket);
+  EXPECT_EQ(dense, std::vector<float>(36, 1.0f));
   EXPECT_EQ(GatherAtMask(good, View(a, 3, 11), &values).code(), ErrorCode::kShapeMismatch);
   EXPECT_EQ(GatherAtMask(good, View(a, 3, 12), nullptr).code(), ErrorCode::kInvalidArgument);
   const std::vector<float> few(good.num_kept() - 1, 1.0f);
   EXPECT_EQ(ScatterAtMask(good, few, {dense.data(), 3, 12}).code(), ErrorCode::kShapeMismatch);
   EXPECT_EQ(dense, std::vector<float>(36, 1.0f));
   EXPECT_EQ(MaskOf(routed, nullptr).code(), ErrorCode::kInvalidArgument);
+  // Unit granularity: one set of columns for every row, which a RoutedTensor cannot break.
+  m = good;
+  m.granularity = Granularity::kUnit;
+  expect_bad(m, "mask.bits[1][");
+  const RoutedTensor unit =
+      MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25, 1.0, Granularity::kUnit));
+  KeptMask unit_mask;
+  ASSERT_TRUE(MaskOf(unit, &unit_mask).ok());
+  EXPECT_TRUE(unit_mask.Validate().ok());
 }
 
 // ----------------------------------------------------------------------------- policies

@@ -407,6 +407,17 @@ TEST(SensitivityMap, HugeFiniteValuesDoNotOverflow) {
   EXPECT_EQ(map.values()[0], 1.0f);
 }
 
+// Tiny magnitudes keep their ratios: the float sums would underflow to 0 (1e-30 * 1e-20), so
+// Update sums them in double.
+TEST(SensitivityMap, TinyFiniteValuesKeepTheirRatios) {
+  const std::vector<float> a = {1e-30f, 2e-30f};
+  const std::vector<float> g = {1e-20f, 1e-20f};
+  auto map = MakeMap({.num_neurons = 2});
+  ASSERT_TRUE(map.Update({a.data(), 1, 2}, {g.data(), 1, 2}).ok());
+  EXPECT_EQ(map.values()[1], 1.0f);
+  EXPECT_FLOAT_EQ(map.values()[0], 0.5f);
+}
+
 TEST(SensitivityMap, UpdateReusesItsBuffers) {
   const auto a = RandomMatrix(3, 5, 30), g = RandomMatrix(3, 5, 31);
   auto map = MakeMap({.num_neurons = 5});

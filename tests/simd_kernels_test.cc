@@ -181,8 +181,8 @@ TEST(SimdKernels, Int8QuantizerEqualsLroundIncludingHalfwayTies) {
       const float s = unit(rng) * std::ldexp(1.0f, trial % 40 - 20);
       std::vector<float> near;
       for (int q = -128; q <= 127; q += 3) {
-        for (float d : {0.0f, 0x1p-22f, -0x1p-22f, 0x1p-14f, -0x1p-14f, 0x1p-12f, -0x1p-12f,
-                        1e-3f, -1e-3f, 0.3f}) {
+        for (float d : {0.0f, 0x1p-22f, -0x1p-22f, 0x1p-14f, -0x1p-14f, 0x1p-12f, -0x1p-12f, 1e-3f,
+                        -1e-3f, 0.3f}) {
           near.push_back((static_cast<float>(q) + 0.5f + d) * s);
         }
       }
@@ -207,6 +207,40 @@ TEST(SimdKernels, Int8QuantizerEqualsLroundIncludingHalfwayTies) {
     for (size_t i = 0; i < q.size(); ++i) ASSERT_EQ(out[i], static_cast<float>(q[i]) * 0.5f);
     q[123] = -128;
     EXPECT_FALSE(Int8ToFloat(q.data(), q.size(), 0.5f, out.data()));
+  });
+}
+
+// The map's magnitudes: |a| * |b| (or |a|), non-finite as 0, the plain loop's bits on every
+// target and at every tail length.
+TEST(SimdKernels, AddMagnitudesEqualsAPlainLoop) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const auto m = [](float x) { return std::isfinite(x) ? std::fabs(x) : 0.0f; };
+  ForEachTarget([&] {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}}) {
+      std::vector<float> a(n), b(n), acc(n), want(n);
+      for (size_t i = 0; i < n; ++i) {
+        a[i] = normal(rng);
+        b[i] = normal(rng);
+        acc[i] = want[i] = normal(rng);
+      }
+      if (n > 3) {
+        a[1] = std::numeric_limits<float>::infinity();
+        b[2] = std::nanf("");
+        a[3] = -std::numeric_limits<float>::infinity();
+      }
+      std::vector<float> acc_one = acc, want_one = want;
+      AddMagnitudes(a.data(), b.data(), n, acc.data());
+      AddMagnitudes(a.data(), nullptr, n, acc_one.data());
+      for (size_t i = 0; i < n; ++i) {
+        const float product = m(a[i]) * m(b[i]);
+        want[i] += product;
+        want_one[i] += m(a[i]);
+        ASSERT_EQ(std::bit_cast<uint32_t>(acc[i]), std::bit_cast<uint32_t>(want[i]))
+            << n << " " << i;
+        ASSERT_EQ(std::bit_cast<uint32_t>(acc_one[i]), std::bit_cast<uint32_t>(want_one[i])) << i;
+      }
+    }
   });
 }
 

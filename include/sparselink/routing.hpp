@@ -96,9 +96,9 @@ struct RoutedTensor {
 // Which entries of a rows x cols matrix a routed tensor kept, laid out as the bitmap index
 // codec lays them on the wire (docs/wire-format.md): rows x cols bits, row after row with no
 // padding between rows, LSB first, zero past the last entry; and the kept entries before each
-// row. The receiver's form of the mask: the fused decoder (DecodeActivationToDense) leaves it
-// beside the dense rows, and the gradient is gathered at it by one vector compress per vector
-// of columns, where RoutedTensor's column list costs a dependent load per kept entry.
+// row. The receiver's form of the mask: the fused decoder (DecodeActivationToDenseAndMask) leaves
+// it beside the dense rows, and the gradient is gathered at it by one vector compress per vector of
+// columns, where RoutedTensor's column list costs a dependent load per kept entry.
 struct KeptMask {
   uint32_t rows = 0;
   uint32_t cols = 0;
@@ -108,8 +108,9 @@ struct KeptMask {
 
   uint64_t num_kept() const { return row_offsets.empty() ? 0 : row_offsets.back(); }
   uint64_t num_kept_in_row(size_t r) const { return row_offsets[r + 1] - row_offsets[r]; }
-  // Shape, sizes, padding bits zero, and each row's set bits equal to its share of
-  // row_offsets. O(rows * cols / 8).
+  // Shape, sizes, padding bits zero, each row's set bits equal to its share of row_offsets,
+  // and (unit granularity) every row's bits equal to row 0's. O(rows * cols / 8); unit
+  // granularity O(rows * cols).
   Status Validate() const;
 };
 
@@ -164,8 +165,10 @@ Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<
 // Sender side of backward: dense dL/dy with `values` at the mask's positions, zeros elsewhere.
 // (d(m*y)/dy = m, so this is the exact gradient of the routed forward, not an approximation.)
 Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out);
-// The same two at a KeptMask: equal outputs, the same checks and errors. Both are one vector
-// pass over the dense rows (compress / expand where the target has them).
+// The same two at a KeptMask: equal outputs, the same checks (errors name the mask's fields).
+// GatherAtMask compresses 16 columns a vector (a row's last cols % 64 one set bit at a time);
+// ScatterAtMask expands 16 a vector on AVX-512 when cols % 16 == 0, else one row's columns
+// at a time.
 Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
                     NonFinitePolicy non_finite = NonFinitePolicy::kReject);
 Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out);

@@ -111,8 +111,9 @@ class SensitivityMap {
   std::vector<float> ema_;       // EMA of per-batch normalized scores, per unit
   std::vector<float> values_;    // ema_ normalized by its max
   std::vector<double> batch_;    // scratch: this batch's raw per-unit score
-  std::vector<double> scratch_;  // scratch: per-neuron sums (2 x num_neurons in kWeighted);
-                                 // double so that |a*g| of large finite floats cannot overflow
+  std::vector<double> scratch_;  // scratch: per-neuron sums (2 x num_neurons in kWeighted),
+                                 // summed in float vectors, redone in double where a float
+                                 // sum overflows or underflows (Update)
   uint64_t num_updates_ = 0;
   bool frozen_ = false;
 };

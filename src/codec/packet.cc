@@ -1116,10 +1116,13 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet, const Dec
   return t;
 }
 
-// Sets bits [first, first + count) of `dst` (zeroed there) from `src` (LSB first; its bits past
-// count zero), `dst` holding `dst_bytes` bytes.
+// Sets bits [first, first + count) of `dst` (zeroed from `first` on) from `src` (LSB first; its
+// bits past count zero), `dst` holding `dst_bytes` bytes. The aligned copy also writes the rest
+// of its last byte (zeros): callers write rows in ascending order into a zeroed buffer.
 static void CopyBitsTo(const uint8_t* src, uint64_t count, uint8_t* dst, size_t dst_bytes,
                        uint64_t first) {
+  SPARSELINK_DCHECK((first + count + 7) / 8 <= dst_bytes);
+  (void)dst_bytes;
   const size_t src_bytes = static_cast<size_t>((count + 7) / 8);
   if (first % 8 == 0) {
     std::memcpy(dst + first / 8, src, src_bytes);
@@ -1132,8 +1135,6 @@ static void CopyBitsTo(const uint8_t* src, uint64_t count, uint8_t* dst, size_t 
     const auto high = static_cast<uint8_t>(src[i] >> (8 - shift));
     if (high != 0) dst[at + 1] = static_cast<uint8_t>(dst[at + 1] | high);  // a bit < first + count
   }
-  (void)dst_bytes;
-  SPARSELINK_DCHECK((first + count + 7) / 8 <= dst_bytes);
 }
 
 // The mask's shape and row offsets from the rows' kept counts (element granularity).

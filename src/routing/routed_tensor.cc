@@ -222,6 +222,20 @@ Status KeptMask::Validate() const {
                                   row_offsets[r] + counts[r]));
     }
   }
+  if (granularity == Granularity::kUnit) {
+    // One set of columns shared by every row: each row's bits equal row 0's.
+    const auto bit = [&](uint64_t i) { return (bits[i / 8] >> (i % 8)) & 1u; };
+    for (size_t r = 1; r < rows; ++r) {
+      for (size_t c = 0; c < cols; ++c) {
+        if (bit(r * uint64_t{cols} + c) != bit(c)) {
+          return FieldError(kBad, "mask.bits[" + std::to_string(r) + "][" + std::to_string(c) + "]",
+                            int(bit(r * uint64_t{cols} + c)),
+                            "must equal row 0's, " + std::to_string(bit(c)) +
+                                " (unit granularity: one set of columns for every row)");
+        }
+      }
+    }
+  }
   return Status::Ok();
 }
 

@@ -200,7 +200,7 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
   // Pass 1: per-neuron means over rows. A deserialized map gets its scratch here, once: its
   // size comes from num_neurons, which a file may set far larger than its own byte count.
   // The sums over rows run in float vectors (one row at a time; a batch's rows are few), then
-  // widen to the double scratch; where a float sum overflows, they run again in double.
+  // widen to the double scratch (or run again in double, below).
   if (scratch_.empty()) scratch_.assign(ScratchSize(options_), 0.0);
   thread_local std::vector<float> sums;
   sums.assign(scratch_.size(), 0.0f);
@@ -218,10 +218,14 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
         break;
     }
   }
-  if (simd::AllFinite(sums.data(), sums.size())) {
+  // Float keeps the ratios between neurons (all the map uses: each batch is scaled by its
+  // largest) unless a sum overflowed (magnitudes past ~1e19 in Taylor mode) or the largest
+  // sum is so small (or zero) that float products may have underflowed (magnitudes below
+  // ~1e-19): then the same sums in double.
+  const float largest = sums.empty() ? 0.0f : *std::max_element(sums.begin(), sums.end());
+  if (simd::AllFinite(sums.data(), sums.size()) && largest >= 0x1p-60f) {
     std::copy(sums.begin(), sums.end(), scratch_.begin());
   } else {
-    // A float sum overflowed (finite values near FLT_MAX): the same sums in double.
     std::fill(scratch_.begin(), scratch_.end(), 0.0);
     for (size_t r = 0; r < rows; ++r) {
       const float* a = activation.Row(r);

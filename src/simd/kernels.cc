@@ -1099,9 +1099,8 @@ uint64_t GatherBits(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_
                     uint64_t cols, const float* HWY_RESTRICT dense, size_t stride,
                     float* HWY_RESTRICT out) {
   const DF df;
-  const size_t lanes = hn::Lanes(df);  // a power of two, at most 16 here
-  static_assert(hn::MaxLanes(DF()) <= 16);
-  const uint64_t lane_bits = (uint64_t{1} << lanes) - 1;
+  const size_t lanes = std::min<size_t>(hn::Lanes(df), 64);  // a power of two; 16 on AVX3
+  const uint64_t lane_bits = lanes == 64 ? ~uint64_t{0} : (uint64_t{1} << lanes) - 1;
   uint64_t m = 0;
   for (uint64_t r = 0; r < rows; ++r) {
     const float* row = dense + r * stride;

@@ -249,6 +249,9 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
   // The receiver decodes straight into the dense rows the next stage reads (and, training, the
   // mask its gradient will be gathered at): one pass, no column list or value array between.
+  // A packet that decodes but carries another label (Deliver's CheckLabel) has been written
+  // into both by then: the retry that follows overwrites them, and a step whose tries all fail
+  // ends in an error.
   torch::Tensor dense = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   const MutableMatrix out{dense.data_ptr<float>(), static_cast<size_t>(rows), cols};
   Deliver(*forward_link, "forward", label, dense_bytes, count, &report.forward_wire_bytes,
