@@ -1270,21 +1270,23 @@ std::string MustEqual(std::string_view what, uint64_t value) {
   return why.str();
 }
 
-// Checks that the buffer named `field` (rows x cols, has_data) matches the routed shape.
+// Checks that the buffer named `field` (rows x cols, has_data) matches the shape of `want` (a
+// RoutedTensor or a KeptMask), named `want_name` in the error.
+template <typename Shape>
 Status CheckShape(std::string_view field, size_t rows, size_t cols, bool has_data,
-                  const RoutedTensor& routed, std::string_view routed_name) {
+                  const Shape& want, std::string_view want_name) {
   const std::string f(field);
-  const std::string rn(routed_name);
+  const std::string wn(want_name);
   if (!has_data) {
     return Status(ErrorCode::kInvalidArgument, f + ".data = null: no buffer given");
   }
-  if (rows != routed.rows) {
+  if (rows != want.rows) {
     return FieldError(ErrorCode::kShapeMismatch, f + ".rows", rows,
-                      MustEqual(rn + ".rows", routed.rows));
+                      MustEqual(wn + ".rows", want.rows));
   }
-  if (cols != routed.cols) {
+  if (cols != want.cols) {
     return FieldError(ErrorCode::kShapeMismatch, f + ".cols", cols,
-                      MustEqual(rn + ".cols", routed.cols));
+                      MustEqual(wn + ".cols", want.cols));
   }
   return Status::Ok();
 }
@@ -1519,29 +1521,13 @@ Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, Mu
   return Status::Ok();
 }
 
-// The shape checks of the RoutedTensor forms, against a KeptMask.
-static Status CheckMaskShape(std::string_view field, size_t rows, size_t cols, bool has_data,
-                             const KeptMask& mask) {
-  const std::string f(field);
-  if (!has_data) return Status(ErrorCode::kInvalidArgument, f + ".data = null: no buffer given");
-  if (rows != mask.rows) {
-    return FieldError(ErrorCode::kShapeMismatch, f + ".rows", rows,
-                      MustEqual("mask.rows", mask.rows));
-  }
-  if (cols != mask.cols) {
-    return FieldError(ErrorCode::kShapeMismatch, f + ".cols", cols,
-                      MustEqual("mask.cols", mask.cols));
-  }
-  return Status::Ok();
-}
-
 Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
                     NonFinitePolicy non_finite) {
   if (values == nullptr)
     return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
   SPARSELINK_RETURN_IF_ERROR(
-      CheckMaskShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask));
+      CheckShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask, "mask"));
   const uint64_t kept = mask.num_kept();
   values->resize(kept + simd::kSlack);  // GatherBits writes whole vectors
   simd::GatherBits(mask.bits.data(), mask.bits.size(), mask.rows, mask.cols, gradient.data,
@@ -1576,7 +1562,8 @@ Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, Mutabl
     return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
                       MustEqual("mask.num_kept()", mask.num_kept()));
   }
-  SPARSELINK_RETURN_IF_ERROR(CheckMaskShape("out", out.rows, out.cols, out.data != nullptr, mask));
+  SPARSELINK_RETURN_IF_ERROR(
+      CheckShape("out", out.rows, out.cols, out.data != nullptr, mask, "mask"));
   // ScatterBits reads whole vectors of values: a copy with room after it.
   thread_local std::vector<float> padded;
   padded.resize(values.size() + simd::kSlack);
