@@ -27,6 +27,20 @@ target_link_libraries(sparselink_torch PUBLIC ${TORCH_LIBRARIES} sparselink::spa
 set_target_properties(sparselink_torch PROPERTIES POSITION_INDEPENDENT_CODE ON)
 add_library(sparselink::torch ALIAS sparselink_torch)
 
+# OpenBLAS's OpenMP build (libopenblas0-openmp) runs its GEMMs on the libgomp pool that
+# LibTorch's ops and the router use, where the pthread build keeps a second pool that fights
+# the first for the cores (runtime.hpp). The Debian alternatives prefer the pthread build
+# (priority 100 against 95), so sparselink's own programs ask for the OpenMP one by path: an
+# RPATH (not RUNPATH, which the loader does not apply to libtorch_cpu's own libblas.so.3).
+# A program that embeds sparselink gets whichever libblas.so.3 the system gives it.
+set(SPARSELINK_OPENMP_BLAS_DIR /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp)
+function(sparselink_prefer_openmp_blas target)
+  if(EXISTS ${SPARSELINK_OPENMP_BLAS_DIR}/libblas.so.3)
+    target_link_options(${target} PRIVATE -Wl,--disable-new-dtags
+      -Wl,-rpath,${SPARSELINK_OPENMP_BLAS_DIR})
+  endif()
+endfunction()
+
 if(SPARSELINK_BUILD_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)
@@ -35,6 +49,7 @@ if(SPARSELINK_BUILD_TESTS)
     target_compile_options(${unit}_test PRIVATE ${SPARSELINK_WARNINGS})
     target_link_libraries(${unit}_test PRIVATE sparselink_torch ZLIB::ZLIB
       GTest::gtest GTest::gtest_main)
+    sparselink_prefer_openmp_blas(${unit}_test)
     gtest_discover_tests(${unit}_test DISCOVERY_TIMEOUT 120)
   endforeach()
 endif()

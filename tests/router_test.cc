@@ -702,6 +702,66 @@ TEST(KeptMask, GatherNamesANonFiniteGradientByRowAndColumn) {
   EXPECT_EQ(values, (std::vector<float>{0.5f, 0.25f, 2.0f, 0.0f}));
 }
 
+// The row-parallel paths (parallel_min_entries = 1: every call on the OpenMP threads, which
+// split rows in ranges of multiples of 8) give the one-thread output bit for bit, on shapes
+// whose ranges end mid-byte of no bitmap, rows fewer than a range, and more threads than
+// ranges.
+TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
+  constexpr size_t kSerial = std::numeric_limits<size_t>::max();
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const int saved_threads = omp_get_max_threads();
+  for (int threads : {2, 3, 5}) {
+    omp_set_num_threads(threads);
+    for (size_t rows : {1u, 7u, 8u, 9u, 17u, 64u, 130u}) {
+      for (size_t cols : {5u, 8u, 13u, 64u, 100u, 1024u}) {
+        for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
+          const std::vector<float> a = RandomValues(rows, cols, 90 + rows + cols);
+          std::vector<float> g = RandomValues(rows, cols, 91 + rows + cols);
+          const RoutedTensor routed =
+              MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.2, 1.0, gran));
+          KeptMask mask;
+          ASSERT_TRUE(MaskOf(routed, &mask).ok());
+          const std::string where = std::to_string(threads) + " threads, " + std::to_string(rows) +
+                                    " x " + std::to_string(cols);
+          std::vector<float> want, got, got_mask;
+          ASSERT_TRUE(
+              GatherAtMask(routed, View(g, rows, cols), &want, NonFinitePolicy::kReject, kSerial)
+                  .ok());
+          ASSERT_TRUE(
+              GatherAtMask(routed, View(g, rows, cols), &got, NonFinitePolicy::kReject, 1).ok());
+          ASSERT_TRUE(
+              GatherAtMask(mask, View(g, rows, cols), &got_mask, NonFinitePolicy::kReject, 1).ok());
+          EXPECT_EQ(got, want) << where;
+          EXPECT_EQ(got_mask, want) << where;
+          std::vector<float> serial(rows * cols, 3.0f), par(rows * cols, 4.0f),
+              par_mask(rows * cols, 5.0f);
+          ASSERT_TRUE(ScatterAtMask(routed, want, {serial.data(), rows, cols}, kSerial).ok());
+          ASSERT_TRUE(ScatterAtMask(routed, want, {par.data(), rows, cols}, 1).ok());
+          ASSERT_TRUE(ScatterAtMask(mask, want, {par_mask.data(), rows, cols}, 1).ok());
+          EXPECT_EQ(par, serial) << where;
+          EXPECT_EQ(par_mask, serial) << where;
+          std::fill(par.begin(), par.end(), 6.0f);
+          ASSERT_TRUE(Scatter(routed, {serial.data(), rows, cols}, kSerial).ok());
+          ASSERT_TRUE(Scatter(routed, {par.data(), rows, cols}, 1).ok());
+          EXPECT_EQ(par, serial) << where;
+          // A non-finite gradient at a kept entry of the last row is named the same way.
+          const uint32_t c = routed.RowIndices(rows - 1).back();
+          g[(rows - 1) * cols + c] = kNaN;
+          const std::string field =
+              "gradient[" + std::to_string(rows - 1) + "][" + std::to_string(c) + "]";
+          for (const Status& s :
+               {GatherAtMask(routed, View(g, rows, cols), &got, NonFinitePolicy::kReject, 1),
+                GatherAtMask(mask, View(g, rows, cols), &got_mask, NonFinitePolicy::kReject, 1)}) {
+            EXPECT_EQ(s.code(), ErrorCode::kNonFinite) << where;
+            EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
+          }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved_threads);
+}
+
 TEST(KeptMask, ValidateNamesTheBrokenField) {
   const std::vector<float> a = RandomValues(3, 12, 80);
   const Router router = MakeRouter(ScorePolicy::kMagnitude);

@@ -50,12 +50,18 @@ struct EncodeOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
   bool zstd = false;   // compress each section with zstd when that makes it smaller
   int zstd_level = 3;  // zstd's levels, negative ones included (literals are Huffman-coded always)
+  // Value coding row by row on the OpenMP threads from this many rows x cols on (the same
+  // bytes for any thread count).
+  size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 
 // Refuse before allocation anything larger than these.
 struct DecodeLimits {
   uint64_t max_packet_bytes = 1ull << 30;
   uint64_t max_entries = 1ull << 31;  // rows * cols
+  // Not a limit: value decoding and dense writes row by row on the OpenMP threads from this
+  // many rows x cols on (the same output for any thread count).
+  size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 
 // The fixed header, as decoded. Field meanings: docs/wire-format.md.

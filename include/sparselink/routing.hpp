@@ -55,10 +55,9 @@ struct RouterOptions {
   NonFinitePolicy non_finite = NonFinitePolicy::kReject;
   SelectMethod select = SelectMethod::kFast;
   double approx_tolerance = 0.05;  // kApproximate: extra entries per row, share of k; (0, 1]
-  // A Route call uses the OpenMP threads from this many entries on (>= 1). Below 2^20 the
-  // wake-up of a sleeping thread costs about what it saves (measured in training at
-  // 128 x 1024, docs/RESULTS.md); tests set 1 to exercise the parallel path on small inputs.
-  size_t parallel_min_entries = size_t{1} << 20;
+  // A Route call uses the OpenMP threads from this many entries on (>= 1; see
+  // kDefaultParallelMinEntries). Tests set 1 to exercise the parallel path on small inputs.
+  size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 
 // The routed form of one activation: which entries cross, in which tier, with which values.
@@ -156,21 +155,27 @@ class Router {
 
 // Receiver side: writes the dense tensor (rows x cols) with kept values in place, the rest
 // tier's centroids where kSign1, and zeros elsewhere. `out` must be rows x cols.
-Status Scatter(const RoutedTensor& routed, MutableMatrix out);
+// Rows go parallel from `parallel_min_entries` rows x cols on (the functions below likewise).
+Status Scatter(const RoutedTensor& routed, MutableMatrix out,
+               size_t parallel_min_entries = kDefaultParallelMinEntries);
 
 // Backward: the gradient at the kept positions of `mask`, in the same order as mask.values
 // (the index set is known to both sides, so no indices travel). `gradient` is rows x cols.
 Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<float>* values,
-                    NonFinitePolicy non_finite = NonFinitePolicy::kReject);
+                    NonFinitePolicy non_finite = NonFinitePolicy::kReject,
+                    size_t parallel_min_entries = kDefaultParallelMinEntries);
 // Sender side of backward: dense dL/dy with `values` at the mask's positions, zeros elsewhere.
 // (d(m*y)/dy = m, so this is the exact gradient of the routed forward, not an approximation.)
-Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out);
+Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out,
+                     size_t parallel_min_entries = kDefaultParallelMinEntries);
 // The same two at a KeptMask: equal outputs, the same checks (errors name the mask's fields).
 // GatherAtMask compresses 16 columns a vector (a row's last cols % 64 one set bit at a time);
 // ScatterAtMask expands 16 a vector on AVX-512 when cols % 16 == 0, else one row's columns
 // at a time.
 Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
-                    NonFinitePolicy non_finite = NonFinitePolicy::kReject);
-Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out);
+                    NonFinitePolicy non_finite = NonFinitePolicy::kReject,
+                    size_t parallel_min_entries = kDefaultParallelMinEntries);
+Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out,
+                     size_t parallel_min_entries = kDefaultParallelMinEntries);
 
 }  // namespace sparselink

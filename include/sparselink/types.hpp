@@ -47,6 +47,13 @@ enum class NonFinitePolicy : uint8_t {
 // `field` names the tensor in the error message ("activation", "gradient"). O(rows*cols).
 Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy policy);
 
+// Calls that work row by row (routing, scatters, gathers, value coding) use the OpenMP threads
+// from this many rows x cols entries on, by default. Below it the wake-up of a sleeping thread
+// costs about what it saves (measured in training at 128 x 1024 with OMP_WAIT_POLICY=PASSIVE,
+// docs/RESULTS.md); where the threads stay awake between regions 2^16 pays. The output never
+// depends on the thread count.
+inline constexpr size_t kDefaultParallelMinEntries = size_t{1} << 20;
+
 // Precision tier of an entry that crosses a boundary.
 enum class Tier : uint8_t {
   kFull = 0,   // sent with the contract's full codec

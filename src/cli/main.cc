@@ -17,10 +17,10 @@
 int main(int argc, char** argv) {
 #ifdef SPARSELINK_WITH_TORCH
   // Before any thread exists: in training, LibTorch's OpenMP pool must not spin against
-  // OpenBLAS's. Only `train` runs GEMMs; `bench` times the router's own OpenMP threads, which
-  // should not sleep between calls.
+  // OpenBLAS's own threads (none with OpenBLAS's OpenMP build). Only `train` runs GEMMs;
+  // `bench` times the router's own OpenMP threads, which should not sleep between calls.
   if (argc > 1 && std::string_view(argv[1]) == "train") {
-    sparselink::torch_adapter::EnsurePassiveOpenMpWait(argv);
+    sparselink::torch_adapter::ChooseOpenMpWait(argv);
   }
 #endif
   CLI::App app{

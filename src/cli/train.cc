@@ -257,8 +257,14 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
   if (!runtime.openblas_coretype.empty()) {
     out << " (kernels set by OPENBLAS_CORETYPE=" << runtime.openblas_coretype << ")";
   }
+  // Boundaries go parallel where the OpenMP threads are awake to take the work at once.
+  const bool threads_awake = ta::OpenMpThreadsStayAwake();
+  const size_t boundary_parallel_min_entries = threads_awake ? size_t{1} << 16 : size_t{1} << 20;
   out << ", 1024^3 matmul " << std::fixed << std::setprecision(1) << runtime.matmul_1024_ms
-      << " ms, " << simd::TargetName() << " routing kernels\n";
+      << " ms, " << simd::TargetName() << " routing kernels, boundaries parallel from "
+      << boundary_parallel_min_entries << " entries ("
+      << (threads_awake ? "one OpenMP pool, awake" : "OpenMP threads sleep between regions")
+      << ")\n";
   auto data = ta::LoadFashionMnist(options.data_dir);
   if (!data.ok()) return Fail(err, data.status());
 
@@ -299,7 +305,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       {"blas", runtime.blas},
       {"openblas_coretype",
        runtime.openblas_coretype.empty() ? json(nullptr) : json(runtime.openblas_coretype)},
-      {"simd_target", simd::TargetName()}};
+      {"simd_target", simd::TargetName()},
+      {"boundary_parallel_min_entries", boundary_parallel_min_entries}};
 
   ta::RoutedBoundaryOptions boundary_options{
       .policy = *policy,
@@ -320,7 +327,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                .loss_rate = options.link_loss,
                .corrupt_rate = options.link_corrupt},
       .retry = {.max_tries = options.link_tries},
-      .seed = options.seed};
+      .seed = options.seed,
+      .parallel_min_entries = boundary_parallel_min_entries};
   if (auto check = ta::RoutedBoundaries::Create(boundary_options, nullptr); !check.ok()) {
     return Fail(err, check.status());
   }

@@ -403,6 +403,11 @@ const uint8_t* SubsetBitmapReader::NextRow(uint64_t* set_bits) {
   return row_.data();
 }
 
+uint64_t SubsetBitmapReader::UnpackRow(uint64_t r, uint8_t* row_bits) const {
+  uint64_t pos = stream_begin_ + r * active_;
+  return simd::UnpackMaskedRow(bytes_.data(), bytes_.size(), &pos, cols_, mask_.data(), row_bits);
+}
+
 void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts) {
   // Each row is `active_` bits from pos_; whole bytes are counted by popcount, the partial
   // ones at either end bit by bit.

@@ -66,6 +66,10 @@ class SubsetBitmapReader {
  public:
   Status Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols);
   const uint8_t* NextRow(uint64_t* set_bits);
+  // Row r's full bitmap into row_bits (row_buffer_bytes() of room), its set bits returned. Const:
+  // threads may unpack rows of one reader at once, each into a buffer of its own.
+  uint64_t UnpackRow(uint64_t r, uint8_t* row_bits) const;
+  size_t row_buffer_bytes() const { return row_.size(); }
   // Set bits of the next `rows` rows without unpacking them (then Rewind to read them).
   void CountRows(uint32_t rows, uint32_t* counts);
   void Rewind() { pos_ = stream_begin_; }

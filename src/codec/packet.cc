@@ -37,6 +37,7 @@
 
 #include "codec/index_codecs.hpp"
 #include "codec/value_codecs.hpp"
+#include "core/parallel.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 
@@ -330,7 +331,7 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
       std::memcpy(payload, stored[i].frame.data(), stored_size);
     } else if (section.pending) {
       EncodeValues(section.pending->codec, section.pending->values, section.pending->row_counts,
-                   payload);
+                   payload, uint64_t{header.rows} * header.cols >= options.parallel_min_entries);
     } else if (raw_size > 0) {
       std::memcpy(payload, section.bytes().data(), raw_size);
     }
@@ -1223,29 +1224,56 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
     const bool full = h.count_full > 0;
     SectionBytes stream;
     SPARSELINK_RETURN_IF_ERROR(stream.Load(packet, pi->sections[1], 1));
-    Status s = codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, stream.bytes(),
-                                                row_counts, std::span<float>(values.data(), kept));
+    Status s =
+        codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, stream.bytes(),
+                                         row_counts, std::span<float>(values.data(), kept),
+                                         uint64_t{h.rows} * h.cols >= limits.parallel_min_entries);
     if (!s.ok()) return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
   }
   // Every check has passed: from here on only writes.
   if (mask != nullptr) StartMask(h, row_counts, mask);
-  if (!subset) {
-    simd::ScatterBits(bits.data(), bits.size(), h.rows, h.cols, values.data(), out.data, out.cols);
-    if (mask != nullptr) mask->bits.assign(bits.begin(), bits.end());  // the same layout
-    return Status::Ok();
-  }
-  const size_t row_bytes = (size_t{h.cols} + 7) / 8;
-  if (mask != nullptr) mask->bits.assign((uint64_t{h.rows} * h.cols + 7) / 8, 0);
-  const float* next = values.data();
-  for (size_t r = 0; r < h.rows; ++r) {
-    uint64_t set = 0;
-    const uint8_t* row = reader.NextRow(&set);
-    simd::ScatterBits(row, row_bytes, 1, h.cols, next, out.Row(r), out.cols);
-    if (mask != nullptr) {
-      CopyBitsTo(row, h.cols, mask->bits.data(), mask->bits.size(), r * uint64_t{h.cols});
+  // Row ranges on the threads; each range's values start after the rows before it. Bitmap
+  // rows are read where they lie; subset bitmap rows are unpacked first, each thread into a
+  // buffer of its own. (Thread-local state is passed to the threads by pointer.)
+  thread_local std::vector<uint64_t> offsets;
+  offsets.resize(size_t{h.rows} + 1);
+  std::exclusive_scan(row_counts.begin(), row_counts.end(), offsets.begin(), uint64_t{0});
+  offsets[h.rows] = kept;
+  const uint64_t* first_value = offsets.data();
+  const float* source = values.data();
+  const codec_internal::SubsetBitmapReader* rows_reader = &reader;
+  const size_t cols = h.cols;
+  const size_t row_bytes = (cols + 7) / 8;
+  if (mask != nullptr) {
+    if (subset) {
+      mask->bits.assign((uint64_t{h.rows} * cols + 7) / 8, 0);
+    } else {
+      mask->bits.assign(bits.begin(), bits.end());  // the same layout
     }
-    next += set;
   }
+  uint8_t* mask_bits = mask != nullptr ? mask->bits.data() : nullptr;
+  // Ranges start on multiples of 8 rows, so on whole bytes of either bitmap.
+  internal::ForRowRanges(
+      h.rows, uint64_t{h.rows} * cols >= limits.parallel_min_entries,
+      [&](size_t first, size_t end) {
+        if (first == end) return;
+        if (!subset) {
+          const uint64_t start = first * uint64_t{cols} / 8;
+          simd::ScatterBits(bits.data() + start, bits.size() - start, end - first, cols,
+                            source + first_value[first], out.Row(first), out.cols);
+          return;
+        }
+        thread_local std::vector<uint8_t> row;
+        row.resize(rows_reader->row_buffer_bytes());
+        for (size_t r = first; r < end; ++r) {
+          rows_reader->UnpackRow(r, row.data());
+          simd::ScatterBits(row.data(), row_bytes, 1, cols, source + first_value[r], out.Row(r),
+                            out.cols);
+          if (mask_bits != nullptr) {
+            CopyBitsTo(row.data(), cols, mask_bits, mask->bits.size(), r * uint64_t{cols});
+          }
+        }
+      });
   return Status::Ok();
 }
 
@@ -1277,7 +1305,9 @@ Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const
   for (size_t r = 0; r < mask.rows; ++r)
     row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
   std::vector<float> values(h.count_full);
-  Status s = codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, values);
+  Status s =
+      codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, values,
+                                       uint64_t{h.rows} * h.cols >= limits.parallel_min_entries);
   if (!s.ok()) return Status(s.code(), "gradient_values: " + s.message());
   return values;
 }

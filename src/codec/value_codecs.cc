@@ -35,6 +35,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "core/parallel.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 
@@ -164,10 +165,12 @@ void EncodeBf16(std::span<const float> values, std::span<const uint32_t>, uint8_
   simd::FloatToBf16(values.data(), values.size(), reinterpret_cast<uint16_t*>(out));
 }
 
-void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out) {
-  uint8_t* q_out = out + 4 * row_counts.size();
-  size_t begin = 0;
-  for (size_t r = 0; r < row_counts.size(); ++r) {
+// Rows [first, end) of an int8 stream, whose values start at values[begin]: their scales and
+// their quantized values, where the whole stream puts them.
+void EncodeInt8Rows(std::span<const float> values, std::span<const uint32_t> row_counts,
+                    uint8_t* out, size_t first, size_t end, size_t begin) {
+  uint8_t* q_out = out + 4 * row_counts.size() + begin;
+  for (size_t r = first; r < end; ++r) {
     const float scale = ScaleFor(simd::MaxAbsFinite(values.data() + begin, row_counts[r]), 127.0f);
     PutF32(out + 4 * r, scale);
     simd::QuantizeInt8(values.data() + begin, row_counts[r], scale,
@@ -175,6 +178,10 @@ void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_cou
     q_out += row_counts[r];
     begin += row_counts[r];
   }
+}
+
+void EncodeInt8(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out) {
+  EncodeInt8Rows(values, row_counts, out, 0, row_counts.size(), 0);
 }
 
 void EncodeInt4(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out) {
@@ -228,11 +235,11 @@ Status CheckScale(size_t r, float scale) {
   return FieldError(ErrorCode::kCorruptPacket, field.str(), scale, "must be finite and >= 0");
 }
 
-Status DecodeInt8(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
-                  std::span<float> values) {
+// Rows [first, end) of an int8 stream, whose values start at values[i].
+Status DecodeInt8Rows(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
+                      std::span<float> values, size_t first, size_t end, size_t i) {
   const uint8_t* q_in = bytes.data() + 4 * row_counts.size();
-  size_t i = 0;
-  for (size_t r = 0; r < row_counts.size(); ++r) {
+  for (size_t r = first; r < end; ++r) {
     const float scale = GetF32(bytes.data() + 4 * r);
     SPARSELINK_RETURN_IF_ERROR(CheckScale(r, scale));
     if (simd::Int8ToFloat(reinterpret_cast<const int8_t*>(q_in + i), row_counts[r], scale,
@@ -250,6 +257,11 @@ Status DecodeInt8(std::span<const uint8_t> bytes, std::span<const uint32_t> row_
     }
   }
   return Status::Ok();
+}
+
+Status DecodeInt8(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
+                  std::span<float> values) {
+  return DecodeInt8Rows(bytes, row_counts, values, 0, row_counts.size(), 0);
 }
 
 Status DecodeInt4(std::span<const uint8_t> bytes, std::span<const uint32_t> row_counts,
@@ -321,11 +333,41 @@ void AppendValues(ValueCodec codec, std::span<const float> values,
   EncodeValues(codec, values, row_counts, out->data() + start);
 }
 
+// A decoded stream must be finite.
+Status CheckFinite(ValueCodec codec, std::span<const float> values) {
+  // A finite q times a finite scale can still overflow (a corrupt scale near FLT_MAX): refused
+  // like a non-finite float value, so a decoded stream is always finite.
+  if (Traits(codec).per_row_scale && !simd::AllFinite(values.data(), values.size())) {
+    const auto bad =
+        std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+    return NonFiniteValue(static_cast<size_t>(bad - values.begin()), *bad);
+  }
+  return Status::Ok();
+}
+
+// Where each row's values start (rows + 1 entries), for the row-parallel int8 paths; the
+// calling thread's buffer.
+const uint64_t* RowStarts(std::span<const uint32_t> row_counts) {
+  thread_local std::vector<uint64_t> starts;
+  starts.resize(row_counts.size() + 1);
+  starts[0] = 0;
+  std::inclusive_scan(row_counts.begin(), row_counts.end(), starts.begin() + 1, std::plus<>(),
+                      uint64_t{0});
+  return starts.data();
+}
+
 void EncodeValues(ValueCodec codec, std::span<const float> values,
-                  std::span<const uint32_t> row_counts, uint8_t* dst) {
+                  std::span<const uint32_t> row_counts, uint8_t* dst, bool parallel_rows) {
   SPARSELINK_CHECK_LT(static_cast<size_t>(codec), kNumValueCodecs);
   SPARSELINK_CHECK_EQ(SumCounts(row_counts), values.size());
   const ValueCodecImpl& impl = kValueCodecImpls[static_cast<size_t>(codec)];
+  if (codec == ValueCodec::kInt8 && parallel_rows) {
+    const uint64_t* starts = RowStarts(row_counts);
+    internal::ForRowRanges(row_counts.size(), true, [&](size_t first, size_t end) {
+      EncodeInt8Rows(values, row_counts, dst, first, end, starts[first]);
+    });
+    return;
+  }
   if (Traits(codec).per_row_scale || values.size() < kParallelValues) {
     impl.encode(values, row_counts, dst);
     return;
@@ -341,7 +383,8 @@ void EncodeValues(ValueCodec codec, std::span<const float> values,
 }
 
 Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
-                        std::span<const uint32_t> row_counts, std::span<float> values) {
+                        std::span<const uint32_t> row_counts, std::span<float> values,
+                        bool parallel_rows) {
   if (static_cast<size_t>(codec) >= kNumValueCodecs) {
     return FieldError(ErrorCode::kUnsupported, "value codec", int(codec), "unknown value codec");
   }
@@ -354,16 +397,22 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
         << " values over " << row_counts.size() << " rows";
     return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
   }
+  if (codec == ValueCodec::kInt8 && parallel_rows) {
+    // Each thread decodes its rows; a refusal anywhere is named by the one-thread decode below,
+    // so that the error is the first bad row's whatever the split.
+    const uint64_t* starts = RowStarts(row_counts);
+    bool ok = true;
+    internal::ForRowRanges(row_counts.size(), true, [&](size_t first, size_t end) {
+      if (!DecodeInt8Rows(bytes, row_counts, values, first, end, starts[first]).ok()) {
+#pragma omp atomic write
+        ok = false;
+      }
+    });
+    if (ok) return CheckFinite(codec, values);
+  }
   SPARSELINK_RETURN_IF_ERROR(
       kValueCodecImpls[static_cast<size_t>(codec)].decode(bytes, row_counts, values));
-  // A finite q times a finite scale can still overflow (a corrupt scale near FLT_MAX): refused
-  // like a non-finite float value, so a decoded stream is always finite.
-  if (Traits(codec).per_row_scale && !simd::AllFinite(values.data(), values.size())) {
-    const auto bad =
-        std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
-    return NonFiniteValue(static_cast<size_t>(bad - values.begin()), *bad);
-  }
-  return Status::Ok();
+  return CheckFinite(codec, values);
 }
 
 }  // namespace codec_internal

@@ -20,14 +20,19 @@ float Bf16ToFloat(uint16_t b);
 
 // Writes exactly ValueStreamBytes(codec, values.size(), row_counts.size()) bytes to `dst`.
 // sum(row_counts) must equal values.size() (checked: a broken invariant aborts).
+// With parallel_rows, a codec with per-row scales and whole bytes per value (int8) codes its
+// rows on the OpenMP threads (the same bytes for any thread count).
 void EncodeValues(ValueCodec codec, std::span<const float> values,
-                  std::span<const uint32_t> row_counts, uint8_t* dst);
+                  std::span<const uint32_t> row_counts, uint8_t* dst, bool parallel_rows = false);
 // The same, appended to `out`.
 void AppendValues(ValueCodec codec, std::span<const float> values,
                   std::span<const uint32_t> row_counts, std::vector<uint8_t>* out);
 // Decodes into `values` (size == sum(row_counts)); checks the stream size first. Does not
 // allocate.
+// parallel_rows as for EncodeValues; a refused stream is named as on one thread (the first bad
+// row's error).
 Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
-                        std::span<const uint32_t> row_counts, std::span<float> values);
+                        std::span<const uint32_t> row_counts, std::span<float> values,
+                        bool parallel_rows = false);
 
 }  // namespace sparselink::codec_internal

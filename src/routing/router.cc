@@ -74,6 +74,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/parallel.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/routing.hpp"
 
@@ -92,7 +93,6 @@ static_assert(static_cast<size_t>(ScorePolicy::kRandom) == 2);
 
 // Scatter and ScatterAtMask run on several threads from this many entries (like the router's
 // default, RouterOptions::parallel_min_entries).
-constexpr size_t kParallelMinEntries = size_t{1} << 20;
 // Columns per task when summing unit scores: a row's slice of a chunk is 256 contiguous bytes.
 constexpr size_t kColumnChunk = 64;
 
@@ -1446,14 +1446,14 @@ Result<RoutedTensor> Router::Route(ConstMatrix activation, const SensitivityMap*
 // kept values at their columns. With kSign1: walk the gaps between kept columns; each gap
 // column takes the centroid its rest bit names. Row r's rest bits start after the rest
 // entries of the rows before it. No branch per column on the data.
-Status Scatter(const RoutedTensor& routed, MutableMatrix out) {
+Status Scatter(const RoutedTensor& routed, MutableMatrix out, size_t parallel_min_entries) {
   SPARSELINK_RETURN_IF_ERROR(routed.Validate());
   SPARSELINK_RETURN_IF_ERROR(
       CheckShape("out", out.rows, out.cols, out.data != nullptr, routed, "routed"));
   const size_t rows = routed.rows;
   const size_t cols = routed.cols;
   const bool sign1 = routed.rest == RestPolicy::kSign1;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinEntries)
+#pragma omp parallel for schedule(static) if (rows * cols >= parallel_min_entries)
   for (size_t r = 0; r < rows; ++r) {
     float* row = out.Row(r);
     const std::span<const uint32_t> kept = routed.RowIndices(r);
@@ -1476,31 +1476,55 @@ Status Scatter(const RoutedTensor& routed, MutableMatrix out) {
   return Status::Ok();
 }
 
+// Names the first non-finite value of a gather (row r, column column(r, i) for the i-th kept
+// entry of row r) under kReject, clearing `values`; else replaces each by 0.
+template <typename Column>
+Status ScreenGathered(size_t rows, std::span<const uint64_t> row_offsets, Column column,
+                      NonFinitePolicy non_finite, std::vector<float>* values) {
+  if (simd::AllFinite(values->data(), values->size())) return Status::Ok();
+  for (size_t r = 0; r < rows; ++r) {
+    for (uint64_t i = row_offsets[r]; i < row_offsets[r + 1]; ++i) {
+      float& v = (*values)[i];
+      if (std::isfinite(v)) continue;
+      if (non_finite == NonFinitePolicy::kReject) {
+        const float bad = v;
+        values->clear();
+        std::ostringstream name;
+        name << "gradient[" << r << "][" << column(r, i - row_offsets[r]) << "]";
+        return FieldError(ErrorCode::kNonFinite, name.str(), bad,
+                          "must be finite (policy: reject)");
+      }
+      v = SafeValue(v);
+    }
+  }
+  return Status::Ok();
+}
+
 Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<float>* values,
-                    NonFinitePolicy non_finite) {
+                    NonFinitePolicy non_finite, size_t parallel_min_entries) {
   if (values == nullptr)
     return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
   SPARSELINK_RETURN_IF_ERROR(
       CheckShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask, "mask"));
   values->resize(mask.num_kept());
-  size_t i = 0;
-  for (size_t r = 0; r < mask.rows; ++r) {
-    for (uint32_t c : mask.RowIndices(r)) {
-      const float g = gradient.At(r, c);
-      if (!std::isfinite(g) && non_finite == NonFinitePolicy::kReject) {
-        values->clear();
-        std::ostringstream name;
-        name << "gradient[" << r << "][" << c << "]";
-        return FieldError(ErrorCode::kNonFinite, name.str(), g, "must be finite (policy: reject)");
-      }
-      (*values)[i++] = SafeValue(g);
-    }
+  const size_t rows = mask.rows;
+#pragma omp parallel for schedule(static) if (rows * mask.cols >= parallel_min_entries)
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = gradient.Row(r);
+    float* out = values->data() + KeptBeforeRow(mask, r);
+    const std::span<const uint32_t> kept = mask.RowIndices(r);
+    for (size_t i = 0; i < kept.size(); ++i) out[i] = row[kept[i]];
   }
-  return Status::Ok();
+  std::vector<uint64_t> offsets(rows + 1);
+  for (size_t r = 0; r <= rows; ++r)
+    offsets[r] = r < rows ? KeptBeforeRow(mask, r) : mask.num_kept();
+  return ScreenGathered(
+      rows, offsets, [&](size_t r, size_t i) { return mask.RowIndices(r)[i]; }, non_finite, values);
 }
 
-Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out) {
+Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out,
+                     size_t parallel_min_entries) {
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
   if (values.size() != mask.num_kept()) {
     return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
@@ -1510,7 +1534,7 @@ Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, Mu
       CheckShape("out", out.rows, out.cols, out.data != nullptr, mask, "mask"));
   const size_t rows = mask.rows;
   const size_t cols = mask.cols;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinEntries)
+#pragma omp parallel for schedule(static) if (rows * cols >= parallel_min_entries)
   for (size_t r = 0; r < rows; ++r) {
     float* row = out.Row(r);
     std::fill(row, row + cols, 0.0f);
@@ -1522,41 +1546,53 @@ Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, Mu
 }
 
 Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
-                    NonFinitePolicy non_finite) {
+                    NonFinitePolicy non_finite, size_t parallel_min_entries) {
   if (values == nullptr)
     return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
   SPARSELINK_RETURN_IF_ERROR(
       CheckShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask, "mask"));
   const uint64_t kept = mask.num_kept();
+  const size_t rows = mask.rows;
+  const size_t cols = mask.cols;
   values->resize(kept + simd::kSlack);  // GatherBits writes whole vectors
-  simd::GatherBits(mask.bits.data(), mask.bits.size(), mask.rows, mask.cols, gradient.data,
-                   gradient.cols, values->data());
-  values->resize(kept);
-  if (simd::AllFinite(values->data(), kept)) return Status::Ok();
-  // Name the first non-finite entry by its row and column, as the column-list form does.
-  for (size_t r = 0; r < mask.rows; ++r) {
-    uint64_t i = mask.row_offsets[r];
-    for (size_t c = 0; c < mask.cols; ++c) {
-      const uint64_t b = r * uint64_t{mask.cols} + c;
-      if (((mask.bits[b / 8] >> (b % 8)) & 1u) == 0) continue;
-      float& v = (*values)[i++];
-      if (std::isfinite(v)) continue;
-      if (non_finite == NonFinitePolicy::kReject) {
-        const float bad = v;
-        values->clear();
-        std::ostringstream name;
-        name << "gradient[" << r << "][" << c << "]";
-        return FieldError(ErrorCode::kNonFinite, name.str(), bad,
-                          "must be finite (policy: reject)");
-      }
-      v = SafeValue(v);
+  // Each thread gathers its rows in place, but its last 8 into a buffer of its own: whole
+  // vectors written past a range's end would land on the next thread's first entries. (Ranges
+  // end on multiples of 8 rows, except the last, where 8 rows start on a whole bitmap byte.)
+  internal::ForRowRanges(rows, rows * cols >= parallel_min_entries, [&](size_t first, size_t end) {
+    if (first == end) return;
+    const auto gather = [&](size_t from, size_t to, float* out) {
+      const uint64_t start = from * uint64_t{cols} / 8;
+      simd::GatherBits(mask.bits.data() + start, mask.bits.size() - start, to - from, cols,
+                       gradient.Row(from), gradient.cols, out);
+    };
+    float* out = values->data();
+    if (end == rows) {
+      gather(first, end, out + mask.row_offsets[first]);
+      return;
     }
-  }
-  return Status::Ok();
+    const size_t staged = end - 8;
+    gather(first, staged, out + mask.row_offsets[first]);
+    thread_local std::vector<float> last;
+    last.resize(8 * cols + simd::kSlack);
+    gather(staged, end, last.data());
+    std::copy_n(last.data(), mask.row_offsets[end] - mask.row_offsets[staged],
+                out + mask.row_offsets[staged]);
+  });
+  values->resize(kept);
+  // Name the first non-finite entry by its row and column, as the column-list form does.
+  const auto column = [&](size_t r, size_t i) {
+    for (size_t c = 0, seen = 0; c < cols; ++c) {
+      const uint64_t b = r * uint64_t{cols} + c;
+      if (((mask.bits[b / 8] >> (b % 8)) & 1u) != 0 && seen++ == i) return c;
+    }
+    return cols;  // not reached: row r has more than i set bits
+  };
+  return ScreenGathered(rows, mask.row_offsets, column, non_finite, values);
 }
 
-Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out) {
+Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out,
+                     size_t parallel_min_entries) {
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
   if (values.size() != mask.num_kept()) {
     return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
@@ -1568,8 +1604,15 @@ Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, Mutabl
   thread_local std::vector<float> padded;
   padded.resize(values.size() + simd::kSlack);
   std::copy(values.begin(), values.end(), padded.begin());
-  simd::ScatterBits(mask.bits.data(), mask.bits.size(), mask.rows, mask.cols, padded.data(),
-                    out.data, out.cols);
+  const float* source = padded.data();  // the calling thread's copy, for every thread
+  const size_t rows = mask.rows;
+  const size_t cols = mask.cols;
+  internal::ForRowRanges(rows, rows * cols >= parallel_min_entries, [&](size_t first, size_t end) {
+    if (first == end) return;
+    const uint64_t start = first * uint64_t{cols} / 8;
+    simd::ScatterBits(mask.bits.data() + start, mask.bits.size() - start, end - first, cols,
+                      source + mask.row_offsets[first], out.Row(first), out.cols);
+  });
   return Status::Ok();
 }
 

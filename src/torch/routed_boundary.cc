@@ -235,7 +235,8 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   ThrowIfError(RouteAndEncode(*router, a, use_map ? &*map : nullptr, contract, label,
                               {.index_codec = options->index_codec,
                                .zstd = options->zstd,
-                               .zstd_level = options->zstd_level},
+                               .zstd_level = options->zstd_level,
+                               .parallel_min_entries = options->parallel_min_entries},
                               &sent, &packet),
                boundary);
   clock.Lap(&time.route_encode);
@@ -254,11 +255,12 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
   // ends in an error.
   torch::Tensor dense = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   const MutableMatrix out{dense.data_ptr<float>(), static_cast<size_t>(rows), cols};
+  const DecodeLimits limits{.parallel_min_entries = options->parallel_min_entries};
   Deliver(*forward_link, "forward", label, dense_bytes, count, &report.forward_wire_bytes,
           [&](std::span<const uint8_t> bytes, PacketInfo* info) -> Result<bool> {
             SPARSELINK_RETURN_IF_ERROR(
-                count ? DecodeActivationToDenseAndMask(bytes, out, &receiver_mask, {}, info)
-                      : DecodeActivationToDense(bytes, out, {}, info));
+                count ? DecodeActivationToDenseAndMask(bytes, out, &receiver_mask, limits, info)
+                      : DecodeActivationToDense(bytes, out, limits, info));
             return true;
           })
       .value();
@@ -324,24 +326,31 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 
   clock.Lap(&time.summary);
   // Receiver -> sender: the gradient at the kept positions only.
-  ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values), boundary);
+  ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values,
+                            NonFinitePolicy::kReject, options->parallel_min_entries),
+               boundary);
   ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
                               {.index_codec = options->index_codec,
                                .zstd = options->zstd,
-                               .zstd_level = options->zstd_level},
+                               .zstd_level = options->zstd_level,
+                               .parallel_min_entries = options->parallel_min_entries},
                               &packet),
                boundary);
   clock.Lap(&time.gradient_encode);
   const std::vector<float> decoded =
       Deliver(*backward_link, "backward", label, dense_bytes, true, &report.backward_wire_bytes,
               [&](std::span<const uint8_t> bytes, PacketInfo* info) {
-                return DecodeGradient(bytes, sender_mask, {}, info);
+                return DecodeGradient(bytes, sender_mask,
+                                      {.parallel_min_entries = options->parallel_min_entries},
+                                      info);
               })
           .value();
   clock.Lap(&time.backward_link_decode);
   torch::Tensor grad_input = torch::empty({rows, static_cast<int64_t>(cols)}, torch::kFloat32);
   float* gi = grad_input.data_ptr<float>();
-  ThrowIfError(ScatterAtMask(sender_mask, decoded, {gi, num_rows, cols}), boundary);
+  ThrowIfError(
+      ScatterAtMask(sender_mask, decoded, {gi, num_rows, cols}, options->parallel_min_entries),
+      boundary);
   clock.Lap(&time.scatter_at_mask);
 
   // Sender: score what it can see. The gradient of entry (r, j) is known where it was kept
@@ -490,7 +499,9 @@ Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(
                                                      .ema_decay = options.ema_decay})
                                  .status());
   SPARSELINK_RETURN_IF_ERROR(Negotiator::Create(options.negotiator, probe).status());
-  SPARSELINK_RETURN_IF_ERROR(Router::Create({.eps = options.eps}).status());
+  SPARSELINK_RETURN_IF_ERROR(
+      Router::Create({.eps = options.eps, .parallel_min_entries = options.parallel_min_entries})
+          .status());
   auto boundaries = std::unique_ptr<RoutedBoundaries>(new RoutedBoundaries());
   boundaries->options_ = options;
   boundaries->stages_ = stages;
@@ -535,8 +546,10 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   if (options.policy == RoutingPolicy::kRandom) score = ScorePolicy::kRandom;
   if (options.policy == RoutingPolicy::kMagnitude) score = ScorePolicy::kMagnitude;
   SPARSELINK_ASSIGN_OR_RETURN(
-      Router router,
-      Router::Create({.policy = score, .eps = options.eps, .seed = options.seed + boundary}));
+      Router router, Router::Create({.policy = score,
+                                     .eps = options.eps,
+                                     .seed = options.seed + boundary,
+                                     .parallel_min_entries = options.parallel_min_entries}));
   state->router.emplace(std::move(router));
   // Each link draws its faults from its own generator, seeded per boundary and direction.
   LinkOptions link_options{.model = options.link};

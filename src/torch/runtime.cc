@@ -4,12 +4,14 @@
 #include "sparselink/torch/runtime.hpp"
 
 #include <dlfcn.h>
+#include <strings.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 namespace sparselink::torch_adapter {
@@ -31,11 +33,27 @@ void SetNumThreads(int num_threads) {
   if (auto set = FindSymbol<OpenBlasSetThreads>("openblas_set_num_threads")) set(num_threads);
 }
 
-void EnsurePassiveOpenMpWait(char** argv) {
+bool BlasSharesOpenMpPool() {
+  const auto get_config = FindSymbol<OpenBlasGetConfig>("openblas_get_config");
+  return get_config != nullptr && std::strstr(get_config(), "USE_OPENMP") != nullptr;
+}
+
+void ChooseOpenMpWait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (BlasSharesOpenMpPool()) return;
   if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
   execv("/proc/self/exe", argv);
   // Only reached when execv failed: carry on with the spinning default.
+}
+
+bool OpenMpThreadsStayAwake() {
+  if (!BlasSharesOpenMpPool()) return false;
+  if (const char* policy = std::getenv("OMP_WAIT_POLICY");
+      policy != nullptr && strcasecmp(policy, "passive") == 0) {
+    return false;
+  }
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  return spin == nullptr || std::strtod(spin, nullptr) > 0;
 }
 
 TorchRuntimeInfo ProbeTorchRuntime() {

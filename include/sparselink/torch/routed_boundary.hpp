@@ -99,6 +99,12 @@ struct RoutedBoundaryOptions {
   LinkModel link;
   LinkRetryOptions retry;
   uint64_t seed = 1;
+  // A boundary's routing, coding and scatters use the OpenMP threads from this many entries
+  // of the activation on (>= 1; RouterOptions::parallel_min_entries). The default keeps a
+  // 128 x 1024 boundary on one thread, right when the threads sleep between regions; when
+  // they stay awake (OpenMpThreadsStayAwake, runtime.hpp) `sparselink train` lowers it to
+  // 2^16, where both cores pay (docs/RESULTS.md).
+  size_t parallel_min_entries = size_t{1} << 20;
 };
 
 // Where a boundary's route_seconds go, wall clock over the training steps; the parts add up

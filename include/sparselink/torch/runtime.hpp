@@ -1,6 +1,8 @@
 // What LibTorch runs on: thread count and BLAS, and a quick speed probe. LibTorch from Debian
 // links libblas.so.3, which the Debian alternatives point at OpenBLAS when libopenblas0-pthread
-// is installed, and at the reference BLAS (about 7x slower training) otherwise.
+// (or -openmp) is installed, and at the reference BLAS (about 7x slower training) otherwise.
+// sparselink's own programs load OpenBLAS's OpenMP build when it is installed, whatever the
+// alternatives say (an RPATH, cmake/torch.cmake).
 #pragma once
 
 #include <cstddef>
@@ -23,15 +25,32 @@ struct TorchRuntimeInfo {
 // Process-wide; call before training, not concurrently with running ops.
 void SetNumThreads(int num_threads);
 
-// LibTorch's OpenMP threads spin after every parallel region while OpenBLAS's own threads
-// run the next matmul, so on a machine with few cores the two pools fight: measured 2-10x
-// slower MLP training on 2 cores, worst when other processes share the cores. The cure is
-// OMP_WAIT_POLICY=PASSIVE, which libgomp reads only when it loads, i.e. before main. This
-// re-executes the program (/proc/self/exe, same argv) once with OMP_WAIT_POLICY=PASSIVE when
-// the variable is unset; it returns normally when the variable is already set (any value,
-// so a user's choice is kept) or when the re-exec fails. Call it first thing in main, before
-// any thread is started. Linux only.
-void EnsurePassiveOpenMpWait(char** argv);
+// Whether the loaded BLAS is OpenBLAS built for OpenMP (Debian's libopenblas0-openmp, whose
+// openblas_get_config() says USE_OPENMP): then its GEMMs run on the same libgomp thread pool
+// as LibTorch's own ops and the router, and one pool serves the whole step. Readable before
+// main's first LibTorch call (libtorch_cpu loads the BLAS at start-up).
+bool BlasSharesOpenMpPool();
+
+// How the OpenMP threads wait between parallel regions, chosen before any thread exists.
+//  - BLAS with its own pthreads (libopenblas0-pthread, or any BLAS not built for OpenMP):
+//    LibTorch's OpenMP threads spin after every parallel region while OpenBLAS's own threads
+//    run the next matmul, so on a machine with few cores the two pools fight: measured 2-10x
+//    slower MLP training on 2 cores, worst when other processes share the cores. The cure is
+//    OMP_WAIT_POLICY=PASSIVE, which libgomp reads only when it loads, i.e. before main. This
+//    re-executes the program (/proc/self/exe, same argv) once with OMP_WAIT_POLICY=PASSIVE.
+//  - OpenBLAS on OpenMP (BlasSharesOpenMpPool): one pool, nothing to fight; libgomp's default
+//    (spin a few ms, then sleep) keeps the threads awake between the step's parallel regions,
+//    so short ones (a boundary's 128 x 1024 tensors) can use them. Nothing is changed.
+// Returns normally when OMP_WAIT_POLICY is already set (any value, so a user's choice is kept),
+// when nothing needs changing, or when the re-exec fails. Call it first thing in main. Linux
+// only.
+void ChooseOpenMpWait(char** argv);
+
+// Whether the OpenMP threads are awake between parallel regions: the BLAS shares their pool
+// and neither OMP_WAIT_POLICY=PASSIVE nor GOMP_SPINCOUNT=0 puts them to sleep at once. Then a
+// parallel region of a few tens of microseconds pays off; otherwise each one first waits for a
+// sleeping thread to wake (a median 24-50 us here, docs/RESULTS.md).
+bool OpenMpThreadsStayAwake();
 
 // The baseline of `sparselink bench`: torch::topk of |a| along each row of the rows x cols
 // matrix at `data` (k per row, unsorted, which is the cheapest form), then a gather of the
