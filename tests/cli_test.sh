@@ -163,7 +163,7 @@ assert r["config"]["eps"] == 0.001 and r["config"]["map_resolution"] == "channel
 t = r["time"]
 phases = t["route_seconds_by_phase"]
 assert set(phases) == {"route_encode", "forward_link_decode", "summary", "gradient_encode",
-                       "backward_link_decode", "scatter_at_mask", "map_update"}
+                       "backward_link_decode", "map_update"}
 assert all(v > 0 for v in phases.values()), phases
 assert abs(sum(phases.values()) - t["route_seconds"]) <= 1e-6 * t["route_seconds"] + 1e-9
 b = r["boundaries"][0]

@@ -569,6 +569,15 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
             auto back_parallel = DecodeGradient(grad_serial, routed, {.parallel_min_entries = 1});
             ASSERT_TRUE(back_serial.ok() && back_parallel.ok());
             ASSERT_EQ(*back_parallel, *back_serial);
+            // Fused into the dense gradient: DecodeGradient + ScatterAtMask, on any split.
+            std::vector<float> grad_want(a.size(), 7.0f), grad_got(a.size(), 8.0f), fused_values;
+            ASSERT_TRUE(
+                ScatterAtMask(routed, *back_serial, {grad_want.data(), rows, cols}, kSerial).ok());
+            ASSERT_TRUE(DecodeGradientToDense(grad_serial, routed, {grad_got.data(), rows, cols},
+                                              &fused_values, {.parallel_min_entries = 1})
+                            .ok());
+            ASSERT_EQ(grad_got, grad_want);
+            ASSERT_EQ(fused_values, *back_serial);
             if (codec != ValueCodec::kInt8 || routed.num_kept() == 0) continue;
             // A bad int8 value in the last row and a bad scale in a later one: the first is
             // named, on any split.
@@ -596,6 +605,38 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
     }
   }
   omp_set_num_threads(saved_threads);
+}
+
+// The fused gradient decoder refuses what DecodeGradient refuses, and a wrong output shape,
+// without writing the dense gradient.
+TEST(GradientPacket, DenseDecoderWritesNothingItRefuses) {
+  std::mt19937 rng(14);
+  const RoutedTensor mask = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  std::vector<float> values(mask.num_kept(), 0.5f);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeGradient(mask, values, ValueCodec::kInt8, {}, {}, &packet).ok());
+  std::vector<float> dense(24, 9.0f), got;
+  const std::vector<float> untouched = dense;
+  Status s = DecodeGradientToDense(packet, mask, {dense.data(), 3, 7}, &got);
+  EXPECT_EQ(s.code(), ErrorCode::kShapeMismatch);
+  EXPECT_TRUE(Contains(s, "out.cols = 7")) << s.message();
+  EXPECT_EQ(DecodeGradientToDense(packet, mask, {dense.data(), 3, 8}, nullptr).code(),
+            ErrorCode::kInvalidArgument);
+  std::vector<uint8_t> bad = packet;
+  bad[bad.size() - 12] ^= 0x10;  // a value byte, checksum not resealed
+  s = DecodeGradientToDense(bad, mask, {dense.data(), 3, 8}, &got);
+  EXPECT_FALSE(s.ok());
+  auto info = InspectPacket(packet);
+  ASSERT_TRUE(info.ok());
+  bad = packet;
+  bad[info->sections[0].offset + 4 * 3] = 0x80;  // int8 -128, resealed
+  Reseal(bad);
+  s = DecodeGradientToDense(bad, mask, {dense.data(), 3, 8}, &got);
+  EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket);
+  EXPECT_TRUE(Contains(s, "int8 value[0]")) << s.message();
+  EXPECT_EQ(dense, untouched);
+  ASSERT_TRUE(DecodeGradientToDense(packet, mask, {dense.data(), 3, 8}, &got).ok());
+  EXPECT_EQ(got, *DecodeGradient(packet, mask));
 }
 
 TEST(SummaryPacket, RoundTripsWithinFp16Error) {

@@ -178,6 +178,13 @@ Status DecodeActivationToDenseAndMask(std::span<const uint8_t> packet, MutableMa
 Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,
                                           const DecodeLimits& limits = {},
                                           PacketInfo* info = nullptr);
+// DecodeGradient + ScatterAtMask in one call, checking the mask once: the values, as
+// DecodeGradient returns them, into `values`, and the sender's dense gradient (rows x cols, the
+// values at the mask's positions, zeros elsewhere) into `out`. `out` is not written unless
+// every check has passed; on error `values` holds nothing meaningful.
+Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                             MutableMatrix out, std::vector<float>* values,
+                             const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
 Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,
                                          const DecodeLimits& limits = {},
                                          PacketInfo* info = nullptr);

@@ -492,8 +492,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
       << train_seconds << " s training (" << std::setprecision(1)
       << 100.0 * route_seconds / std::max(train_seconds, 1e-9) << "%)\n  route+encode "
       << std::setprecision(2) << phases.route_encode << " s, link+decode "
-      << phases.forward_link_decode + phases.backward_link_decode << " s, gradient scatter "
-      << phases.scatter_at_mask << " s, gradient gather+encode " << phases.gradient_encode
+      << phases.forward_link_decode + phases.backward_link_decode
+      << " s (decodes into the dense tensors), gradient gather+encode " << phases.gradient_encode
       << " s, maps and summaries " << phases.map_update + phases.summary << " s"
       << std::setprecision(1) << "\nmodelled link time at " << options.link_bandwidth << ": "
       << modelled << " s vs " << dense_link_seconds << " s dense\n";

@@ -26,6 +26,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/parallel.hpp"
 #include "simd/kernels.hpp"
 
 namespace sparselink::codec_internal {
@@ -300,7 +301,8 @@ uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint3
 
 void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                         uint32_t cols, std::span<const uint8_t> bitmap,
-                        std::span<const uint64_t> mask, std::vector<uint8_t>* out) {
+                        std::span<const uint64_t> mask, std::vector<uint8_t>* out,
+                        bool parallel) {
   const uint64_t index_rows = row_offsets.size() - 1;
   uint64_t active = 0;
   for (uint64_t w : mask) active += static_cast<uint64_t>(std::popcount(w));
@@ -312,7 +314,22 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
   for (size_t i = 0; i < mask_bytes; ++i) p[i] = static_cast<uint8_t>(mask[i / 8] >> (8 * (i % 8)));
   uint8_t* stream = p + mask_bytes;
   uint64_t pos = 0;
-  if (!bitmap.empty()) {
+  if (!bitmap.empty() && parallel) {
+    // Each thread packs its rows into a zeroed buffer of its own (PackMaskedRow ORs whole words,
+    // which may reach past a range) and copies the bytes in: a range of 8k rows is 8k * active
+    // bits, whole bytes, so the ranges' bytes do not overlap.
+    internal::ForRowRanges(index_rows, true, [&](size_t first, size_t end) {
+      thread_local std::vector<uint8_t> packed;
+      const uint64_t bits = (end - first) * active;
+      packed.assign((bits + 7) / 8 + 8, 0);
+      uint64_t at = 0;
+      for (size_t r = first; r < end; ++r) {
+        simd::PackMaskedRow(bitmap.data() + r * (cols / 8), cols, mask.data(), packed.data(), &at);
+      }
+      std::memcpy(stream + first * active / 8, packed.data(), (bits + 7) / 8);
+    });
+    pos = index_rows * active;
+  } else if (!bitmap.empty()) {
     for (uint64_t r = 0; r < index_rows; ++r)
       simd::PackMaskedRow(bitmap.data() + r * (cols / 8), cols, mask.data(), stream, &pos);
   } else {

@@ -53,10 +53,12 @@ uint64_t SubsetBitmapBytes(uint64_t index_rows, uint64_t cols, uint64_t active);
 // cols % 8 == 0) it is read from there, O(index_rows * cols / 64); else from the sets, O(kept).
 uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                     uint32_t cols, std::span<const uint8_t> bitmap, std::vector<uint64_t>* mask);
-// Appends the section, `mask` from ColumnMask on the same sets (and bitmap, if any).
+// Appends the section, `mask` from ColumnMask on the same sets (and bitmap, if any). With
+// `parallel` and a bitmap, rows are packed on the OpenMP threads (the same bytes).
 void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                         uint32_t cols, std::span<const uint8_t> bitmap,
-                        std::span<const uint64_t> mask, std::vector<uint8_t>* out);
+                        std::span<const uint64_t> mask, std::vector<uint8_t>* out,
+                        bool parallel = false);
 // Reads a subset-bitmap section row by row. Start checks all of it first (the size against
 // index_rows x cols, the padding bits of both parts, every masked column kept by some row), so
 // that a caller writing rows as it reads them writes nothing for a refused section; NextRow

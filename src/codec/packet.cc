@@ -38,6 +38,7 @@
 #include "codec/index_codecs.hpp"
 #include "codec/value_codecs.hpp"
 #include "core/parallel.hpp"
+#include "routing/scatter.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 
@@ -451,7 +452,8 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
     AppendBitmap(offsets, routed.indices, routed.cols, &sections.back().raw);
   } else if (h.index_codec == IndexCodec::kSubsetBitmap) {
     AppendSubsetBitmap(offsets, routed.indices, routed.cols, row_bitmap, column_mask,
-                       &sections.back().raw);
+                       &sections.back().raw,
+                       uint64_t{routed.rows} * routed.cols >= options.parallel_min_entries);
   } else {
     AppendDeltaVarint(offsets, routed.indices, &sections.back().raw);
   }
@@ -1277,10 +1279,10 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   return Status::Ok();
 }
 
-Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,
-                                          const DecodeLimits& limits, PacketInfo* info) {
-  PacketInfo local;
-  PacketInfo* pi = info != nullptr ? info : &local;
+// DecodeGradient's work into `values` (resized to the kept count).
+static Status DecodeGradientInto(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                                 const DecodeLimits& limits, PacketInfo* pi,
+                                 std::vector<float>* values) {
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
   SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
   const PacketHeader& h = pi->header;
@@ -1301,15 +1303,48 @@ Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const
   }
   SectionBytes raw;
   SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, pi->sections[0], 0));
-  std::vector<uint32_t> row_counts(mask.rows);
+  thread_local std::vector<uint32_t> row_counts;
+  row_counts.resize(mask.rows);
   for (size_t r = 0; r < mask.rows; ++r)
     row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
-  std::vector<float> values(h.count_full);
+  values->resize(h.count_full);
   Status s =
-      codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, values,
+      codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, *values,
                                        uint64_t{h.rows} * h.cols >= limits.parallel_min_entries);
   if (!s.ok()) return Status(s.code(), "gradient_values: " + s.message());
+  return Status::Ok();
+}
+
+Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                                          const DecodeLimits& limits, PacketInfo* info) {
+  PacketInfo local;
+  std::vector<float> values;
+  SPARSELINK_RETURN_IF_ERROR(
+      DecodeGradientInto(packet, mask, limits, info != nullptr ? info : &local, &values));
   return values;
+}
+
+Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                             MutableMatrix out, std::vector<float>* values,
+                             const DecodeLimits& limits, PacketInfo* info) {
+  if (values == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
+  }
+  if (out.data == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "out.data = null: no buffer given");
+  }
+  if (out.rows != mask.rows || out.cols != mask.cols) {
+    return FieldError(
+        ErrorCode::kShapeMismatch, out.rows != mask.rows ? "out.rows" : "out.cols",
+        out.rows != mask.rows ? out.rows : out.cols,
+        "must equal the mask's " + std::to_string(mask.rows) + " x " + std::to_string(mask.cols));
+  }
+  PacketInfo local;
+  SPARSELINK_RETURN_IF_ERROR(
+      DecodeGradientInto(packet, mask, limits, info != nullptr ? info : &local, values));
+  internal::ScatterRowsAtMask(mask, values->data(), out,
+                              uint64_t{mask.rows} * mask.cols >= limits.parallel_min_entries);
+  return Status::Ok();
 }
 
 Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,

@@ -75,6 +75,7 @@
 #include <string>
 
 #include "core/parallel.hpp"
+#include "routing/scatter.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/routing.hpp"
 
@@ -1532,17 +1533,23 @@ Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, Mu
   }
   SPARSELINK_RETURN_IF_ERROR(
       CheckShape("out", out.rows, out.cols, out.data != nullptr, mask, "mask"));
+  internal::ScatterRowsAtMask(mask, values.data(), out,
+                              size_t{mask.rows} * mask.cols >= parallel_min_entries);
+  return Status::Ok();
+}
+
+void internal::ScatterRowsAtMask(const RoutedTensor& mask, const float* values, MutableMatrix out,
+                                 bool parallel) {
   const size_t rows = mask.rows;
   const size_t cols = mask.cols;
-#pragma omp parallel for schedule(static) if (rows * cols >= parallel_min_entries)
+#pragma omp parallel for schedule(static) if (parallel)
   for (size_t r = 0; r < rows; ++r) {
     float* row = out.Row(r);
     std::fill(row, row + cols, 0.0f);
-    const float* row_values = values.data() + KeptBeforeRow(mask, r);
+    const float* row_values = values + KeptBeforeRow(mask, r);
     const std::span<const uint32_t> kept = mask.RowIndices(r);
     for (size_t i = 0; i < kept.size(); ++i) row[kept[i]] = row_values[i];
   }
-  return Status::Ok();
 }
 
 Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,

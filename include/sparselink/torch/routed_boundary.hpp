@@ -110,17 +110,16 @@ struct RoutedBoundaryOptions {
 // Where a boundary's route_seconds go, wall clock over the training steps; the parts add up
 // to route_seconds. Forward: the sender routes and encodes, the packet crosses the link and the
 // receiver decodes it straight into the dense tensor of the next stage (one fused pass, so no
-// scatter phase of its own). Backward: the
-// receiver's summary (every summary_every steps: its map update and the summary packet), the
-// gradient (converted to contiguous fp32,) gathered at the mask and encoded, its link crossing and
-// decode, the sender's scatter into the dense gradient, and the sender's map update.
+// scatter phase of its own). Backward: the receiver's summary (every summary_every steps: its
+// map update and the summary packet), the gradient (converted to contiguous fp32,) gathered at
+// the mask and encoded, its link crossing and decode straight into the sender's dense gradient
+// (fused likewise), and the sender's map update.
 struct BoundaryTime {
   double route_encode = 0;
   double forward_link_decode = 0;
   double summary = 0;
   double gradient_encode = 0;
   double backward_link_decode = 0;
-  double scatter_at_mask = 0;
   double map_update = 0;
 
   // Every phase, with its name in the report, in the order above.
@@ -133,7 +132,6 @@ struct BoundaryTime {
                                       {"summary", &BoundaryTime::summary},
                                       {"gradient_encode", &BoundaryTime::gradient_encode},
                                       {"backward_link_decode", &BoundaryTime::backward_link_decode},
-                                      {"scatter_at_mask", &BoundaryTime::scatter_at_mask},
                                       {"map_update", &BoundaryTime::map_update}};
 
   void Add(const BoundaryTime& t) {
