@@ -762,6 +762,32 @@ TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
   omp_set_num_threads(saved_threads);
 }
 
+// The mask-only calls check what they read: positions and counts, not values or tiers.
+TEST(RoutedTensor, ValidateMaskChecksPositionsNotValues) {
+  const std::vector<float> a = RandomValues(3, 12, 81);
+  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  RoutedTensor mask = MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25));
+  mask.values[1] = kNaN;
+  mask.tiers[2] = static_cast<Tier>(7);
+  EXPECT_EQ(mask.Validate().code(), ErrorCode::kNonFinite);
+  EXPECT_TRUE(mask.ValidateMask().ok());
+  const std::vector<float> g = RandomValues(3, 12, 82);
+  std::vector<float> kept;
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 3, 12), &kept).ok());
+  std::vector<float> dense(36);
+  ASSERT_TRUE(ScatterAtMask(mask, kept, {dense.data(), 3, 12}).ok());
+  RoutedTensor broken = mask;
+  broken.indices[0] = 12;
+  Status s = broken.ValidateMask();
+  EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket);
+  EXPECT_NE(s.message().find("routed.indices[0]"), std::string::npos) << s.message();
+  EXPECT_EQ(ScatterAtMask(broken, kept, {dense.data(), 3, 12}).code(), ErrorCode::kCorruptPacket);
+  broken = mask;
+  broken.values.pop_back();
+  s = broken.ValidateMask();
+  EXPECT_NE(s.message().find("routed.values.size()"), std::string::npos) << s.message();
+}
+
 TEST(KeptMask, ValidateNamesTheBrokenField) {
   const std::vector<float> a = RandomValues(3, 12, 80);
   const Router router = MakeRouter(ScorePolicy::kMagnitude);

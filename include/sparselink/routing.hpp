@@ -90,6 +90,11 @@ struct RoutedTensor {
   // All structural invariants: sizes agree, indices ascending and < cols, tiers valid.
   // Used by the decoder on untrusted input; errors name the field.
   Status Validate() const;
+  // What the calls that use a routed tensor as a mask read (GatherAtMask, ScatterAtMask,
+  // EncodeGradient, DecodeGradient, MaskOf): shape, row offsets, indices, and values.size()
+  // (num_kept()); not the values, tiers or rest tier, which they do not read. Validate's first
+  // checks, in its order.
+  Status ValidateMask() const;
 };
 
 // Which entries of a rows x cols matrix a routed tensor kept, laid out as the bitmap index

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -301,8 +302,7 @@ uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint3
 
 void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                         uint32_t cols, std::span<const uint8_t> bitmap,
-                        std::span<const uint64_t> mask, std::vector<uint8_t>* out,
-                        bool parallel) {
+                        std::span<const uint64_t> mask, std::vector<uint8_t>* out, bool parallel) {
   const uint64_t index_rows = row_offsets.size() - 1;
   uint64_t active = 0;
   for (uint64_t w : mask) active += static_cast<uint64_t>(std::popcount(w));
@@ -347,8 +347,8 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
   out->resize(start + total);
 }
 
-Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_rows,
-                                 uint32_t cols) {
+Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
+                                 bool parallel) {
   const size_t mask_bytes = (uint64_t{cols} + 7) / 8;
   if (bytes.size() < mask_bytes) {
     return IndexError("subset bitmap bytes", bytes.size(),
@@ -382,14 +382,24 @@ Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_
   if (end % 8 != 0 && (bytes.back() >> (end % 8)) != 0) {
     return IndexError("subset bitmap padding bits", bytes.back() >> (end % 8), "must be 0");
   }
-  union_.assign((active_ + 63) / 64, 0);
-  for (uint64_t r = 0; r < index_rows; ++r) {
-    const uint64_t row = stream_begin_ + r * active_;
-    for (uint64_t i = 0; i < active_; i += 64) {
-      union_[i / 64] |=
-          ReadBits(bytes, row + i, static_cast<unsigned>(std::min<uint64_t>(64, active_ - i)));
+  // The union over row ranges on the threads, each into words of its own, OR-ed after.
+  const size_t words = (active_ + 63) / 64;
+  union_.assign(words, 0);
+  std::vector<uint64_t>& rows_union = union_;
+  std::mutex merge;
+  internal::ForRowRanges(index_rows, parallel, [&](size_t first, size_t stop) {
+    thread_local std::vector<uint64_t> part;
+    part.assign(words, 0);
+    for (uint64_t r = first; r < stop; ++r) {
+      const uint64_t row = stream_begin_ + r * active_;
+      for (uint64_t i = 0; i < active_; i += 64) {
+        part[i / 64] |=
+            ReadBits(bytes, row + i, static_cast<unsigned>(std::min<uint64_t>(64, active_ - i)));
+      }
     }
-  }
+    const std::lock_guard<std::mutex> lock(merge);
+    for (size_t w = 0; w < words; ++w) rows_union[w] |= part[w];
+  });
   for (uint64_t i = 0; i < active_; i += 64) {
     const auto n = static_cast<unsigned>(std::min<uint64_t>(64, active_ - i));
     const uint64_t all = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
@@ -425,12 +435,19 @@ uint64_t SubsetBitmapReader::UnpackRow(uint64_t r, uint8_t* row_bits) const {
   return simd::UnpackMaskedRow(bytes_.data(), bytes_.size(), &pos, cols_, mask_.data(), row_bits);
 }
 
-void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts) {
+void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts, bool parallel) {
   // Each row is `active_` bits from pos_; whole bytes are counted by popcount, the partial
-  // ones at either end bit by bit.
-  for (uint32_t r = 0; r < rows; ++r) {
-    const uint64_t begin = pos_;
-    const uint64_t end = pos_ + active_;
+  // ones at either end bit by bit. Rows are independent: ranges of them on the threads.
+  const uint64_t from = pos_;
+  internal::ForRowRanges(rows, parallel, [&](size_t first_row, size_t end_row) {
+    for (size_t r = first_row; r < end_row; ++r) counts[r] = CountRow(from + r * active_);
+  });
+  pos_ = from + uint64_t{rows} * active_;
+}
+
+uint32_t SubsetBitmapReader::CountRow(uint64_t begin) const {
+  {
+    const uint64_t end = begin + active_;
     uint64_t count = 0;
     uint64_t b = begin;
     for (; b < end && b % 8 != 0; ++b) count += (bytes_[b / 8] >> (b % 8)) & 1u;
@@ -439,8 +456,7 @@ void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts) {
     }
     for (; b + 8 <= end; b += 8) count += static_cast<uint64_t>(std::popcount(bytes_[b / 8]));
     for (; b < end; ++b) count += (bytes_[b / 8] >> (b % 8)) & 1u;
-    counts[r] = static_cast<uint32_t>(count);
-    pos_ = end;
+    return static_cast<uint32_t>(count);
   }
 }
 

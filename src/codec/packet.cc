@@ -581,7 +581,7 @@ static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granu
 Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
                       const PacketLabel& label, const EncodeOptions& options,
                       std::vector<uint8_t>* out) {
-  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.ValidateMask(), "mask"));
   std::vector<uint32_t> row_counts(mask.rows);
   for (size_t r = 0; r < mask.rows; ++r)
     row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
@@ -1186,6 +1186,7 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   }
   const bool one_tier = h.count_full == 0 || h.count_lossy == 0;
   const bool subset = h.index_codec == IndexCodec::kSubsetBitmap;
+  const bool parallel = uint64_t{h.rows} * h.cols >= limits.parallel_min_entries;
   if (h.granularity != Granularity::kElement || (h.index_codec != IndexCodec::kBitmap && !subset) ||
       !one_tier || h.rest != RestPolicy::kDrop) {
     RoutedTensor t;
@@ -1200,7 +1201,7 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   const std::span<const uint8_t> bits = index.bytes();
   thread_local codec_internal::SubsetBitmapReader reader;
   if (subset) {
-    SPARSELINK_RETURN_IF_ERROR(reader.Start(bits, h.rows, h.cols));
+    SPARSELINK_RETURN_IF_ERROR(reader.Start(bits, h.rows, h.cols, parallel));
   } else {
     SPARSELINK_RETURN_IF_ERROR(codec_internal::CheckBitmapShape(bits, h.rows, h.cols));
   }
@@ -1212,7 +1213,7 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   thread_local std::vector<float> values;
   row_counts.resize(h.rows);
   if (subset) {
-    reader.CountRows(h.rows, row_counts.data());
+    reader.CountRows(h.rows, row_counts.data(), parallel);
     reader.Rewind();
   } else {
     simd::RowBitCounts(bits.data(), bits.size(), h.rows, h.cols, row_counts.data());
@@ -1255,27 +1256,25 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   }
   uint8_t* mask_bits = mask != nullptr ? mask->bits.data() : nullptr;
   // Ranges start on multiples of 8 rows, so on whole bytes of either bitmap.
-  internal::ForRowRanges(
-      h.rows, uint64_t{h.rows} * cols >= limits.parallel_min_entries,
-      [&](size_t first, size_t end) {
-        if (first == end) return;
-        if (!subset) {
-          const uint64_t start = first * uint64_t{cols} / 8;
-          simd::ScatterBits(bits.data() + start, bits.size() - start, end - first, cols,
-                            source + first_value[first], out.Row(first), out.cols);
-          return;
-        }
-        thread_local std::vector<uint8_t> row;
-        row.resize(rows_reader->row_buffer_bytes());
-        for (size_t r = first; r < end; ++r) {
-          rows_reader->UnpackRow(r, row.data());
-          simd::ScatterBits(row.data(), row_bytes, 1, cols, source + first_value[r], out.Row(r),
-                            out.cols);
-          if (mask_bits != nullptr) {
-            CopyBitsTo(row.data(), cols, mask_bits, mask->bits.size(), r * uint64_t{cols});
-          }
-        }
-      });
+  internal::ForRowRanges(h.rows, parallel, [&](size_t first, size_t end) {
+    if (first == end) return;
+    if (!subset) {
+      const uint64_t start = first * uint64_t{cols} / 8;
+      simd::ScatterBits(bits.data() + start, bits.size() - start, end - first, cols,
+                        source + first_value[first], out.Row(first), out.cols);
+      return;
+    }
+    thread_local std::vector<uint8_t> row;
+    row.resize(rows_reader->row_buffer_bytes());
+    for (size_t r = first; r < end; ++r) {
+      rows_reader->UnpackRow(r, row.data());
+      simd::ScatterBits(row.data(), row_bytes, 1, cols, source + first_value[r], out.Row(r),
+                        out.cols);
+      if (mask_bits != nullptr) {
+        CopyBitsTo(row.data(), cols, mask_bits, mask->bits.size(), r * uint64_t{cols});
+      }
+    }
+  });
   return Status::Ok();
 }
 
@@ -1284,7 +1283,7 @@ static Status DecodeGradientInto(std::span<const uint8_t> packet, const RoutedTe
                                  const DecodeLimits& limits, PacketInfo* pi,
                                  std::vector<float>* values) {
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
-  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.ValidateMask(), "mask"));
   const PacketHeader& h = pi->header;
   if (h.rows != mask.rows)
     return FieldError(ErrorCode::kShapeMismatch, "header.rows", h.rows,

@@ -75,7 +75,7 @@ size_t RoutedTensor::CountTier(Tier t) const {
                          static_cast<uint8_t>(t));
 }
 
-Status RoutedTensor::Validate() const {
+Status RoutedTensor::ValidateMask() const {
   constexpr ErrorCode kBad = ErrorCode::kCorruptPacket;
   if (rows == 0) return FieldError(kBad, "routed.rows", rows, "must be > 0");
   if (cols == 0) return FieldError(kBad, "routed.cols", cols, "must be > 0");
@@ -130,6 +130,14 @@ Status RoutedTensor::Validate() const {
     return FieldError(kBad, "routed.values.size()", values.size(),
                       MustEqual(unit ? "rows * indices.size()" : "indices.size()", kept));
   }
+  return Status::Ok();
+}
+
+Status RoutedTensor::Validate() const {
+  constexpr ErrorCode kBad = ErrorCode::kCorruptPacket;
+  SPARSELINK_RETURN_IF_ERROR(ValidateMask());
+  const bool unit = granularity == Granularity::kUnit;
+  const uint64_t kept = values.size();  // ValidateMask checked it against the indices
   if (tiers.size() != kept) {
     return FieldError(kBad, "routed.tiers.size()", tiers.size(), MustEqual("values.size()", kept));
   }
@@ -241,7 +249,7 @@ Status KeptMask::Validate() const {
 
 Status MaskOf(const RoutedTensor& routed, KeptMask* out) {
   if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "mask = null: no output given");
-  SPARSELINK_RETURN_IF_ERROR(routed.Validate());
+  SPARSELINK_RETURN_IF_ERROR(routed.ValidateMask());
   out->rows = routed.rows;
   out->cols = routed.cols;
   out->granularity = routed.granularity;

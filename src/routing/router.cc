@@ -1505,7 +1505,7 @@ Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<
                     NonFinitePolicy non_finite, size_t parallel_min_entries) {
   if (values == nullptr)
     return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
-  SPARSELINK_RETURN_IF_ERROR(mask.Validate());
+  SPARSELINK_RETURN_IF_ERROR(mask.ValidateMask());
   SPARSELINK_RETURN_IF_ERROR(
       CheckShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask, "mask"));
   values->resize(mask.num_kept());
@@ -1526,7 +1526,7 @@ Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<
 
 Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, MutableMatrix out,
                      size_t parallel_min_entries) {
-  SPARSELINK_RETURN_IF_ERROR(mask.Validate());
+  SPARSELINK_RETURN_IF_ERROR(mask.ValidateMask());
   if (values.size() != mask.num_kept()) {
     return FieldError(ErrorCode::kShapeMismatch, "values.size()", values.size(),
                       MustEqual("mask.num_kept()", mask.num_kept()));
