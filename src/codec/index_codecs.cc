@@ -256,19 +256,6 @@ namespace {
 uint64_t Words(uint64_t cols) { return (cols + 63) / 64; }
 
 // n (1..64) bits of `bytes` from bit `at`, LSB first; bits past the end read as 0.
-uint64_t ReadBits(std::span<const uint8_t> bytes, uint64_t at, unsigned n) {
-  uint64_t x = 0;
-  const uint64_t first = at / 8;
-  const unsigned shift = at % 8;
-  // A ninth byte only when the bits start inside the first one (its shift stays below 64).
-  const uint64_t last = shift == 0 ? 8 : 9;
-  for (uint64_t i = 0; i < last && first + i < bytes.size(); ++i) {
-    const uint64_t byte = bytes[first + i];
-    x |= i == 0 ? byte >> shift : byte << (8 * i - shift);
-  }
-  return n == 64 ? x : x & ((uint64_t{1} << n) - 1);
-}
-
 uint64_t LoadLittle64(const uint8_t* p, size_t available) {
   uint64_t x = 0;
   if (available >= 8) {
@@ -278,6 +265,25 @@ uint64_t LoadLittle64(const uint8_t* p, size_t available) {
   }
   return x;
 }
+
+uint64_t ReadBits(std::span<const uint8_t> bytes, uint64_t at, unsigned n) {
+  uint64_t x = 0;
+  const uint64_t first = at / 8;
+  const unsigned shift = at % 8;
+  if (first + 9 <= bytes.size()) {  // away from the end: one load and the ninth byte's bits
+    x = LoadLittle64(bytes.data() + first, 8) >> shift;
+    if (shift != 0) x |= uint64_t{bytes[first + 8]} << (64 - shift);
+    return n == 64 ? x : x & ((uint64_t{1} << n) - 1);
+  }
+  // A ninth byte only when the bits start inside the first one (its shift stays below 64).
+  const uint64_t last = shift == 0 ? 8 : 9;
+  for (uint64_t i = 0; i < last && first + i < bytes.size(); ++i) {
+    const uint64_t byte = bytes[first + i];
+    x |= i == 0 ? byte >> shift : byte << (8 * i - shift);
+  }
+  return n == 64 ? x : x & ((uint64_t{1} << n) - 1);
+}
+
 }  // namespace
 
 uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
@@ -348,7 +354,7 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
 }
 
 Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
-                                 bool parallel) {
+                                 bool parallel, uint32_t* counts) {
   const size_t mask_bytes = (uint64_t{cols} + 7) / 8;
   if (bytes.size() < mask_bytes) {
     return IndexError("subset bitmap bytes", bytes.size(),
@@ -392,10 +398,14 @@ Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_
     part.assign(words, 0);
     for (uint64_t r = first; r < stop; ++r) {
       const uint64_t row = stream_begin_ + r * active_;
+      uint32_t set = 0;
       for (uint64_t i = 0; i < active_; i += 64) {
-        part[i / 64] |=
+        const uint64_t bits =
             ReadBits(bytes, row + i, static_cast<unsigned>(std::min<uint64_t>(64, active_ - i)));
+        part[i / 64] |= bits;
+        set += static_cast<uint32_t>(std::popcount(bits));
       }
+      if (counts != nullptr) counts[r] = set;
     }
     const std::lock_guard<std::mutex> lock(merge);
     for (size_t w = 0; w < words; ++w) rows_union[w] |= part[w];

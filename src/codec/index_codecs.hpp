@@ -67,8 +67,10 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
 class SubsetBitmapReader {
  public:
   // With `parallel`, Start's check of the rows' union and CountRows run on the OpenMP threads.
+  // With `counts` (index_rows of them), Start also counts each row's set bits, as CountRows
+  // would, in the same pass (on success; on error they hold nothing meaningful).
   Status Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
-               bool parallel = false);
+               bool parallel = false, uint32_t* counts = nullptr);
   const uint8_t* NextRow(uint64_t* set_bits);
   // Row r's full bitmap into row_bits (row_buffer_bytes() of room), its set bits returned. Const:
   // threads may unpack rows of one reader at once, each into a buffer of its own.

@@ -1200,23 +1200,18 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   SPARSELINK_RETURN_IF_ERROR(index.Load(packet, pi->sections[0], 0));
   const std::span<const uint8_t> bits = index.bytes();
   thread_local codec_internal::SubsetBitmapReader reader;
-  if (subset) {
-    SPARSELINK_RETURN_IF_ERROR(reader.Start(bits, h.rows, h.cols, parallel));
+  thread_local std::vector<uint32_t> row_counts;
+  thread_local std::vector<float> values;
+  row_counts.resize(h.rows);
+  if (subset) {  // its rows' counts come with Start's check of them
+    SPARSELINK_RETURN_IF_ERROR(reader.Start(bits, h.rows, h.cols, parallel, row_counts.data()));
   } else {
     SPARSELINK_RETURN_IF_ERROR(codec_internal::CheckBitmapShape(bits, h.rows, h.cols));
+    simd::RowBitCounts(bits.data(), bits.size(), h.rows, h.cols, row_counts.data());
   }
   const uint64_t kept = Kept(h);
   if (kept > UINT32_MAX) {  // what DecodeActivation's 32-bit row offsets can hold
     return FieldError(ErrorCode::kResourceExhausted, "kept entries", kept, "must fit in 32 bits");
-  }
-  thread_local std::vector<uint32_t> row_counts;
-  thread_local std::vector<float> values;
-  row_counts.resize(h.rows);
-  if (subset) {
-    reader.CountRows(h.rows, row_counts.data(), parallel);
-    reader.Rewind();
-  } else {
-    simd::RowBitCounts(bits.data(), bits.size(), h.rows, h.cols, row_counts.data());
   }
   const uint64_t set_bits = std::accumulate(row_counts.begin(), row_counts.end(), uint64_t{0});
   if (set_bits != kept) {
