@@ -564,6 +564,12 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
                                        &grad_parallel)
                             .ok());
             ASSERT_EQ(grad_parallel, grad_serial);
+            // Gathered and encoded in one call, on any split: the same packet.
+            std::vector<uint8_t> grad_at;
+            ASSERT_TRUE(EncodeGradientAt(want_mask, {g.data(), rows, cols}, codec, label,
+                                         {.parallel_min_entries = 1}, &grad_at)
+                            .ok());
+            ASSERT_EQ(grad_at, grad_serial);
             auto back_serial =
                 DecodeGradient(grad_serial, routed, {.parallel_min_entries = kSerial});
             auto back_parallel = DecodeGradient(grad_serial, routed, {.parallel_min_entries = 1});
@@ -637,6 +643,32 @@ TEST(GradientPacket, DenseDecoderWritesNothingItRefuses) {
   EXPECT_EQ(dense, untouched);
   ASSERT_TRUE(DecodeGradientToDense(packet, mask, {dense.data(), 3, 8}, &got).ok());
   EXPECT_EQ(got, *DecodeGradient(packet, mask));
+}
+
+// The one-call gradient encoder refuses what GatherAtMask and EncodeGradient refuse, naming the
+// same fields.
+TEST(GradientPacket, EncodeAtMaskNamesBadInput) {
+  std::mt19937 rng(15);
+  const RoutedTensor routed = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  KeptMask mask;
+  ASSERT_TRUE(MaskOf(routed, &mask).ok());
+  std::vector<float> g(24, 0.25f);
+  std::vector<uint8_t> packet;
+  const uint32_t c = routed.RowIndices(2)[1];
+  g[2 * 8 + c] = std::numeric_limits<float>::infinity();
+  Status s = EncodeGradientAt(mask, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
+  EXPECT_TRUE(Contains(s, "gradient[2][" + std::to_string(c) + "]")) << s.message();
+  s = EncodeGradientAt(mask, {g.data(), 3, 7}, ValueCodec::kInt8, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kShapeMismatch);
+  EXPECT_TRUE(Contains(s, "gradient.cols = 7")) << s.message();
+  KeptMask broken = mask;
+  broken.row_offsets[1] += 1;
+  s = EncodeGradientAt(broken, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, &packet);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(s, "mask.row_offsets[1]")) << s.message();
+  EXPECT_EQ(EncodeGradientAt(mask, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, nullptr).code(),
+            ErrorCode::kInvalidArgument);
 }
 
 TEST(SummaryPacket, RoundTripsWithinFp16Error) {

@@ -138,6 +138,12 @@ Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, V
 Status EncodeGradient(const KeptMask& mask, std::span<const float> values, ValueCodec codec,
                       const PacketLabel& label, const EncodeOptions& options,
                       std::vector<uint8_t>* out);
+// GatherAtMask + EncodeGradient(KeptMask) in one call, checking the mask once: the gradient's
+// values at the mask's kept entries (a non-finite one refused and named gradient[r][c]), the
+// same packet byte for byte.
+Status EncodeGradientAt(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
+                        const PacketLabel& label, const EncodeOptions& options,
+                        std::vector<uint8_t>* out);
 // Receiver summary: per-unit mean |g| (non-negative, finite), sent as fp16 or bf16 (`codec`;
 // anything else is refused). Mean gradients are small: bf16 keeps fp32's range at 8
 // significant bits, fp16 turns values below 6.1e-5 subnormal (fewer bits) and below 3e-8

@@ -38,7 +38,7 @@
 #include "codec/index_codecs.hpp"
 #include "codec/value_codecs.hpp"
 #include "core/parallel.hpp"
-#include "routing/scatter.hpp"
+#include "routing/mask_ops.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/codec.hpp"
 
@@ -537,11 +537,12 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
 
 // EncodeGradient on either form of the mask: its shape, how it was routed, and its kept
 // entries per row (a valid mask's).
+// `values_finite`: the caller has screened them already.
 static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granularity,
                                  std::span<const uint32_t> row_counts, uint64_t kept,
                                  std::span<const float> values, ValueCodec codec,
                                  const PacketLabel& label, const EncodeOptions& options,
-                                 std::vector<uint8_t>* out) {
+                                 std::vector<uint8_t>* out, bool values_finite = false) {
   if (static_cast<size_t>(codec) >= kNumValueCodecs) {
     return FieldError(ErrorCode::kInvalidArgument, "codec", int(codec), "unknown value codec");
   }
@@ -550,7 +551,7 @@ static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granu
                       "must equal the mask's kept count " + std::to_string(kept));
   }
   // One vector screen; the scalar walk only runs to name the first bad value.
-  if (!simd::AllFinite(values.data(), values.size())) {
+  if (!values_finite && !simd::AllFinite(values.data(), values.size())) {
     for (size_t i = 0; i < values.size(); ++i) {
       if (!std::isfinite(values[i])) {
         return FieldError(ErrorCode::kNonFinite, "values[" + std::to_string(i) + "]", values[i],
@@ -599,6 +600,33 @@ Status EncodeGradient(const KeptMask& mask, std::span<const float> values, Value
     row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
   return EncodeGradientRows(mask.rows, mask.cols, mask.granularity, row_counts, mask.num_kept(),
                             values, codec, label, options, out);
+}
+
+Status EncodeGradientAt(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
+                        const PacketLabel& label, const EncodeOptions& options,
+                        std::vector<uint8_t>* out) {
+  if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "out = null: no output given");
+  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  if (gradient.data == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "gradient.data = null: no values given");
+  }
+  if (gradient.rows != mask.rows || gradient.cols != mask.cols) {
+    const bool rows = gradient.rows != mask.rows;
+    return FieldError(ErrorCode::kShapeMismatch, rows ? "gradient.rows" : "gradient.cols",
+                      rows ? gradient.rows : gradient.cols,
+                      "must equal mask." + std::string(rows ? "rows = " : "cols = ") +
+                          std::to_string(rows ? mask.rows : mask.cols));
+  }
+  thread_local std::vector<float> values;
+  SPARSELINK_RETURN_IF_ERROR(
+      internal::GatherRowsAtMask(mask, gradient, &values, NonFinitePolicy::kReject,
+                                 uint64_t{mask.rows} * mask.cols >= options.parallel_min_entries));
+  thread_local std::vector<uint32_t> row_counts;
+  row_counts.resize(mask.rows);
+  for (size_t r = 0; r < mask.rows; ++r)
+    row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
+  return EncodeGradientRows(mask.rows, mask.cols, mask.granularity, row_counts, mask.num_kept(),
+                            values, codec, label, options, out, /*values_finite=*/true);
 }
 
 // The header of a packet that carries no routed tensor (summary, contract): kind and label,

@@ -75,7 +75,7 @@
 #include <string>
 
 #include "core/parallel.hpp"
-#include "routing/scatter.hpp"
+#include "routing/mask_ops.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/routing.hpp"
 
@@ -1559,6 +1559,13 @@ Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<floa
   SPARSELINK_RETURN_IF_ERROR(mask.Validate());
   SPARSELINK_RETURN_IF_ERROR(
       CheckShape("gradient", gradient.rows, gradient.cols, gradient.data != nullptr, mask, "mask"));
+  return internal::GatherRowsAtMask(mask, gradient, values, non_finite,
+                                    uint64_t{mask.rows} * mask.cols >= parallel_min_entries);
+}
+
+Status internal::GatherRowsAtMask(const KeptMask& mask, ConstMatrix gradient,
+                                  std::vector<float>* values, NonFinitePolicy non_finite,
+                                  bool parallel) {
   const uint64_t kept = mask.num_kept();
   const size_t rows = mask.rows;
   const size_t cols = mask.cols;
@@ -1566,7 +1573,7 @@ Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<floa
   // Each thread gathers its rows in place, but its last 8 into a buffer of its own: whole
   // vectors written past a range's end would land on the next thread's first entries. (Ranges
   // end on multiples of 8 rows, except the last, where 8 rows start on a whole bitmap byte.)
-  internal::ForRowRanges(rows, rows * cols >= parallel_min_entries, [&](size_t first, size_t end) {
+  internal::ForRowRanges(rows, parallel, [&](size_t first, size_t end) {
     if (first == end) return;
     const auto gather = [&](size_t from, size_t to, float* out) {
       const uint64_t start = from * uint64_t{cols} / 8;

@@ -107,7 +107,6 @@ struct RoutedBoundaries::State {
   int64_t step = 0;
 
   std::vector<uint8_t> packet;  // the sender's encoded copy, kept until the receiver decodes it
-  std::vector<float> values;   // the receiver's gradient at its mask, before coding
   std::vector<float> kept_gradient;  // the sender's copy of it, decoded
   std::vector<float> act_sums;       // per neuron: sum over rows of |a|, taken in the forward
   uint64_t act_sums_forward = 0;     // the training forward act_sums belong to (0: none)
@@ -352,16 +351,14 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
 
   clock.Lap(&time.summary);
   // Receiver -> sender: the gradient at the kept positions only.
-  ThrowIfError(GatherAtMask(receiver_mask, {g_data, num_rows, cols}, &values,
-                            NonFinitePolicy::kReject, options->parallel_min_entries),
-               boundary);
-  ThrowIfError(EncodeGradient(receiver_mask, values, options->gradient_codec, label,
-                              {.index_codec = options->index_codec,
-                               .zstd = options->zstd,
-                               .zstd_level = options->zstd_level,
-                               .parallel_min_entries = options->parallel_min_entries},
-                              &packet),
-               boundary);
+  ThrowIfError(
+      EncodeGradientAt(receiver_mask, {g_data, num_rows, cols}, options->gradient_codec, label,
+                       {.index_codec = options->index_codec,
+                        .zstd = options->zstd,
+                        .zstd_level = options->zstd_level,
+                        .parallel_min_entries = options->parallel_min_entries},
+                       &packet),
+      boundary);
   clock.Lap(&time.gradient_encode);
   // The sender decodes straight into the dense gradient of its stage (and keeps the values in
   // mask order for its map). A packet that decodes but carries another label has been written
