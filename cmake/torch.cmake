@@ -32,7 +32,9 @@ add_library(sparselink::torch ALIAS sparselink_torch)
 # the first for the cores (runtime.hpp). The Debian alternatives prefer the pthread build
 # (priority 100 against 95), so sparselink's own programs ask for the OpenMP one by path: an
 # RPATH (not RUNPATH, which the loader does not apply to libtorch_cpu's own libblas.so.3).
-# A program that embeds sparselink gets whichever libblas.so.3 the system gives it.
+# A program that embeds sparselink gets whichever libblas.so.3 the system gives it. The check
+# runs at configure time: a build tree configured before libopenblas0-openmp was installed
+# needs `cmake` run again to pick it up.
 set(SPARSELINK_OPENMP_BLAS_DIR /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp)
 function(sparselink_prefer_openmp_blas target)
   if(EXISTS ${SPARSELINK_OPENMP_BLAS_DIR}/libblas.so.3)

@@ -712,17 +712,21 @@ TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
   const int saved_threads = omp_get_max_threads();
   for (int threads : {2, 3, 5}) {
     omp_set_num_threads(threads);
-    for (size_t rows : {1u, 7u, 8u, 9u, 17u, 64u, 130u}) {
+    for (size_t rows : {1u, 7u, 8u, 9u, 17u, 32u, 64u, 130u}) {
       for (size_t cols : {5u, 8u, 13u, 64u, 100u, 1024u}) {
-        for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
+        // keep 1 %: a row or two kept entries, so the whole vectors a thread's gather writes
+        // past its last entry reach far beyond its rows.
+        for (auto [gran, keep] :
+             {std::pair{Granularity::kElement, 0.2}, std::pair{Granularity::kElement, 0.01},
+              std::pair{Granularity::kUnit, 0.2}}) {
           const std::vector<float> a = RandomValues(rows, cols, 90 + rows + cols);
           std::vector<float> g = RandomValues(rows, cols, 91 + rows + cols);
           const RoutedTensor routed =
-              MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.2, 1.0, gran));
+              MustRoute(router, View(a, rows, cols), nullptr, MakeContract(keep, 1.0, gran));
           KeptMask mask;
           ASSERT_TRUE(MaskOf(routed, &mask).ok());
           const std::string where = std::to_string(threads) + " threads, " + std::to_string(rows) +
-                                    " x " + std::to_string(cols);
+                                    " x " + std::to_string(cols) + " keep " + std::to_string(keep);
           std::vector<float> want, got, got_mask;
           ASSERT_TRUE(
               GatherAtMask(routed, View(g, rows, cols), &want, NonFinitePolicy::kReject, kSerial)
@@ -744,11 +748,15 @@ TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
           ASSERT_TRUE(Scatter(routed, {serial.data(), rows, cols}, kSerial).ok());
           ASSERT_TRUE(Scatter(routed, {par.data(), rows, cols}, 1).ok());
           EXPECT_EQ(par, serial) << where;
-          // A non-finite gradient at a kept entry of the last row is named the same way.
-          const uint32_t c = routed.RowIndices(rows - 1).back();
-          g[(rows - 1) * cols + c] = kNaN;
+          // A non-finite gradient at the last kept entry of the last row that keeps one is
+          // named the same way.
+          size_t r_bad = rows;
+          while (r_bad > 0 && routed.RowIndices(r_bad - 1).empty()) --r_bad;
+          if (r_bad == 0) continue;
+          const uint32_t c = routed.RowIndices(r_bad - 1).back();
+          g[(r_bad - 1) * cols + c] = kNaN;
           const std::string field =
-              "gradient[" + std::to_string(rows - 1) + "][" + std::to_string(c) + "]";
+              "gradient[" + std::to_string(r_bad - 1) + "][" + std::to_string(c) + "]";
           for (const Status& s :
                {GatherAtMask(routed, View(g, rows, cols), &got, NonFinitePolicy::kReject, 1),
                 GatherAtMask(mask, View(g, rows, cols), &got_mask, NonFinitePolicy::kReject, 1)}) {

@@ -50,8 +50,9 @@ struct EncodeOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
   bool zstd = false;   // compress each section with zstd when that makes it smaller
   int zstd_level = 3;  // zstd's levels, negative ones included (literals are Huffman-coded always)
-  // Value coding row by row on the OpenMP threads from this many rows x cols on (the same
-  // bytes for any thread count).
+  // Value coding row by row (int8) and subset bitmap packing on the OpenMP threads from this
+  // many rows x cols on (the same bytes for any thread count). Streams of 2^16 values or more
+  // of the 16- and 32-bit codecs are split in chunks on the threads whatever this says.
   size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 

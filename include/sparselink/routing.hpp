@@ -92,8 +92,9 @@ struct RoutedTensor {
   Status Validate() const;
   // What the calls that use a routed tensor as a mask read (GatherAtMask, ScatterAtMask,
   // EncodeGradient, DecodeGradient, MaskOf): shape, row offsets, indices, and values.size()
-  // (num_kept()); not the values, tiers or rest tier, which they do not read. Validate's first
-  // checks, in its order.
+  // (num_kept()), and that granularity and rest policy are known ones; not the values, tiers or
+  // rest tier's bits and centroids, which they do not read. Validate's first checks, in its
+  // order.
   Status ValidateMask() const;
 };
 

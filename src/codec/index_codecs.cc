@@ -255,7 +255,7 @@ uint64_t SubsetBitmapBytes(uint64_t index_rows, uint64_t cols, uint64_t active) 
 namespace {
 uint64_t Words(uint64_t cols) { return (cols + 63) / 64; }
 
-// n (1..64) bits of `bytes` from bit `at`, LSB first; bits past the end read as 0.
+// Up to 8 bytes from p (`available` of them), little-endian; missing bytes read as 0.
 uint64_t LoadLittle64(const uint8_t* p, size_t available) {
   uint64_t x = 0;
   if (available >= 8) {
@@ -266,6 +266,7 @@ uint64_t LoadLittle64(const uint8_t* p, size_t available) {
   return x;
 }
 
+// n (1..64) bits of `bytes` from bit `at`, LSB first; bits past the end read as 0.
 uint64_t ReadBits(std::span<const uint8_t> bytes, uint64_t at, unsigned n) {
   uint64_t x = 0;
   const uint64_t first = at / 8;
@@ -443,31 +444,6 @@ const uint8_t* SubsetBitmapReader::NextRow(uint64_t* set_bits) {
 uint64_t SubsetBitmapReader::UnpackRow(uint64_t r, uint8_t* row_bits) const {
   uint64_t pos = stream_begin_ + r * active_;
   return simd::UnpackMaskedRow(bytes_.data(), bytes_.size(), &pos, cols_, mask_.data(), row_bits);
-}
-
-void SubsetBitmapReader::CountRows(uint32_t rows, uint32_t* counts, bool parallel) {
-  // Each row is `active_` bits from pos_; whole bytes are counted by popcount, the partial
-  // ones at either end bit by bit. Rows are independent: ranges of them on the threads.
-  const uint64_t from = pos_;
-  internal::ForRowRanges(rows, parallel, [&](size_t first_row, size_t end_row) {
-    for (size_t r = first_row; r < end_row; ++r) counts[r] = CountRow(from + r * active_);
-  });
-  pos_ = from + uint64_t{rows} * active_;
-}
-
-uint32_t SubsetBitmapReader::CountRow(uint64_t begin) const {
-  {
-    const uint64_t end = begin + active_;
-    uint64_t count = 0;
-    uint64_t b = begin;
-    for (; b < end && b % 8 != 0; ++b) count += (bytes_[b / 8] >> (b % 8)) & 1u;
-    for (; b + 64 <= end; b += 64) {
-      count += static_cast<uint64_t>(std::popcount(LoadLittle64(bytes_.data() + b / 8, 8)));
-    }
-    for (; b + 8 <= end; b += 8) count += static_cast<uint64_t>(std::popcount(bytes_[b / 8]));
-    for (; b < end; ++b) count += (bytes_[b / 8] >> (b % 8)) & 1u;
-    return static_cast<uint32_t>(count);
-  }
 }
 
 Status DecodeSubsetBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,

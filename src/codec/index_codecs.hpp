@@ -66,9 +66,9 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
 // set bits.
 class SubsetBitmapReader {
  public:
-  // With `parallel`, Start's check of the rows' union and CountRows run on the OpenMP threads.
-  // With `counts` (index_rows of them), Start also counts each row's set bits, as CountRows
-  // would, in the same pass (on success; on error they hold nothing meaningful).
+  // With `parallel`, Start's check of the rows' union runs on the OpenMP threads. With
+  // `counts` (index_rows of them), Start also counts each row's set bits in the same pass (on
+  // success; on error they hold nothing meaningful).
   Status Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,
                bool parallel = false, uint32_t* counts = nullptr);
   const uint8_t* NextRow(uint64_t* set_bits);
@@ -76,8 +76,6 @@ class SubsetBitmapReader {
   // threads may unpack rows of one reader at once, each into a buffer of its own.
   uint64_t UnpackRow(uint64_t r, uint8_t* row_bits) const;
   size_t row_buffer_bytes() const { return row_.size(); }
-  // Set bits of the next `rows` rows without unpacking them (then Rewind to read them).
-  void CountRows(uint32_t rows, uint32_t* counts, bool parallel = false);
   void Rewind() { pos_ = stream_begin_; }
   uint64_t active() const { return active_; }
 
@@ -87,7 +85,6 @@ class SubsetBitmapReader {
   uint64_t active_ = 0;
   uint64_t stream_begin_ = 0;  // bit offset of row 0 in bytes_
   uint64_t pos_ = 0;
-  uint32_t CountRow(uint64_t begin) const;  // set bits of the row at bit `begin`
   std::vector<uint64_t> mask_;
   std::vector<uint64_t> union_;  // Start's OR of the packed rows
   std::vector<uint8_t> row_;

@@ -1022,8 +1022,9 @@ Status ParseAndCheckKind(std::span<const uint8_t> packet, const DecodeLimits& li
   return Status::Ok();
 }
 
+// `parallel`: the value streams may decode on the OpenMP threads.
 Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& info,
-                            RoutedTensor* t) {
+                            RoutedTensor* t, bool parallel) {
   const PacketHeader& h = info.header;
   const bool unit = IsUnit(h);
   std::vector<SectionBytes> raw(info.sections.size());
@@ -1090,8 +1091,9 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
         row_counts[r] = static_cast<uint32_t>(end - begin);
       }
       const bool full = h.count_full > 0;
-      Status s = codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec,
-                                                  raw[next++].bytes(), row_counts, t->values);
+      Status s =
+          codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, raw[next++].bytes(),
+                                           row_counts, t->values, parallel);
       if (!s.ok())
         return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
     }
@@ -1104,10 +1106,10 @@ Status DecodeActivationInto(std::span<const uint8_t> packet, const PacketInfo& i
     }
     std::vector<float> full_values(h.count_full), lossy_values(h.count_lossy);
     Status s = codec_internal::DecodeValuesInto(h.full_codec, raw[next++].bytes(), full_counts,
-                                                full_values);
+                                                full_values, parallel);
     if (!s.ok()) return Status(s.code(), "full_values: " + s.message());
     s = codec_internal::DecodeValuesInto(h.lossy_codec, raw[next++].bytes(), lossy_counts,
-                                         lossy_values);
+                                         lossy_values, parallel);
     if (!s.ok()) return Status(s.code(), "lossy_values: " + s.message());
     t->values.resize(kept);
     size_t fi = 0, li = 0;
@@ -1143,7 +1145,8 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet, const Dec
   PacketInfo* pi = info != nullptr ? info : &local;
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kActivation, pi));
   RoutedTensor t;
-  SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
+  SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(
+      packet, *pi, &t, uint64_t{pi->header.rows} * pi->header.cols >= limits.parallel_min_entries));
   return t;
 }
 
@@ -1185,6 +1188,21 @@ static void StartMask(const PacketHeader& h, std::span<const uint32_t> row_count
 static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, KeptMask* mask,
                             const DecodeLimits& limits, PacketInfo* info);
 
+// A dense decoder's output buffer: present and rows x cols (`whose` names the shape's source).
+static Status CheckDenseOut(MutableMatrix out, uint32_t rows, uint32_t cols,
+                            std::string_view whose) {
+  if (out.data == nullptr) {
+    return Status(ErrorCode::kInvalidArgument, "out.data = null: no buffer given");
+  }
+  if (out.rows != rows || out.cols != cols) {
+    return FieldError(ErrorCode::kShapeMismatch, out.rows != rows ? "out.rows" : "out.cols",
+                      out.rows != rows ? out.rows : out.cols,
+                      "must equal " + std::string(whose) + " " + std::to_string(rows) + " x " +
+                          std::to_string(cols));
+  }
+  return Status::Ok();
+}
+
 Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
                                const DecodeLimits& limits, PacketInfo* info) {
   return DecodeToDense(packet, out, nullptr, limits, info);
@@ -1203,23 +1221,15 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   PacketInfo* pi = info != nullptr ? info : &local;
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kActivation, pi));
   const PacketHeader& h = pi->header;
-  if (out.data == nullptr) {
-    return Status(ErrorCode::kInvalidArgument, "out.data = null: no buffer given");
-  }
-  if (out.rows != h.rows || out.cols != h.cols) {
-    return FieldError(
-        ErrorCode::kShapeMismatch, out.rows != h.rows ? "out.rows" : "out.cols",
-        out.rows != h.rows ? out.rows : out.cols,
-        "must equal the packet's " + std::to_string(h.rows) + " x " + std::to_string(h.cols));
-  }
+  SPARSELINK_RETURN_IF_ERROR(CheckDenseOut(out, h.rows, h.cols, "the packet's"));
   const bool one_tier = h.count_full == 0 || h.count_lossy == 0;
   const bool subset = h.index_codec == IndexCodec::kSubsetBitmap;
   const bool parallel = uint64_t{h.rows} * h.cols >= limits.parallel_min_entries;
   if (h.granularity != Granularity::kElement || (h.index_codec != IndexCodec::kBitmap && !subset) ||
       !one_tier || h.rest != RestPolicy::kDrop) {
     RoutedTensor t;
-    SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t));
-    SPARSELINK_RETURN_IF_ERROR(Scatter(t, out));
+    SPARSELINK_RETURN_IF_ERROR(DecodeActivationInto(packet, *pi, &t, parallel));
+    SPARSELINK_RETURN_IF_ERROR(Scatter(t, out, limits.parallel_min_entries));
     return mask != nullptr ? MaskOf(t, mask) : Status::Ok();
   }
   // Fused: bitmap (or subset bitmap) + one value stream straight into the dense rows, with
@@ -1352,15 +1362,7 @@ Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor
   if (values == nullptr) {
     return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
   }
-  if (out.data == nullptr) {
-    return Status(ErrorCode::kInvalidArgument, "out.data = null: no buffer given");
-  }
-  if (out.rows != mask.rows || out.cols != mask.cols) {
-    return FieldError(
-        ErrorCode::kShapeMismatch, out.rows != mask.rows ? "out.rows" : "out.cols",
-        out.rows != mask.rows ? out.rows : out.cols,
-        "must equal the mask's " + std::to_string(mask.rows) + " x " + std::to_string(mask.cols));
-  }
+  SPARSELINK_RETURN_IF_ERROR(CheckDenseOut(out, mask.rows, mask.cols, "the mask's"));
   PacketInfo local;
   SPARSELINK_RETURN_IF_ERROR(
       DecodeGradientInto(packet, mask, limits, info != nullptr ? info : &local, values));

@@ -27,8 +27,8 @@ void EncodeValues(ValueCodec codec, std::span<const float> values,
 // The same, appended to `out`.
 void AppendValues(ValueCodec codec, std::span<const float> values,
                   std::span<const uint32_t> row_counts, std::vector<uint8_t>* out);
-// Decodes into `values` (size == sum(row_counts)); checks the stream size first. Does not
-// allocate.
+// Decodes into `values` (size == sum(row_counts)); checks the stream size first. Allocates
+// nothing but, on the parallel int8 path, the calling thread's row starts (kept between calls).
 // parallel_rows as for EncodeValues; a refused stream is named as on one thread (the first bad
 // row's error).
 Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,

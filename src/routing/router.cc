@@ -92,8 +92,6 @@ static_assert(static_cast<size_t>(ScorePolicy::kSensitivity) == 0);
 static_assert(static_cast<size_t>(ScorePolicy::kMagnitude) == 1);
 static_assert(static_cast<size_t>(ScorePolicy::kRandom) == 2);
 
-// Scatter and ScatterAtMask run on several threads from this many entries (like the router's
-// default, RouterOptions::parallel_min_entries).
 // Columns per task when summing unit scores: a row's slice of a chunk is 256 contiguous bytes.
 constexpr size_t kColumnChunk = 64;
 
@@ -1517,6 +1515,7 @@ Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<
     const std::span<const uint32_t> kept = mask.RowIndices(r);
     for (size_t i = 0; i < kept.size(); ++i) out[i] = row[kept[i]];
   }
+  if (simd::AllFinite(values->data(), values->size())) return Status::Ok();
   std::vector<uint64_t> offsets(rows + 1);
   for (size_t r = 0; r <= rows; ++r)
     offsets[r] = r < rows ? KeptBeforeRow(mask, r) : mask.num_kept();
@@ -1570,9 +1569,9 @@ Status internal::GatherRowsAtMask(const KeptMask& mask, ConstMatrix gradient,
   const size_t rows = mask.rows;
   const size_t cols = mask.cols;
   values->resize(kept + simd::kSlack);  // GatherBits writes whole vectors
-  // Each thread gathers its rows in place, but its last 8 into a buffer of its own: whole
+  // Each thread gathers its rows in place, but its last ones into a buffer of its own: whole
   // vectors written past a range's end would land on the next thread's first entries. (Ranges
-  // end on multiples of 8 rows, except the last, where 8 rows start on a whole bitmap byte.)
+  // end on multiples of 8 rows, except the last; 8 rows start on a whole bitmap byte.)
   internal::ForRowRanges(rows, parallel, [&](size_t first, size_t end) {
     if (first == end) return;
     const auto gather = [&](size_t from, size_t to, float* out) {
@@ -1585,13 +1584,18 @@ Status internal::GatherRowsAtMask(const KeptMask& mask, ConstMatrix gradient,
       gather(first, end, out + mask.row_offsets[first]);
       return;
     }
-    const size_t staged = end - 8;
+    // The staged rows must hold at least kSlack entries, so that the direct part's spill
+    // lands on them (rewritten from the buffer after): whole groups of 8 rows from the end.
+    size_t staged = end - 8;
+    while (staged > first && mask.row_offsets[end] - mask.row_offsets[staged] < simd::kSlack) {
+      staged -= 8;
+    }
     gather(first, staged, out + mask.row_offsets[first]);
+    const uint64_t tail = mask.row_offsets[end] - mask.row_offsets[staged];
     thread_local std::vector<float> last;
-    last.resize(8 * cols + simd::kSlack);
+    last.resize(tail + simd::kSlack);
     gather(staged, end, last.data());
-    std::copy_n(last.data(), mask.row_offsets[end] - mask.row_offsets[staged],
-                out + mask.row_offsets[staged]);
+    std::copy_n(last.data(), tail, out + mask.row_offsets[staged]);
   });
   values->resize(kept);
   // Name the first non-finite entry by its row and column, as the column-list form does.

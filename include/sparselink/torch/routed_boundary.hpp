@@ -104,7 +104,7 @@ struct RoutedBoundaryOptions {
   // 128 x 1024 boundary on one thread, right when the threads sleep between regions; when
   // they stay awake (OpenMpThreadsStayAwake, runtime.hpp) `sparselink train` lowers it to
   // 2^16, where both cores pay (docs/RESULTS.md).
-  size_t parallel_min_entries = size_t{1} << 20;
+  size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 
 // Where a boundary's route_seconds go, wall clock over the training steps; the parts add up
