@@ -139,6 +139,46 @@ TEST(RoutedBoundary, StructuredMapUpdateUsesTheSharedColumns) {
   ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
 }
 
+// A boundary on the OpenMP threads (parallel_min_entries = 1: every call, 130 rows, so the
+// map's sums take three row blocks) gives what it gives on one thread, bit for bit: outputs,
+// gradients, maps and wire bytes, over steps with and without a summary, for each policy and
+// the int8 codecs of the default run.
+TEST(RoutedBoundary, ParallelBoundaryEqualsOneThread) {
+  for (RoutingPolicy policy :
+       {RoutingPolicy::kSensitivity, RoutingPolicy::kMagnitude, RoutingPolicy::kStructured}) {
+    std::vector<torch::Tensor> outputs[2], grads[2];
+    std::vector<BoundaryReport> reports[2];
+    for (int parallel = 0; parallel < 2; ++parallel) {
+      torch::manual_seed(21);
+      RoutedBoundaryOptions options{
+          .policy = policy,
+          .keep = 0.12,
+          .summary_every = 2,
+          .parallel_min_entries = parallel != 0 ? size_t{1} : kDefaultParallelMinEntries};
+      auto hook = RoutedBoundaries::Create(options, nullptr);
+      ASSERT_TRUE(hook.ok()) << hook.status().ToString();
+      for (int64_t step = 0; step < 4; ++step) {
+        torch::Tensor x = torch::relu(torch::randn({130, 200})).requires_grad_(true);
+        torch::Tensor w = torch::randn({130, 200});
+        torch::Tensor y = (*hook)->Forward(0, x, true);
+        (y * w).sum().backward();
+        (*hook)->OnStepEnd(step);
+        outputs[parallel].push_back(y.detach().clone());
+        grads[parallel].push_back(x.grad().clone());
+      }
+      reports[parallel] = (*hook)->Report();
+    }
+    for (size_t i = 0; i < outputs[0].size(); ++i) {
+      EXPECT_TRUE(torch::equal(outputs[1][i], outputs[0][i])) << int(policy) << " step " << i;
+      EXPECT_TRUE(torch::equal(grads[1][i], grads[0][i])) << int(policy) << " step " << i;
+    }
+    EXPECT_EQ(reports[1].at(0).sensitivity, reports[0].at(0).sensitivity) << int(policy);
+    EXPECT_EQ(reports[1].at(0).receiver_sensitivity, reports[0].at(0).receiver_sensitivity);
+    EXPECT_EQ(reports[1].at(0).forward_wire_bytes, reports[0].at(0).forward_wire_bytes);
+    EXPECT_EQ(reports[1].at(0).backward_wire_bytes, reports[0].at(0).backward_wire_bytes);
+  }
+}
+
 // An evaluation forward between a training forward and its backward (a validation batch
 // run mid-step) routes on its own buffers: the backward still uses the training step's mask.
 TEST(RoutedBoundary, EvaluationForwardBetweenForwardAndBackwardLeavesTheStepAlone) {
