@@ -392,7 +392,6 @@ Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_
   // The union over row ranges on the threads, each into words of its own, OR-ed after.
   const size_t words = (active_ + 63) / 64;
   union_.assign(words, 0);
-  std::vector<uint64_t>& rows_union = union_;
   std::mutex merge;
   internal::ForRowRanges(index_rows, parallel, [&](size_t first, size_t stop) {
     thread_local std::vector<uint64_t> part;
@@ -409,7 +408,7 @@ Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_
       if (counts != nullptr) counts[r] = set;
     }
     const std::lock_guard<std::mutex> lock(merge);
-    for (size_t w = 0; w < words; ++w) rows_union[w] |= part[w];
+    for (size_t w = 0; w < words; ++w) union_[w] |= part[w];
   });
   for (uint64_t i = 0; i < active_; i += 64) {
     const auto n = static_cast<unsigned>(std::min<uint64_t>(64, active_ - i));

@@ -76,7 +76,6 @@ class SubsetBitmapReader {
   // threads may unpack rows of one reader at once, each into a buffer of its own.
   uint64_t UnpackRow(uint64_t r, uint8_t* row_bits) const;
   size_t row_buffer_bytes() const { return row_.size(); }
-  void Rewind() { pos_ = stream_begin_; }
   uint64_t active() const { return active_; }
 
  private:

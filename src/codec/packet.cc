@@ -1260,10 +1260,9 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
     const bool full = h.count_full > 0;
     SectionBytes stream;
     SPARSELINK_RETURN_IF_ERROR(stream.Load(packet, pi->sections[1], 1));
-    Status s =
-        codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, stream.bytes(),
-                                         row_counts, std::span<float>(values.data(), kept),
-                                         uint64_t{h.rows} * h.cols >= limits.parallel_min_entries);
+    Status s = codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, stream.bytes(),
+                                                row_counts, std::span<float>(values.data(), kept),
+                                                parallel);
     if (!s.ok()) return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
   }
   // Every check has passed: from here on only writes.
