@@ -244,6 +244,45 @@ TEST(SimdKernels, AddMagnitudesEqualsAPlainLoop) {
   });
 }
 
+// The sender map's kept correction: a scatter-add at distinct ids, the plain loop's bits on
+// every target and tail length, with and without the activation factor.
+TEST(SimdKernels, AddKeptCorrectionEqualsAPlainLoop) {
+  std::mt19937 rng(37);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  constexpr size_t kCols = 300;
+  ForEachTarget([&] {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{123}}) {
+      std::vector<uint32_t> ids(kCols);
+      for (uint32_t j = 0; j < kCols; ++j) ids[j] = j;
+      std::shuffle(ids.begin(), ids.end(), rng);
+      ids.resize(n);
+      std::sort(ids.begin(), ids.end());
+      std::vector<float> a(n), g(n), s(kCols), acc(kCols);
+      for (size_t i = 0; i < n; ++i) {
+        a[i] = normal(rng);
+        g[i] = normal(rng);
+      }
+      for (size_t j = 0; j < kCols; ++j) {
+        s[j] = std::fabs(normal(rng));
+        acc[j] = normal(rng);
+      }
+      for (const bool with_a : {true, false}) {
+        std::vector<float> got = acc, want = acc;
+        AddKeptCorrection(ids.data(), with_a ? a.data() : nullptr, g.data(), s.data(), n, 1.0f / 3,
+                          got.data());
+        for (size_t i = 0; i < n; ++i) {
+          const float term = std::fabs(g[i]) - s[ids[i]];
+          want[ids[i]] += (with_a ? std::fabs(a[i]) * term : term) * (1.0f / 3);
+        }
+        for (size_t j = 0; j < kCols; ++j) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(got[j]), std::bit_cast<uint32_t>(want[j]))
+              << n << " " << j << " " << with_a;
+        }
+      }
+    }
+  });
+}
+
 TEST(SimdKernels, MaxAbsAndAllFiniteSkipOrSpotNonFinite) {
   ForEachTarget([&] {
     for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}}) {

@@ -125,12 +125,13 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
 // micro-batch of a step and as before for micro-batch 0; then the activation
 // packet into `out`, byte for byte what EncodeActivation(*routed, ...) writes. Faster than the
 // two calls: the bitmap index falls out of the selection (fast router, element granularity,
-// cols % 8 == 0) and the router's own output is not validated again. Errors: Route's and
-// EncodeActivation's.
+// cols % 8 == 0) and the router's own output is not validated again. With `column_abs_sums`,
+// also the activation's column sums of |a| from the router's pass (RouteExtras). Errors:
+// Route's and EncodeActivation's.
 Status RouteAndEncode(const Router& router, ConstMatrix activation, const SensitivityMap* map,
                       const Contract& contract, const PacketLabel& label,
-                      const EncodeOptions& options, RoutedTensor* routed,
-                      std::vector<uint8_t>* out);
+                      const EncodeOptions& options, RoutedTensor* routed, std::vector<uint8_t>* out,
+                      std::vector<float>* column_abs_sums = nullptr);
 // `values` are the gradient at the kept positions of `mask` (GatherAtMask order).
 Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
                       const PacketLabel& label, const EncodeOptions& options,

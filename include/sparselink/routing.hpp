@@ -123,6 +123,25 @@ struct KeptMask {
 // its capacity. O(rows * cols / 8 + kept).
 Status MaskOf(const RoutedTensor& routed, KeptMask* out);
 
+// What Router::Route can hand back besides the routing, from the rows while it has them in
+// cache; a null member is not taken.
+struct RouteExtras {
+  // The kept set as the wire format's bitmap (rows * cols bits, row r column c at bit
+  // r * cols + c, LSB first) when it falls out of the selection for free (kFast or
+  // kApproximate, element granularity, cols a multiple of 8); otherwise left empty.
+  std::vector<uint8_t>* bitmap = nullptr;
+  // cols sums over the rows of |a| (a non-finite value as it is), ColumnAbsSums's bits.
+  std::vector<float>* column_abs_sums = nullptr;
+};
+
+// Per column, the sum over the rows of |a| (a non-finite value as it is) into `sums` (resized to
+// cols): each block of 16 rows is summed row by row into a partial of its own, and the partials
+// are added in block order, so the bits do not depend on the thread count (rows go parallel
+// from `parallel_min_entries` rows x cols on). Router::Route gives the same sums from its own
+// pass (RouteExtras::column_abs_sums). Errors: a null `sums`, an empty or null matrix.
+Status ColumnAbsSums(ConstMatrix a, std::vector<float>* sums,
+                     size_t parallel_min_entries = kDefaultParallelMinEntries);
+
 // Thread-safe for concurrent Route calls on different outputs (no shared mutable state).
 class Router {
  public:
@@ -144,13 +163,10 @@ class Router {
                uint64_t step, RoutedTensor* out) const;
   Result<RoutedTensor> Route(ConstMatrix activation, const SensitivityMap* map,
                              const Contract& contract, uint64_t step) const;
-  // The same, and the kept set as the wire format's bitmap (rows * cols bits, row r column c at
-  // bit r * cols + c, LSB first) in `bitmap` when it falls out of the selection for free
-  // (kFast or kApproximate, element granularity, cols a multiple of 8); otherwise `bitmap` is
-  // left empty.
+  // The same, and what RouteExtras asks for, taken during the same pass over the activation.
   // Used by RouteAndEncode (codec.hpp).
   Status Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
-               uint64_t step, RoutedTensor* out, std::vector<uint8_t>* bitmap) const;
+               uint64_t step, RoutedTensor* out, const RouteExtras& extras) const;
 
   const RouterOptions& options() const { return options_; }
 

@@ -521,8 +521,8 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
 
 Status RouteAndEncode(const Router& router, ConstMatrix activation, const SensitivityMap* map,
                       const Contract& contract, const PacketLabel& label,
-                      const EncodeOptions& options, RoutedTensor* routed,
-                      std::vector<uint8_t>* out) {
+                      const EncodeOptions& options, RoutedTensor* routed, std::vector<uint8_t>* out,
+                      std::vector<float>* column_abs_sums) {
   if (routed == nullptr || out == nullptr) {
     return Status(ErrorCode::kInvalidArgument, "routed/out = null: no output given");
   }
@@ -530,7 +530,8 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
   // The step keys the random policy's draws; the micro-batches of one step draw afresh, and
   // micro-batch 0 keeps the plain step (a one-batch step routes as it always has).
   const uint64_t draw = label.step + uint64_t{label.micro_batch} * 0x9E3779B97F4A7C15ull;
-  SPARSELINK_RETURN_IF_ERROR(router.Route(activation, map, contract, draw, routed, &bitmap));
+  SPARSELINK_RETURN_IF_ERROR(router.Route(activation, map, contract, draw, routed,
+                                          {.bitmap = &bitmap, .column_abs_sums = column_abs_sums}));
   SPARSELINK_DCHECK(routed->Validate().ok());
   return EncodeValidActivation(*routed, bitmap, contract, label, options, out);
 }

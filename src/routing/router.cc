@@ -417,6 +417,54 @@ constexpr uint32_t kInfKey = 0x7F800000u;
 // Each level shrinks its set to about a quarter or less; this many levels cover 2^32 keys.
 constexpr int kMaxSampleLevels = 16;
 
+// RouteExtras::column_abs_sums and ColumnAbsSums: each block of kSumRows rows is summed row by
+// row into a partial of its own by the thread that has the rows, and Finish adds the partials
+// in block order, so the sums do not depend on the thread count. A block never straddles two
+// threads: the routes hand out rows in chunks of kRowChunk or kApproxRowChunk, in order.
+constexpr size_t kSumRows = 16;
+static_assert(kRowChunk % kSumRows == 0 && kApproxRowChunk % kSumRows == 0);
+// Columns per piece of Finish's work (four cache lines of each partial).
+constexpr size_t kSumStripe = 64;
+class AbsSumRows {
+ public:
+  // Takes nothing when `sums` is null; `partials` is scratch the caller keeps.
+  AbsSumRows(std::vector<float>* sums, size_t rows, size_t cols, std::vector<float>& partials)
+      : sums_(sums), cols_(cols), blocks_((rows + kSumRows - 1) / kSumRows), partials_(partials) {
+    if (sums_ == nullptr) return;
+    sums_->resize(cols);
+    partials_.resize(blocks_ * cols);
+  }
+  // Row r, on the thread that added the rows of its block before it.
+  void Add(size_t r, const float* row) {
+    if (sums_ == nullptr) return;
+    float* partial = partials_.data() + r / kSumRows * cols_;
+    if (r % kSumRows == 0) std::fill_n(partial, cols_, 0.0f);
+    simd::AddAbs(row, cols_, partial);
+  }
+  // After every row was added: called by every thread of the parallel region that added them
+  // (its loop is shared among them), or outside any.
+  void Finish() {
+    if (sums_ == nullptr || blocks_ == 0) return;
+    float* sums = sums_->data();
+    const float* p = partials_.data();
+    const size_t cols = cols_;
+#pragma omp for schedule(static)
+    for (size_t j0 = 0; j0 < cols; j0 += kSumStripe) {
+      const size_t j1 = std::min(cols, j0 + kSumStripe);
+      std::copy(p + j0, p + j1, sums + j0);
+      for (size_t b = 1; b < blocks_; ++b) {
+        for (size_t j = j0; j < j1; ++j) sums[j] += p[b * cols + j];
+      }
+    }
+  }
+
+ private:
+  std::vector<float>* sums_;
+  size_t cols_;
+  size_t blocks_;
+  std::vector<float>& partials_;
+};
+
 // The k-th largest key of a row, with the number of keys above it and equal to it.
 struct KeyRank {
   uint32_t key = 0;
@@ -1004,7 +1052,7 @@ void FillSign1Rest(ConstMatrix activation, bool parallel, RoutedTensor* out) {
 // Returns whether every activation was finite.
 bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Contract& contract,
                           size_t window, bool parallel, RoutedTensor* out,
-                          std::vector<uint8_t>* bitmap) {
+                          std::vector<uint8_t>* bitmap, AbsSumRows& sums) {
   const size_t rows = activation.rows;
   const size_t cols = activation.cols;
   const size_t k = KeptCount(cols, contract.keep);
@@ -1037,6 +1085,7 @@ bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Con
         scratch.guess_width = kInitialGuessWidth;
         scratch.model_ready = false;
       }
+      sums.Add(r, activation.Row(r));
       bool finite = true;
       const size_t count = RowOnePass(
           activation.Row(r), weight, cols, k, contract.keep_full, window, scratch,
@@ -1089,6 +1138,7 @@ bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Con
       copy(scratch.moved_tiers.data(), out->tiers.data() + to);
     }
     if (me == 0) out->row_offsets[rows] = static_cast<uint32_t>(offset[threads]);
+    sums.Finish();
   }
   const size_t total = out->row_offsets[rows];
   out->indices.resize(total);
@@ -1101,7 +1151,7 @@ bool RouteElementsOnePass(ConstMatrix activation, const float* weight, const Con
 // scoring pass).
 bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract& contract,
                    SelectMethod method, double tolerance, bool parallel, RoutedTensor* out,
-                   std::vector<uint8_t>* bitmap) {
+                   std::vector<uint8_t>* bitmap, AbsSumRows& sums) {
   const size_t rows = activation.rows;
   const size_t cols = activation.cols;
   const size_t k = KeptCount(cols, contract.keep);
@@ -1115,7 +1165,7 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
   if (approximate && scorer.policy != ScorePolicy::kRandom && window >= kMinOnePassWindow &&
       k * kOnePassMaxKeptShare <= cols) {
     const float* weight = scorer.policy == ScorePolicy::kSensitivity ? scorer.weight : nullptr;
-    return RouteElementsOnePass(activation, weight, contract, window, parallel, out, bitmap);
+    return RouteElementsOnePass(activation, weight, contract, window, parallel, out, bitmap, sums);
   }
   const size_t slot = k + window;
   std::vector<uint32_t> counts(approximate ? rows : 0);
@@ -1152,6 +1202,7 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
       scratch.guess_width = kInitialGuessWidth;
       for (size_t r = chunk * kRowChunk; r < std::min(rows, (chunk + 1) * kRowChunk); ++r) {
         const float* row = activation.Row(r);
+        sums.Add(r, row);
         uint32_t* ids = out->indices.data() + r * slot;
         float* values = out->values.data() + r * slot;
         Tier* tiers = out->tiers.data() + r * slot;
@@ -1188,6 +1239,7 @@ bool RouteElements(ConstMatrix activation, const Scorer& scorer, const Contract&
         for (size_t i = 0; i < k; ++i) values[i] = SafeValue(row[ids[i]]);
       }
     }
+    sums.Finish();
   }
   if (approximate) {  // close up the slots (row r moves down, never past its own slot)
     size_t pos = 0;
@@ -1348,13 +1400,32 @@ Result<Router> Router::Create(const RouterOptions& options) {
   return Router(options);
 }
 
-Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
-                     uint64_t step, RoutedTensor* out) const {
-  return Route(activation, map, contract, step, out, nullptr);
+Status ColumnAbsSums(ConstMatrix a, std::vector<float>* sums, size_t parallel_min_entries) {
+  if (sums == nullptr) return Status(ErrorCode::kInvalidArgument, "sums = null: no output given");
+  SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(a, "a", NonFinitePolicy::kTreatAsZero));
+  thread_local std::vector<float> partials;
+  AbsSumRows rows(sums, a.rows, a.cols, partials);
+  const size_t blocks = (a.rows + kSumRows - 1) / kSumRows;
+#pragma omp parallel if (a.size() >= parallel_min_entries)
+  {
+#pragma omp for schedule(static)
+    for (size_t b = 0; b < blocks; ++b) {
+      for (size_t r = b * kSumRows; r < std::min(a.rows, (b + 1) * kSumRows); ++r) {
+        rows.Add(r, a.Row(r));
+      }
+    }
+    rows.Finish();
+  }
+  return Status::Ok();
 }
 
 Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
-                     uint64_t step, RoutedTensor* out, std::vector<uint8_t>* bitmap) const {
+                     uint64_t step, RoutedTensor* out) const {
+  return Route(activation, map, contract, step, out, RouteExtras{});
+}
+
+Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Contract& contract,
+                     uint64_t step, RoutedTensor* out, const RouteExtras& extras) const {
   if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "out = null: no output given");
   SPARSELINK_RETURN_IF_ERROR(contract.Validate());
   // The element rows check finiteness while they score (one pass less over the input); a
@@ -1414,12 +1485,19 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   out->cols = static_cast<uint32_t>(activation.cols);
   out->granularity = contract.granularity;
   out->rest = contract.rest;
+  std::vector<uint8_t>* bitmap = extras.bitmap;
   if (bitmap != nullptr) bitmap->clear();
+  thread_local std::vector<float> sum_partials;
+  AbsSumRows sums(extras.column_abs_sums, activation.rows, activation.cols, sum_partials);
   if (unit) {
     RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, options_.select,
                parallel, out);
+    if (extras.column_abs_sums != nullptr) {
+      SPARSELINK_RETURN_IF_ERROR(
+          ColumnAbsSums(activation, extras.column_abs_sums, options_.parallel_min_entries));
+    }
   } else if (!RouteElements(activation, scorer, contract, options_.select,
-                            options_.approx_tolerance, parallel, out, bitmap) &&
+                            options_.approx_tolerance, parallel, out, bitmap, sums) &&
              check_while_scoring) {
     const Status named = ValidateMatrix(activation, "activation", NonFinitePolicy::kReject);
     SPARSELINK_CHECK(!named.ok());

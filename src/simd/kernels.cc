@@ -405,6 +405,30 @@ void AddAbs(const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT acc) {
   for (; i < n; ++i) acc[i] += std::fabs(x[i]);
 }
 
+void AddKeptCorrection(const uint32_t* HWY_RESTRICT ids, const float* HWY_RESTRICT a,
+                       const float* HWY_RESTRICT g, const float* HWY_RESTRICT s, size_t n,
+                       float scale, float* HWY_RESTRICT acc) {
+  const DF df;
+  const DU du;
+  const DI di;
+  const size_t lanes = hn::Lanes(df);
+  const auto vscale = hn::Set(df, scale);
+  size_t i = 0;
+  // The lanes of one vector hold distinct ids (the caller's promise), so the scatter of their
+  // sums loses none.
+  for (; i + lanes <= n; i += lanes) {
+    const auto index = hn::BitCast(di, hn::LoadU(du, ids + i));
+    auto term = hn::Sub(hn::Abs(hn::LoadU(df, g + i)), hn::GatherIndex(df, s, index));
+    if (a != nullptr) term = hn::Mul(hn::Abs(hn::LoadU(df, a + i)), term);
+    term = hn::Mul(term, vscale);
+    hn::ScatterIndex(hn::Add(hn::GatherIndex(df, acc, index), term), df, acc, index);
+  }
+  for (; i < n; ++i) {
+    const float term = std::fabs(g[i]) - s[ids[i]];
+    acc[ids[i]] += (a != nullptr ? std::fabs(a[i]) * term : term) * scale;
+  }
+}
+
 void AddMagnitudes(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n,
                    float* HWY_RESTRICT acc) {
   const DF df;
@@ -1146,6 +1170,7 @@ HWY_EXPORT(AscendingBelow);
 HWY_EXPORT(MaxByte);
 HWY_EXPORT(AddAbs);
 HWY_EXPORT(AddMagnitudes);
+HWY_EXPORT(AddKeptCorrection);
 HWY_EXPORT(CountSetBits);
 HWY_EXPORT(CountByte);
 HWY_EXPORT(GapVarintExtraBytes);
@@ -1198,6 +1223,10 @@ uint64_t GapVarintExtraBytes(const uint32_t* ids, size_t n) {
   return n < 2 ? 0 : HWY_DYNAMIC_DISPATCH(GapVarintExtraBytes)(ids, n);
 }
 void AddAbs(const float* x, size_t n, float* acc) { HWY_DYNAMIC_DISPATCH(AddAbs)(x, n, acc); }
+void AddKeptCorrection(const uint32_t* ids, const float* a, const float* g, const float* s,
+                       size_t n, float scale, float* acc) {
+  HWY_DYNAMIC_DISPATCH(AddKeptCorrection)(ids, a, g, s, n, scale, acc);
+}
 void AddMagnitudes(const float* a, const float* b, size_t n, float* acc) {
   HWY_DYNAMIC_DISPATCH(AddMagnitudes)(a, b, n, acc);
 }

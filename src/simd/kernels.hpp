@@ -61,6 +61,11 @@ void AddAbs(const float* x, size_t n, float* acc);
 // acc[i] += m(a[i]) * m(b[i]), or m(a[i]) when b is null, where m(x) = |x| for finite x and 0
 // for NaN and +-inf (the sensitivity map's magnitude).
 void AddMagnitudes(const float* a, const float* b, size_t n, float* acc);
+// acc[ids[i]] += |a[i]| * (|g[i]| - s[ids[i]]) * scale for i < n, or (|g[i]| - s[ids[i]]) * scale
+// when a is null, in that order of operations (the scalar loop's result, bit for bit); ids[0, n)
+// must be distinct (one row of a mask).
+void AddKeptCorrection(const uint32_t* ids, const float* a, const float* g, const float* s,
+                       size_t n, float scale, float* acc);
 
 // The largest of bytes[0, n) (0 for n = 0).
 uint8_t MaxByte(const uint8_t* bytes, size_t n);

@@ -127,11 +127,11 @@ struct RoutedBoundaries::State {
   size_t PacketRows() const {
     return static_cast<size_t>((max_rows + packets_per_step - 1) / packets_per_step);
   }
-  // The map's sums over rows run in fixed blocks of rows, each into a partial sum of its own,
-  // and the partials are added in block order: on the OpenMP threads each block reads the rows
-  // its thread routed (still in that core's cache), and the sums are the same for any thread
-  // count. (Threads taking column ranges of every row instead read half their rows from the
-  // other core: 22 us against 11 on one thread.)
+  // The map's per-kept sums over rows run in fixed blocks of rows, each into a partial sum of
+  // its own, and the partials are added in block order: on the OpenMP threads each block reads
+  // the rows its thread decoded (still in that core's cache), and the sums are the same for any
+  // thread count. (Threads taking column ranges of every row instead read half their rows from
+  // the other core: 22 us against 11 on one thread, measured on the column sums of |a|.)
   static constexpr size_t kRowBlock = 64;
   std::vector<float> partials;  // row blocks x cols
   // Runs add(first_row, end_row, partial) for each block of `rows` (partial zeroed, cols
@@ -149,16 +149,6 @@ struct RoutedBoundaries::State {
     for (size_t b = 0; b < blocks; ++b) {
       for (size_t j = 0; j < cols; ++j) sums[j] += p[b * cols + j];
     }
-  }
-  // act_sums from `activation`, stamped with the current training forward.
-  void ColumnAbsSums() {
-    std::fill(act_sums.begin(), act_sums.end(), 0.0f);
-    const float* a = activation.data_ptr<float>();
-    const auto rows = static_cast<size_t>(activation.size(0));
-    SumOverRowBlocks(rows, act_sums, [&](size_t first, size_t end, float* partial) {
-      for (size_t r = first; r < end; ++r) simd::AddAbs(a + r * cols, cols, partial);
-    });
-    act_sums_forward = forwards;
   }
 };
 
@@ -257,21 +247,18 @@ torch::Tensor RoutedBoundaries::State::RouteForward(const torch::Tensor& input, 
                           .contract_version = contract.version,
                           .step = static_cast<uint64_t>(step),
                           .micro_batch = count ? train_micro : 0};
+  // The sender's map update (RouteBackward) needs the column sums of |a|: the router takes
+  // them as it reads each row, rather than from memory after the later stages have run.
+  const bool take_sums = count && !map->frozen();
   ThrowIfError(RouteAndEncode(*router, a, use_map ? &*map : nullptr, contract, label,
                               {.index_codec = options->index_codec,
                                .zstd = options->zstd,
                                .zstd_level = options->zstd_level,
                                .parallel_min_entries = options->parallel_min_entries},
-                              &sent, &packet),
+                              &sent, &packet, take_sums ? &act_sums : nullptr),
                boundary);
+  if (take_sums) act_sums_forward = forwards;
   clock.Lap(&time.route_encode);
-  // The sender's map update (RouteBackward) needs the column sums of |a|: taken now, while
-  // the activation is still in cache from routing, rather than from memory after the later
-  // stages have run.
-  if (count && !map->frozen()) {
-    ColumnAbsSums();
-    clock.Lap(&time.map_update);
-  }
   const uint64_t dense_bytes = static_cast<uint64_t>(rows) * cols * sizeof(float);
   // The receiver decodes straight into the dense rows the next stage reads (and, training, the
   // mask its gradient will be gathered at): one pass, no column list or value array between.
@@ -389,7 +376,12 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
     // RouteForward took them, unless the map was frozen then (or this is a second backward of
     // one forward, which finds them in place).
     // (summary holds zeros until the first one arrives.)
-    if (act_sums_forward != forwards) ColumnAbsSums();
+    if (act_sums_forward != forwards) {
+      ThrowIfError(ColumnAbsSums({activation.data_ptr<float>(), num_rows, cols}, &act_sums,
+                                 options->parallel_min_entries),
+                   boundary);
+      act_sums_forward = forwards;
+    }
     for (size_t j = 0; j < cols; ++j) {
       act_scores[j] = act_sums[j] * inv_rows;
       grad_scores[j] = summary[j];
@@ -409,15 +401,9 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
         const size_t i = unit ? r * ids.size() : sender_mask.row_offsets[r];
         const float* kept_g = kept_gradient.data() + i;
         const float* kept_a = sender_mask.values.data() + i;
-        if (taylor) {
-          for (size_t k = 0; k < ids.size(); ++k) {
-            partial[ids[k]] += std::fabs(kept_a[k]) * (std::fabs(kept_g[k]) - s[ids[k]]) * inv_rows;
-          }
-        } else {
-          for (size_t k = 0; k < ids.size(); ++k) {
-            partial[ids[k]] += (std::fabs(kept_g[k]) - s[ids[k]]) * inv_rows;
-          }
-        }
+        // Distinct ids within a row: one vector scatter-add (1.3x the scalar loop's speed).
+        simd::AddKeptCorrection(ids.data(), taylor ? kept_a : nullptr, kept_g, s, ids.size(),
+                                inv_rows, partial);
       }
     };
     if (taylor) SumOverRowBlocks(num_rows, taylor_scores, add_kept);
