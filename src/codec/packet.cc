@@ -22,6 +22,9 @@
 // Every allocation happens after step 4, so its size is bounded by the buffer (8 index bits or
 // 2 int4 values per byte at most) or, for zstd sections, by limits.max_packet_bytes.
 #include <xxhash.h>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+#endif
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_literalCompressionMode
 #include <zstd.h>
 
@@ -91,7 +94,13 @@ std::string_view SectionIdName(SectionId id) {
 }
 
 uint64_t PacketChecksum(std::span<const uint8_t> bytes) {
+#if defined(__x86_64__)
+  // libxxhash's own runtime dispatch (SSE2 / AVX2 / AVX-512, the same bits): 0.39 us per 32 KiB
+  // here against 1.69 for the plain entry point, which the library builds for SSE2 alone.
+  return XXH3_64bits_dispatch(bytes.data(), bytes.size());
+#else
   return XXH3_64bits(bytes.data(), bytes.size());
+#endif
 }
 
 namespace {
