@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "codec/index_codecs.hpp"
+#include "codec/own_mask.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
@@ -645,6 +646,58 @@ TEST(GradientPacket, DenseDecoderWritesNothingItRefuses) {
   EXPECT_EQ(dense, untouched);
   ASSERT_TRUE(DecodeGradientToDense(packet, mask, {dense.data(), 3, 8}, &got).ok());
   EXPECT_EQ(got, *DecodeGradient(packet, mask));
+}
+
+// The own-mask calls (the adapter's, which skip validating a mask the library made) write what
+// the public ones write, byte for byte and row for row, for both granularities and on the
+// threads; everything but the mask is still checked.
+TEST(GradientPacket, OwnMaskCallsEqualThePublicOnes) {
+  std::mt19937 rng(16);
+  for (Granularity granularity : {Granularity::kElement, Granularity::kUnit}) {
+    for (size_t parallel : {size_t{1}, kDefaultParallelMinEntries}) {
+      const RoutedTensor routed = MakeRouted(37, 64, 9, 9, granularity, RestPolicy::kDrop, rng);
+      KeptMask mask;
+      ASSERT_TRUE(MaskOf(routed, &mask).ok());
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> g(37 * 64);
+      for (float& v : g) v = normal(rng);
+      const EncodeOptions options{.parallel_min_entries = parallel};
+      std::vector<uint8_t> want, got;
+      ASSERT_TRUE(
+          EncodeGradientAt(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {.step = 4}, options, &want)
+              .ok());
+      ASSERT_TRUE(codec_internal::EncodeGradientAtOwnMask(
+                      mask, {g.data(), 37, 64}, ValueCodec::kInt8, {.step = 4}, options, &got)
+                      .ok());
+      EXPECT_EQ(got, want);
+      std::vector<float> dense_want(37 * 64, 3.0f), dense_got(37 * 64, 4.0f), kept_want, kept_got;
+      const DecodeLimits limits{.parallel_min_entries = parallel};
+      ASSERT_TRUE(
+          DecodeGradientToDense(want, routed, {dense_want.data(), 37, 64}, &kept_want, limits)
+              .ok());
+      ASSERT_TRUE(codec_internal::DecodeGradientToDenseOwnMask(
+                      want, routed, {dense_got.data(), 37, 64}, &kept_got, limits, nullptr)
+                      .ok());
+      EXPECT_EQ(dense_got, dense_want);
+      EXPECT_EQ(kept_got, kept_want);
+      g[5] = std::numeric_limits<float>::quiet_NaN();  // at a kept entry or not: both agree
+      EXPECT_EQ(
+          codec_internal::EncodeGradientAtOwnMask(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {},
+                                                  options, &got)
+              .code(),
+          EncodeGradientAt(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {}, options, &want).code());
+      std::vector<uint8_t> bad = want;
+      bad[bad.size() - 12] ^= 0x10;
+      EXPECT_EQ(codec_internal::DecodeGradientToDenseOwnMask(
+                    bad, routed, {dense_got.data(), 37, 64}, &kept_got, limits, nullptr)
+                    .code(),
+                ErrorCode::kCorruptPacket);
+      EXPECT_EQ(codec_internal::DecodeGradientToDenseOwnMask(
+                    want, routed, {dense_got.data(), 37, 63}, &kept_got, limits, nullptr)
+                    .code(),
+                ErrorCode::kShapeMismatch);
+    }
+  }
 }
 
 // The one-call gradient encoder refuses what GatherAtMask and EncodeGradient refuse, naming the

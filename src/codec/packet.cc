@@ -39,6 +39,7 @@
 #include <string>
 
 #include "codec/index_codecs.hpp"
+#include "codec/own_mask.hpp"
 #include "codec/value_codecs.hpp"
 #include "core/parallel.hpp"
 #include "routing/mask_ops.hpp"
@@ -612,11 +613,16 @@ Status EncodeGradient(const KeptMask& mask, std::span<const float> values, Value
                             values, codec, label, options, out);
 }
 
-Status EncodeGradientAt(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
-                        const PacketLabel& label, const EncodeOptions& options,
-                        std::vector<uint8_t>* out) {
+// EncodeGradientAt, the mask validated (check_mask) or vouched for (EncodeGradientAtOwnMask).
+static Status EncodeGradientAtMask(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
+                                   const PacketLabel& label, const EncodeOptions& options,
+                                   std::vector<uint8_t>* out, bool check_mask) {
   if (out == nullptr) return Status(ErrorCode::kInvalidArgument, "out = null: no output given");
-  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  if (check_mask) {
+    SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.Validate(), "mask"));
+  } else {
+    SPARSELINK_DCHECK(mask.Validate().ok());
+  }
   if (gradient.data == nullptr) {
     return Status(ErrorCode::kInvalidArgument, "gradient.data = null: no values given");
   }
@@ -637,6 +643,19 @@ Status EncodeGradientAt(const KeptMask& mask, ConstMatrix gradient, ValueCodec c
     row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
   return EncodeGradientRows(mask.rows, mask.cols, mask.granularity, row_counts, mask.num_kept(),
                             values, codec, label, options, out, /*values_finite=*/true);
+}
+
+Status EncodeGradientAt(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
+                        const PacketLabel& label, const EncodeOptions& options,
+                        std::vector<uint8_t>* out) {
+  return EncodeGradientAtMask(mask, gradient, codec, label, options, out, /*check_mask=*/true);
+}
+
+Status codec_internal::EncodeGradientAtOwnMask(const KeptMask& mask, ConstMatrix gradient,
+                                               ValueCodec codec, const PacketLabel& label,
+                                               const EncodeOptions& options,
+                                               std::vector<uint8_t>* out) {
+  return EncodeGradientAtMask(mask, gradient, codec, label, options, out, /*check_mask=*/false);
 }
 
 // The header of a packet that carries no routed tensor (summary, contract): kind and label,
@@ -1320,12 +1339,17 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   return Status::Ok();
 }
 
-// DecodeGradient's work into `values` (resized to the kept count).
+// DecodeGradient's work into `values` (resized to the kept count); the mask validated
+// (check_mask) or vouched for by the caller.
 static Status DecodeGradientInto(std::span<const uint8_t> packet, const RoutedTensor& mask,
                                  const DecodeLimits& limits, PacketInfo* pi,
-                                 std::vector<float>* values) {
+                                 std::vector<float>* values, bool check_mask = true) {
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
-  SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.ValidateMask(), "mask"));
+  if (check_mask) {
+    SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.ValidateMask(), "mask"));
+  } else {
+    SPARSELINK_DCHECK(mask.ValidateMask().ok());
+  }
   const PacketHeader& h = pi->header;
   if (h.rows != mask.rows)
     return FieldError(ErrorCode::kShapeMismatch, "header.rows", h.rows,
@@ -1365,19 +1389,34 @@ Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const
   return values;
 }
 
-Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor& mask,
-                             MutableMatrix out, std::vector<float>* values,
-                             const DecodeLimits& limits, PacketInfo* info) {
+// DecodeGradientToDense, the mask validated (check_mask) or vouched for.
+static Status DecodeGradientToDenseAt(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                                      MutableMatrix out, std::vector<float>* values,
+                                      const DecodeLimits& limits, PacketInfo* info,
+                                      bool check_mask) {
   if (values == nullptr) {
     return Status(ErrorCode::kInvalidArgument, "values = null: no output given");
   }
   SPARSELINK_RETURN_IF_ERROR(CheckDenseOut(out, mask.rows, mask.cols, "the mask's"));
   PacketInfo local;
-  SPARSELINK_RETURN_IF_ERROR(
-      DecodeGradientInto(packet, mask, limits, info != nullptr ? info : &local, values));
+  SPARSELINK_RETURN_IF_ERROR(DecodeGradientInto(
+      packet, mask, limits, info != nullptr ? info : &local, values, check_mask));
   internal::ScatterRowsAtMask(mask, values->data(), out,
                               uint64_t{mask.rows} * mask.cols >= limits.parallel_min_entries);
   return Status::Ok();
+}
+
+Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor& mask,
+                             MutableMatrix out, std::vector<float>* values,
+                             const DecodeLimits& limits, PacketInfo* info) {
+  return DecodeGradientToDenseAt(packet, mask, out, values, limits, info, /*check_mask=*/true);
+}
+
+Status codec_internal::DecodeGradientToDenseOwnMask(std::span<const uint8_t> packet,
+                                                    const RoutedTensor& mask, MutableMatrix out,
+                                                    std::vector<float>* values,
+                                                    const DecodeLimits& limits, PacketInfo* info) {
+  return DecodeGradientToDenseAt(packet, mask, out, values, limits, info, /*check_mask=*/false);
 }
 
 Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "codec/own_mask.hpp"
 #include "simd/kernels.hpp"
 
 namespace sparselink::torch_adapter {
@@ -337,15 +338,17 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   }
 
   clock.Lap(&time.summary);
-  // Receiver -> sender: the gradient at the kept positions only.
-  ThrowIfError(
-      EncodeGradientAt(receiver_mask, {g_data, num_rows, cols}, options->gradient_codec, label,
-                       {.index_codec = options->index_codec,
-                        .zstd = options->zstd,
-                        .zstd_level = options->zstd_level,
-                        .parallel_min_entries = options->parallel_min_entries},
-                       &packet),
-      boundary);
+  // Receiver -> sender: the gradient at the kept positions only. Both masks are this state's
+  // own, made by the decoder and the router this step and never touched since: the calls skip
+  // their validation (codec/own_mask.hpp).
+  ThrowIfError(codec_internal::EncodeGradientAtOwnMask(
+                   receiver_mask, {g_data, num_rows, cols}, options->gradient_codec, label,
+                   {.index_codec = options->index_codec,
+                    .zstd = options->zstd,
+                    .zstd_level = options->zstd_level,
+                    .parallel_min_entries = options->parallel_min_entries},
+                   &packet),
+               boundary);
   clock.Lap(&time.gradient_encode);
   // The sender decodes straight into the dense gradient of its stage (and keeps the values in
   // mask order for its map). A packet that decodes but carries another label has been written
@@ -354,7 +357,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   const MutableMatrix gi{grad_input.data_ptr<float>(), num_rows, cols};
   Deliver(*backward_link, "backward", label, dense_bytes, true, &report.backward_wire_bytes,
           [&](std::span<const uint8_t> bytes, PacketInfo* info) -> Result<bool> {
-            SPARSELINK_RETURN_IF_ERROR(DecodeGradientToDense(
+            SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeGradientToDenseOwnMask(
                 bytes, sender_mask, gi, &kept_gradient,
                 {.parallel_min_entries = options->parallel_min_entries}, info));
             return true;
