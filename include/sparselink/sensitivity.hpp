@@ -37,6 +37,9 @@ struct SensitivityOptions {
                            // starts at zero; values() renormalizes by the max, which makes
                            // that start equivalent to a bias-corrected EMA.
   NonFinitePolicy non_finite = NonFinitePolicy::kReject;
+  // Update runs its blocks of rows on the OpenMP threads from this many rows x cols entries on;
+  // its result's bits depend on neither this nor the thread count.
+  size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 
 // Normalizes `values` in place to [0,1] by dividing by the max. An all-zero (or empty) input

@@ -133,6 +133,9 @@ static Status ValidateOptions(const SensitivityOptions& o) {
   return Status::Ok();
 }
 
+// Rows per block of Update's sums (see there).
+constexpr size_t kRowBlock = 64;
+
 static size_t ScratchSize(const SensitivityOptions& options) {
   return options.mode == SensitivityMode::kWeighted ? 2 * options.num_neurons : options.num_neurons;
 }
@@ -178,7 +181,11 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
     return FieldError(ErrorCode::kShapeMismatch, "activation.cols", activation.cols,
                       "must equal num_neurons = " + std::to_string(n));
   }
-  SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", options_.non_finite));
+  // The non-finite check under kReject runs with the sums below, block by block (one read of
+  // the rows instead of two); ValidateMatrix then names the first bad entry.
+  const bool reject = options_.non_finite == NonFinitePolicy::kReject;
+  SPARSELINK_RETURN_IF_ERROR(
+      ValidateMatrix(activation, "activation", NonFinitePolicy::kTreatAsZero));
   const bool has_gradient = !IsEmpty(gradient);
   if (!has_gradient && mode != SensitivityMode::kActivation) {
     return FieldError(
@@ -194,29 +201,53 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
       return FieldError(ErrorCode::kShapeMismatch, "gradient.cols", gradient.cols,
                         "must equal activation.cols = " + std::to_string(activation.cols));
     }
-    SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(gradient, "gradient", options_.non_finite));
+    SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(gradient, "gradient", NonFinitePolicy::kTreatAsZero));
   }
 
   // Pass 1: per-neuron means over rows. A deserialized map gets its scratch here, once: its
   // size comes from num_neurons, which a file may set far larger than its own byte count.
-  // The sums over rows run in float vectors (one row at a time; a batch's rows are few), then
-  // widen to the double scratch (or run again in double, below).
+  // The sums over rows run in float vectors, one row at a time, in fixed blocks of kRowBlock
+  // rows: each block into a partial of its own (on the OpenMP threads for large batches), and
+  // the partials added in block order, so the bits do not depend on the thread count. Then
+  // they widen to the double scratch (or run again in double, below).
   if (scratch_.empty()) scratch_.assign(ScratchSize(options_), 0.0);
-  thread_local std::vector<float> sums;
-  sums.assign(scratch_.size(), 0.0f);
   const size_t rows = activation.rows;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* a = activation.Row(r);
-    const float* g = has_gradient ? gradient.Row(r) : nullptr;
-    switch (mode) {
-      case SensitivityMode::kTaylor: simd::AddMagnitudes(a, g, n, sums.data()); break;
-      case SensitivityMode::kActivation: simd::AddMagnitudes(a, nullptr, n, sums.data()); break;
-      case SensitivityMode::kGradient: simd::AddMagnitudes(g, nullptr, n, sums.data()); break;
-      case SensitivityMode::kWeighted:
-        simd::AddMagnitudes(a, nullptr, n, sums.data());
-        simd::AddMagnitudes(g, nullptr, n, sums.data() + n);
-        break;
+  const size_t width = scratch_.size();
+  const size_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  thread_local std::vector<float> partials;
+  partials.resize(blocks * width);
+  float* const p = partials.data();
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite) \
+    if (rows * n >= options_.parallel_min_entries)
+  for (size_t b = 0; b < blocks; ++b) {
+    float* partial = p + b * width;
+    std::fill(partial, partial + width, 0.0f);
+    for (size_t r = b * kRowBlock; r < std::min(rows, (b + 1) * kRowBlock); ++r) {
+      const float* a = activation.Row(r);
+      const float* g = has_gradient ? gradient.Row(r) : nullptr;
+      if (reject) {
+        finite = finite && simd::AllFinite(a, n) && (g == nullptr || simd::AllFinite(g, n));
+      }
+      switch (mode) {
+        case SensitivityMode::kTaylor: simd::AddMagnitudes(a, g, n, partial); break;
+        case SensitivityMode::kActivation: simd::AddMagnitudes(a, nullptr, n, partial); break;
+        case SensitivityMode::kGradient: simd::AddMagnitudes(g, nullptr, n, partial); break;
+        case SensitivityMode::kWeighted:
+          simd::AddMagnitudes(a, nullptr, n, partial);
+          simd::AddMagnitudes(g, nullptr, n, partial + n);
+          break;
+      }
     }
+  }
+  if (!finite) {
+    SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", options_.non_finite));
+    SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(gradient, "gradient", options_.non_finite));
+  }
+  thread_local std::vector<float> sums;
+  sums.assign(p, p + width);
+  for (size_t b = 1; b < blocks; ++b) {
+    for (size_t j = 0; j < width; ++j) sums[j] += p[b * width + j];
   }
   // Float keeps the ratios between neurons (all the map uses: each batch is scaled by its
   // largest) unless a sum overflowed (magnitudes past ~1e19 in Taylor mode) or the largest

@@ -307,18 +307,9 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // a step of several micro-batches samples its first, so a step sends one summary.
   const bool summary_step = step % options->summary_every == 0 && train_micro == 0;
   // A summary step reads every entry of the gradient (other steps read the kept ones, which
-  // the gradient encoder checks): a non-finite one is named here, where it is, rather than as
-  // the summary unit it would spoil.
-  if (summary_step && !simd::AllFinite(g_data, num_rows * cols)) {
-    const size_t i = static_cast<size_t>(
-        std::find_if(g_data, g_data + num_rows * cols, [](float v) { return !std::isfinite(v); }) -
-        g_data);
-    ThrowIfError(
-        FieldError(ErrorCode::kNonFinite,
-                   "gradient[" + std::to_string(i / cols) + "][" + std::to_string(i % cols) + "]",
-                   g_data[i], "must be finite"),
-        boundary);
-  }
+  // the gradient encoder checks): a non-finite one is named where it is, rather than as the
+  // summary unit it would spoil, by the map's update (which checks as it sums) or, with the map
+  // frozen, when the column sums below come out non-finite.
   if (summary_step && !receiver_map->frozen()) {
     ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
                                       {g_data, num_rows, cols}),
@@ -326,7 +317,21 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   }
   if (summary_step) {
     std::vector<float> mean_abs(cols, 0.0f);
-    for (size_t r = 0; r < num_rows; ++r) simd::AddAbs(g_data + r * cols, cols, mean_abs.data());
+    SumOverRowBlocks(num_rows, mean_abs, [&](size_t first, size_t end, float* partial) {
+      for (size_t r = first; r < end; ++r) simd::AddAbs(g_data + r * cols, cols, partial);
+    });
+    if (!simd::AllFinite(mean_abs.data(), cols)) {
+      const float* bad =
+          std::find_if(g_data, g_data + num_rows * cols, [](float v) { return !std::isfinite(v); });
+      if (bad != g_data + num_rows * cols) {  // else finite |g| summed past FLT_MAX
+        const auto i = static_cast<size_t>(bad - g_data);
+        ThrowIfError(FieldError(ErrorCode::kNonFinite,
+                                "gradient[" + std::to_string(i / cols) + "][" +
+                                    std::to_string(i % cols) + "]",
+                                *bad, "must be finite"),
+                     boundary);
+      }
+    }
     for (float& v : mean_abs) v /= static_cast<float>(rows);
     ThrowIfError(EncodeSummary(mean_abs, label, &packet, kSummaryCodec), boundary);
     // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
@@ -540,7 +545,8 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
                                        .block = state->block,
                                        .mode = options.sensitivity_mode,
                                        .alpha = options.sensitivity_alpha,
-                                       .ema_decay = options.ema_decay};
+                                       .ema_decay = options.ema_decay,
+                                       .parallel_min_entries = options.parallel_min_entries};
   SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap map, SensitivityMap::Create(map_options));
   SPARSELINK_ASSIGN_OR_RETURN(SensitivityMap receiver_map, SensitivityMap::Create(map_options));
   state->map.emplace(std::move(map));
