@@ -249,7 +249,8 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Widths, ActivationPacketRoundTrip, ::testing::Values(1u, 7u, 33u, 4097u));
+INSTANTIATE_TEST_SUITE_P(Widths, ActivationPacketRoundTrip,
+                         ::testing::Values(1u, 7u, 16u, 24u, 33u, 1024u, 4097u));
 
 // The fused sender path writes exactly the bytes of Route + EncodeActivation, for every codec,
 // index codec, granularity, rest policy, select method and awkward width (cols % 8 == 0 takes

@@ -283,6 +283,39 @@ TEST(SimdKernels, AddKeptCorrectionEqualsAPlainLoop) {
   });
 }
 
+// One row expanded straight from int8 values: Int8ToFloat then ScatterBits, bit for bit, on
+// every target, for widths on and off whole 16-column masks; the values end the buffer, so a
+// read past them shows under the sanitizers.
+TEST(SimdKernels, ScatterInt8RowEqualsDecodeThenScatter) {
+  std::mt19937 rng(41);
+  ForEachTarget([&] {
+    for (size_t cols : {size_t{8}, size_t{16}, size_t{24}, size_t{33}, size_t{64}, size_t{1024}}) {
+      for (double density : {0.0, 0.1, 0.5, 1.0}) {
+        std::bernoulli_distribution take(density);
+        std::vector<uint8_t> bits((cols + 7) / 8, 0);
+        size_t count = 0;
+        for (size_t c = 0; c < cols; ++c) {
+          if (take(rng)) {
+            bits[c / 8] = static_cast<uint8_t>(bits[c / 8] | (1u << (c % 8)));
+            ++count;
+          }
+        }
+        std::vector<int8_t> q(count);  // exactly the row's values
+        for (int8_t& v : q) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+        const float scale = 0.013f;
+        std::vector<float> values(count + kSlack), want(cols, 7.0f), got(cols, 9.0f);
+        ASSERT_TRUE(Int8ToFloat(q.data(), count, scale, values.data()));
+        ScatterBits(bits.data(), bits.size(), 1, cols, values.data(), want.data(), cols);
+        ScatterInt8Row(bits.data(), cols, q.data(), count, scale, got.data());
+        for (size_t c = 0; c < cols; ++c) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(got[c]), std::bit_cast<uint32_t>(want[c]))
+              << cols << " " << density << " " << c;
+        }
+      }
+    }
+  });
+}
+
 TEST(SimdKernels, MaxAbsAndAllFiniteSkipOrSpotNonFinite) {
   ForEachTarget([&] {
     for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}}) {

@@ -1284,14 +1284,22 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   if (set_bits != kept) {
     return Corrupt("bitmap set bits", set_bits, "header says " + std::to_string(kept) + " kept");
   }
+  const size_t cols = h.cols;
+  const bool cols_aligned = cols % 8 == 0;  // bitmap rows on whole bytes
+  // An int8 stream that plainly decodes (no refusal to name) is expanded straight into the
+  // dense rows below, each row's bytes times its scale: no float values in between.
+  SectionBytes stream;
+  const bool full = h.count_full > 0;
+  const ValueCodec codec = full ? h.full_codec : h.lossy_codec;
+  if (kept > 0) SPARSELINK_RETURN_IF_ERROR(stream.Load(packet, pi->sections[1], 1));
+  const bool int8_rows =
+      kept > 0 && codec == ValueCodec::kInt8 && (subset || cols_aligned) &&
+      stream.bytes().size() == ValueStreamBytes(ValueCodec::kInt8, kept, h.rows) &&
+      codec_internal::Int8StreamPlainlyValid(stream.bytes(), h.rows);
   values.resize(kept + simd::kSlack);  // ScatterBits reads whole vectors
-  if (kept > 0) {
-    const bool full = h.count_full > 0;
-    SectionBytes stream;
-    SPARSELINK_RETURN_IF_ERROR(stream.Load(packet, pi->sections[1], 1));
-    Status s = codec_internal::DecodeValuesInto(full ? h.full_codec : h.lossy_codec, stream.bytes(),
-                                                row_counts, std::span<float>(values.data(), kept),
-                                                parallel);
+  if (kept > 0 && !int8_rows) {
+    Status s = codec_internal::DecodeValuesInto(codec, stream.bytes(), row_counts,
+                                                std::span<float>(values.data(), kept), parallel);
     if (!s.ok()) return Status(s.code(), (full ? "full_values: " : "lossy_values: ") + s.message());
   }
   // Every check has passed: from here on only writes.
@@ -1306,7 +1314,6 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   const uint64_t* first_value = offsets.data();
   const float* source = values.data();
   const codec_internal::SubsetBitmapReader* rows_reader = &reader;
-  const size_t cols = h.cols;
   const size_t row_bytes = (cols + 7) / 8;
   if (mask != nullptr) {
     if (subset) {
@@ -1317,20 +1324,39 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
   }
   uint8_t* mask_bits = mask != nullptr ? mask->bits.data() : nullptr;
   // Ranges start on multiples of 8 rows, so on whole bytes of either bitmap.
+  const uint8_t* int8_stream = int8_rows ? stream.bytes().data() : nullptr;
+  const size_t rows_count = h.rows;
+  // Row r from its bitmap bytes: the decoded floats, or the int8 bytes times the row's scale.
+  const auto expand = [&](const uint8_t* row_bits, size_t r) {
+    if (int8_stream == nullptr) {
+      simd::ScatterBits(row_bits, row_bytes, 1, cols, source + first_value[r], out.Row(r),
+                        out.cols);
+      return;
+    }
+    float scale;
+    std::memcpy(&scale, int8_stream + 4 * r, sizeof scale);
+    simd::ScatterInt8Row(
+        row_bits, cols,
+        reinterpret_cast<const int8_t*>(int8_stream + 4 * rows_count + first_value[r]),
+        first_value[r + 1] - first_value[r], scale, out.Row(r));
+  };
   internal::ForRowRanges(h.rows, parallel, [&](size_t first, size_t end) {
     if (first == end) return;
-    if (!subset) {
+    if (!subset && int8_stream == nullptr) {
       const uint64_t start = first * uint64_t{cols} / 8;
       simd::ScatterBits(bits.data() + start, bits.size() - start, end - first, cols,
                         source + first_value[first], out.Row(first), out.cols);
+      return;
+    }
+    if (!subset) {  // rows on whole bytes (cols_aligned)
+      for (size_t r = first; r < end; ++r) expand(bits.data() + r * row_bytes, r);
       return;
     }
     thread_local std::vector<uint8_t> row;
     row.resize(rows_reader->row_buffer_bytes());
     for (size_t r = first; r < end; ++r) {
       rows_reader->UnpackRow(r, row.data());
-      simd::ScatterBits(row.data(), row_bytes, 1, cols, source + first_value[r], out.Row(r),
-                        out.cols);
+      expand(row.data(), r);
       if (mask_bits != nullptr) {
         CopyBitsTo(row.data(), cols, mask_bits, mask->bits.size(), r * uint64_t{cols});
       }

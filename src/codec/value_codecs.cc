@@ -415,6 +415,15 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
   return CheckFinite(codec, values);
 }
 
+bool Int8StreamPlainlyValid(std::span<const uint8_t> bytes, size_t rows) {
+  if (bytes.size() < 4 * rows) return false;
+  for (size_t r = 0; r < rows; ++r) {
+    const float scale = GetF32(bytes.data() + 4 * r);
+    if (!(std::isfinite(scale) && scale >= 0.0f && std::isfinite(127.0f * scale))) return false;
+  }
+  return simd::CountByte(bytes.data() + 4 * rows, bytes.size() - 4 * rows, 0x80) == 0;
+}
+
 }  // namespace codec_internal
 
 void EncodeValues(ValueCodec codec, std::span<const float> values,

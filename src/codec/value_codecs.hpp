@@ -35,4 +35,11 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
                         std::span<const uint32_t> row_counts, std::span<float> values,
                         bool parallel_rows = false);
 
+// Whether an int8 stream of `rows` rows, of the size DecodeValuesInto checks, plainly decodes:
+// every scale finite, >= 0 and finite times 127, and no value byte -128. Then DecodeValuesInto
+// would accept it and give float(q) * scale for every value, finite; a stream turned down here
+// may still decode (the caller then decodes it the full way, which names any refusal). One
+// vector pass over the bytes.
+bool Int8StreamPlainlyValid(std::span<const uint8_t> bytes, size_t rows);
+
 }  // namespace sparselink::codec_internal

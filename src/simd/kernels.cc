@@ -1133,6 +1133,36 @@ void ScatterBits(const uint8_t* HWY_RESTRICT bytes, size_t num_bytes, uint64_t r
   }
 }
 
+void ScatterInt8Row(const uint8_t* HWY_RESTRICT bits, size_t cols, const int8_t* HWY_RESTRICT q,
+                    size_t count, float scale, float* HWY_RESTRICT out) {
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
+  static_assert(hn::MaxLanes(DF()) == 16);
+  if (cols % 16 == 0) {
+    const DF df;
+    const DI di;
+    const hn::Rebind<int8_t, DI> d8;
+    const auto vs = hn::Set(df, scale);
+    size_t used = 0;
+    for (size_t c = 0; c < cols; c += 16) {
+      uint16_t mask;
+      std::memcpy(&mask, bits + c / 8, sizeof mask);
+      const auto n = static_cast<size_t>(std::popcount(mask));
+      // A masked load reads none of the bytes past the row's values (the packet may end there).
+      const auto v = hn::Mul(
+          hn::ConvertTo(df, hn::PromoteTo(di, hn::MaskedLoad(hn::FirstN(d8, n), d8, q + used))),
+          vs);
+      hn::StoreU(hn::Vec<DF>{_mm512_maskz_expand_ps(mask, v.raw)}, df, out + c);
+      used += n;
+    }
+    return;
+  }
+#endif
+  thread_local std::vector<float> values;
+  if (values.size() < count + kSlack) values.resize(count + kSlack);
+  Int8ToFloat(q, count, scale, values.data());
+  ScatterBits(bits, (cols + 7) / 8, 1, cols, values.data(), out, cols);
+}
+
 // 64 bits of the bitmap from bit `bit` on (zero past num_bytes).
 uint64_t BitsFrom(const uint8_t* bytes, size_t num_bytes, uint64_t bit) {
   const uint64_t first = bit / 8;
@@ -1220,6 +1250,7 @@ HWY_EXPORT(TargetName);
 HWY_EXPORT(BitmapToColumns);
 HWY_EXPORT(RowBitCounts);
 HWY_EXPORT(ScatterBits);
+HWY_EXPORT(ScatterInt8Row);
 HWY_EXPORT(GatherBits);
 HWY_EXPORT(PackMaskedRow);
 HWY_EXPORT(UnpackMaskedRow);
@@ -1332,6 +1363,10 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride) {
   HWY_DYNAMIC_DISPATCH(ScatterBits)(bytes, num_bytes, rows, cols, values, out, stride);
+}
+void ScatterInt8Row(const uint8_t* bits, size_t cols, const int8_t* q, size_t count, float scale,
+                    float* out) {
+  HWY_DYNAMIC_DISPATCH(ScatterInt8Row)(bits, cols, q, count, scale, out);
 }
 uint64_t GatherBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                     const float* dense, size_t stride, float* out) {

@@ -145,6 +145,12 @@ void RowBitCounts(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_
 // (whole vectors are read).
 void ScatterBits(const uint8_t* bytes, size_t num_bytes, uint64_t rows, uint64_t cols,
                  const float* values, float* out, size_t stride);
+// One row of the same from int8 values: out[c] = float(q[j]) * scale at the j-th set bit c of
+// the row's (cols + 7) / 8 bytes at `bits`, 0 elsewhere; exactly Int8ToFloat then ScatterBits.
+// q holds `count` values (the row's set bits), none of them -128 (the caller checked), and is
+// read no further.
+void ScatterInt8Row(const uint8_t* bits, size_t cols, const int8_t* q, size_t count, float scale,
+                    float* out);
 
 // The inverse of ScatterBits: the values of row r of `dense` (rows x cols, row stride `stride`
 // floats) at the set bits of row r of the same bitmap, in order, row after row, to `out`;
