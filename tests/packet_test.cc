@@ -574,6 +574,10 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
                                          {.parallel_min_entries = 1}, &grad_at)
                             .ok());
             ASSERT_EQ(grad_at, grad_serial);
+            ASSERT_TRUE(EncodeGradientAt(want_mask, {g.data(), rows, cols}, codec, label,
+                                         {.parallel_min_entries = kSerial}, &grad_at)
+                            .ok());
+            ASSERT_EQ(grad_at, grad_serial);
             auto back_serial =
                 DecodeGradient(grad_serial, routed, {.parallel_min_entries = kSerial});
             auto back_parallel = DecodeGradient(grad_serial, routed, {.parallel_min_entries = 1});

@@ -32,6 +32,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <iomanip>
 #include <numeric>
 #include <optional>
@@ -240,31 +241,48 @@ struct PendingValues {
   uint64_t bytes() const { return ValueStreamBytes(codec, values.size(), row_counts.size()); }
 };
 
+// A section of `bytes` bytes that `write` writes where they go (the int8 gradient, gathered
+// and coded row by row).
+struct PendingWrite {
+  uint64_t bytes;
+  std::function<void(uint8_t*)> write;
+};
+
 // A section before compression: its own bytes, or a view of bytes the caller keeps alive
 // until Assemble returns (the router's bitmap, which would otherwise be copied once more), or
 // a value stream encoded where it goes (the fp16 values of a routed activation would
-// otherwise be written, zeroed first, into a buffer of their own and copied once more).
+// otherwise be written, zeroed first, into a buffer of their own and copied once more), or
+// bytes a function writes where they go.
 struct RawSection {
   SectionId id;
   std::vector<uint8_t> raw;
   std::span<const uint8_t> borrowed;
   std::optional<PendingValues> pending;
+  std::optional<PendingWrite> writer;
   std::span<const uint8_t> bytes() const {
     return borrowed.empty() ? std::span<const uint8_t>(raw) : borrowed;
   }
-  uint64_t size() const { return pending ? pending->bytes() : bytes().size(); }
-  // The pending values into `raw` (to compress them).
+  uint64_t size() const {
+    return pending ? pending->bytes() : writer ? writer->bytes : bytes().size();
+  }
+  // The pending values or writes into `raw` (to compress them).
   void Materialize() {
-    if (!pending) return;
-    AppendValues(pending->codec, pending->values, pending->row_counts, &raw);
-    pending.reset();
+    if (pending) {
+      AppendValues(pending->codec, pending->values, pending->row_counts, &raw);
+      pending.reset();
+    }
+    if (writer) {
+      raw.resize(writer->bytes);
+      writer->write(raw.data());
+      writer.reset();
+    }
   }
 };
 
 // A section of the given value stream, encoded by Assemble.
 RawSection ValueSection(SectionId id, ValueCodec codec, std::span<const float> values,
                         std::span<const uint32_t> row_counts) {
-  RawSection section{id, {}, {}, {}};
+  RawSection section{id, {}, {}, {}, {}};
   section.pending = PendingValues{codec, values, row_counts};
   return section;
 }
@@ -343,6 +361,8 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
     } else if (section.pending) {
       EncodeValues(section.pending->codec, section.pending->values, section.pending->row_counts,
                    payload, uint64_t{header.rows} * header.cols >= options.parallel_min_entries);
+    } else if (section.writer) {
+      section.writer->write(payload);
     } else if (raw_size > 0) {
       std::memcpy(payload, section.bytes().data(), raw_size);
     }
@@ -549,6 +569,26 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
 // EncodeGradient on either form of the mask: its shape, how it was routed, and its kept
 // entries per row (a valid mask's).
 // `values_finite`: the caller has screened them already.
+static PacketHeader GradientHeader(uint32_t rows, uint32_t cols, Granularity granularity,
+                                   uint64_t kept, ValueCodec codec, const PacketLabel& label) {
+  PacketHeader h;
+  h.kind = PacketKind::kGradient;
+  h.granularity = granularity;
+  h.index_codec = IndexCodec::kAuto;  // 0: no index on the wire
+  h.full_codec = codec;
+  h.lossy_codec = ValueCodec::kFp32;  // 0: unused
+  h.rest = RestPolicy::kDrop;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  h.micro_batch = label.micro_batch;
+  h.rows = rows;
+  h.cols = cols;
+  h.count_full = kept;
+  h.count_lossy = 0;
+  return h;
+}
+
 static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granularity,
                                  std::span<const uint32_t> row_counts, uint64_t kept,
                                  std::span<const float> values, ValueCodec codec,
@@ -570,24 +610,10 @@ static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granu
       }
     }
   }
-  PacketHeader h;
-  h.kind = PacketKind::kGradient;
-  h.granularity = granularity;
-  h.index_codec = IndexCodec::kAuto;  // 0: no index on the wire
-  h.full_codec = codec;
-  h.lossy_codec = ValueCodec::kFp32;  // 0: unused
-  h.rest = RestPolicy::kDrop;
-  h.boundary = label.boundary;
-  h.contract_version = label.contract_version;
-  h.step = label.step;
-  h.micro_batch = label.micro_batch;
-  h.rows = rows;
-  h.cols = cols;
-  h.count_full = values.size();
-  h.count_lossy = 0;
   std::vector<RawSection> sections;
   sections.push_back(ValueSection(SectionId::kGradientValues, codec, values, row_counts));
-  return Assemble(h, sections, options, out);
+  return Assemble(GradientHeader(rows, cols, granularity, kept, codec, label), sections, options,
+                  out);
 }
 
 Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
@@ -633,10 +659,60 @@ static Status EncodeGradientAtMask(const KeptMask& mask, ConstMatrix gradient, V
                       "must equal mask." + std::string(rows ? "rows = " : "cols = ") +
                           std::to_string(rows ? mask.rows : mask.cols));
   }
+  const bool parallel = uint64_t{mask.rows} * mask.cols >= options.parallel_min_entries;
+  if (codec == ValueCodec::kInt8) {
+    // Gathered and coded in one pass over the rows: each thread gathers its rows into a buffer
+    // of its own (in its cache) and codes them from there straight into the packet, the bytes
+    // EncodeInt8Rows writes from the gathered values. A non-finite kept entry goes the long way
+    // below, which names it.
+    const size_t rows = mask.rows;
+    const size_t cols = mask.cols;
+    bool finite = true;
+    const auto write = [&](uint8_t* dst) {
+      internal::ForRowRanges(rows, parallel, [&](size_t first, size_t end) {
+        if (first == end) return;
+        const uint64_t begin = mask.row_offsets[first];
+        const uint64_t count = mask.row_offsets[end] - begin;
+        thread_local std::vector<float> gathered;
+        gathered.resize(count + simd::kSlack);              // GatherBits writes whole vectors
+        const uint64_t start = first * uint64_t{cols} / 8;  // ranges start on whole bytes
+        simd::GatherBits(mask.bits.data() + start, mask.bits.size() - start, end - first, cols,
+                         gradient.Row(first), gradient.cols, gathered.data());
+        if (!simd::AllFinite(gathered.data(), count)) {
+#pragma omp atomic write
+          finite = false;
+          return;
+        }
+        uint8_t* q = dst + 4 * rows + begin;
+        for (size_t r = first; r < end; ++r) {
+          const float* row = gathered.data() + (mask.row_offsets[r] - begin);
+          const auto n = static_cast<size_t>(mask.num_kept_in_row(r));
+          const float scale = codec_internal::Int8Scale(row, n);
+          Store<uint32_t>(dst + 4 * r, std::bit_cast<uint32_t>(scale));
+          simd::QuantizeInt8(row, n, scale, reinterpret_cast<int8_t*>(q));
+          q += n;
+        }
+      });
+    };
+    std::vector<RawSection> sections;
+    sections.push_back({SectionId::kGradientValues,
+                        {},
+                        {},
+                        {},
+                        PendingWrite{ValueStreamBytes(codec, mask.num_kept(), rows), write}});
+    // Assembled aside and swapped in, so that a refusal leaves `out` as it was.
+    thread_local std::vector<uint8_t> staged;
+    SPARSELINK_RETURN_IF_ERROR(Assemble(
+        GradientHeader(mask.rows, mask.cols, mask.granularity, mask.num_kept(), codec, label),
+        sections, options, &staged));
+    if (finite) {
+      out->swap(staged);
+      return Status::Ok();
+    }
+  }
   thread_local std::vector<float> values;
   SPARSELINK_RETURN_IF_ERROR(
-      internal::GatherRowsAtMask(mask, gradient, &values, NonFinitePolicy::kReject,
-                                 uint64_t{mask.rows} * mask.cols >= options.parallel_min_entries));
+      internal::GatherRowsAtMask(mask, gradient, &values, NonFinitePolicy::kReject, parallel));
   thread_local std::vector<uint32_t> row_counts;
   row_counts.resize(mask.rows);
   for (size_t r = 0; r < mask.rows; ++r)

@@ -171,7 +171,7 @@ void EncodeInt8Rows(std::span<const float> values, std::span<const uint32_t> row
                     uint8_t* out, size_t first, size_t end, size_t begin) {
   uint8_t* q_out = out + 4 * row_counts.size() + begin;
   for (size_t r = first; r < end; ++r) {
-    const float scale = ScaleFor(simd::MaxAbsFinite(values.data() + begin, row_counts[r]), 127.0f);
+    const float scale = codec_internal::Int8Scale(values.data() + begin, row_counts[r]);
     PutF32(out + 4 * r, scale);
     simd::QuantizeInt8(values.data() + begin, row_counts[r], scale,
                        reinterpret_cast<int8_t*>(q_out));
@@ -414,6 +414,8 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
       kValueCodecImpls[static_cast<size_t>(codec)].decode(bytes, row_counts, values));
   return CheckFinite(codec, values);
 }
+
+float Int8Scale(const float* row, size_t n) { return ScaleFor(simd::MaxAbsFinite(row, n), 127.0f); }
 
 bool Int8StreamPlainlyValid(std::span<const uint8_t> bytes, size_t rows) {
   if (bytes.size() < 4 * rows) return false;

@@ -35,6 +35,10 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
                         std::span<const uint32_t> row_counts, std::span<float> values,
                         bool parallel_rows = false);
 
+// The int8 codec's scale for a row of n values (its largest finite |v| over 127, rounded down
+// where 127 times it would overflow).
+float Int8Scale(const float* row, size_t n);
+
 // Whether an int8 stream of `rows` rows, of the size DecodeValuesInto checks, plainly decodes:
 // every scale finite, >= 0 and finite times 127, and no value byte -128. Then DecodeValuesInto
 // would accept it and give float(q) * scale for every value, finite; a stream turned down here
