@@ -310,14 +310,23 @@ uint64_t ColumnMask(std::span<const uint32_t> row_offsets, std::span<const uint3
 void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
                         uint32_t cols, std::span<const uint8_t> bitmap,
                         std::span<const uint64_t> mask, std::vector<uint8_t>* out, bool parallel) {
+  uint64_t active = 0;
+  for (uint64_t w : mask) active += static_cast<uint64_t>(std::popcount(w));
+  const size_t start = out->size();
+  const uint64_t total = SubsetBitmapBytes(row_offsets.size() - 1, cols, active);
+  out->resize(start + total + 8);  // the 8 bytes WriteSubsetBitmap may touch, cut off below
+  WriteSubsetBitmap(row_offsets, indices, cols, bitmap, mask, out->data() + start, parallel);
+  out->resize(start + total);
+}
+
+void WriteSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                       uint32_t cols, std::span<const uint8_t> bitmap,
+                       std::span<const uint64_t> mask, uint8_t* p, bool parallel) {
   const uint64_t index_rows = row_offsets.size() - 1;
   uint64_t active = 0;
   for (uint64_t w : mask) active += static_cast<uint64_t>(std::popcount(w));
   const size_t mask_bytes = (cols + 7) / 8;
-  const size_t start = out->size();
   const uint64_t total = SubsetBitmapBytes(index_rows, cols, active);
-  out->resize(start + total + 8, 0);  // PackMaskedRow's slack, cut off below
-  uint8_t* p = out->data() + start;
   for (size_t i = 0; i < mask_bytes; ++i) p[i] = static_cast<uint8_t>(mask[i / 8] >> (8 * (i % 8)));
   uint8_t* stream = p + mask_bytes;
   uint64_t pos = 0;
@@ -337,10 +346,12 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
     });
     pos = index_rows * active;
   } else if (!bitmap.empty()) {
+    std::memset(stream, 0, total - mask_bytes);  // PackMaskedRow ORs its bits in
     for (uint64_t r = 0; r < index_rows; ++r)
       simd::PackMaskedRow(bitmap.data() + r * (cols / 8), cols, mask.data(), stream, &pos);
   } else {
     // Each row's bitmap rebuilt from its set, in a buffer that stays in L1.
+    std::memset(stream, 0, total - mask_bytes);
     thread_local std::vector<uint8_t> row;
     row.assign(mask_bytes, 0);
     for (uint64_t r = 0; r < index_rows; ++r) {
@@ -351,7 +362,6 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
     }
   }
   SPARSELINK_DCHECK(pos == index_rows * active);
-  out->resize(start + total);
 }
 
 Status SubsetBitmapReader::Start(std::span<const uint8_t> bytes, uint32_t index_rows, uint32_t cols,

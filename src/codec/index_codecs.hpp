@@ -59,6 +59,11 @@ void AppendSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const u
                         uint32_t cols, std::span<const uint8_t> bitmap,
                         std::span<const uint64_t> mask, std::vector<uint8_t>* out,
                         bool parallel = false);
+// The same section written at `out`, SubsetBitmapBytes(...) bytes whatever they held before;
+// it may read and write back unchanged the 8 bytes after them, which must be there.
+void WriteSubsetBitmap(std::span<const uint32_t> row_offsets, std::span<const uint32_t> indices,
+                       uint32_t cols, std::span<const uint8_t> bitmap,
+                       std::span<const uint64_t> mask, uint8_t* out, bool parallel = false);
 // Reads a subset-bitmap section row by row. Start checks all of it first (the size against
 // index_rows x cols, the padding bits of both parts, every masked column kept by some row), so
 // that a caller writing rows as it reads them writes nothing for a refused section; NextRow

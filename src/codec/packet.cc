@@ -109,13 +109,13 @@ namespace {
 
 using codec_internal::AppendBitmap;
 using codec_internal::AppendDeltaVarint;
-using codec_internal::AppendSubsetBitmap;
 using codec_internal::AppendValues;
 using codec_internal::BitmapBytes;
 using codec_internal::ColumnMask;
 using codec_internal::DeltaVarintBytes;
 using codec_internal::EncodeValues;
 using codec_internal::SubsetBitmapBytes;
+using codec_internal::WriteSubsetBitmap;
 
 constexpr size_t kMinPacketBytes = kPacketHeaderBytes + kChecksumBytes;
 // Whatever the limits say, rows * cols above this is refused, so that every size computed
@@ -242,7 +242,8 @@ struct PendingValues {
 };
 
 // A section of `bytes` bytes that `write` writes where they go (the int8 gradient, gathered
-// and coded row by row).
+// and coded row by row; the subset bitmap, packed row by row). `write` may read and write back
+// unchanged the 8 bytes after them (a packet always has its checksum there).
 struct PendingWrite {
   uint64_t bytes;
   std::function<void(uint8_t*)> write;
@@ -272,8 +273,9 @@ struct RawSection {
       pending.reset();
     }
     if (writer) {
-      raw.resize(writer->bytes);
+      raw.resize(writer->bytes + 8);
       writer->write(raw.data());
+      raw.resize(writer->bytes);
       writer.reset();
     }
   }
@@ -459,9 +461,9 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   // reads it as it is; the bitmap codec borrows it only when that is the wire layout anyway.
   const std::span<const uint8_t> row_bitmap = unit ? std::span<const uint8_t>() : bitmap;
   thread_local std::vector<uint64_t> column_mask;
+  uint64_t active = 0;  // the subset bitmap's masked columns
   if (h.index_codec == IndexCodec::kAuto || h.index_codec == IndexCodec::kSubsetBitmap) {
-    const uint64_t active =
-        ColumnMask(offsets, routed.indices, routed.cols, row_bitmap, &column_mask);
+    active = ColumnMask(offsets, routed.indices, routed.cols, row_bitmap, &column_mask);
     if (h.index_codec == IndexCodec::kAuto) {
       // The smallest in raw bytes; ties go to the bitmap, then the subset bitmap. Delta-varint
       // costs at least a byte per kept column and per index row, so past that it is not sized.
@@ -481,9 +483,13 @@ Status EncodeValidActivation(const RoutedTensor& routed, std::span<const uint8_t
   } else if (h.index_codec == IndexCodec::kBitmap) {
     AppendBitmap(offsets, routed.indices, routed.cols, &sections.back().raw);
   } else if (h.index_codec == IndexCodec::kSubsetBitmap) {
-    AppendSubsetBitmap(offsets, routed.indices, routed.cols, row_bitmap, column_mask,
-                       &sections.back().raw,
-                       uint64_t{routed.rows} * routed.cols >= options.parallel_min_entries);
+    // Packed where it goes in the packet (no buffer of its own to fill and copy).
+    const bool parallel = uint64_t{routed.rows} * routed.cols >= options.parallel_min_entries;
+    sections.back().writer =
+        PendingWrite{SubsetBitmapBytes(index_rows, routed.cols, active), [&, parallel](uint8_t* p) {
+                       WriteSubsetBitmap(offsets, routed.indices, routed.cols, row_bitmap,
+                                         column_mask, p, parallel);
+                     }};
   } else {
     AppendDeltaVarint(offsets, routed.indices, &sections.back().raw);
   }
