@@ -1449,9 +1449,12 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
 
 // DecodeGradient's work into `values` (resized to the kept count); the mask validated
 // (check_mask) or vouched for by the caller.
-static Status DecodeGradientInto(std::span<const uint8_t> packet, const RoutedTensor& mask,
-                                 const DecodeLimits& limits, PacketInfo* pi,
-                                 std::vector<float>* values, bool check_mask = true) {
+// With `int8_rows`, a plainly valid int8 stream (Int8StreamPlainlyValid) is handed to it
+// instead, `values` sized: it decodes the rows itself.
+static Status DecodeGradientInto(
+    std::span<const uint8_t> packet, const RoutedTensor& mask, const DecodeLimits& limits,
+    PacketInfo* pi, std::vector<float>* values, bool check_mask = true,
+    const std::function<void(std::span<const uint8_t>)>& int8_rows = {}) {
   SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
   if (check_mask) {
     SPARSELINK_RETURN_IF_ERROR(AsArgument(mask.ValidateMask(), "mask"));
@@ -1481,6 +1484,12 @@ static Status DecodeGradientInto(std::span<const uint8_t> packet, const RoutedTe
   for (size_t r = 0; r < mask.rows; ++r)
     row_counts[r] = static_cast<uint32_t>(mask.num_kept_in_row(r));
   values->resize(h.count_full);
+  if (int8_rows && h.full_codec == ValueCodec::kInt8 &&
+      raw.bytes().size() == ValueStreamBytes(ValueCodec::kInt8, h.count_full, h.rows) &&
+      codec_internal::Int8StreamPlainlyValid(raw.bytes(), h.rows)) {
+    int8_rows(raw.bytes());
+    return Status::Ok();
+  }
   Status s =
       codec_internal::DecodeValuesInto(h.full_codec, raw.bytes(), row_counts, *values,
                                        uint64_t{h.rows} * h.cols >= limits.parallel_min_entries);
@@ -1507,10 +1516,33 @@ static Status DecodeGradientToDenseAt(std::span<const uint8_t> packet, const Rou
   }
   SPARSELINK_RETURN_IF_ERROR(CheckDenseOut(out, mask.rows, mask.cols, "the mask's"));
   PacketInfo local;
+  const bool parallel = uint64_t{mask.rows} * mask.cols >= limits.parallel_min_entries;
+  bool scattered = false;
+  // An int8 stream that plainly decodes: each row decoded and scattered in one pass, while its
+  // values are in cache (one parallel region instead of two).
+  const auto int8_rows = [&](std::span<const uint8_t> stream) {
+    const size_t rows = mask.rows;
+    const size_t cols = mask.cols;
+    const bool unit = mask.granularity == Granularity::kUnit;
+    const uint8_t* q = stream.data() + 4 * rows;
+    float* kept = values->data();
+#pragma omp parallel for schedule(static) if (parallel)
+    for (size_t r = 0; r < rows; ++r) {
+      const std::span<const uint32_t> ids = mask.RowIndices(r);
+      const size_t begin = unit ? r * ids.size() : mask.row_offsets[r];
+      float scale;
+      std::memcpy(&scale, stream.data() + 4 * r, sizeof scale);
+      simd::Int8ToFloat(reinterpret_cast<const int8_t*>(q + begin), ids.size(), scale,
+                        kept + begin);
+      float* row = out.Row(r);
+      std::fill(row, row + cols, 0.0f);
+      for (size_t i = 0; i < ids.size(); ++i) row[ids[i]] = kept[begin + i];
+    }
+    scattered = true;
+  };
   SPARSELINK_RETURN_IF_ERROR(DecodeGradientInto(
-      packet, mask, limits, info != nullptr ? info : &local, values, check_mask));
-  internal::ScatterRowsAtMask(mask, values->data(), out,
-                              uint64_t{mask.rows} * mask.cols >= limits.parallel_min_entries);
+      packet, mask, limits, info != nullptr ? info : &local, values, check_mask, int8_rows));
+  if (!scattered) internal::ScatterRowsAtMask(mask, values->data(), out, parallel);
   return Status::Ok();
 }
 
