@@ -109,6 +109,7 @@ class SensitivityMap {
   // a short file must not make the reader allocate num_neurons doubles).
   explicit SensitivityMap(const SensitivityOptions& options, bool allocate_scratch = true);
   void FoldBatch();  // batch_ (raw per unit) -> normalize -> EMA into ema_ -> values_
+  void FoldBatch(double batch_max);  // the same, batch_'s max given
 
   SensitivityOptions options_;
   std::vector<float> ema_;       // EMA of per-batch normalized scores, per unit

@@ -309,9 +309,13 @@ Status SensitivityMap::UpdateUnitScores(std::span<const float> unit_scores) {
     return FieldError(ErrorCode::kShapeMismatch, "unit_scores.size", unit_scores.size(),
                       "must equal num_units = " + std::to_string(batch_.size()));
   }
+  // Checked, taken and their max found in one pass (batch_ is scratch: a refusal leaves the
+  // map as it was).
+  const bool reject = options_.non_finite == NonFinitePolicy::kReject;
+  double max_value = 0.0;
   for (size_t u = 0; u < unit_scores.size(); ++u) {
     const float v = unit_scores[u];
-    if (!std::isfinite(v) && options_.non_finite == NonFinitePolicy::kReject) {
+    if (!std::isfinite(v) && reject) {
       return FieldError(ErrorCode::kNonFinite, "unit_scores[" + std::to_string(u) + "]", v,
                         "must be finite (policy: reject)");
     }
@@ -319,9 +323,10 @@ Status SensitivityMap::UpdateUnitScores(std::span<const float> unit_scores) {
       return FieldError(ErrorCode::kInvalidArgument, "unit_scores[" + std::to_string(u) + "]", v,
                         "must be >= 0");
     }
+    batch_[u] = Magnitude(v);
+    max_value = std::max(max_value, batch_[u]);
   }
-  for (size_t u = 0; u < unit_scores.size(); ++u) batch_[u] = Magnitude(unit_scores[u]);
-  FoldBatch();
+  FoldBatch(max_value);
   return Status::Ok();
 }
 
@@ -347,13 +352,27 @@ Status SensitivityMap::Assign(std::span<const float> values) {
 }
 
 void SensitivityMap::FoldBatch() {
-  NormalizeDoubles(batch_);
+  double max_value = 0.0;
+  for (double v : batch_) max_value = std::max(max_value, v);
+  FoldBatch(max_value);
+}
+
+// NormalizeDoubles(batch_), the EMA into ema_, then values_ = NormalizeByMax(ema_), in two
+// passes: the same divisions, in the same order per unit.
+void SensitivityMap::FoldBatch(double batch_max) {
   const double decay = options_.ema_decay;
+  const bool scale = batch_max > 0.0;
+  float ema_max = 0.0f;
   for (size_t u = 0; u < ema_.size(); ++u) {
-    ema_[u] = static_cast<float>(decay * static_cast<double>(ema_[u]) + (1.0 - decay) * batch_[u]);
+    const double b = scale ? batch_[u] / batch_max : 0.0;
+    ema_[u] = static_cast<float>(decay * static_cast<double>(ema_[u]) + (1.0 - decay) * b);
+    ema_max = std::max(ema_max, ema_[u]);
   }
-  std::copy(ema_.begin(), ema_.end(), values_.begin());
-  NormalizeByMax(values_);
+  if (!(ema_max > 0.0f)) {
+    std::fill(values_.begin(), values_.end(), 0.0f);
+  } else {
+    for (size_t u = 0; u < ema_.size(); ++u) values_[u] = ema_[u] / ema_max;
+  }
   ++num_updates_;
 }
 
