@@ -1467,14 +1467,19 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
     }
   }
 
-  std::vector<float> weight;
+  // The caller's thread keeps the weights' buffer (one allocation per thread, not per call).
+  thread_local std::vector<float> weight;
   if (sensitivity) {
     weight.resize(activation.cols);
-    for (size_t c = 0; c < activation.cols; ++c) {
+    // Unit by unit (NeuronValue's division per column cost more than the rest of the loop).
+    const std::span<const float> units = map->values();
+    const size_t block = map->block();
+    for (size_t u = 0, c = 0; u < units.size(); ++u) {
       // Clamped to FLT_MAX: an infinite weight would make 0 * w a NaN key.
-      weight[c] =
-          static_cast<float>(std::min(options_.eps + static_cast<double>(map->NeuronValue(c)),
+      const auto w =
+          static_cast<float>(std::min(options_.eps + static_cast<double>(units[u]),
                                       static_cast<double>(std::numeric_limits<float>::max())));
+      for (const size_t end = std::min(c + block, activation.cols); c < end; ++c) weight[c] = w;
     }
   }
   const Scorer scorer{
