@@ -491,6 +491,24 @@ TEST(SensitivityMap, ParallelUpdateEqualsOneThread) {
   omp_set_num_threads(saved);
 }
 
+// The activation's non-finite entry is named before any refusal of the gradient (its shape,
+// or its absence), as when the activation was checked in full first.
+TEST(SensitivityMap, NonFiniteActivationIsNamedBeforeTheGradientsShape) {
+  auto a = RandomMatrix(3, 4, 21);
+  const auto g = RandomMatrix(3, 4, 22);
+  a[2 * 4 + 1] = std::numeric_limits<float>::infinity();
+  auto map = MakeMap({.num_neurons = 4});
+  for (Status s : {map.Update({a.data(), 3, 4}, {g.data(), 2, 4}),
+                   map.Update({a.data(), 3, 4}, {g.data(), 3, 2}),
+                   map.Update({a.data(), 3, 4}, ConstMatrix{})}) {
+    EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
+    EXPECT_TRUE(Contains(s, "activation[2][1]")) << s.message();
+  }
+  a[2 * 4 + 1] = 0.5f;
+  EXPECT_TRUE(Contains(map.Update({a.data(), 3, 4}, {g.data(), 2, 4}), "gradient.rows"));
+  EXPECT_EQ(map.num_updates(), 0u);
+}
+
 TEST(SensitivityMap, TreatAsZeroScoresNonFiniteAsZero) {
   std::vector<float> a = {1, 1, std::numeric_limits<float>::quiet_NaN(), 1};
   const std::vector<float> g = {1, 1, 1, std::numeric_limits<float>::infinity()};

@@ -130,7 +130,9 @@ struct RouteExtras {
   // r * cols + c, LSB first) when it falls out of the selection for free (kFast or
   // kApproximate, element granularity, cols a multiple of 8); otherwise left empty.
   std::vector<uint8_t>* bitmap = nullptr;
-  // cols sums over the rows of |a| (a non-finite value as it is), ColumnAbsSums's bits.
+  // cols sums over the rows of |a| (a non-finite value as it is), ColumnAbsSums's bits. Element
+  // rows take them in the routing pass; unit granularity in a pass after it. Unspecified when
+  // Route refuses.
   std::vector<float>* column_abs_sums = nullptr;
 };
 

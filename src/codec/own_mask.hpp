@@ -1,10 +1,11 @@
 // The gradient's two calls for a mask the library made itself and the caller has kept unchanged
-// since: the router's RoutedTensor on the sender, the fused decoder's KeptMask on the receiver
-// (the torch adapter keeps both in its private state for one step). They write the same bytes
-// and the same dense rows as EncodeGradientAt and DecodeGradientToDense, and check everything
-// those check except the mask itself, whose validation is a serial pass over it from memory
-// (O(rows * cols / 8) for a KeptMask, O(kept) for a RoutedTensor): about 4 us each at
-// 128 x 1024, 8 of the ~200 us a training boundary and step cost. A mask that is not valid is
+// since: the router's RoutedTensor on the sender, the decoder's KeptMask on the receiver
+// (DecodeActivationToDenseAndMask; the torch adapter keeps both in its private state for one
+// step). They write the same bytes and the same dense rows as EncodeGradientAt and
+// DecodeGradientToDense, and check everything those check except the mask itself, whose
+// validation is a serial pass over it from memory (O(rows * cols / 8) for an element KeptMask,
+// O(rows * cols) for a unit one, O(kept) for a RoutedTensor): about 4 us each at 128 x 1024,
+// 8 of the ~200 us a training boundary and step cost. A mask that is not valid is
 // undefined behaviour here; builds with SPARSELINK_DCHECK on validate it anyway.
 #pragma once
 

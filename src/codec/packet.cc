@@ -22,7 +22,7 @@
 // Every allocation happens after step 4, so its size is bounded by the buffer (8 index bits or
 // 2 int4 values per byte at most) or, for zstd sections, by limits.max_packet_bytes.
 #include <xxhash.h>
-#if defined(__x86_64__)
+#if defined(SPARSELINK_HAVE_XXH_DISPATCH)
 #include <xxh_x86dispatch.h>
 #endif
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_literalCompressionMode
@@ -96,7 +96,7 @@ std::string_view SectionIdName(SectionId id) {
 }
 
 uint64_t PacketChecksum(std::span<const uint8_t> bytes) {
-#if defined(__x86_64__)
+#if defined(SPARSELINK_HAVE_XXH_DISPATCH)
   // libxxhash's own runtime dispatch (SSE2 / AVX2 / AVX-512, the same bits): 0.39 us per 32 KiB
   // here against 1.69 for the plain entry point, which the library builds for SSE2 alone.
   return XXH3_64bits_dispatch(bytes.data(), bytes.size());
@@ -572,9 +572,7 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
   return EncodeValidActivation(*routed, bitmap, contract, label, options, out);
 }
 
-// EncodeGradient on either form of the mask: its shape, how it was routed, and its kept
-// entries per row (a valid mask's).
-// `values_finite`: the caller has screened them already.
+// A gradient packet's header: the mask's shape, how it was routed and its kept count.
 static PacketHeader GradientHeader(uint32_t rows, uint32_t cols, Granularity granularity,
                                    uint64_t kept, ValueCodec codec, const PacketLabel& label) {
   PacketHeader h;
@@ -595,6 +593,9 @@ static PacketHeader GradientHeader(uint32_t rows, uint32_t cols, Granularity gra
   return h;
 }
 
+// EncodeGradient on either form of the mask: its shape, how it was routed, and its kept
+// entries per row (a valid mask's).
+// `values_finite`: the caller has screened them already.
 static Status EncodeGradientRows(uint32_t rows, uint32_t cols, Granularity granularity,
                                  std::span<const uint32_t> row_counts, uint64_t kept,
                                  std::span<const float> values, ValueCodec codec,
@@ -708,10 +709,11 @@ static Status EncodeGradientAtMask(const KeptMask& mask, ConstMatrix gradient, V
                         PendingWrite{ValueStreamBytes(codec, mask.num_kept(), rows), write}});
     // Assembled aside and swapped in, so that a refusal leaves `out` as it was.
     thread_local std::vector<uint8_t> staged;
-    SPARSELINK_RETURN_IF_ERROR(Assemble(
+    const Status assembled = Assemble(
         GradientHeader(mask.rows, mask.cols, mask.granularity, mask.num_kept(), codec, label),
-        sections, options, &staged));
-    if (finite) {
+        sections, options, &staged);
+    if (finite) {  // else the long way names the non-finite entry first, as it always did
+      if (!assembled.ok()) return assembled;
       out->swap(staged);
       return Status::Ok();
     }
@@ -1378,7 +1380,7 @@ static Status DecodeToDense(std::span<const uint8_t> packet, MutableMatrix out, 
       kept > 0 && codec == ValueCodec::kInt8 && (subset || cols_aligned) &&
       stream.bytes().size() == ValueStreamBytes(ValueCodec::kInt8, kept, h.rows) &&
       codec_internal::Int8StreamPlainlyValid(stream.bytes(), h.rows);
-  values.resize(kept + simd::kSlack);  // ScatterBits reads whole vectors
+  if (!int8_rows) values.resize(kept + simd::kSlack);  // ScatterBits reads whole vectors
   if (kept > 0 && !int8_rows) {
     Status s = codec_internal::DecodeValuesInto(codec, stream.bytes(), row_counts,
                                                 std::span<float>(values.data(), kept), parallel);

@@ -1493,7 +1493,10 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   std::vector<uint8_t>* bitmap = extras.bitmap;
   if (bitmap != nullptr) bitmap->clear();
   thread_local std::vector<float> sum_partials;
-  AbsSumRows sums(extras.column_abs_sums, activation.rows, activation.cols, sum_partials);
+  // Element rows take the sums as they go; unit granularity reads its columns in stripes, so it
+  // takes them after (ColumnAbsSums, the same bits).
+  AbsSumRows sums(unit ? nullptr : extras.column_abs_sums, activation.rows, activation.cols,
+                  sum_partials);
   if (unit) {
     RouteUnits(activation, scorer, contract, sensitivity ? map->block() : 1, options_.select,
                parallel, out);

@@ -187,21 +187,32 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
   SPARSELINK_RETURN_IF_ERROR(
       ValidateMatrix(activation, "activation", NonFinitePolicy::kTreatAsZero));
   const bool has_gradient = !IsEmpty(gradient);
+  // A refusal of the gradient comes after the activation's own (as when the activation was
+  // checked in full first): the activation's non-finite entry, if any, is named instead.
+  const auto refuse_gradient = [&](Status why) {
+    Status activation_first = ValidateMatrix(activation, "activation", options_.non_finite);
+    return activation_first.ok() ? why : activation_first;
+  };
   if (!has_gradient && mode != SensitivityMode::kActivation) {
-    return FieldError(
+    return refuse_gradient(FieldError(
         ErrorCode::kInvalidArgument, "gradient", "empty",
-        std::string("mode ") + std::string(SensitivityModeName(mode)) + " needs a gradient");
+        std::string("mode ") + std::string(SensitivityModeName(mode)) + " needs a gradient"));
   }
   if (has_gradient) {
     if (gradient.rows != activation.rows) {
-      return FieldError(ErrorCode::kShapeMismatch, "gradient.rows", gradient.rows,
-                        "must equal activation.rows = " + std::to_string(activation.rows));
+      return refuse_gradient(
+          FieldError(ErrorCode::kShapeMismatch, "gradient.rows", gradient.rows,
+                     "must equal activation.rows = " + std::to_string(activation.rows)));
     }
     if (gradient.cols != activation.cols) {
-      return FieldError(ErrorCode::kShapeMismatch, "gradient.cols", gradient.cols,
-                        "must equal activation.cols = " + std::to_string(activation.cols));
+      return refuse_gradient(
+          FieldError(ErrorCode::kShapeMismatch, "gradient.cols", gradient.cols,
+                     "must equal activation.cols = " + std::to_string(activation.cols)));
     }
-    SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(gradient, "gradient", NonFinitePolicy::kTreatAsZero));
+    if (Status shape = ValidateMatrix(gradient, "gradient", NonFinitePolicy::kTreatAsZero);
+        !shape.ok()) {
+      return refuse_gradient(shape);
+    }
   }
 
   // Pass 1: per-neuron means over rows. A deserialized map gets its scratch here, once: its
