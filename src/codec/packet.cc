@@ -694,9 +694,7 @@ static Status EncodeGradientAtMask(const KeptMask& mask, ConstMatrix gradient, V
         for (size_t r = first; r < end; ++r) {
           const float* row = gathered.data() + (mask.row_offsets[r] - begin);
           const auto n = static_cast<size_t>(mask.num_kept_in_row(r));
-          const float scale = codec_internal::Int8Scale(row, n);
-          Store<uint32_t>(dst + 4 * r, std::bit_cast<uint32_t>(scale));
-          simd::QuantizeInt8(row, n, scale, reinterpret_cast<int8_t*>(q));
+          codec_internal::EncodeInt8Row(row, n, dst + 4 * r, q);
           q += n;
         }
       });

@@ -171,10 +171,7 @@ void EncodeInt8Rows(std::span<const float> values, std::span<const uint32_t> row
                     uint8_t* out, size_t first, size_t end, size_t begin) {
   uint8_t* q_out = out + 4 * row_counts.size() + begin;
   for (size_t r = first; r < end; ++r) {
-    const float scale = codec_internal::Int8Scale(values.data() + begin, row_counts[r]);
-    PutF32(out + 4 * r, scale);
-    simd::QuantizeInt8(values.data() + begin, row_counts[r], scale,
-                       reinterpret_cast<int8_t*>(q_out));
+    codec_internal::EncodeInt8Row(values.data() + begin, row_counts[r], out + 4 * r, q_out);
     q_out += row_counts[r];
     begin += row_counts[r];
   }
@@ -415,7 +412,11 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
   return CheckFinite(codec, values);
 }
 
-float Int8Scale(const float* row, size_t n) { return ScaleFor(simd::MaxAbsFinite(row, n), 127.0f); }
+void EncodeInt8Row(const float* row, size_t n, uint8_t* scale_at, uint8_t* q) {
+  const float scale = ScaleFor(simd::MaxAbsFinite(row, n), 127.0f);
+  PutF32(scale_at, scale);
+  simd::QuantizeInt8(row, n, scale, reinterpret_cast<int8_t*>(q));
+}
 
 bool Int8StreamPlainlyValid(std::span<const uint8_t> bytes, size_t rows) {
   if (bytes.size() < 4 * rows) return false;

@@ -35,9 +35,9 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
                         std::span<const uint32_t> row_counts, std::span<float> values,
                         bool parallel_rows = false);
 
-// The int8 codec's scale for a row of n values (its largest finite |v| over 127, rounded down
-// where 127 times it would overflow).
-float Int8Scale(const float* row, size_t n);
+// One row of the int8 codec: its scale (the largest finite |v| over 127, rounded down where 127
+// times it would overflow) as 4 little-endian bytes at `scale_at`, its n values quantized at `q`.
+void EncodeInt8Row(const float* row, size_t n, uint8_t* scale_at, uint8_t* q);
 
 // Whether an int8 stream of `rows` rows, of the size DecodeValuesInto checks, plainly decodes:
 // every scale finite, >= 0 and finite times 127, and no value byte -128. Then DecodeValuesInto
