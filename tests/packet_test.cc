@@ -499,6 +499,50 @@ TEST(GradientPacket, DecoderChecksTheMask) {
   EXPECT_TRUE(Contains(s, "values.size() = 5")) << s.message();
 }
 
+// Streams of 2^16 values or more of the codecs without per-row scales go on the threads: by row
+// ranges (64 rows or more) or in chunks (fewer, longer rows); either way the packet is the
+// one-thread packet, for any thread count and either parallel_min_entries.
+TEST(ParallelRows, LongFloatStreamsEqualOneThread) {
+  const int saved_threads = omp_get_max_threads();
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal;
+  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  ASSERT_TRUE(router.ok());
+  struct Shape {
+    uint32_t rows, cols;
+  };
+  for (const Shape shape : {Shape{130, 4096}, Shape{9, 65536}}) {
+    std::vector<float> a(size_t{shape.rows} * shape.cols);
+    for (float& v : a) v = normal(rng);
+    const ConstMatrix view{a.data(), shape.rows, shape.cols};
+    for (ValueCodec codec : {ValueCodec::kFp16, ValueCodec::kBf16, ValueCodec::kFp32}) {
+      const Contract contract{.keep = 0.2, .keep_full = 1.0, .full_codec = codec};
+      RoutedTensor routed;
+      std::vector<uint8_t> want, got;
+      omp_set_num_threads(1);
+      ASSERT_TRUE(RouteAndEncode(*router, view, nullptr, contract, {.step = 4},
+                                 {.index_codec = IndexCodec::kBitmap}, &routed, &want)
+                      .ok());
+      ASSERT_GE(routed.num_kept(), size_t{1} << 16);
+      for (int threads : {2, 3, 5}) {
+        omp_set_num_threads(threads);
+        for (size_t min_entries : {size_t{1}, std::numeric_limits<size_t>::max()}) {
+          SCOPED_TRACE(::testing::Message()
+                       << shape.rows << " x " << shape.cols << " " << Traits(codec).name << " "
+                       << threads << " threads, parallel_min_entries " << min_entries);
+          ASSERT_TRUE(RouteAndEncode(
+                          *router, view, nullptr, contract, {.step = 4},
+                          {.index_codec = IndexCodec::kBitmap, .parallel_min_entries = min_entries},
+                          &routed, &got)
+                          .ok());
+          ASSERT_EQ(got, want);
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved_threads);
+}
+
 // The row-parallel coders (parallel_min_entries = 1: on the OpenMP threads, rows split in
 // ranges of multiples of 8) write the one-thread bytes and decode to the one-thread tensors, and
 // a refused stream is named as on one thread, for any thread count.

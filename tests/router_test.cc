@@ -1807,6 +1807,60 @@ TEST(RouteExtras, ColumnAbsSumsArePlainBlockSumsOnEveryPath) {
   EXPECT_EQ(ColumnAbsSums(View(a, 0, 4), &sums).code(), ErrorCode::kInvalidArgument);
 }
 
+// Route writes every byte of the bitmap it returns (it does not zero the vector first): a vector
+// full of set bits, of the same size or larger, comes back as a fresh one would, on every path
+// (three passes, one pass exact and approximate, two kept per row, random scores); the reference
+// and unit routes return none.
+TEST(RouteExtras, BitmapIsWholeWhateverTheVectorHeld) {
+  struct Case {
+    SelectMethod select;
+    ScorePolicy policy;
+    Granularity granularity;
+    size_t cols;
+    double keep;
+  };
+  const std::vector<Case> cases = {
+      {SelectMethod::kFast, ScorePolicy::kSensitivity, Granularity::kElement, 1024, 0.1},
+      {SelectMethod::kFast, ScorePolicy::kMagnitude, Granularity::kElement, 2048, 0.1},
+      {SelectMethod::kFast, ScorePolicy::kMagnitude, Granularity::kElement, 2048, 0.001},
+      {SelectMethod::kApproximate, ScorePolicy::kSensitivity, Granularity::kElement, 2048, 0.1},
+      {SelectMethod::kApproximate, ScorePolicy::kMagnitude, Granularity::kElement, 96, 0.5},
+      {SelectMethod::kFast, ScorePolicy::kRandom, Granularity::kElement, 1000, 0.1},
+      {SelectMethod::kReference, ScorePolicy::kSensitivity, Granularity::kElement, 64, 0.1},
+      {SelectMethod::kFast, ScorePolicy::kSensitivity, Granularity::kUnit, 1024, 0.1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "select " << int(c.select) << " policy " << int(c.policy)
+                                      << " cols " << c.cols << " keep " << c.keep);
+    const size_t rows = 40;
+    const std::vector<float> a = RandomValues(rows, c.cols, 77);
+    const SensitivityMap map = RandomMap(c.cols, 1, 5);
+    auto router =
+        Router::Create({.policy = c.policy, .select = c.select, .parallel_min_entries = 1});
+    ASSERT_TRUE(router.ok());
+    const Contract contract = MakeContract(c.keep, 1.0, c.granularity);
+    RoutedTensor fresh_routed;
+    std::vector<uint8_t> fresh;
+    ASSERT_TRUE(
+        router->Route(View(a, rows, c.cols), &map, contract, 5, &fresh_routed, {.bitmap = &fresh})
+            .ok());
+    const bool has_bitmap = c.select != SelectMethod::kReference &&
+                            c.granularity == Granularity::kElement && c.cols % 8 == 0;
+    ASSERT_EQ(fresh.size(), has_bitmap ? rows * c.cols / 8 : 0);
+    if (has_bitmap) ExpectBitmapOfIndices(fresh, fresh_routed);
+    for (size_t size : {rows * c.cols / 8, rows * c.cols / 4 + 3}) {
+      SCOPED_TRACE(size);
+      std::vector<uint8_t> dirty(size, 0xFF);
+      RoutedTensor routed;
+      ASSERT_TRUE(
+          router->Route(View(a, rows, c.cols), &map, contract, 5, &routed, {.bitmap = &dirty})
+              .ok());
+      ExpectBitIdentical(routed, fresh_routed);
+      EXPECT_EQ(dirty, fresh);
+    }
+  }
+}
+
 // eps beyond the float range: the weight is clamped to FLT_MAX, so a zero activation scores 0
 // (not 0 * inf = NaN) and the larger |a| wins, in both paths.
 TEST(Router, HugeEpsKeepsScoresOrdered) {

@@ -1490,8 +1490,10 @@ Status Router::Route(ConstMatrix activation, const SensitivityMap* map, const Co
   out->cols = static_cast<uint32_t>(activation.cols);
   out->granularity = contract.granularity;
   out->rest = contract.rest;
+  // The element paths size the bitmap and write every byte of it (no zero fill needed); unit
+  // granularity has none.
   std::vector<uint8_t>* bitmap = extras.bitmap;
-  if (bitmap != nullptr) bitmap->clear();
+  if (bitmap != nullptr && unit) bitmap->clear();
   thread_local std::vector<float> sum_partials;
   // Element rows take the sums as they go; unit granularity reads its columns in stripes, so it
   // takes them after (ColumnAbsSums, the same bits).
