@@ -53,19 +53,26 @@ expect_error inspect_missing "no-such-file" "$bin" inspect "$work/no-such-file"
 expect_error inspect_empty "empty.packet" "$bin" inspect "$work/empty.packet"
 expect_error inspect_directory "$work" "$bin" inspect "$work"
 
-# bench: one small case, every baseline measured in the same run, the JSON of the issue.
+# bench: one small case on one thread and on two, every baseline measured in the same run, the
+# JSON of the issue; the two-thread case also times itself on one thread.
 expect_ok bench_quick "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/bench.json"
 grep -q "fast/memcpy" "$work/out" || fail "bench prints the ratio table"
 /usr/bin/python3 - "$work/bench.json" <<'PY' || fail "bench JSON has one entry per case with every method"
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["machine"]["simd_target"]
-(case,) = j["cases"]
+(case, two) = j["cases"]
 assert case["rows"] == 64 and case["cols"] == 1024 and case["keep"] == 0.1 and case["threads"] == 1
-for m in ("fast", "fast_decode", "reference", "nth_element", "memcpy"):
+for m in ("fast", "fast_decode", "reference", "nth_element", "memcpy", "read"):
     assert case["gbps"][m] > 0, m
 assert case["ratios"]["fast_vs_memcpy"] > 0 and case["wire_bytes"] < case["dense_bytes"]
+assert "speedup_over_one_thread" not in case and "fast_one_thread" not in case["gbps"]
+assert two["threads"] == 2 and two["wire_bytes"] == case["wire_bytes"]
+for m in ("fast", "fast_decode", "read"):
+    assert two["gbps"][m + "_one_thread"] > 0, m
+    assert two["speedup_over_one_thread"][m] > 0, m
 PY
+grep -q "2 threads vs 1, alternating rounds: fast " "$work/out" || fail "bench prints the speed-ups"
 expect_error bench_bad_what "WHAT: route not in|WHAT.*not in" "$bin" bench sideways
 expect_error bench_bad_json "--json $work/no/such/dir/b.json: cannot open" \
   "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/no/such/dir/b.json"

@@ -7,7 +7,12 @@
 //   torch_topk   torch::topk on |a| per row + gather of the values (when LibTorch is built)
 //   nth_element  std::nth_element on a copy of each row's |a| (selection alone)
 //   memcpy       std::memcpy of the same input bytes
-// and reports GB/s of dense input for each, and the ratios the issue tracker asks about.
+//   read         a read-only pass over the same input, rows split over the threads (the
+//                route reads its input once: the memory system's ceiling for it)
+// and reports GB/s of dense input for each, and the ratios the issue tracker asks about. A case
+// on more than one thread also times fast, fast_decode and read on one thread, in rounds that
+// alternate with its own (<name>_one_thread), and reports each one's speed-up over one thread
+// as the median of the rounds' ratios.
 #pragma once
 
 #include <cstddef>
