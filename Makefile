@@ -69,6 +69,7 @@ fuzz: deps
 
 bench: build
 	@$(BUILD)/sparselink bench --json $(BUILD)/bench.json
+	@/usr/bin/python3 scripts/plot_bench.py $(BUILD)/bench.json $(BUILD)/bench.png
 	@$(BUILD)/routing_benchmark --benchmark_min_time=0.2 --benchmark_counters_tabular=true
 
 # The accuracy/traffic experiments behind docs/RESULTS.md (long: about an hour on 2 cores).

@@ -73,6 +73,15 @@ for m in ("fast", "fast_decode", "read"):
     assert two["speedup_over_one_thread"][m] > 0, m
 PY
 grep -q "2 threads vs 1, alternating rounds: fast " "$work/out" || fail "bench prints the speed-ups"
+# The plot of make bench, from that JSON (where matplotlib is installed); a bad file is named.
+plot_bench="$(dirname "$0")/../scripts/plot_bench.py"
+if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
+  expect_ok bench_plot /usr/bin/python3 "$plot_bench" "$work/bench.json" "$work/bench.png"
+  [[ -s "$work/bench.png" ]] || fail "plot_bench.py writes the PNG"
+  echo '{"cases": [' >"$work/bad.json"
+  expect_error bench_plot_bad_json "plot_bench.py: $work/bad.json" \
+    /usr/bin/python3 "$plot_bench" "$work/bad.json" "$work/bad.png"
+fi
 expect_error bench_bad_what "WHAT: route not in|WHAT.*not in" "$bin" bench sideways
 expect_error bench_bad_json "--json $work/no/such/dir/b.json: cannot open" \
   "$bin" bench --quick --min-time 0.01 --rounds 1 --json "$work/no/such/dir/b.json"
