@@ -128,7 +128,8 @@ Status MaskOf(const RoutedTensor& routed, KeptMask* out);
 struct RouteExtras {
   // The kept set as the wire format's bitmap (rows * cols bits, row r column c at bit
   // r * cols + c, LSB first) when it falls out of the selection for free (kFast or
-  // kApproximate, element granularity, cols a multiple of 8); otherwise left empty.
+  // kApproximate, element granularity, cols a multiple of 8); otherwise left empty. Every byte
+  // is written (the vector's old contents do not matter). Unspecified when Route refuses.
   std::vector<uint8_t>* bitmap = nullptr;
   // cols sums over the rows of |a| (a non-finite value as it is), ColumnAbsSums's bits. Element
   // rows take them in the routing pass; unit granularity in a pass after it. Unspecified when
