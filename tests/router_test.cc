@@ -1564,7 +1564,7 @@ void ExpectBitmapOfIndices(const std::vector<uint8_t>& bitmap, const RoutedTenso
 TEST(RouterOnePass, ExactMatchesReferenceOnRowsAlikeAndRowsThatDefeatThePrediction) {
   const int saved = omp_get_max_threads();
   size_t cases = 0;
-  for (size_t cols : {size_t{640}, size_t{1024}, size_t{2048}, size_t{4096}, size_t{4103}}) {
+  for (size_t cols : {size_t{2048}, size_t{4096}, size_t{4103}}) {
     const size_t rows = 48;
     for (bool alike : {true, false}) {
       const std::vector<float> a = alike ? RandomValues(rows, cols, uint32_t(cols))
@@ -1605,7 +1605,7 @@ TEST(RouterOnePass, ExactMatchesReferenceOnRowsAlikeAndRowsThatDefeatThePredicti
     }
   }
   omp_set_num_threads(saved);
-  EXPECT_EQ(cases, 5u * 2 * 2 * 3 * 2 * 3);
+  EXPECT_EQ(cases, 3u * 2 * 2 * 3 * 2 * 3);
 }
 
 // Rows where most keys tie (0/1 values, a few small integers, ReLU outputs clipped at a

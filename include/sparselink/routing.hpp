@@ -35,7 +35,7 @@ Result<ScorePolicy> ParseScorePolicy(std::string_view name);
 // and the output still does not depend on the thread count.
 enum class SelectMethod : uint8_t {
   kReference = 0,  // nth_element over an id array with an indirect comparator
-  // Exact. Rows of 640 columns or more keeping at most a quarter (scores |a| or |a| * w): one
+  // Exact. Rows of 2048 columns or more keeping at most a quarter (scores |a| or |a| * w): one
   // streaming pass compacts the entries above a cut predicted from the rows before, and the
   // exact cut is found among those few; other rows: sample select on integer keys in three
   // vector passes. O(n).

@@ -42,7 +42,7 @@
 // Element granularity selects in each row over its columns, by one of two paths: the three
 // passes of SelectRowFast (keys, sample select, emit), or one streaming pass and work on the
 // few candidates it leaves (RowOnePass: scores |a| or |a| * w, at most a quarter kept, under
-// kApproximate and for exact rows of at least kExactOnePassMinCols = 640 columns). Exact
+// kApproximate and for exact rows of at least kExactOnePassMinCols = 2048 columns). Exact
 // selection keeps the same k in every row, so row r's entries sit at [r*k, (r+1)*k) of the
 // output: rows run in parallel, each straight into its final slot, and the result does not
 // depend on the thread count.
@@ -394,13 +394,15 @@ constexpr size_t kRowChunk = 16;
 constexpr float kInitialGuessWidth = 1.0f / 16;
 // Exact rows narrower than this take the three passes: the one pass's fixed cost per row (the
 // bracket probes and the cut among the candidates) outweighs a pass saved below it, and rows of
-// a few hundred columns sit in the cache anyway. Measured on one thread, 4 MiB of normal
-// values, GB/s, three passes against one pass (2026-11-28, two rounds): 512 columns 5.70-5.81
-// against 5.48-5.57; 640 6.42-6.50 against 6.69-6.93; 768 6.14-6.74 against 7.43-7.70; 1024
-// 6.26-6.76 against 9.11-9.43. A dumped 1024-column training activation (sensitivity scores,
-// int8, route + encode): 92.9-93.7 us against 82.6-88.9 (two threads 49.9-50.0 against 47.7-48.0).
-// The AVX2 kernels gain from 512 columns on (4.3-4.8 against 5.7-5.8 GB/s), AVX-512 from 640.
-constexpr size_t kExactOnePassMinCols = 640;
+// a few hundred columns sit in the cache anyway. On rows of normal values the one pass wins
+// from 640 columns on (one thread, 4 MiB, GB/s, three passes against one pass, 2026-11-28: 512
+// columns 5.70-5.81 against 5.48-5.57; 768 6.14-6.74 against 7.43-7.70; 1024 6.26-6.76 against
+// 9.11-9.43), and on the first epoch of the default training run too; but over its five epochs
+// the training boundaries' route + encode (1024 columns, ReLU rows that differ from row to row)
+// took 92.0, 107.7, 94.1 us per boundary and step with the limit at 640, against 80.6, 91.8,
+// 83.8 at 2048 (seeds 1-3, interleaved). So the limit stays where the training shape is
+// not affected (docs/RESULTS.md, "Two threads, measured side by side").
+constexpr size_t kExactOnePassMinCols = 2048;
 // The one pass is for sparse rows: above a kept share of 1 / this, the work on the candidates
 // (about as many as kept) outweighs the passes saved (keep 50 %: 5.5 GB/s against 5.9).
 constexpr size_t kOnePassMaxKeptShare = 4;
