@@ -201,7 +201,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
 
   // A method timed at the case's thread count, and (threads > 1) at one thread in alternating
   // rounds as well: "<name>_one_thread" and the speed-up.
-  const auto time = [&](const std::string& name, auto op) {
+  const auto timed = [&](const std::string& name, auto op) {
     if (c.threads == 1) {
       result.gbps[name] = gbps(SecondsPerCall(options, pool, op));
       return;
@@ -213,7 +213,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
     result.speedup[name] = scaled.speedup;
   };
   if (route) {
-    time("fast", [&](size_t i) { route_and_encode(fast, i); });
+    timed("fast", [&](size_t i) { route_and_encode(fast, i); });
     SPARSELINK_RETURN_IF_ERROR(status);
     result.gbps["reference"] =
         gbps(SecondsPerCall(options, pool, [&](size_t i) { route_and_encode(reference, i); }));
@@ -235,7 +235,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
   }
   if (decode) {
     std::vector<float> dense(n);
-    time("fast_decode", [&](size_t i) {
+    timed("fast_decode", [&](size_t i) {
       status = DecodeActivationToDense(packets[i], {dense.data(), c.rows, c.cols});
     });
     SPARSELINK_RETURN_IF_ERROR(status);
@@ -244,7 +244,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
   // the threads as the router splits them (a vector finiteness check: no early exit, nothing
   // written). The route reads its input once, so this is its ceiling on this machine.
   bool finite = true;
-  time("read", [&](size_t i) {
+  timed("read", [&](size_t i) {
     const float* a = inputs[i].data();
     bool all = true;
 #pragma omp parallel for schedule(static) reduction(&& : all)
