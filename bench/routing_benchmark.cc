@@ -90,11 +90,11 @@ void BM_NthElement(benchmark::State& state) {
 }
 BENCHMARK(BM_NthElement)->Apply(Sizes);
 
-// Route alone at keep = range(2) percent, keep_full 0.5 (both cuts), under `policy` and
+// Route alone at keep = range(2) percent, keep_full 0.5 (both cuts), under `scoring` and
 // `select`. A sensitivity map of random unit values in [0, 1] is used for kSensitivity.
-void RouteCase(benchmark::State& state, ScorePolicy policy, SelectMethod select) {
+void RouteCase(benchmark::State& state, Scoring scoring, SelectMethod select) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
-  auto router = Router::Create({.policy = policy, .select = select});
+  auto router = Router::Create({.scoring = scoring, .select = select});
   auto map = SensitivityMap::Create(SensitivityOptions{.num_neurons = in.cols, .block = 1});
   std::vector<float> unit_values(in.cols);
   std::mt19937 rng(7);
@@ -121,25 +121,25 @@ void RouteSizes(benchmark::internal::Benchmark* b) {
 }
 
 void BM_RouteReference(benchmark::State& state) {
-  RouteCase(state, ScorePolicy::kMagnitude, SelectMethod::kReference);
+  RouteCase(state, Scoring::kMagnitude, SelectMethod::kReference);
 }
 BENCHMARK(BM_RouteReference)->Apply(RouteSizes);
 void BM_RouteFast(benchmark::State& state) {
-  RouteCase(state, ScorePolicy::kMagnitude, SelectMethod::kFast);
+  RouteCase(state, Scoring::kMagnitude, SelectMethod::kFast);
 }
 BENCHMARK(BM_RouteFast)->Apply(RouteSizes);
 void BM_RouteSensitivityReference(benchmark::State& state) {
-  RouteCase(state, ScorePolicy::kSensitivity, SelectMethod::kReference);
+  RouteCase(state, Scoring::kSensitivity, SelectMethod::kReference);
 }
 BENCHMARK(BM_RouteSensitivityReference)->Apply(RouteSizes);
 void BM_RouteSensitivityFast(benchmark::State& state) {
-  RouteCase(state, ScorePolicy::kSensitivity, SelectMethod::kFast);
+  RouteCase(state, Scoring::kSensitivity, SelectMethod::kFast);
 }
 BENCHMARK(BM_RouteSensitivityFast)->Apply(RouteSizes);
 
 void RouteAndEncodeCase(benchmark::State& state, SelectMethod select) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude, .select = select});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude, .select = select});
   const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
   RoutedTensor routed;
   std::vector<uint8_t> packet;
@@ -170,7 +170,7 @@ void BM_RouteTies(benchmark::State& state) {
       default: x = std::clamp(g, 0.0f, 0.5f); break;
     }
   }
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude,
+  auto router = Router::Create({.scoring = Scoring::kMagnitude,
                                 .select = static_cast<SelectMethod>(state.range(1)),
                                 .approx_tolerance = 0.1});
   const Contract contract{.keep = 0.25, .keep_full = 1.0};
@@ -194,7 +194,7 @@ BENCHMARK(BM_RouteAndEncodeApprox)->Apply(Sizes);
 
 void BM_DecodeAndScatter(benchmark::State& state) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude});
   const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
   std::vector<std::vector<uint8_t>> packets(kPool);
   for (int p = 0; p < kPool; ++p) {
@@ -218,7 +218,7 @@ BENCHMARK(BM_DecodeAndScatter)->Apply(Sizes);
 // encode fp16, decode, scatter back to dense.
 void BM_GradientRoundTrip(benchmark::State& state) {
   const Inputs& in = GetInputs(state.range(0), state.range(1));
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude});
   const Contract contract{.keep = 0.1, .keep_full = 1.0, .full_codec = ValueCodec::kFp16};
   std::vector<RoutedTensor> masks(kPool);
   for (int p = 0; p < kPool; ++p) {
@@ -235,8 +235,8 @@ void BM_GradientRoundTrip(benchmark::State& state) {
     const int p = i++ % kPool;
     const RoutedTensor& mask = masks[p];
     Status s = GatherAtMask(mask, {in.pool[(p + 1) % kPool].data(), in.rows, in.cols}, &values);
-    if (s.ok()) s = EncodeGradient(mask, values, ValueCodec::kFp16, {}, {}, &packet);
-    auto decoded = DecodeGradient(packet, mask);
+    if (s.ok()) s = EncodeGradientValues(mask, values, ValueCodec::kFp16, {}, {}, &packet);
+    auto decoded = DecodeGradientValues(packet, mask);
     if (s.ok()) s = decoded.status();
     if (s.ok()) s = ScatterAtMask(mask, *decoded, {dense.data(), in.rows, in.cols});
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
@@ -275,7 +275,7 @@ void BM_TrainingBoundaryStep(benchmark::State& state) {
   for (float& v : map_values) v = uniform(rng) * uniform(rng);
   map_values[0] = 1.0f;
   if (!map.ok() || !map->Assign(map_values).ok()) state.SkipWithError("map");
-  auto router = Router::Create({.policy = ScorePolicy::kSensitivity, .eps = 1e-3});
+  auto router = Router::Create({.scoring = Scoring::kSensitivity, .eps = 1e-3});
   const Contract contract{.keep = 0.12207, .keep_full = 0.0, .lossy_codec = ValueCodec::kInt8};
   const EncodeOptions options{.zstd = zstd, .zstd_level = -5};
   RoutedTensor sender, receiver;
@@ -307,10 +307,10 @@ void BM_TrainingBoundaryStep(benchmark::State& state) {
     if (s.ok()) s = Scatter(receiver, {dense.data(), kRows, kCols});
     const auto t3 = Clock::now();
     if (s.ok()) s = GatherAtMask(receiver, {gradients[p].data(), kRows, kCols}, &values);
-    if (s.ok()) s = EncodeGradient(receiver, values, ValueCodec::kInt8, {}, options, &packet);
+    if (s.ok()) s = EncodeGradientValues(receiver, values, ValueCodec::kInt8, {}, options, &packet);
     const auto t4 = Clock::now();
     wire = packet;
-    auto gradient = DecodeGradient(wire, sender);
+    auto gradient = DecodeGradientValues(wire, sender);
     if (s.ok()) s = gradient.status();
     const auto t5 = Clock::now();
     if (s.ok()) s = ScatterAtMask(sender, *gradient, {dense_gradient.data(), kRows, kCols});

@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(out / "sensitivity");
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude});
   int n = 0;
   for (size_t cols : {1, 7, 33, 100}) {
     const size_t rows = 3;
@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
       for (IndexCodec index :
            {IndexCodec::kBitmap, IndexCodec::kDeltaVarint, IndexCodec::kSubsetBitmap}) {
         for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
-          for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
+          for (RestCodec rest : {RestCodec::kDrop, RestCodec::kSign1}) {
             const Contract contract{.keep = 0.3,
                                     .keep_full = 0.5,
                                     .full_codec = ValueCodec::kFp16,
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
             }
             std::vector<float> grad;
             if (GatherAtMask(*routed, {a.data(), rows, cols}, &grad).ok() &&
-                EncodeGradient(*routed, grad, codec, {}, {}, &packet).ok()) {
+                EncodeGradientValues(*routed, grad, codec, {}, {}, &packet).ok()) {
               Write(out / "packet" / ("gradient_" + std::to_string(n++)), packet);
             }
           }

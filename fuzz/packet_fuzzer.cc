@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (routed.ok()) {
     SPARSELINK_CHECK(routed->Validate().ok());
     // The mask of a decoded activation must be usable for the gradient path too.
-    (void)DecodeGradient(bytes, *routed, limits);
+    (void)DecodeGradientValues(bytes, *routed, limits);
   }
   // Small tensors only: the two dense buffers are allocated per input.
   if (info.ok() && info->header.kind == PacketKind::kActivation &&

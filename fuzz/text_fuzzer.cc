@@ -36,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     SPARSELINK_CHECK(bandwidth.status().message().find(std::string(text)) != std::string::npos);
   }
   CheckName(text, ParseValueCodec, [](ValueCodec c) { return Traits(c).name; });
-  CheckName(text, ParseScorePolicy, ScorePolicyName);
+  CheckName(text, ParseScoring, ScoringName);
   CheckName(text, ParseSensitivityMode, SensitivityModeName);
 
   // `--keep 12.5%` as the CLI reads it: strtod over the whole text, then the range check.

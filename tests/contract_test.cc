@@ -81,7 +81,7 @@ TEST(Contract, ValidateNamesEachBadField) {
       {{.keep_full = 1.1}, "contract.keep_full = 1.1"},
       {{.full_codec = static_cast<ValueCodec>(9)}, "contract.full_codec = 9"},
       {{.lossy_codec = static_cast<ValueCodec>(5)}, "contract.lossy_codec = 5"},
-      {{.rest = static_cast<RestPolicy>(2)}, "contract.rest = 2"},
+      {{.rest = static_cast<RestCodec>(2)}, "contract.rest = 2"},
       {{.granularity = static_cast<Granularity>(2)}, "contract.granularity = 2"},
       {{.bound_by = static_cast<BoundBy>(11)}, "contract.bound_by = 11"},
   };
@@ -100,9 +100,10 @@ TEST(Contract, ToStringShowsKeepCodecsAndReason) {
 }
 
 TEST(Contract, EveryReasonAndStateHasAName) {
-  for (size_t i = 0; i < kNumBoundBy; ++i) EXPECT_NE(BoundByName(static_cast<BoundBy>(i)), "?");
+  for (size_t i = 0; i < kNumBoundBy; ++i)
+    EXPECT_NE(BoundByName(static_cast<BoundBy>(i)), "unknown");
   for (int i = 0; i < 4; ++i)
-    EXPECT_NE(NegotiationStateName(static_cast<NegotiationState>(i)), "?");
+    EXPECT_NE(NegotiationStateName(static_cast<NegotiationState>(i)), "unknown");
   EXPECT_EQ(NegotiationStateName(NegotiationState::kRefused), "refused");
 }
 
@@ -512,7 +513,7 @@ TEST(Negotiator, KeepsCodecsAndGranularityOfInitialContract) {
   const Contract initial{.keep_full = 0.5,
                          .full_codec = ValueCodec::kFp16,
                          .lossy_codec = ValueCodec::kInt4,
-                         .rest = RestPolicy::kSign1,
+                         .rest = RestCodec::kSign1,
                          .granularity = Granularity::kUnit};
   auto n = MakeNegotiator({}, initial);
   const auto map = HotMap(16, 4);
@@ -520,7 +521,7 @@ TEST(Negotiator, KeepsCodecsAndGranularityOfInitialContract) {
   EXPECT_DOUBLE_EQ(n.contract().keep, 0.25);
   EXPECT_EQ(n.contract().full_codec, ValueCodec::kFp16);
   EXPECT_EQ(n.contract().lossy_codec, ValueCodec::kInt4);
-  EXPECT_EQ(n.contract().rest, RestPolicy::kSign1);
+  EXPECT_EQ(n.contract().rest, RestCodec::kSign1);
   EXPECT_EQ(n.contract().granularity, Granularity::kUnit);
   EXPECT_DOUBLE_EQ(n.contract().keep_full, 0.5);
 }

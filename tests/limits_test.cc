@@ -30,7 +30,7 @@ bool Contains(const Status& s, const std::string& part) {
 RoutedTensor Routed(const Contract& contract) {
   std::vector<float> a(4 * 1000);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 37) - 18.0f;
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude});
   auto routed = router->Route({a.data(), 4, 1000}, nullptr, contract, 0);
   EXPECT_TRUE(routed.ok()) << routed.status().ToString();
   return std::move(routed).value();
@@ -54,7 +54,7 @@ TEST(Limits, EveryDecoderRefusesAPacketAboveMaxPacketBytes) {
   std::vector<uint8_t> activation, gradient, summary, contract;
   ASSERT_TRUE(EncodeActivation(routed, kContract, {}, {}, &activation).ok());
   std::vector<float> values(routed.values.size(), 0.5f);
-  ASSERT_TRUE(EncodeGradient(routed, values, ValueCodec::kFp32, {}, {}, &gradient).ok());
+  ASSERT_TRUE(EncodeGradientValues(routed, values, ValueCodec::kFp32, {}, {}, &gradient).ok());
   ASSERT_TRUE(EncodeSummary(std::vector<float>(1000, 0.25f), {}, &summary).ok());
   ASSERT_TRUE(EncodeContract(kContract, {}, &contract).ok());
   const auto refused = [](const Status& s, size_t size) {
@@ -65,7 +65,7 @@ TEST(Limits, EveryDecoderRefusesAPacketAboveMaxPacketBytes) {
   };
   const DecodeLimits limits{.max_packet_bytes = 100};
   refused(DecodeActivation(activation, limits).status(), activation.size());
-  refused(DecodeGradient(gradient, routed, limits).status(), gradient.size());
+  refused(DecodeGradientValues(gradient, routed, limits).status(), gradient.size());
   refused(DecodeSummary(summary, limits).status(), summary.size());
   refused(InspectPacket(activation, limits).status(), activation.size());
   // The contract packet is 112 bytes: refused at 100, accepted at its size.
@@ -78,16 +78,16 @@ TEST(Limits, GradientAndSummaryRefuseAShapeAboveMaxEntries) {
   const RoutedTensor routed = Routed(kContract);
   std::vector<uint8_t> gradient, summary;
   std::vector<float> values(routed.values.size(), 0.5f);
-  ASSERT_TRUE(EncodeGradient(routed, values, ValueCodec::kFp32, {}, {}, &gradient).ok());
+  ASSERT_TRUE(EncodeGradientValues(routed, values, ValueCodec::kFp32, {}, {}, &gradient).ok());
   ASSERT_TRUE(EncodeSummary(std::vector<float>(1000, 0.25f), {}, &summary).ok());
-  Status s = DecodeGradient(gradient, routed, {.max_entries = 3999}).status();
+  Status s = DecodeGradientValues(gradient, routed, {.max_entries = 3999}).status();
   EXPECT_EQ(s.code(), ErrorCode::kResourceExhausted);
   EXPECT_TRUE(Contains(s, "header.rows*cols = 4000: exceeds limits.max_entries = 3999"))
       << s.ToString();
   s = DecodeSummary(summary, {.max_entries = 999}).status();
   EXPECT_EQ(s.code(), ErrorCode::kResourceExhausted);
   EXPECT_TRUE(Contains(s, "header.rows*cols = 1000")) << s.ToString();
-  EXPECT_TRUE(DecodeGradient(gradient, routed, {.max_entries = 4000}).ok());
+  EXPECT_TRUE(DecodeGradientValues(gradient, routed, {.max_entries = 4000}).ok());
 }
 
 TEST(Limits, ZstdSectionsMayNotInflatePastMaxPacketBytes) {
@@ -96,15 +96,16 @@ TEST(Limits, ZstdSectionsMayNotInflatePastMaxPacketBytes) {
   const RoutedTensor routed = Routed(kContract);
   std::vector<uint8_t> gradient;
   std::vector<float> zeros(routed.values.size(), 0.0f);
-  ASSERT_TRUE(EncodeGradient(routed, zeros, ValueCodec::kFp32, {}, {.zstd = true}, &gradient).ok());
+  ASSERT_TRUE(
+      EncodeGradientValues(routed, zeros, ValueCodec::kFp32, {}, {.zstd = true}, &gradient).ok());
   ASSERT_LT(gradient.size(), 1000u);
   const uint64_t raw = zeros.size() * 4;
-  const Status s = DecodeGradient(gradient, routed, {.max_packet_bytes = 2000}).status();
+  const Status s = DecodeGradientValues(gradient, routed, {.max_packet_bytes = 2000}).status();
   EXPECT_EQ(s.code(), ErrorCode::kResourceExhausted);
   EXPECT_TRUE(Contains(s, "section[0].raw_bytes = " + std::to_string(raw) +
                               ": brings the sections' raw total past limits.max_packet_bytes"))
       << s.ToString();
-  EXPECT_TRUE(DecodeGradient(gradient, routed, {.max_packet_bytes = raw + 1000}).ok());
+  EXPECT_TRUE(DecodeGradientValues(gradient, routed, {.max_packet_bytes = raw + 1000}).ok());
 }
 
 TEST(Limits, LinkRefusesAnOversizedPacketBeforeCountingOrCopyingIt) {

@@ -47,7 +47,7 @@ void Reseal(std::vector<uint8_t>& p) {
 // Builds a routed tensor by hand (the Router is tested on its own): in each row (or once, for
 // unit granularity) k random distinct columns, `full` of them in the full tier at random.
 RoutedTensor MakeRouted(uint32_t rows, uint32_t cols, uint32_t k, uint32_t full, Granularity g,
-                        RestPolicy rest, std::mt19937& rng) {
+                        RestCodec rest, std::mt19937& rng) {
   RoutedTensor t;
   t.rows = rows;
   t.cols = cols;
@@ -82,7 +82,7 @@ RoutedTensor MakeRouted(uint32_t rows, uint32_t cols, uint32_t k, uint32_t full,
     }
   }
   for (size_t i = 0; i < t.tiers.size(); ++i) t.values.push_back(normal(rng) * 3.0f);
-  if (rest == RestPolicy::kSign1) {
+  if (rest == RestCodec::kSign1) {
     const uint64_t rest_entries = uint64_t{rows} * cols - t.tiers.size();
     t.rest_bits.assign((rest_entries + 7) / 8, 0);
     for (uint64_t i = 0; i < rest_entries; ++i) {
@@ -180,7 +180,7 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
     for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kDeltaVarint,
                              IndexCodec::kSubsetBitmap, IndexCodec::kAuto}) {
       for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
-        for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
+        for (RestCodec rest : {RestCodec::kDrop, RestCodec::kSign1}) {
           for (bool zstd : {false, true}) {
             for (uint32_t k : ks) {
               // Cycle the full share through all-full, mixed and all-lossy.
@@ -192,7 +192,7 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
                            << "cols " << cols << " k " << k << " full " << full << " "
                            << Traits(full_codec).name << "/" << Traits(lossy_codec).name << " "
                            << IndexCodecName(index) << " " << GranularityName(g) << " "
-                           << RestPolicyName(rest) << " zstd " << zstd);
+                           << RestCodecName(rest) << " zstd " << zstd);
               std::vector<uint8_t> packet;
               const Status enc = EncodeActivation(
                   routed, contract, {.boundary = 2, .contract_version = 5, .step = 99},
@@ -223,11 +223,12 @@ TEST_P(ActivationPacketRoundTrip, EveryCodecIndexGranularityRestAndZstd) {
               std::vector<float> grad(decoded->num_kept());
               for (size_t i = 0; i < grad.size(); ++i) grad[i] = 0.25f * static_cast<float>(i % 9);
               std::vector<uint8_t> from_routed, from_mask;
+              ASSERT_TRUE(EncodeGradientValues(*decoded, grad, ValueCodec::kInt8, {.step = 3}, {},
+                                               &from_routed)
+                              .ok());
               ASSERT_TRUE(
-                  EncodeGradient(*decoded, grad, ValueCodec::kInt8, {.step = 3}, {}, &from_routed)
+                  EncodeGradientValues(mask, grad, ValueCodec::kInt8, {.step = 3}, {}, &from_mask)
                       .ok());
-              ASSERT_TRUE(
-                  EncodeGradient(mask, grad, ValueCodec::kInt8, {.step = 3}, {}, &from_mask).ok());
               EXPECT_EQ(from_routed, from_mask);
               EXPECT_EQ(info.header.boundary, 2u);
               EXPECT_EQ(info.header.contract_version, 5u);
@@ -253,7 +254,7 @@ INSTANTIATE_TEST_SUITE_P(Widths, ActivationPacketRoundTrip,
                          ::testing::Values(1u, 7u, 16u, 24u, 33u, 1024u, 4097u));
 
 // The fused sender path writes exactly the bytes of Route + EncodeActivation, for every codec,
-// index codec, granularity, rest policy, select method and awkward width (cols % 8 == 0 takes
+// index codec, granularity, rest codec, select method and awkward width (cols % 8 == 0 takes
 // the bitmap-from-selection path, the others the rebuild).
 TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
   std::mt19937 rng(17);
@@ -268,16 +269,16 @@ TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
     std::vector<float> s(cols);
     for (float& v : s) v = std::uniform_real_distribution<float>(0, 1)(rng);
     ASSERT_TRUE(map->Assign(s).ok());
-    for (ScorePolicy policy : {ScorePolicy::kSensitivity, ScorePolicy::kMagnitude}) {
+    for (Scoring scoring : {Scoring::kSensitivity, Scoring::kMagnitude}) {
       for (SelectMethod select : {SelectMethod::kFast, SelectMethod::kReference}) {
-        auto router = Router::Create({.policy = policy, .select = select});
+        auto router = Router::Create({.scoring = scoring, .select = select});
         ASSERT_TRUE(router.ok());
         for (double keep : {0.01, 0.1, 0.5, 1.0}) {
           for (ValueCodec codec : kAllCodecs) {
             for (IndexCodec index :
                  {IndexCodec::kBitmap, IndexCodec::kSubsetBitmap, IndexCodec::kAuto}) {
               const Granularity g = cases % 5 == 0 ? Granularity::kUnit : Granularity::kElement;
-              const RestPolicy rest = cases % 7 == 0 ? RestPolicy::kSign1 : RestPolicy::kDrop;
+              const RestCodec rest = cases % 7 == 0 ? RestCodec::kSign1 : RestCodec::kDrop;
               const Contract contract{.keep = keep,
                                       .keep_full = cases % 3 == 0 ? 0.5 : 1.0,
                                       .full_codec = codec,
@@ -316,11 +317,11 @@ TEST(ActivationPacket, RouteAndEncodeEqualsRouteThenEncode) {
   EXPECT_EQ(cases, 1440);
 }
 
-// The random policy draws afresh for each micro-batch of a step: the same rows routed as
+// The random scoring draws afresh for each micro-batch of a step: the same rows routed as
 // micro-batch 0 and 1 keep different columns, and micro-batch 0 routes as the plain step.
 TEST(ActivationPacket, RandomPolicyDrawsPerMicroBatch) {
   std::vector<float> a(16 * 256, 1.0f);
-  auto router = Router::Create({.policy = ScorePolicy::kRandom, .seed = 5});
+  auto router = Router::Create({.scoring = Scoring::kRandom, .seed = 5});
   ASSERT_TRUE(router.ok());
   const Contract contract{.keep = 0.1, .full_codec = ValueCodec::kFp16};
   const ConstMatrix view{a.data(), 16, 256};
@@ -340,14 +341,14 @@ TEST(ActivationPacket, RandomPolicyDrawsPerMicroBatch) {
 TEST(ActivationPacket, AutoIndexPicksTheSmallerAndBitmapOnTies) {
   std::mt19937 rng(1);
   // Dense: bitmap is smaller.
-  RoutedTensor dense = MakeRouted(4, 256, 128, 128, Granularity::kElement, RestPolicy::kDrop, rng);
+  RoutedTensor dense = MakeRouted(4, 256, 128, 128, Granularity::kElement, RestCodec::kDrop, rng);
   std::vector<uint8_t> packet;
   ASSERT_TRUE(EncodeActivation(dense, MakeContract(dense, ValueCodec::kFp32, ValueCodec::kInt8), {},
                                {}, &packet)
                   .ok());
   EXPECT_EQ(InspectPacket(packet)->header.index_codec, IndexCodec::kBitmap);
   // Sparse: delta-varint is smaller.
-  RoutedTensor sparse = MakeRouted(4, 4096, 8, 8, Granularity::kElement, RestPolicy::kDrop, rng);
+  RoutedTensor sparse = MakeRouted(4, 4096, 8, 8, Granularity::kElement, RestCodec::kDrop, rng);
   ASSERT_TRUE(EncodeActivation(sparse, MakeContract(sparse, ValueCodec::kFp32, ValueCodec::kInt8),
                                {}, {}, &packet)
                   .ok());
@@ -390,7 +391,7 @@ TEST(ActivationPacket, ZstdKeepsASectionOnlyWhenSmaller) {
   EXPECT_LT(packet.size(), 1000u);
   // Random fp32 values do not compress: stored raw.
   std::mt19937 rng(3);
-  RoutedTensor r = MakeRouted(1, 64, 64, 64, Granularity::kElement, RestPolicy::kDrop, rng);
+  RoutedTensor r = MakeRouted(1, 64, 64, 64, Granularity::kElement, RestCodec::kDrop, rng);
   ASSERT_TRUE(EncodeActivation(r, MakeContract(r, ValueCodec::kFp32, ValueCodec::kInt8), {},
                                {.index_codec = IndexCodec::kBitmap, .zstd = true}, &packet)
                   .ok());
@@ -400,7 +401,7 @@ TEST(ActivationPacket, ZstdKeepsASectionOnlyWhenSmaller) {
 
 TEST(ActivationPacket, EncoderRefusesInconsistentInput) {
   std::mt19937 rng(5);
-  RoutedTensor t = MakeRouted(2, 10, 3, 2, Granularity::kElement, RestPolicy::kDrop, rng);
+  RoutedTensor t = MakeRouted(2, 10, 3, 2, Granularity::kElement, RestCodec::kDrop, rng);
   Contract c = MakeContract(t, ValueCodec::kFp32, ValueCodec::kInt8);
   std::vector<uint8_t> packet = {1, 2, 3};
   c.granularity = Granularity::kUnit;
@@ -426,16 +427,16 @@ TEST(GradientPacket, RoundTripsEveryCodecAndGranularity) {
     for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
       for (uint32_t k : {0u, 1u, 5u, 33u}) {
         for (bool zstd : {false, true}) {
-          const RoutedTensor mask = MakeRouted(4, 33, k, k, g, RestPolicy::kDrop, rng);
+          const RoutedTensor mask = MakeRouted(4, 33, k, k, g, RestCodec::kDrop, rng);
           std::vector<float> values(mask.num_kept());
           std::normal_distribution<float> normal;
           for (float& v : values) v = normal(rng);
           std::vector<uint8_t> packet;
-          ASSERT_TRUE(EncodeGradient(mask, values, codec, {.boundary = 1, .step = 7},
-                                     {.zstd = zstd}, &packet)
+          ASSERT_TRUE(EncodeGradientValues(mask, values, codec, {.boundary = 1, .step = 7},
+                                           {.zstd = zstd}, &packet)
                           .ok());
           PacketInfo info;
-          auto decoded = DecodeGradient(packet, mask, {}, &info);
+          auto decoded = DecodeGradientValues(packet, mask, {}, &info);
           ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
           EXPECT_EQ(info.header.kind, PacketKind::kGradient);
           EXPECT_EQ(info.header.full_codec, codec);
@@ -462,17 +463,17 @@ TEST(GradientPacket, RoundTripsEveryCodecAndGranularity) {
 // every decoder refuses it rather than hand out a non-finite value.
 TEST(GradientPacket, OverflowingScaleIsRefused) {
   std::mt19937 rng(13);
-  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestCodec::kDrop, rng);
   std::vector<float> values(mask.num_kept(), 1.0f);
   for (ValueCodec codec : {ValueCodec::kInt8, ValueCodec::kInt4}) {
     std::vector<uint8_t> packet;
-    ASSERT_TRUE(EncodeGradient(mask, values, codec, {}, {}, &packet).ok());
+    ASSERT_TRUE(EncodeGradientValues(mask, values, codec, {}, {}, &packet).ok());
     auto info = InspectPacket(packet);
     ASSERT_TRUE(info.ok());
     const float huge = std::numeric_limits<float>::max();
     std::memcpy(packet.data() + info->sections[0].offset, &huge, 4);  // row 0's scale
     Reseal(packet);
-    auto r = DecodeGradient(packet, mask);
+    auto r = DecodeGradientValues(packet, mask);
     ASSERT_FALSE(r.ok()) << Traits(codec).name;
     EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
     EXPECT_TRUE(Contains(r.status(), "not finite")) << r.status().message();
@@ -481,20 +482,20 @@ TEST(GradientPacket, OverflowingScaleIsRefused) {
 
 TEST(GradientPacket, DecoderChecksTheMask) {
   std::mt19937 rng(12);
-  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestCodec::kDrop, rng);
   std::vector<float> values(mask.num_kept(), 1.0f);
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeGradient(mask, values, ValueCodec::kFp16, {}, {}, &packet).ok());
-  RoutedTensor other = MakeRouted(2, 8, 4, 4, Granularity::kElement, RestPolicy::kDrop, rng);
-  auto r = DecodeGradient(packet, other);
+  ASSERT_TRUE(EncodeGradientValues(mask, values, ValueCodec::kFp16, {}, {}, &packet).ok());
+  RoutedTensor other = MakeRouted(2, 8, 4, 4, Granularity::kElement, RestCodec::kDrop, rng);
+  auto r = DecodeGradientValues(packet, other);
   EXPECT_EQ(r.status().code(), ErrorCode::kShapeMismatch);
   EXPECT_TRUE(Contains(r.status(), "header.count_full = 6")) << r.status().message();
-  other = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
-  r = DecodeGradient(packet, other);
+  other = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestCodec::kDrop, rng);
+  r = DecodeGradientValues(packet, other);
   EXPECT_TRUE(Contains(r.status(), "header.rows = 2")) << r.status().message();
   // Wrong count of values on the encoder side.
   values.pop_back();
-  const Status s = EncodeGradient(mask, values, ValueCodec::kFp16, {}, {}, &packet);
+  const Status s = EncodeGradientValues(mask, values, ValueCodec::kFp16, {}, {}, &packet);
   EXPECT_EQ(s.code(), ErrorCode::kShapeMismatch);
   EXPECT_TRUE(Contains(s, "values.size() = 5")) << s.message();
 }
@@ -506,7 +507,7 @@ TEST(ParallelRows, LongFloatStreamsEqualOneThread) {
   const int saved_threads = omp_get_max_threads();
   std::mt19937 rng(31);
   std::normal_distribution<float> normal;
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude});
   ASSERT_TRUE(router.ok());
   struct Shape {
     uint32_t rows, cols;
@@ -551,7 +552,7 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
   const int saved_threads = omp_get_max_threads();
   std::mt19937 rng(23);
   std::normal_distribution<float> normal;
-  auto router = Router::Create({.policy = ScorePolicy::kMagnitude});
+  auto router = Router::Create({.scoring = Scoring::kMagnitude});
   ASSERT_TRUE(router.ok());
   for (int threads : {2, 3, 5}) {
     omp_set_num_threads(threads);
@@ -605,29 +606,30 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
             std::vector<float> kept;
             ASSERT_TRUE(GatherAtMask(want_mask, {g.data(), rows, cols}, &kept).ok());
             std::vector<uint8_t> grad_serial, grad_parallel;
-            ASSERT_TRUE(EncodeGradient(want_mask, kept, codec, label,
-                                       {.parallel_min_entries = kSerial}, &grad_serial)
+            ASSERT_TRUE(EncodeGradientValues(want_mask, kept, codec, label,
+                                             {.parallel_min_entries = kSerial}, &grad_serial)
                             .ok());
-            ASSERT_TRUE(EncodeGradient(want_mask, kept, codec, label, {.parallel_min_entries = 1},
-                                       &grad_parallel)
+            ASSERT_TRUE(EncodeGradientValues(want_mask, kept, codec, label,
+                                             {.parallel_min_entries = 1}, &grad_parallel)
                             .ok());
             ASSERT_EQ(grad_parallel, grad_serial);
             // Gathered and encoded in one call, on any split: the same packet.
             std::vector<uint8_t> grad_at;
-            ASSERT_TRUE(EncodeGradientAt(want_mask, {g.data(), rows, cols}, codec, label,
-                                         {.parallel_min_entries = 1}, &grad_at)
+            ASSERT_TRUE(EncodeGradientFromDense(want_mask, {g.data(), rows, cols}, codec, label,
+                                                {.parallel_min_entries = 1}, &grad_at)
                             .ok());
             ASSERT_EQ(grad_at, grad_serial);
-            ASSERT_TRUE(EncodeGradientAt(want_mask, {g.data(), rows, cols}, codec, label,
-                                         {.parallel_min_entries = kSerial}, &grad_at)
+            ASSERT_TRUE(EncodeGradientFromDense(want_mask, {g.data(), rows, cols}, codec, label,
+                                                {.parallel_min_entries = kSerial}, &grad_at)
                             .ok());
             ASSERT_EQ(grad_at, grad_serial);
             auto back_serial =
-                DecodeGradient(grad_serial, routed, {.parallel_min_entries = kSerial});
-            auto back_parallel = DecodeGradient(grad_serial, routed, {.parallel_min_entries = 1});
+                DecodeGradientValues(grad_serial, routed, {.parallel_min_entries = kSerial});
+            auto back_parallel =
+                DecodeGradientValues(grad_serial, routed, {.parallel_min_entries = 1});
             ASSERT_TRUE(back_serial.ok() && back_parallel.ok());
             ASSERT_EQ(*back_parallel, *back_serial);
-            // Fused into the dense gradient: DecodeGradient + ScatterAtMask, on any split.
+            // Fused into the dense gradient: DecodeGradientValues + ScatterAtMask, on any split.
             std::vector<float> grad_want(a.size(), 7.0f), grad_got(a.size(), 8.0f), fused_values;
             ASSERT_TRUE(
                 ScatterAtMask(routed, *back_serial, {grad_want.data(), rows, cols}, kSerial).ok());
@@ -650,8 +652,9 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
               std::memcpy(bad.data() + info->sections[0].offset + 4 * 8, &negative, 4);
             }
             Reseal(bad);
-            auto refused_serial = DecodeGradient(bad, routed, {.parallel_min_entries = kSerial});
-            auto refused_parallel = DecodeGradient(bad, routed, {.parallel_min_entries = 1});
+            auto refused_serial =
+                DecodeGradientValues(bad, routed, {.parallel_min_entries = kSerial});
+            auto refused_parallel = DecodeGradientValues(bad, routed, {.parallel_min_entries = 1});
             ASSERT_FALSE(refused_serial.ok());
             ASSERT_FALSE(refused_parallel.ok());
             EXPECT_EQ(refused_parallel.status().ToString(), refused_serial.status().ToString());
@@ -665,14 +668,14 @@ TEST(ParallelRows, PacketsAndDecodesEqualOneThread) {
   omp_set_num_threads(saved_threads);
 }
 
-// The fused gradient decoder refuses what DecodeGradient refuses, and a wrong output shape,
+// The fused gradient decoder refuses what DecodeGradientValues refuses, and a wrong output shape,
 // without writing the dense gradient.
 TEST(GradientPacket, DenseDecoderWritesNothingItRefuses) {
   std::mt19937 rng(14);
-  const RoutedTensor mask = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor mask = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestCodec::kDrop, rng);
   std::vector<float> values(mask.num_kept(), 0.5f);
   std::vector<uint8_t> packet;
-  ASSERT_TRUE(EncodeGradient(mask, values, ValueCodec::kInt8, {}, {}, &packet).ok());
+  ASSERT_TRUE(EncodeGradientValues(mask, values, ValueCodec::kInt8, {}, {}, &packet).ok());
   std::vector<float> dense(24, 9.0f), got;
   const std::vector<float> untouched = dense;
   Status s = DecodeGradientToDense(packet, mask, {dense.data(), 3, 7}, &got);
@@ -694,7 +697,7 @@ TEST(GradientPacket, DenseDecoderWritesNothingItRefuses) {
   EXPECT_TRUE(Contains(s, "int8 value[0]")) << s.message();
   EXPECT_EQ(dense, untouched);
   ASSERT_TRUE(DecodeGradientToDense(packet, mask, {dense.data(), 3, 8}, &got).ok());
-  EXPECT_EQ(got, *DecodeGradient(packet, mask));
+  EXPECT_EQ(got, *DecodeGradientValues(packet, mask));
 }
 
 // The own-mask calls (the adapter's, which skip validating a mask the library made) write what
@@ -704,7 +707,7 @@ TEST(GradientPacket, OwnMaskCallsEqualThePublicOnes) {
   std::mt19937 rng(16);
   for (Granularity granularity : {Granularity::kElement, Granularity::kUnit}) {
     for (size_t parallel : {size_t{1}, kDefaultParallelMinEntries}) {
-      const RoutedTensor routed = MakeRouted(37, 64, 9, 9, granularity, RestPolicy::kDrop, rng);
+      const RoutedTensor routed = MakeRouted(37, 64, 9, 9, granularity, RestCodec::kDrop, rng);
       KeptMask mask;
       ASSERT_TRUE(MaskOf(routed, &mask).ok());
       std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -712,10 +715,10 @@ TEST(GradientPacket, OwnMaskCallsEqualThePublicOnes) {
       for (float& v : g) v = normal(rng);
       const EncodeOptions options{.parallel_min_entries = parallel};
       std::vector<uint8_t> want, got;
-      ASSERT_TRUE(
-          EncodeGradientAt(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {.step = 4}, options, &want)
-              .ok());
-      ASSERT_TRUE(codec_internal::EncodeGradientAtOwnMask(
+      ASSERT_TRUE(EncodeGradientFromDense(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {.step = 4},
+                                          options, &want)
+                      .ok());
+      ASSERT_TRUE(internal::EncodeGradientFromDenseTrustedMask(
                       mask, {g.data(), 37, 64}, ValueCodec::kInt8, {.step = 4}, options, &got)
                       .ok());
       EXPECT_EQ(got, want);
@@ -724,55 +727,57 @@ TEST(GradientPacket, OwnMaskCallsEqualThePublicOnes) {
       ASSERT_TRUE(
           DecodeGradientToDense(want, routed, {dense_want.data(), 37, 64}, &kept_want, limits)
               .ok());
-      ASSERT_TRUE(codec_internal::DecodeGradientToDenseOwnMask(
+      ASSERT_TRUE(internal::DecodeGradientToDenseTrustedMask(
                       want, routed, {dense_got.data(), 37, 64}, &kept_got, limits, nullptr)
                       .ok());
       EXPECT_EQ(dense_got, dense_want);
       EXPECT_EQ(kept_got, kept_want);
       g[5] = std::numeric_limits<float>::quiet_NaN();  // at a kept entry or not: both agree
       EXPECT_EQ(
-          codec_internal::EncodeGradientAtOwnMask(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {},
-                                                  options, &got)
+          internal::EncodeGradientFromDenseTrustedMask(mask, {g.data(), 37, 64}, ValueCodec::kInt8,
+                                                       {}, options, &got)
               .code(),
-          EncodeGradientAt(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {}, options, &want).code());
+          EncodeGradientFromDense(mask, {g.data(), 37, 64}, ValueCodec::kInt8, {}, options, &want)
+              .code());
       std::vector<uint8_t> bad = want;
       bad[bad.size() - 12] ^= 0x10;
-      EXPECT_EQ(codec_internal::DecodeGradientToDenseOwnMask(
-                    bad, routed, {dense_got.data(), 37, 64}, &kept_got, limits, nullptr)
+      EXPECT_EQ(internal::DecodeGradientToDenseTrustedMask(bad, routed, {dense_got.data(), 37, 64},
+                                                           &kept_got, limits, nullptr)
                     .code(),
                 ErrorCode::kCorruptPacket);
-      EXPECT_EQ(codec_internal::DecodeGradientToDenseOwnMask(
-                    want, routed, {dense_got.data(), 37, 63}, &kept_got, limits, nullptr)
+      EXPECT_EQ(internal::DecodeGradientToDenseTrustedMask(want, routed, {dense_got.data(), 37, 63},
+                                                           &kept_got, limits, nullptr)
                     .code(),
                 ErrorCode::kShapeMismatch);
     }
   }
 }
 
-// The one-call gradient encoder refuses what GatherAtMask and EncodeGradient refuse, naming the
-// same fields.
+// The one-call gradient encoder refuses what GatherAtMask and EncodeGradientValues refuse, naming
+// the same fields.
 TEST(GradientPacket, EncodeAtMaskNamesBadInput) {
   std::mt19937 rng(15);
-  const RoutedTensor routed = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor routed = MakeRouted(3, 8, 3, 3, Granularity::kElement, RestCodec::kDrop, rng);
   KeptMask mask;
   ASSERT_TRUE(MaskOf(routed, &mask).ok());
   std::vector<float> g(24, 0.25f);
   std::vector<uint8_t> packet;
   const uint32_t c = routed.RowIndices(2)[1];
   g[2 * 8 + c] = std::numeric_limits<float>::infinity();
-  Status s = EncodeGradientAt(mask, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, &packet);
+  Status s = EncodeGradientFromDense(mask, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, &packet);
   EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
   EXPECT_TRUE(Contains(s, "gradient[2][" + std::to_string(c) + "]")) << s.message();
-  s = EncodeGradientAt(mask, {g.data(), 3, 7}, ValueCodec::kInt8, {}, {}, &packet);
+  s = EncodeGradientFromDense(mask, {g.data(), 3, 7}, ValueCodec::kInt8, {}, {}, &packet);
   EXPECT_EQ(s.code(), ErrorCode::kShapeMismatch);
   EXPECT_TRUE(Contains(s, "gradient.cols = 7")) << s.message();
   KeptMask broken = mask;
   broken.row_offsets[1] += 1;
-  s = EncodeGradientAt(broken, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, &packet);
+  s = EncodeGradientFromDense(broken, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, &packet);
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(Contains(s, "mask.row_offsets[1]")) << s.message();
-  EXPECT_EQ(EncodeGradientAt(mask, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, nullptr).code(),
-            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(
+      EncodeGradientFromDense(mask, {g.data(), 3, 8}, ValueCodec::kInt8, {}, {}, nullptr).code(),
+      ErrorCode::kInvalidArgument);
 }
 
 TEST(SummaryPacket, RoundTripsWithinFp16Error) {
@@ -832,12 +837,12 @@ TEST(SummaryPacket, Bf16KeepsSmallMeans) {
 // screen finds it, the scalar walk names it).
 TEST(GradientPacket, NonFiniteValueIsNamed) {
   std::mt19937 rng(4);
-  const RoutedTensor t = MakeRouted(4, 64, 10, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor t = MakeRouted(4, 64, 10, 0, Granularity::kElement, RestCodec::kDrop, rng);
   for (size_t at : {size_t{0}, size_t{17}, size_t{39}}) {
     std::vector<float> values(t.num_kept(), 0.25f);
     values[at] = at == 17 ? INFINITY : NAN;
     std::vector<uint8_t> packet;
-    const Status s = EncodeGradient(t, values, ValueCodec::kInt8, {}, {}, &packet);
+    const Status s = EncodeGradientValues(t, values, ValueCodec::kInt8, {}, {}, &packet);
     EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
     EXPECT_TRUE(Contains(s, "values[" + std::to_string(at) + "]")) << s.message();
     EXPECT_TRUE(packet.empty());
@@ -848,7 +853,7 @@ TEST(GradientPacket, NonFiniteValueIsNamed) {
 // contract is per step, so its micro-batch must be 0 on both ends.
 TEST(Packet, MicroBatchLabelRoundTripsAndIsZeroForContracts) {
   std::mt19937 rng(3);
-  const RoutedTensor t = MakeRouted(3, 40, 5, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor t = MakeRouted(3, 40, 5, 0, Granularity::kElement, RestCodec::kDrop, rng);
   const PacketLabel label{.boundary = 2, .contract_version = 4, .step = 9, .micro_batch = 3};
   std::vector<uint8_t> packet;
   ASSERT_TRUE(
@@ -856,7 +861,7 @@ TEST(Packet, MicroBatchLabelRoundTripsAndIsZeroForContracts) {
           .ok());
   EXPECT_EQ(InspectPacket(packet)->header.micro_batch, 3u);
   const std::vector<float> values(t.num_kept(), 0.5f);
-  ASSERT_TRUE(EncodeGradient(t, values, ValueCodec::kInt8, label, {}, &packet).ok());
+  ASSERT_TRUE(EncodeGradientValues(t, values, ValueCodec::kInt8, label, {}, &packet).ok());
   EXPECT_EQ(InspectPacket(packet)->header.micro_batch, 3u);
   ASSERT_TRUE(EncodeSummary(std::vector<float>(4, 1.0f), label, &packet).ok());
   EXPECT_EQ(InspectPacket(packet)->header.micro_batch, 3u);
@@ -878,7 +883,7 @@ TEST(ContractPacket, RoundTripsEveryField) {
   c.keep_full = 0.3;
   c.full_codec = ValueCodec::kBf16;
   c.lossy_codec = ValueCodec::kInt4;
-  c.rest = RestPolicy::kSign1;
+  c.rest = RestCodec::kSign1;
   c.granularity = Granularity::kUnit;
   c.bound_by = BoundBy::kReceiverBuffer;
   std::vector<uint8_t> packet;
@@ -968,7 +973,7 @@ RoutedTensor GoldenUnitSign1() {
   t.rows = 2;
   t.cols = 6;
   t.granularity = Granularity::kUnit;
-  t.rest = RestPolicy::kSign1;
+  t.rest = RestCodec::kSign1;
   t.row_offsets = {0, 2};
   t.indices = {2, 5};
   t.values = {1.0f, 3.5f, -0.5f, -7.0f};
@@ -1043,7 +1048,7 @@ TEST(GoldenPacket, Summary) {
 // bits, so the bitmap has padding), int4 lossy tier.
 std::vector<uint8_t> RealPacket(IndexCodec index = IndexCodec::kBitmap, bool zstd = false) {
   std::mt19937 rng(77);
-  const RoutedTensor t = MakeRouted(3, 7, 3, 1, Granularity::kElement, RestPolicy::kSign1, rng);
+  const RoutedTensor t = MakeRouted(3, 7, 3, 1, Granularity::kElement, RestCodec::kSign1, rng);
   std::vector<uint8_t> packet;
   const Status s =
       EncodeActivation(t, MakeContract(t, ValueCodec::kFp16, ValueCodec::kInt4),
@@ -1127,7 +1132,7 @@ TEST(BadPacket, DenseDecoderAgreesWithDecodeThenScatterOnEveryResealedFlip) {
       for (IndexCodec index : {IndexCodec::kBitmap, IndexCodec::kSubsetBitmap}) {
         const uint32_t rows = 3, cols = 21;  // rows not byte-aligned in the bitmap
         const RoutedTensor t =
-            MakeRouted(rows, cols, 5, 5, Granularity::kElement, RestPolicy::kDrop, rng);
+            MakeRouted(rows, cols, 5, 5, Granularity::kElement, RestCodec::kDrop, rng);
         std::vector<uint8_t> packet;
         ASSERT_TRUE(EncodeActivation(t, MakeContract(t, codec, ValueCodec::kInt8), {},
                                      {.index_codec = index, .zstd = zstd}, &packet)
@@ -1411,15 +1416,15 @@ TEST(BadPacket, ZstdSectionMustBeOneFrame) {
 // q * scale stays finite, and the packet round-trips.
 TEST(GradientPacket, ValuesAtFloatMaxRoundTrip) {
   std::mt19937 rng(14);
-  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestPolicy::kDrop, rng);
+  const RoutedTensor mask = MakeRouted(2, 8, 3, 3, Granularity::kElement, RestCodec::kDrop, rng);
   std::vector<float> values(mask.num_kept(), 1.0f);
   const float max = std::numeric_limits<float>::max();
   values[0] = max;
   values[values.size() - 1] = -max;
   for (ValueCodec codec : {ValueCodec::kInt8, ValueCodec::kInt4}) {
     std::vector<uint8_t> packet;
-    ASSERT_TRUE(EncodeGradient(mask, values, codec, {}, {}, &packet).ok());
-    auto r = DecodeGradient(packet, mask);
+    ASSERT_TRUE(EncodeGradientValues(mask, values, codec, {}, {}, &packet).ok());
+    auto r = DecodeGradientValues(packet, mask);
     ASSERT_TRUE(r.ok()) << Traits(codec).name << ": " << r.status().message();
     EXPECT_GT(r->front(), 0.99f * max) << Traits(codec).name;
     EXPECT_LT(r->back(), -0.99f * max) << Traits(codec).name;
@@ -1457,21 +1462,20 @@ TEST(BadPacket, ZeroLengthAndGarbageBuffers) {
 
 Status DecodeDelta(std::vector<uint8_t> bytes, uint32_t rows, uint32_t cols, uint64_t kept) {
   std::vector<uint32_t> offsets, indices;
-  return codec_internal::DecodeDeltaVarint(bytes, rows, cols, kept, &offsets, &indices);
+  return internal::DecodeDeltaVarint(bytes, rows, cols, kept, &offsets, &indices);
 }
 
 TEST(IndexCodec, DeltaVarintRoundTripsWideGaps) {
   const std::vector<uint32_t> offsets = {0, 3, 3, 5};
   const std::vector<uint32_t> indices = {0, 127, 100000, 5, 6};
   std::vector<uint8_t> bytes;
-  codec_internal::AppendDeltaVarint(offsets, indices, &bytes);
-  EXPECT_EQ(bytes.size(), codec_internal::DeltaVarintBytes(offsets, indices));
+  internal::AppendDeltaVarint(offsets, indices, &bytes);
+  EXPECT_EQ(bytes.size(), internal::DeltaVarintBytes(offsets, indices));
   // Row 0: 3, 0, 126, 99872 (3 bytes); row 1: 0; row 2: 2, 5, 0.
   EXPECT_EQ(bytes,
             (std::vector<uint8_t>{0x03, 0x00, 0x7e, 0xa0, 0x8c, 0x06, 0x00, 0x02, 0x05, 0x00}));
   std::vector<uint32_t> got_offsets, got_indices;
-  ASSERT_TRUE(
-      codec_internal::DecodeDeltaVarint(bytes, 3, 100001, 5, &got_offsets, &got_indices).ok());
+  ASSERT_TRUE(internal::DecodeDeltaVarint(bytes, 3, 100001, 5, &got_offsets, &got_indices).ok());
   EXPECT_EQ(got_offsets, offsets);
   EXPECT_EQ(got_indices, indices);
 }
@@ -1500,22 +1504,22 @@ TEST(IndexCodec, DeltaVarintRoundTripsRandomRowsAtEveryGapLength) {
     // The size counted the slow way, one LEB128 number at a time.
     uint64_t want_bytes = 0;
     for (size_t r = 0; r + 1 < offsets.size(); ++r) {
-      want_bytes += codec_internal::VarintBytes(offsets[r + 1] - offsets[r]);
+      want_bytes += internal::VarintBytes(offsets[r + 1] - offsets[r]);
       for (uint32_t i = offsets[r]; i < offsets[r + 1]; ++i) {
-        want_bytes += codec_internal::VarintBytes(
-            i == offsets[r] ? indices[i] : indices[i] - indices[i - 1] - 1);
+        want_bytes +=
+            internal::VarintBytes(i == offsets[r] ? indices[i] : indices[i] - indices[i - 1] - 1);
       }
     }
-    ASSERT_EQ(codec_internal::DeltaVarintBytes(offsets, indices), want_bytes) << trial;
+    ASSERT_EQ(internal::DeltaVarintBytes(offsets, indices), want_bytes) << trial;
     std::vector<uint8_t> bytes = {0xAA};  // appends after what is there
-    codec_internal::AppendDeltaVarint(offsets, indices, &bytes);
+    internal::AppendDeltaVarint(offsets, indices, &bytes);
     ASSERT_EQ(bytes.size() - 1, want_bytes) << trial;
     ASSERT_EQ(bytes[0], 0xAA);
     std::vector<uint32_t> got_offsets, got_indices;
     const std::span<const uint8_t> stream(bytes.data() + 1, bytes.size() - 1);
-    ASSERT_TRUE(codec_internal::DecodeDeltaVarint(stream, 6, 1u << 31, indices.size(), &got_offsets,
-                                                  &got_indices)
-                    .ok())
+    ASSERT_TRUE(
+        internal::DecodeDeltaVarint(stream, 6, 1u << 31, indices.size(), &got_offsets, &got_indices)
+            .ok())
         << trial;
     EXPECT_EQ(got_offsets, offsets) << trial;
     EXPECT_EQ(got_indices, indices) << trial;
@@ -1558,21 +1562,19 @@ TEST(IndexCodec, BitmapRoundTripsRowsAcrossByteBoundaries) {
   for (uint32_t cols : {1u, 3u, 7u, 8u, 9u, 33u}) {
     std::mt19937 rng(cols);
     const RoutedTensor t =
-        MakeRouted(5, cols, (cols + 1) / 2, 0, Granularity::kElement, RestPolicy::kDrop, rng);
+        MakeRouted(5, cols, (cols + 1) / 2, 0, Granularity::kElement, RestCodec::kDrop, rng);
     std::vector<uint8_t> bytes;
-    codec_internal::AppendBitmap(t.row_offsets, t.indices, cols, &bytes);
-    ASSERT_EQ(bytes.size(), codec_internal::BitmapBytes(5, cols));
+    internal::AppendBitmap(t.row_offsets, t.indices, cols, &bytes);
+    ASSERT_EQ(bytes.size(), internal::BitmapBytes(5, cols));
     std::vector<uint32_t> offsets, indices;
-    ASSERT_TRUE(
-        codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size(), &offsets, &indices).ok());
+    ASSERT_TRUE(internal::DecodeBitmap(bytes, 5, cols, t.indices.size(), &offsets, &indices).ok());
     EXPECT_EQ(offsets, t.row_offsets);
     EXPECT_EQ(indices, t.indices);
-    Status s =
-        codec_internal::DecodeBitmap(bytes, 5, cols, t.indices.size() - 1, &offsets, &indices);
+    Status s = internal::DecodeBitmap(bytes, 5, cols, t.indices.size() - 1, &offsets, &indices);
     EXPECT_TRUE(Contains(s, "bitmap set bits = " + std::to_string(t.indices.size())))
         << s.message();
     EXPECT_TRUE(Contains(s, "more than the header's kept count")) << s.message();
-    s = codec_internal::DecodeBitmap(bytes, 5, cols, 5 * cols + 1, &offsets, &indices);
+    s = internal::DecodeBitmap(bytes, 5, cols, 5 * cols + 1, &offsets, &indices);
     EXPECT_TRUE(Contains(s, "kept count = " + std::to_string(5 * cols + 1))) << s.message();
   }
 }
@@ -1605,23 +1607,21 @@ TEST(IndexCodec, SubsetBitmapRoundTripsAndMatchesTheBitmapPath) {
       }
       SCOPED_TRACE(::testing::Message() << "cols " << cols << " pool " << pool);
       std::vector<uint64_t> mask;
-      const uint64_t active = codec_internal::ColumnMask(t.row_offsets, t.indices, cols, {}, &mask);
+      const uint64_t active = internal::ColumnMask(t.row_offsets, t.indices, cols, {}, &mask);
       EXPECT_EQ(active, pool);
       std::vector<uint8_t> from_sets, from_bitmap;
-      codec_internal::AppendSubsetBitmap(t.row_offsets, t.indices, cols, {}, mask, &from_sets);
-      ASSERT_EQ(from_sets.size(), codec_internal::SubsetBitmapBytes(rows, cols, pool));
+      internal::AppendSubsetBitmap(t.row_offsets, t.indices, cols, {}, mask, &from_sets);
+      ASSERT_EQ(from_sets.size(), internal::SubsetBitmapBytes(rows, cols, pool));
       if (!bitmap.empty()) {
         std::vector<uint64_t> mask2;
-        EXPECT_EQ(codec_internal::ColumnMask(t.row_offsets, t.indices, cols, bitmap, &mask2),
-                  active);
+        EXPECT_EQ(internal::ColumnMask(t.row_offsets, t.indices, cols, bitmap, &mask2), active);
         EXPECT_EQ(mask2, mask);
-        codec_internal::AppendSubsetBitmap(t.row_offsets, t.indices, cols, bitmap, mask,
-                                           &from_bitmap);
+        internal::AppendSubsetBitmap(t.row_offsets, t.indices, cols, bitmap, mask, &from_bitmap);
         EXPECT_EQ(from_bitmap, from_sets);
       }
       std::vector<uint32_t> offsets, indices;
-      const Status s = codec_internal::DecodeSubsetBitmap(from_sets, rows, cols, t.indices.size(),
-                                                          &offsets, &indices);
+      const Status s =
+          internal::DecodeSubsetBitmap(from_sets, rows, cols, t.indices.size(), &offsets, &indices);
       ASSERT_TRUE(s.ok()) << s.ToString();
       EXPECT_EQ(offsets, t.row_offsets);
       EXPECT_EQ(indices, t.indices);
@@ -1636,12 +1636,12 @@ TEST(IndexCodec, SubsetBitmapRefusesMalformedSections) {
   const std::vector<uint32_t> offsets = {0, 2, 3};
   const std::vector<uint32_t> indices = {1, 3, 0};
   std::vector<uint64_t> mask;
-  ASSERT_EQ(codec_internal::ColumnMask(offsets, indices, 5, {}, &mask), 3u);
+  ASSERT_EQ(internal::ColumnMask(offsets, indices, 5, {}, &mask), 3u);
   std::vector<uint8_t> good;
-  codec_internal::AppendSubsetBitmap(offsets, indices, 5, {}, mask, &good);
+  internal::AppendSubsetBitmap(offsets, indices, 5, {}, mask, &good);
   ASSERT_EQ(good, (std::vector<uint8_t>{0x0b, 0x0e}));
   std::vector<uint32_t> o, i;
-  ASSERT_TRUE(codec_internal::DecodeSubsetBitmap(good, 2, 5, 3, &o, &i).ok());
+  ASSERT_TRUE(internal::DecodeSubsetBitmap(good, 2, 5, 3, &o, &i).ok());
   EXPECT_EQ(i, indices);
   struct Case {
     std::vector<uint8_t> bytes;
@@ -1661,7 +1661,7 @@ TEST(IndexCodec, SubsetBitmapRefusesMalformedSections) {
       {{0x0b, 0x0e}, 7, "kept count = 7: exceeds the subset bitmap's bits"},
   };
   for (const Case& c : cases) {
-    const Status s = codec_internal::DecodeSubsetBitmap(c.bytes, 2, 5, c.kept, &o, &i);
+    const Status s = internal::DecodeSubsetBitmap(c.bytes, 2, 5, c.kept, &o, &i);
     EXPECT_EQ(s.code(), ErrorCode::kCorruptPacket) << c.message;
     EXPECT_TRUE(Contains(s, c.message)) << s.message() << " / " << c.message;
   }
@@ -1690,7 +1690,7 @@ TEST(ActivationPacket, AutoIndexPicksTheSubsetBitmapForSharedColumns) {
   const PacketInfo info = *InspectPacket(packet);
   EXPECT_EQ(info.header.index_codec, IndexCodec::kSubsetBitmap);
   EXPECT_EQ(info.sections[0].raw_bytes, 128u + 64u * 200u / 8u);
-  EXPECT_LT(info.sections[0].raw_bytes, codec_internal::DeltaVarintBytes(t.row_offsets, t.indices));
+  EXPECT_LT(info.sections[0].raw_bytes, internal::DeltaVarintBytes(t.row_offsets, t.indices));
   auto decoded = DecodeActivation(packet);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   EXPECT_EQ(decoded->indices, t.indices);
@@ -1748,7 +1748,7 @@ TEST(PacketSizeEstimate, UnitGranularityIsPricedAsWholeUnits) {
   ASSERT_TRUE(map.ok());
   std::vector<float> unit_values = {0.9f, 1.0f, 0.8f, 0.1f};  // the partial unit is dropped
   ASSERT_TRUE(map->Assign(unit_values).ok());
-  auto router = Router::Create({.policy = ScorePolicy::kSensitivity});
+  auto router = Router::Create({.scoring = Scoring::kSensitivity});
   ASSERT_TRUE(router.ok());
   for (double keep : {0.25, 0.5, 0.75, 1.0}) {
     const Contract contract{.keep = keep,
@@ -1760,7 +1760,7 @@ TEST(PacketSizeEstimate, UnitGranularityIsPricedAsWholeUnits) {
     ASSERT_TRUE(router->Route({a.data(), rows, cols}, &*map, contract, 0, &routed).ok());
     ASSERT_TRUE(EncodeActivation(routed, contract, {}, {}, &forward).ok());
     std::vector<float> grad(routed.num_kept(), 0.5f);
-    ASSERT_TRUE(EncodeGradient(routed, grad, ValueCodec::kFp16, {}, {}, &backward).ok());
+    ASSERT_TRUE(EncodeGradientValues(routed, grad, ValueCodec::kFp16, {}, {}, &backward).ok());
     const double real = static_cast<double>(forward.size() + backward.size());
     const double estimate = EstimateStepBytes(contract, rows, cols, true, ValueCodec::kFp16, block);
     EXPECT_GE(estimate, real) << "keep " << keep;
@@ -1773,17 +1773,17 @@ TEST(PacketSizeEstimate, EstimateStepBytesAgreesWithEncodedSizesWithin3Percent) 
   struct Case {
     double keep, keep_full;
     ValueCodec full, lossy;
-    RestPolicy rest;
+    RestCodec rest;
     double tolerance;
   };
   const std::vector<Case> cases = {
-      {0.01, 1.0, ValueCodec::kFp32, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
-      {0.03, 1.0, ValueCodec::kFp16, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
-      {0.05, 0.5, ValueCodec::kFp32, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
-      {0.10, 0.5, ValueCodec::kFp16, ValueCodec::kInt4, RestPolicy::kDrop, 0.03},
-      {0.25, 0.25, ValueCodec::kBf16, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
-      {0.50, 0.5, ValueCodec::kFp32, ValueCodec::kInt4, RestPolicy::kSign1, 0.03},
-      {0.90, 1.0, ValueCodec::kFp16, ValueCodec::kInt8, RestPolicy::kDrop, 0.03},
+      {0.01, 1.0, ValueCodec::kFp32, ValueCodec::kInt8, RestCodec::kDrop, 0.03},
+      {0.03, 1.0, ValueCodec::kFp16, ValueCodec::kInt8, RestCodec::kDrop, 0.03},
+      {0.05, 0.5, ValueCodec::kFp32, ValueCodec::kInt8, RestCodec::kDrop, 0.03},
+      {0.10, 0.5, ValueCodec::kFp16, ValueCodec::kInt4, RestCodec::kDrop, 0.03},
+      {0.25, 0.25, ValueCodec::kBf16, ValueCodec::kInt8, RestCodec::kDrop, 0.03},
+      {0.50, 0.5, ValueCodec::kFp32, ValueCodec::kInt4, RestCodec::kSign1, 0.03},
+      {0.90, 1.0, ValueCodec::kFp16, ValueCodec::kInt8, RestCodec::kDrop, 0.03},
   };
   const uint32_t rows = 64, cols = 1024;
   for (const Case& c : cases) {
@@ -1799,7 +1799,7 @@ TEST(PacketSizeEstimate, EstimateStepBytesAgreesWithEncodedSizesWithin3Percent) 
     std::vector<uint8_t> forward, backward;
     ASSERT_TRUE(EncodeActivation(t, contract, {}, {}, &forward).ok());
     std::vector<float> grad(t.num_kept(), 0.5f);
-    ASSERT_TRUE(EncodeGradient(t, grad, ValueCodec::kFp16, {}, {}, &backward).ok());
+    ASSERT_TRUE(EncodeGradientValues(t, grad, ValueCodec::kFp16, {}, {}, &backward).ok());
     const double est_fwd = EstimateStepBytes(contract, rows, cols, false);
     const double est_both = EstimateStepBytes(contract, rows, cols, true, ValueCodec::kFp16);
     const double real_both = static_cast<double>(forward.size() + backward.size());
@@ -1807,7 +1807,7 @@ TEST(PacketSizeEstimate, EstimateStepBytesAgreesWithEncodedSizesWithin3Percent) 
         "[ estimate ] keep %.2f full %.2f %s/%s %s: encoded %zu, estimated %.0f (%+.2f%%); "
         "with gradient %.0f vs %.0f (%+.2f%%)\n",
         c.keep, c.keep_full, Traits(c.full).name.data(), Traits(c.lossy).name.data(),
-        RestPolicyName(c.rest).data(), forward.size(), est_fwd,
+        RestCodecName(c.rest).data(), forward.size(), est_fwd,
         100.0 * (est_fwd / static_cast<double>(forward.size()) - 1), real_both, est_both,
         100.0 * (est_both / real_both - 1));
     EXPECT_NEAR(est_fwd / static_cast<double>(forward.size()), 1.0, c.tolerance);

@@ -61,7 +61,7 @@ SensitivityMap RandomMap(size_t cols, size_t block, uint32_t seed) {
 
 Contract MakeContract(double keep, double keep_full = 1.0,
                       Granularity granularity = Granularity::kElement,
-                      RestPolicy rest = RestPolicy::kDrop) {
+                      RestCodec rest = RestCodec::kDrop) {
   Contract c;
   c.keep = keep;
   c.keep_full = keep_full;
@@ -70,10 +70,10 @@ Contract MakeContract(double keep, double keep_full = 1.0,
   return c;
 }
 
-Router MakeRouter(ScorePolicy policy, double eps = 1e-3, uint64_t seed = 0,
-                  NonFinitePolicy non_finite = NonFinitePolicy::kReject) {
+Router MakeRouter(Scoring scoring, double eps = 1e-3, uint64_t seed = 0,
+                  OnNonFinite non_finite = OnNonFinite::kReject) {
   Result<Router> router =
-      Router::Create({.policy = policy,
+      Router::Create({.scoring = scoring,
                       .eps = eps,
                       .seed = seed,
                       .non_finite = non_finite,
@@ -151,20 +151,20 @@ std::vector<uint32_t> ToVector(std::span<const uint32_t> s) { return {s.begin(),
 
 // ----------------------------------------------------------------------------- names
 
-TEST(ScorePolicy, NamesRoundTrip) {
-  for (size_t i = 0; i < kNumScorePolicies; ++i) {
-    const auto p = static_cast<ScorePolicy>(i);
-    Result<ScorePolicy> parsed = ParseScorePolicy(ScorePolicyName(p));
+TEST(Scoring, NamesRoundTrip) {
+  for (size_t i = 0; i < kNumScorings; ++i) {
+    const auto p = static_cast<Scoring>(i);
+    Result<Scoring> parsed = ParseScoring(ScoringName(p));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, p);
   }
-  EXPECT_EQ(ScorePolicyName(ScorePolicy::kSensitivity), "sensitivity");
-  EXPECT_EQ(ScorePolicyName(ScorePolicy::kMagnitude), "magnitude");
-  EXPECT_EQ(ScorePolicyName(ScorePolicy::kRandom), "random");
+  EXPECT_EQ(ScoringName(Scoring::kSensitivity), "sensitivity");
+  EXPECT_EQ(ScoringName(Scoring::kMagnitude), "magnitude");
+  EXPECT_EQ(ScoringName(Scoring::kRandom), "random");
 }
 
-TEST(ScorePolicy, UnknownNameIsAnErrorNamingIt) {
-  Result<ScorePolicy> parsed = ParseScorePolicy("loudest");
+TEST(Scoring, UnknownNameIsAnErrorNamingIt) {
+  Result<Scoring> parsed = ParseScoring("loudest");
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.status().code(), ErrorCode::kInvalidArgument);
   EXPECT_NE(parsed.status().message().find("loudest"), std::string::npos);
@@ -183,9 +183,9 @@ TEST(Router, CreateRejectsNegativeOrNonFiniteEps) {
 }
 
 TEST(Router, CreateRejectsUnknownPolicy) {
-  Result<Router> router = Router::Create({.policy = static_cast<ScorePolicy>(7)});
+  Result<Router> router = Router::Create({.scoring = static_cast<Scoring>(7)});
   ASSERT_FALSE(router.ok());
-  EXPECT_NE(router.status().message().find("router.policy"), std::string::npos);
+  EXPECT_NE(router.status().message().find("router.scoring"), std::string::npos);
 }
 
 // ----------------------------------------------------------------------------- seed semantics
@@ -199,7 +199,7 @@ TEST(Router, SeedPseudocodeKeepsIntNTimesContractOver100) {
                      " seed=" + std::to_string(seed));
         const std::vector<float> a = RandomValues(1, n, seed, seed == 2);
         const SensitivityMap map = RandomMap(n, 1, seed + 10);
-        const Router router = MakeRouter(ScorePolicy::kSensitivity, 1e-3);
+        const Router router = MakeRouter(Scoring::kSensitivity, 1e-3);
         const RoutedTensor routed =
             MustRoute(router, View(a, 1, n), &map, MakeContract(percent / 100));
 
@@ -220,7 +220,7 @@ TEST(Router, SeedPseudocodeAppliesToEachRowInElementMode) {
   const size_t cols = 50;
   const std::vector<float> a = RandomValues(rows, cols, 5);
   const SensitivityMap map = RandomMap(cols, 1, 6);
-  const Router router = MakeRouter(ScorePolicy::kSensitivity, 1e-3);
+  const Router router = MakeRouter(Scoring::kSensitivity, 1e-3);
   const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map, MakeContract(0.2));
   for (size_t r = 0; r < rows; ++r) {
     std::vector<double> importance(cols);
@@ -254,7 +254,7 @@ TEST(Router, ExactTopKEqualsFullSortReference) {
         ASSERT_EQ(KeptCount(cols, keep), k);
         const std::vector<float> a = RandomValues(rows, cols, seed, quantized);
         const SensitivityMap map = RandomMap(cols, 1, seed * 7);
-        const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.01);
+        const Router router = MakeRouter(Scoring::kSensitivity, 0.01);
         const double keep_full = 0.5;
         const RoutedTensor routed =
             MustRoute(router, View(a, rows, cols), &map, MakeContract(keep, keep_full));
@@ -277,7 +277,7 @@ TEST(Router, ExactTopKEqualsFullSortReference) {
 
 TEST(Router, KeepBelowOneEntryKeepsNothingAndScattersZeros) {
   const std::vector<float> a = RandomValues(2, 7, 3);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed = MustRoute(router, View(a, 2, 7), nullptr, MakeContract(0.1));
   EXPECT_EQ(routed.num_kept(), 0u);
   EXPECT_EQ(routed.row_offsets, (std::vector<uint32_t>{0, 0, 0}));
@@ -292,7 +292,7 @@ TEST(Router, AllEqualActivationsKeepTheLowestColumns) {
   const size_t rows = 3;
   const size_t cols = 20;
   const std::vector<float> a(rows * cols, 0.5f);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed =
       MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.25, 0.4));
   std::vector<uint32_t> lowest(5);
@@ -312,8 +312,8 @@ TEST(Router, AllZeroMapStillRoutesByMagnitudeTimesEps) {
   const size_t cols = 33;
   const std::vector<float> a = RandomValues(rows, cols, 11);
   const SensitivityMap zero_map = MakeMap(cols, 1, std::vector<float>(cols, 0.0f));
-  const Router by_sensitivity = MakeRouter(ScorePolicy::kSensitivity, 1e-3);
-  const Router by_magnitude = MakeRouter(ScorePolicy::kMagnitude);
+  const Router by_sensitivity = MakeRouter(Scoring::kSensitivity, 1e-3);
+  const Router by_magnitude = MakeRouter(Scoring::kMagnitude);
   const Contract contract = MakeContract(0.3, 0.5);
   const RoutedTensor s = MustRoute(by_sensitivity, View(a, rows, cols), &zero_map, contract);
   const RoutedTensor m = MustRoute(by_magnitude, View(a, rows, cols), nullptr, contract);
@@ -325,7 +325,7 @@ TEST(Router, AllZeroMapStillRoutesByMagnitudeTimesEps) {
 TEST(Router, AllZeroMapWithZeroEpsKeepsTheLowestColumns) {
   const std::vector<float> a = RandomValues(2, 10, 4);
   const SensitivityMap zero_map = MakeMap(10, 1, std::vector<float>(10, 0.0f));
-  const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.0);
+  const Router router = MakeRouter(Scoring::kSensitivity, 0.0);
   const RoutedTensor routed = MustRoute(router, View(a, 2, 10), &zero_map, MakeContract(0.3));
   EXPECT_EQ(ToVector(routed.RowIndices(1)), (std::vector<uint32_t>{0, 1, 2}));
 }
@@ -336,7 +336,7 @@ TEST(Router, TierCountsFollowKeepFull) {
   const size_t rows = 5;
   const size_t cols = 64;
   const std::vector<float> a = RandomValues(rows, cols, 21);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   for (double keep_full : {0.0, 0.3, 0.5, 1.0}) {
     const Contract contract = MakeContract(0.25, keep_full);
     const RoutedTensor routed = MustRoute(router, View(a, rows, cols), nullptr, contract);
@@ -353,7 +353,7 @@ TEST(Router, FullTierScoresAreAtLeastLossyTierScores) {
   const size_t cols = 100;
   const std::vector<float> a = RandomValues(rows, cols, 22);
   const SensitivityMap map = RandomMap(cols, 1, 23);
-  const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.05);
+  const Router router = MakeRouter(Scoring::kSensitivity, 0.05);
   const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map, MakeContract(0.4, 0.3));
   for (size_t r = 0; r < rows; ++r) {
     double min_full = std::numeric_limits<double>::infinity();
@@ -421,7 +421,7 @@ TEST(Router, UnitGranularityMatchesPlainReference) {
                        " keep=" + std::to_string(keep) + " seed=" + std::to_string(seed));
           const std::vector<float> a = RandomValues(rows, cols, seed, seed == 2);
           const SensitivityMap map = RandomMap(cols, block, seed + 3);
-          const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.02);
+          const Router router = MakeRouter(Scoring::kSensitivity, 0.02);
           const RoutedTensor routed = MustRoute(router, View(a, rows, cols), &map,
                                                 MakeContract(keep, 0.5, Granularity::kUnit));
           const RefUnits ref = RefUnitSelect(a, rows, cols, block, &map, 0.02, keep, 0.5);
@@ -450,7 +450,7 @@ TEST(Router, UnitGranularityKeepsWholeBlocksIncludingThePartialLast) {
   const size_t cols = 10;
   const std::vector<float> a(rows * cols, 1.0f);
   const SensitivityMap map = MakeMap(cols, 4, {0.0f, 0.1f, 1.0f});
-  const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.0);
+  const Router router = MakeRouter(Scoring::kSensitivity, 0.0);
   const RoutedTensor routed =
       MustRoute(router, View(a, rows, cols), &map, MakeContract(0.34, 1.0, Granularity::kUnit));
   EXPECT_EQ(routed.indices, (std::vector<uint32_t>{8, 9}));
@@ -467,7 +467,7 @@ TEST(Router, UnitGranularityWithoutSensitivityUsesSingleColumns) {
   const size_t cols = 12;
   const std::vector<float> a = RandomValues(rows, cols, 31);
   const SensitivityMap map = RandomMap(cols, 4, 32);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed =
       MustRoute(router, View(a, rows, cols), &map, MakeContract(0.25, 1.0, Granularity::kUnit));
   const RefUnits ref = RefUnitSelect(a, rows, cols, 1, nullptr, 0.0, 0.25, 1.0);
@@ -529,10 +529,10 @@ TEST(Router, Sign1RestMatchesReferenceInElementMode) {
       SCOPED_TRACE("cols=" + std::to_string(cols) + " keep=" + std::to_string(keep));
       const size_t rows = 5;
       const std::vector<float> a = RandomValues(rows, cols, 41, cols == 7);
-      const Router router = MakeRouter(ScorePolicy::kMagnitude);
+      const Router router = MakeRouter(Scoring::kMagnitude);
       const RoutedTensor routed =
           MustRoute(router, View(a, rows, cols), nullptr,
-                    MakeContract(keep, 0.5, Granularity::kElement, RestPolicy::kSign1));
+                    MakeContract(keep, 0.5, Granularity::kElement, RestCodec::kSign1));
       ExpectSign1MatchesReference(routed, a);
     }
   }
@@ -543,19 +543,19 @@ TEST(Router, Sign1RestMatchesReferenceInUnitMode) {
   const size_t cols = 10;
   const std::vector<float> a = RandomValues(rows, cols, 42);
   const SensitivityMap map = RandomMap(cols, 4, 43);
-  const Router router = MakeRouter(ScorePolicy::kSensitivity);
+  const Router router = MakeRouter(Scoring::kSensitivity);
   const RoutedTensor routed =
       MustRoute(router, View(a, rows, cols), &map,
-                MakeContract(0.34, 1.0, Granularity::kUnit, RestPolicy::kSign1));
+                MakeContract(0.34, 1.0, Granularity::kUnit, RestCodec::kSign1));
   ExpectSign1MatchesReference(routed, a);
 }
 
 TEST(Router, Sign1CentroidOfAnEmptySideIsZero) {
   const std::vector<float> a = {3, 1, 2, 4};  // the rest is all positive
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed =
       MustRoute(router, View(a, 1, 4), nullptr,
-                MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1));
+                MakeContract(0.5, 1.0, Granularity::kElement, RestCodec::kSign1));
   EXPECT_EQ(routed.indices, (std::vector<uint32_t>{0, 3}));
   EXPECT_EQ(routed.rest_centroids, (std::vector<float>{1.5f, 0.0f}));
   EXPECT_EQ(routed.rest_bits, (std::vector<uint8_t>{0b11}));
@@ -563,11 +563,11 @@ TEST(Router, Sign1CentroidOfAnEmptySideIsZero) {
 
 TEST(Router, DropRestLeavesRestFieldsEmpty) {
   const std::vector<float> a = RandomValues(3, 9, 44);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   RoutedTensor out;
   ASSERT_TRUE(router
                   .Route(View(a, 3, 9), nullptr,
-                         MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+                         MakeContract(0.5, 1.0, Granularity::kElement, RestCodec::kSign1), 0, &out)
                   .ok());
   ASSERT_FALSE(out.rest_bits.empty());
   ASSERT_TRUE(router.Route(View(a, 3, 9), nullptr, MakeContract(0.5), 0, &out).ok());
@@ -582,7 +582,7 @@ TEST(Scatter, PutsValuesBackAndZerosElsewhere) {
   const size_t rows = 4;
   const size_t cols = 33;
   const std::vector<float> a = RandomValues(rows, cols, 51);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
     const RoutedTensor routed =
         MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.3, 0.5, g));
@@ -600,7 +600,7 @@ TEST(Scatter, PutsValuesBackAndZerosElsewhere) {
 
 TEST(Scatter, FullKeepReconstructsTheActivationExactly) {
   const std::vector<float> a = RandomValues(3, 17, 52);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed = MustRoute(router, View(a, 3, 17), nullptr, MakeContract(1.0, 0.5));
   std::vector<float> dense(a.size());
   ASSERT_TRUE(Scatter(routed, {dense.data(), 3, 17}).ok());
@@ -612,7 +612,7 @@ TEST(GatherAtMask, RoundTripsThroughScatterAtMask) {
   const size_t cols = 40;
   const std::vector<float> a = RandomValues(rows, cols, 53);
   const std::vector<float> g = RandomValues(rows, cols, 54);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
     const RoutedTensor mask =
         MustRoute(router, View(a, rows, cols), nullptr, MakeContract(0.2, 1.0, gran));
@@ -641,7 +641,7 @@ TEST(GatherAtMask, RoundTripsThroughScatterAtMask) {
 TEST(GatherAtMask, RejectsNonFiniteGradientAtAKeptPositionOnly) {
   const std::vector<float> a = {1, 0, 0, 2};  // keeps columns 0 and 3
   std::vector<float> g = {0.5f, kNaN, kInf, 0.25f};
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor mask = MustRoute(router, View(a, 1, 4), nullptr, MakeContract(0.5));
   std::vector<float> values;
   ASSERT_TRUE(GatherAtMask(mask, View(g, 1, 4), &values).ok());
@@ -650,7 +650,7 @@ TEST(GatherAtMask, RejectsNonFiniteGradientAtAKeptPositionOnly) {
   const Status bad = GatherAtMask(mask, View(g, 1, 4), &values);
   EXPECT_EQ(bad.code(), ErrorCode::kNonFinite);
   EXPECT_NE(bad.message().find("gradient[0][3]"), std::string::npos) << bad.message();
-  ASSERT_TRUE(GatherAtMask(mask, View(g, 1, 4), &values, NonFinitePolicy::kTreatAsZero).ok());
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 1, 4), &values, OnNonFinite::kTreatAsZero).ok());
   EXPECT_EQ(values, (std::vector<float>{0.5f, 0.0f}));
 }
 
@@ -658,7 +658,7 @@ TEST(GatherAtMask, RejectsNonFiniteGradientAtAKeptPositionOnly) {
 // at awkward widths (rows that start mid-byte, tails of a vector and of a word) and both
 // granularities.
 TEST(KeptMask, GatherAndScatterEqualTheColumnListForms) {
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   for (size_t cols : {1u, 7u, 40u, 63u, 64u, 100u, 1024u, 1030u}) {
     for (Granularity gran : {Granularity::kElement, Granularity::kUnit}) {
       for (double keep : {0.05, 0.3, 1.0}) {
@@ -688,7 +688,7 @@ TEST(KeptMask, GatherAndScatterEqualTheColumnListForms) {
 TEST(KeptMask, GatherNamesANonFiniteGradientByRowAndColumn) {
   const std::vector<float> a = {1, 0, 0, 2, 0, 3, 4, 0};  // 2 x 4, keep 2 per row
   std::vector<float> g = {0.5f, kNaN, kInf, 0.25f, 1.0f, 2.0f, 3.0f, 4.0f};
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed = MustRoute(router, View(a, 2, 4), nullptr, MakeContract(0.5));
   KeptMask mask;
   ASSERT_TRUE(MaskOf(routed, &mask).ok());
@@ -699,7 +699,7 @@ TEST(KeptMask, GatherNamesANonFiniteGradientByRowAndColumn) {
   const Status bad = GatherAtMask(mask, View(g, 2, 4), &values);
   EXPECT_EQ(bad.code(), ErrorCode::kNonFinite);
   EXPECT_NE(bad.message().find("gradient[1][2]"), std::string::npos) << bad.message();
-  ASSERT_TRUE(GatherAtMask(mask, View(g, 2, 4), &values, NonFinitePolicy::kTreatAsZero).ok());
+  ASSERT_TRUE(GatherAtMask(mask, View(g, 2, 4), &values, OnNonFinite::kTreatAsZero).ok());
   EXPECT_EQ(values, (std::vector<float>{0.5f, 0.25f, 2.0f, 0.0f}));
 }
 
@@ -709,7 +709,7 @@ TEST(KeptMask, GatherNamesANonFiniteGradientByRowAndColumn) {
 // ranges.
 TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
   constexpr size_t kSerial = std::numeric_limits<size_t>::max();
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const int saved_threads = omp_get_max_threads();
   for (int threads : {2, 3, 5}) {
     omp_set_num_threads(threads);
@@ -730,12 +730,11 @@ TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
                                     " x " + std::to_string(cols) + " keep " + std::to_string(keep);
           std::vector<float> want, got, got_mask;
           ASSERT_TRUE(
-              GatherAtMask(routed, View(g, rows, cols), &want, NonFinitePolicy::kReject, kSerial)
-                  .ok());
+              GatherAtMask(routed, View(g, rows, cols), &want, OnNonFinite::kReject, kSerial).ok());
           ASSERT_TRUE(
-              GatherAtMask(routed, View(g, rows, cols), &got, NonFinitePolicy::kReject, 1).ok());
+              GatherAtMask(routed, View(g, rows, cols), &got, OnNonFinite::kReject, 1).ok());
           ASSERT_TRUE(
-              GatherAtMask(mask, View(g, rows, cols), &got_mask, NonFinitePolicy::kReject, 1).ok());
+              GatherAtMask(mask, View(g, rows, cols), &got_mask, OnNonFinite::kReject, 1).ok());
           EXPECT_EQ(got, want) << where;
           EXPECT_EQ(got_mask, want) << where;
           std::vector<float> serial(rows * cols, 3.0f), par(rows * cols, 4.0f),
@@ -759,8 +758,8 @@ TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
           const std::string field =
               "gradient[" + std::to_string(r_bad - 1) + "][" + std::to_string(c) + "]";
           for (const Status& s :
-               {GatherAtMask(routed, View(g, rows, cols), &got, NonFinitePolicy::kReject, 1),
-                GatherAtMask(mask, View(g, rows, cols), &got_mask, NonFinitePolicy::kReject, 1)}) {
+               {GatherAtMask(routed, View(g, rows, cols), &got, OnNonFinite::kReject, 1),
+                GatherAtMask(mask, View(g, rows, cols), &got_mask, OnNonFinite::kReject, 1)}) {
             EXPECT_EQ(s.code(), ErrorCode::kNonFinite) << where;
             EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
           }
@@ -774,7 +773,7 @@ TEST(ParallelRows, ScattersAndGathersEqualOneThread) {
 // The mask-only calls check what they read: positions and counts, not values or tiers.
 TEST(RoutedTensor, ValidateMaskChecksPositionsNotValues) {
   const std::vector<float> a = RandomValues(3, 12, 81);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   RoutedTensor mask = MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25));
   mask.values[1] = kNaN;
   mask.tiers[2] = static_cast<Tier>(7);
@@ -799,7 +798,7 @@ TEST(RoutedTensor, ValidateMaskChecksPositionsNotValues) {
 
 TEST(KeptMask, ValidateNamesTheBrokenField) {
   const std::vector<float> a = RandomValues(3, 12, 80);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed = MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25));
   KeptMask good;
   ASSERT_TRUE(MaskOf(routed, &good).ok());
@@ -858,12 +857,12 @@ TEST(Router, RandomPolicyIsDeterministicPerSeedAndStep) {
   const size_t rows = 4;
   const size_t cols = 200;
   const std::vector<float> a = RandomValues(rows, cols, 61);
-  const Router router = MakeRouter(ScorePolicy::kRandom, 1e-3, 1234);
+  const Router router = MakeRouter(Scoring::kRandom, 1e-3, 1234);
   const Contract contract = MakeContract(0.1, 0.5);
   const RoutedTensor first = MustRoute(router, View(a, rows, cols), nullptr, contract, 7);
   const RoutedTensor again = MustRoute(router, View(a, rows, cols), nullptr, contract, 7);
   const RoutedTensor next_step = MustRoute(router, View(a, rows, cols), nullptr, contract, 8);
-  const Router other_seed_router = MakeRouter(ScorePolicy::kRandom, 1e-3, 4321);
+  const Router other_seed_router = MakeRouter(Scoring::kRandom, 1e-3, 4321);
   const RoutedTensor other_seed =
       MustRoute(other_seed_router, View(a, rows, cols), nullptr, contract, 7);
   EXPECT_EQ(first.indices, again.indices);
@@ -877,7 +876,7 @@ TEST(Router, RandomPolicyIsDeterministicPerSeedAndStep) {
 TEST(Router, RandomPolicyIgnoresTheActivationValues) {
   const std::vector<float> a = RandomValues(2, 50, 62);
   const std::vector<float> b = RandomValues(2, 50, 63);
-  const Router router = MakeRouter(ScorePolicy::kRandom, 1e-3, 5);
+  const Router router = MakeRouter(Scoring::kRandom, 1e-3, 5);
   const RoutedTensor ra = MustRoute(router, View(a, 2, 50), nullptr, MakeContract(0.2), 3);
   const RoutedTensor rb = MustRoute(router, View(b, 2, 50), nullptr, MakeContract(0.2), 3);
   EXPECT_EQ(ra.indices, rb.indices);
@@ -889,7 +888,7 @@ TEST(Router, MagnitudePolicyIgnoresTheMap) {
   const std::vector<float> a = RandomValues(rows, cols, 64);
   const SensitivityMap map = RandomMap(cols, 1, 65);
   const SensitivityMap narrow_map = RandomMap(5, 1, 66);  // wrong width: ignored too
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const Contract contract = MakeContract(0.2, 0.5);
   const RoutedTensor without = MustRoute(router, View(a, rows, cols), nullptr, contract);
   const RoutedTensor with = MustRoute(router, View(a, rows, cols), &map, contract);
@@ -902,18 +901,17 @@ TEST(Router, MagnitudePolicyIgnoresTheMap) {
 TEST(Router, TreatAsZeroNeverSendsNonFiniteValues) {
   // Every entry of row 0 is non-finite and keep = 1 forces them all to be kept.
   std::vector<float> a = {kNaN, kInf, -kInf, kNaN, 1.0f, -2.0f, kNaN, 0.5f};
-  const Router router = MakeRouter(ScorePolicy::kMagnitude, 1e-3, 0, NonFinitePolicy::kTreatAsZero);
+  const Router router = MakeRouter(Scoring::kMagnitude, 1e-3, 0, OnNonFinite::kTreatAsZero);
   const RoutedTensor all = MustRoute(router, View(a, 2, 4), nullptr, MakeContract(1.0));
   EXPECT_EQ(all.values, (std::vector<float>{0, 0, 0, 0, 1.0f, -2.0f, 0, 0.5f}));
   // With room to choose, non-finite entries score 0 and lose to the finite ones.
   const RoutedTensor half =
       MustRoute(router, View(a, 2, 4), nullptr,
-                MakeContract(0.5, 1.0, Granularity::kElement, RestPolicy::kSign1));
+                MakeContract(0.5, 1.0, Granularity::kElement, RestCodec::kSign1));
   EXPECT_EQ(ToVector(half.RowIndices(1)), (std::vector<uint32_t>{0, 1}));
   for (float v : half.values) EXPECT_TRUE(std::isfinite(v));
   for (float v : half.rest_centroids) EXPECT_TRUE(std::isfinite(v));
-  const Router sensitive =
-      MakeRouter(ScorePolicy::kSensitivity, 1e-3, 0, NonFinitePolicy::kTreatAsZero);
+  const Router sensitive = MakeRouter(Scoring::kSensitivity, 1e-3, 0, OnNonFinite::kTreatAsZero);
   const SensitivityMap map = RandomMap(4, 1, 67);
   const RoutedTensor unit =
       MustRoute(sensitive, View(a, 2, 4), &map, MakeContract(0.5, 1.0, Granularity::kUnit));
@@ -923,7 +921,7 @@ TEST(Router, TreatAsZeroNeverSendsNonFiniteValues) {
 // ----------------------------------------------------------------------------- bad input
 
 TEST(Router, RejectsNonFiniteActivationNamingRowAndColumn) {
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   for (float bad : {kNaN, kInf, -kInf}) {
     std::vector<float> a = RandomValues(3, 5, 71);
     a[1 * 5 + 2] = bad;
@@ -936,7 +934,7 @@ TEST(Router, RejectsNonFiniteActivationNamingRowAndColumn) {
 }
 
 TEST(Router, RejectsEmptyOrNullActivation) {
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const std::vector<float> a(6, 1.0f);
   const struct {
     ConstMatrix m;
@@ -958,7 +956,7 @@ TEST(Router, RejectsEmptyOrNullActivation) {
 TEST(Router, RejectsMapOfTheWrongWidth) {
   const std::vector<float> a = RandomValues(2, 8, 72);
   const SensitivityMap map = RandomMap(9, 1, 73);
-  const Router router = MakeRouter(ScorePolicy::kSensitivity);
+  const Router router = MakeRouter(Scoring::kSensitivity);
   Result<RoutedTensor> routed = router.Route(View(a, 2, 8), &map, MakeContract(0.5), 0);
   ASSERT_FALSE(routed.ok());
   EXPECT_EQ(routed.status().code(), ErrorCode::kShapeMismatch);
@@ -968,7 +966,7 @@ TEST(Router, RejectsMapOfTheWrongWidth) {
 
 TEST(Router, RejectsMissingMapUnderSensitivityPolicy) {
   const std::vector<float> a = RandomValues(2, 8, 74);
-  const Router router = MakeRouter(ScorePolicy::kSensitivity);
+  const Router router = MakeRouter(Scoring::kSensitivity);
   Result<RoutedTensor> routed = router.Route(View(a, 2, 8), nullptr, MakeContract(0.5), 0);
   ASSERT_FALSE(routed.ok());
   EXPECT_EQ(routed.status().code(), ErrorCode::kInvalidArgument);
@@ -977,7 +975,7 @@ TEST(Router, RejectsMissingMapUnderSensitivityPolicy) {
 
 TEST(Router, RejectsInvalidContract) {
   const std::vector<float> a = RandomValues(2, 8, 75);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   for (double keep : {0.0, 1.5, std::nan(""), -0.5}) {
     Result<RoutedTensor> routed = router.Route(View(a, 2, 8), nullptr, MakeContract(keep), 0);
     ASSERT_FALSE(routed.ok()) << keep;
@@ -991,7 +989,7 @@ TEST(Router, RejectsInvalidContract) {
 
 TEST(Router, ErrorLeavesOutputUntouched) {
   const std::vector<float> a = RandomValues(2, 8, 76);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   RoutedTensor out;
   ASSERT_TRUE(router.Route(View(a, 2, 8), nullptr, MakeContract(0.5), 0, &out).ok());
   const RoutedTensor before = out;
@@ -1004,18 +1002,18 @@ TEST(Router, ErrorLeavesOutputUntouched) {
 TEST(Router, RouteReusesOutputCapacity) {
   const std::vector<float> big = RandomValues(16, 256, 77);
   const std::vector<float> small = RandomValues(4, 16, 78);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   RoutedTensor out;
   ASSERT_TRUE(router
                   .Route(View(big, 16, 256), nullptr,
-                         MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+                         MakeContract(0.5, 0.5, Granularity::kElement, RestCodec::kSign1), 0, &out)
                   .ok());
   const float* values = out.values.data();
   const uint32_t* indices = out.indices.data();
   const uint8_t* bits = out.rest_bits.data();
   ASSERT_TRUE(router
                   .Route(View(small, 4, 16), nullptr,
-                         MakeContract(0.5, 0.5, Granularity::kElement, RestPolicy::kSign1), 0, &out)
+                         MakeContract(0.5, 0.5, Granularity::kElement, RestCodec::kSign1), 0, &out)
                   .ok());
   EXPECT_EQ(out.values.data(), values);
   EXPECT_EQ(out.indices.data(), indices);
@@ -1025,7 +1023,7 @@ TEST(Router, RouteReusesOutputCapacity) {
 
 TEST(Scatter, RejectsOutputOfTheWrongShape) {
   const std::vector<float> a = RandomValues(4, 6, 81);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor routed = MustRoute(router, View(a, 4, 6), nullptr, MakeContract(0.5));
   std::vector<float> dense(4 * 6);
   const Status rows = Scatter(routed, {dense.data(), 3, 6});
@@ -1042,7 +1040,7 @@ TEST(Scatter, RejectsOutputOfTheWrongShape) {
 
 TEST(GatherAtMask, RejectsWrongSizes) {
   const std::vector<float> a = RandomValues(4, 6, 82);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor mask = MustRoute(router, View(a, 4, 6), nullptr, MakeContract(0.5));
   std::vector<float> values;
   const Status rows = GatherAtMask(mask, View(a, 2, 6), &values);
@@ -1086,10 +1084,10 @@ void ExpectEachCorruptionCaught(const RoutedTensor& valid, const std::vector<Cor
 
 TEST(RoutedTensor, ValidateCatchesEachCorruptedElementField) {
   const std::vector<float> a = RandomValues(4, 10, 91);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor valid =
       MustRoute(router, View(a, 4, 10), nullptr,
-                MakeContract(0.3, 0.5, Granularity::kElement, RestPolicy::kSign1));
+                MakeContract(0.3, 0.5, Granularity::kElement, RestCodec::kSign1));
   // Rows keep 3 of 10: row_offsets = {0, 3, 6, 9, 12}.
   ExpectEachCorruptionCaught(
       valid,
@@ -1098,7 +1096,7 @@ TEST(RoutedTensor, ValidateCatchesEachCorruptedElementField) {
           {"zero cols", [](RoutedTensor& t) { t.cols = 0; }, "routed.cols = 0"},
           {"unknown granularity", [](RoutedTensor& t) { t.granularity = Granularity(7); },
            "routed.granularity = 7"},
-          {"unknown rest", [](RoutedTensor& t) { t.rest = RestPolicy(9); }, "routed.rest = 9"},
+          {"unknown rest", [](RoutedTensor& t) { t.rest = RestCodec(9); }, "routed.rest = 9"},
           {"row_offsets too short", [](RoutedTensor& t) { t.row_offsets.pop_back(); },
            "routed.row_offsets.size() = 4"},
           {"row_offsets too long", [](RoutedTensor& t) { t.row_offsets.push_back(12); },
@@ -1136,13 +1134,13 @@ TEST(RoutedTensor, ValidateCatchesEachCorruptedElementField) {
            "routed.rest_centroids[3]"},
           {"drop with rest_bits",
            [](RoutedTensor& t) {
-             t.rest = RestPolicy::kDrop;
+             t.rest = RestCodec::kDrop;
              t.rest_centroids.clear();
            },
            "routed.rest_bits.size() = 4"},
           {"drop with centroids",
            [](RoutedTensor& t) {
-             t.rest = RestPolicy::kDrop;
+             t.rest = RestCodec::kDrop;
              t.rest_bits.clear();
            },
            "routed.rest_centroids.size() = 8"},
@@ -1151,7 +1149,7 @@ TEST(RoutedTensor, ValidateCatchesEachCorruptedElementField) {
 
 TEST(RoutedTensor, ValidateCatchesEachCorruptedUnitField) {
   const std::vector<float> a = RandomValues(3, 10, 92);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const RoutedTensor valid =
       MustRoute(router, View(a, 3, 10), nullptr, MakeContract(0.4, 0.5, Granularity::kUnit));
   // 4 shared columns, 2 full and 2 lossy; values are 3 x 4.
@@ -1184,11 +1182,11 @@ TEST(RoutedTensor, RandomCorruptionIsEitherRejectedOrSafeToScatter) {
   // Whatever Validate accepts, Scatter and GatherAtMask must handle without reading out of
   // bounds (the sanitizer build turns any such read into a failure).
   const std::vector<float> a = RandomValues(3, 12, 93);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   std::mt19937 rng(94);
   for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
     const RoutedTensor valid =
-        MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25, 0.5, g, RestPolicy::kSign1));
+        MustRoute(router, View(a, 3, 12), nullptr, MakeContract(0.25, 0.5, g, RestCodec::kSign1));
     for (int trial = 0; trial < 2000; ++trial) {
       RoutedTensor t = valid;
       const uint32_t value = std::uniform_int_distribution<uint32_t>(0, 40)(rng);
@@ -1236,15 +1234,15 @@ TEST(Router, OutputIsIdenticalForOneAndTwoThreads) {
   const SensitivityMap map = RandomMap(cols, 8, 102);
   const int saved = omp_get_max_threads();
   const struct {
-    ScorePolicy policy;
+    Scoring scoring;
     Granularity granularity;
-  } cases[] = {{ScorePolicy::kSensitivity, Granularity::kElement},
-               {ScorePolicy::kSensitivity, Granularity::kUnit},
-               {ScorePolicy::kMagnitude, Granularity::kUnit},
-               {ScorePolicy::kRandom, Granularity::kElement}};
+  } cases[] = {{Scoring::kSensitivity, Granularity::kElement},
+               {Scoring::kSensitivity, Granularity::kUnit},
+               {Scoring::kMagnitude, Granularity::kUnit},
+               {Scoring::kRandom, Granularity::kElement}};
   for (const auto& c : cases) {
-    const Router router = MakeRouter(c.policy, 1e-3, 9);
-    const Contract contract = MakeContract(0.1, 0.5, c.granularity, RestPolicy::kSign1);
+    const Router router = MakeRouter(c.scoring, 1e-3, 9);
+    const Contract contract = MakeContract(0.1, 0.5, c.granularity, RestCodec::kSign1);
     omp_set_num_threads(1);
     const RoutedTensor one = MustRoute(router, View(a, rows, cols), &map, contract, 4);
     omp_set_num_threads(2);
@@ -1329,7 +1327,7 @@ TEST(RouterFastSelect, CreateRejectsUnknownSelectMethod) {
 }
 
 // The differential test of STYLE.md: kFast against kReference, bit for bit, over widths not a
-// multiple of 8/32/64, k = 0, 1, mid, n, every score policy, both granularities, both rest
+// multiple of 8/32/64, k = 0, 1, mid, n, every scoring, both granularities, both rest
 // policies, keep_full 0 / 0.5 / 1, and one vs two threads.
 TEST(RouterFastSelect, MatchesReferenceBitForBit) {
   const int saved = omp_get_max_threads();
@@ -1344,29 +1342,28 @@ TEST(RouterFastSelect, MatchesReferenceBitForBit) {
       const SensitivityMap fine = RandomMap(cols, 1, seed + 1);
       const size_t block = std::min<size_t>(8, cols);
       const SensitivityMap coarse = RandomMap(cols, block, seed + 2);
-      for (ScorePolicy policy :
-           {ScorePolicy::kSensitivity, ScorePolicy::kMagnitude, ScorePolicy::kRandom}) {
+      for (Scoring scoring : {Scoring::kSensitivity, Scoring::kMagnitude, Scoring::kRandom}) {
         for (Granularity granularity : {Granularity::kElement, Granularity::kUnit}) {
           const SensitivityMap* map = granularity == Granularity::kUnit ? &coarse : &fine;
           const size_t candidates =
-              granularity == Granularity::kUnit && policy == ScorePolicy::kSensitivity
+              granularity == Granularity::kUnit && scoring == Scoring::kSensitivity
                   ? (cols + block - 1) / block
                   : cols;
           for (const auto& [keep, k] : KeepsForEdgeKs(candidates)) {
             for (double keep_full : {0.0, 0.5, 1.0}) {
-              const RestPolicy rest = keep_full == 0.5 ? RestPolicy::kSign1 : RestPolicy::kDrop;
+              const RestCodec rest = keep_full == 0.5 ? RestCodec::kSign1 : RestCodec::kDrop;
               const Contract contract = MakeContract(keep, keep_full, granularity, rest);
-              RouterOptions options{.policy = policy,
+              RouterOptions options{.scoring = scoring,
                                     .eps = 1e-3,
                                     .seed = 5,
-                                    .non_finite = NonFinitePolicy::kTreatAsZero,
+                                    .non_finite = OnNonFinite::kTreatAsZero,
                                     .parallel_min_entries = 1};
               options.select = SelectMethod::kReference;
               const Router reference = *Router::Create(options);
               options.select = SelectMethod::kFast;
               const Router fast = *Router::Create(options);
               SCOPED_TRACE("cols=" + std::to_string(cols) + " kind=" + std::to_string(int(kind)) +
-                           " policy=" + std::string(ScorePolicyName(policy)) +
+                           " scoring=" + std::string(ScoringName(scoring)) +
                            " granularity=" + std::string(GranularityName(granularity)) +
                            " k=" + std::to_string(k) + " keep_full=" + std::to_string(keep_full));
               omp_set_num_threads(1);
@@ -1404,7 +1401,7 @@ TEST(RouterFastSelect, MatchesReferenceOnSignedZeroAndSubFloatScores) {
   for (double eps : {-0.0, 0.0, 1e-300}) {
     for (double keep : {0.01, 0.1, 0.5, 0.75, 0.9}) {
       const Contract contract = MakeContract(keep, 0.3);
-      RouterOptions options{.policy = ScorePolicy::kSensitivity, .eps = eps};
+      RouterOptions options{.scoring = Scoring::kSensitivity, .eps = eps};
       options.select = SelectMethod::kReference;
       const RoutedTensor want =
           MustRoute(*Router::Create(options), View(a, rows, cols), &map, contract);
@@ -1427,7 +1424,7 @@ TEST(RouterFastSelect, AgreesWithFullSortOracleOnManyRandomRows) {
     const SensitivityMap map = RandomMap(cols, 1, rng());
     const double keep = std::uniform_real_distribution<double>(0.001, 1.0)(rng);
     const double keep_full = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-    const Router router = MakeRouter(ScorePolicy::kSensitivity, 0.01);
+    const Router router = MakeRouter(Scoring::kSensitivity, 0.01);
     ASSERT_EQ(router.options().select, SelectMethod::kFast);
     const RoutedTensor routed =
         MustRoute(router, View(a, rows, cols), &map, MakeContract(keep, keep_full));
@@ -1459,7 +1456,7 @@ TEST(RouterApproximateSelect, StaysWithinToleranceAndKeepsEverythingAboveTheCut)
     const double keep = std::uniform_real_distribution<double>(0.001, 1.0)(rng);
     const double keep_full = trial % 2 ? 1.0 : 0.3;
     const double tolerance = trial % 4 == 0 ? 0.01 : 0.05;
-    auto router = Router::Create({.policy = ScorePolicy::kSensitivity,
+    auto router = Router::Create({.scoring = Scoring::kSensitivity,
                                   .eps = 0.01,
                                   .select = SelectMethod::kApproximate,
                                   .approx_tolerance = tolerance,
@@ -1570,12 +1567,12 @@ TEST(RouterOnePass, ExactMatchesReferenceOnRowsAlikeAndRowsThatDefeatThePredicti
       const std::vector<float> a = alike ? RandomValues(rows, cols, uint32_t(cols))
                                          : RowsThatDefeatTheModel(rows, cols, uint32_t(cols));
       const SensitivityMap map = RandomMap(cols, 1, uint32_t(cols) + 1);
-      for (ScorePolicy policy : {ScorePolicy::kMagnitude, ScorePolicy::kSensitivity}) {
+      for (Scoring scoring : {Scoring::kMagnitude, Scoring::kSensitivity}) {
         for (double keep : {0.01, 0.1, 0.5}) {
           for (double keep_full : {1.0, 0.3}) {
-            RouterOptions options{.policy = policy,
+            RouterOptions options{.scoring = scoring,
                                   .eps = 1e-3,
-                                  .non_finite = NonFinitePolicy::kTreatAsZero,
+                                  .non_finite = OnNonFinite::kTreatAsZero,
                                   .parallel_min_entries = 1};
             options.select = SelectMethod::kReference;
             const Contract contract = MakeContract(keep, keep_full);
@@ -1587,8 +1584,8 @@ TEST(RouterOnePass, ExactMatchesReferenceOnRowsAlikeAndRowsThatDefeatThePredicti
             for (int threads : {1, 2, 3}) {
               SCOPED_TRACE(::testing::Message()
                            << "cols " << cols << " alike " << alike << " policy "
-                           << ScorePolicyName(policy) << " keep " << keep << " keep_full "
-                           << keep_full << " threads " << threads);
+                           << ScoringName(scoring) << " keep " << keep << " keep_full " << keep_full
+                           << " threads " << threads);
               omp_set_num_threads(threads);
               RoutedTensor got;
               std::vector<uint8_t> bitmap;
@@ -1629,7 +1626,7 @@ TEST(RouterOnePass, RowsOfTiesMatchTheReferenceAndStayInTheWindow) {
     const SensitivityMap map = RandomMap(cols, 1, 3);
     for (double keep : {0.1, 0.25}) {
       const Contract contract = MakeContract(keep, 0.5);
-      RouterOptions options{.policy = ScorePolicy::kMagnitude, .parallel_min_entries = 1};
+      RouterOptions options{.scoring = Scoring::kMagnitude, .parallel_min_entries = 1};
       options.select = SelectMethod::kReference;
       omp_set_num_threads(1);
       const RoutedTensor want =
@@ -1683,9 +1680,9 @@ TEST(RouterApproximateSelect, OnePassKeepsTheExactTopCountOfEveryRow) {
       for (double tolerance : {0.05, 0.2}) {
         for (double keep_full : {1.0, 0.5}) {
           const double keep = 0.1;
-          auto router = Router::Create({.policy = ScorePolicy::kSensitivity,
+          auto router = Router::Create({.scoring = Scoring::kSensitivity,
                                         .eps = 0.01,
-                                        .non_finite = NonFinitePolicy::kTreatAsZero,
+                                        .non_finite = OnNonFinite::kTreatAsZero,
                                         .select = SelectMethod::kApproximate,
                                         .approx_tolerance = tolerance,
                                         .parallel_min_entries = 1});
@@ -1745,22 +1742,23 @@ TEST(RouteExtras, ColumnAbsSumsArePlainBlockSumsOnEveryPath) {
   const int saved = omp_get_max_threads();
   struct Case {
     SelectMethod select;
-    ScorePolicy policy;
+    Scoring scoring;
     Granularity granularity;
     size_t cols;
   };
   const std::vector<Case> cases = {
-      {SelectMethod::kFast, ScorePolicy::kSensitivity, Granularity::kElement, 512},
-      {SelectMethod::kFast, ScorePolicy::kMagnitude, Granularity::kElement, 2048},
-      {SelectMethod::kApproximate, ScorePolicy::kSensitivity, Granularity::kElement, 2048},
-      {SelectMethod::kReference, ScorePolicy::kSensitivity, Granularity::kElement, 100},
-      {SelectMethod::kFast, ScorePolicy::kRandom, Granularity::kElement, 1001},
-      {SelectMethod::kFast, ScorePolicy::kSensitivity, Granularity::kUnit, 1024},
+      {SelectMethod::kFast, Scoring::kSensitivity, Granularity::kElement, 512},
+      {SelectMethod::kFast, Scoring::kMagnitude, Granularity::kElement, 2048},
+      {SelectMethod::kApproximate, Scoring::kSensitivity, Granularity::kElement, 2048},
+      {SelectMethod::kReference, Scoring::kSensitivity, Granularity::kElement, 100},
+      {SelectMethod::kFast, Scoring::kRandom, Granularity::kElement, 1001},
+      {SelectMethod::kFast, Scoring::kSensitivity, Granularity::kUnit, 1024},
   };
   for (const Case& c : cases) {
     for (size_t rows : {size_t{1}, size_t{17}, size_t{130}}) {
-      SCOPED_TRACE(::testing::Message() << "select " << int(c.select) << " policy " << int(c.policy)
-                                        << " cols " << c.cols << " rows " << rows);
+      SCOPED_TRACE(::testing::Message()
+                   << "select " << int(c.select) << " scoring " << int(c.scoring) << " cols "
+                   << c.cols << " rows " << rows);
       std::vector<float> a = RandomValues(rows, c.cols, 40 + uint32_t(rows));
       a[rows * c.cols / 2] = 1e30f;  // large terms: the order of the additions shows
       std::vector<float> want(c.cols, 0.0f);
@@ -1773,7 +1771,7 @@ TEST(RouteExtras, ColumnAbsSumsArePlainBlockSumsOnEveryPath) {
       }
       const SensitivityMap map = RandomMap(c.cols, 1, 9);
       auto router =
-          Router::Create({.policy = c.policy, .select = c.select, .parallel_min_entries = 1});
+          Router::Create({.scoring = c.scoring, .select = c.select, .parallel_min_entries = 1});
       ASSERT_TRUE(router.ok());
       const Contract contract = MakeContract(0.1, 1.0, c.granularity);
       omp_set_num_threads(1);
@@ -1814,29 +1812,29 @@ TEST(RouteExtras, ColumnAbsSumsArePlainBlockSumsOnEveryPath) {
 TEST(RouteExtras, BitmapIsWholeWhateverTheVectorHeld) {
   struct Case {
     SelectMethod select;
-    ScorePolicy policy;
+    Scoring scoring;
     Granularity granularity;
     size_t cols;
     double keep;
   };
   const std::vector<Case> cases = {
-      {SelectMethod::kFast, ScorePolicy::kSensitivity, Granularity::kElement, 512, 0.1},
-      {SelectMethod::kFast, ScorePolicy::kMagnitude, Granularity::kElement, 2048, 0.1},
-      {SelectMethod::kFast, ScorePolicy::kMagnitude, Granularity::kElement, 2048, 0.001},
-      {SelectMethod::kApproximate, ScorePolicy::kSensitivity, Granularity::kElement, 2048, 0.1},
-      {SelectMethod::kApproximate, ScorePolicy::kMagnitude, Granularity::kElement, 96, 0.5},
-      {SelectMethod::kFast, ScorePolicy::kRandom, Granularity::kElement, 1000, 0.1},
-      {SelectMethod::kReference, ScorePolicy::kSensitivity, Granularity::kElement, 64, 0.1},
-      {SelectMethod::kFast, ScorePolicy::kSensitivity, Granularity::kUnit, 1024, 0.1},
+      {SelectMethod::kFast, Scoring::kSensitivity, Granularity::kElement, 512, 0.1},
+      {SelectMethod::kFast, Scoring::kMagnitude, Granularity::kElement, 2048, 0.1},
+      {SelectMethod::kFast, Scoring::kMagnitude, Granularity::kElement, 2048, 0.001},
+      {SelectMethod::kApproximate, Scoring::kSensitivity, Granularity::kElement, 2048, 0.1},
+      {SelectMethod::kApproximate, Scoring::kMagnitude, Granularity::kElement, 96, 0.5},
+      {SelectMethod::kFast, Scoring::kRandom, Granularity::kElement, 1000, 0.1},
+      {SelectMethod::kReference, Scoring::kSensitivity, Granularity::kElement, 64, 0.1},
+      {SelectMethod::kFast, Scoring::kSensitivity, Granularity::kUnit, 1024, 0.1},
   };
   for (const Case& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "select " << int(c.select) << " policy " << int(c.policy)
+    SCOPED_TRACE(::testing::Message() << "select " << int(c.select) << " scoring " << int(c.scoring)
                                       << " cols " << c.cols << " keep " << c.keep);
     const size_t rows = 40;
     const std::vector<float> a = RandomValues(rows, c.cols, 77);
     const SensitivityMap map = RandomMap(c.cols, 1, 5);
     auto router =
-        Router::Create({.policy = c.policy, .select = c.select, .parallel_min_entries = 1});
+        Router::Create({.scoring = c.scoring, .select = c.select, .parallel_min_entries = 1});
     ASSERT_TRUE(router.ok());
     const Contract contract = MakeContract(c.keep, 1.0, c.granularity);
     RoutedTensor fresh_routed;
@@ -1867,8 +1865,7 @@ TEST(Router, HugeEpsKeepsScoresOrdered) {
   const std::vector<float> a = {1.0f, 0.0f, 0.5f, 0.0f};
   const SensitivityMap map = RandomMap(4, 1, 3);
   for (SelectMethod select : {SelectMethod::kFast, SelectMethod::kReference}) {
-    auto router =
-        Router::Create({.policy = ScorePolicy::kSensitivity, .eps = 1e39, .select = select});
+    auto router = Router::Create({.scoring = Scoring::kSensitivity, .eps = 1e39, .select = select});
     ASSERT_TRUE(router.ok());
     const RoutedTensor routed = MustRoute(*router, View(a, 1, 4), &map, MakeContract(0.5));
     EXPECT_EQ(routed.indices, (std::vector<uint32_t>{0, 2}));
@@ -1885,9 +1882,9 @@ TEST(Router, RefusesAZeroParallelThreshold) {
 TEST(Router, ScatterIsIdenticalForOneAndTwoThreadsAboveItsThreshold) {
   const size_t rows = 1024, cols = 1031;
   const std::vector<float> a = RandomValues(rows, cols, 77);
-  const Router router = MakeRouter(ScorePolicy::kMagnitude);
+  const Router router = MakeRouter(Scoring::kMagnitude);
   const int saved = omp_get_max_threads();
-  for (RestPolicy rest : {RestPolicy::kDrop, RestPolicy::kSign1}) {
+  for (RestCodec rest : {RestCodec::kDrop, RestCodec::kSign1}) {
     const RoutedTensor routed = MustRoute(router, View(a, rows, cols), nullptr,
                                           MakeContract(0.1, 1.0, Granularity::kElement, rest));
     std::vector<float> one(rows * cols), two(rows * cols, 1.0f);
@@ -1896,7 +1893,7 @@ TEST(Router, ScatterIsIdenticalForOneAndTwoThreadsAboveItsThreshold) {
     omp_set_num_threads(2);
     ASSERT_TRUE(Scatter(routed, {two.data(), rows, cols}).ok());
     EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
-    if (rest == RestPolicy::kDrop) {
+    if (rest == RestCodec::kDrop) {
       omp_set_num_threads(1);
       ASSERT_TRUE(ScatterAtMask(routed, routed.values, {one.data(), rows, cols}).ok());
       omp_set_num_threads(2);

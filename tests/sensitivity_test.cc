@@ -230,8 +230,7 @@ TEST(SensitivityMap, CreateRejectsEachBadFieldByName) {
       {{.num_neurons = 8, .alpha = nan}, "sensitivity.alpha = nan"},
       {{.num_neurons = 8, .ema_decay = 1.0}, "sensitivity.ema_decay = 1"},
       {{.num_neurons = 8, .ema_decay = -0.5}, "sensitivity.ema_decay = -0.5"},
-      {{.num_neurons = 8, .non_finite = static_cast<NonFinitePolicy>(9)},
-       "sensitivity.non_finite = 9"},
+      {{.num_neurons = 8, .non_finite = static_cast<OnNonFinite>(9)}, "sensitivity.non_finite = 9"},
   };
   for (const Case& c : cases) {
     auto map = SensitivityMap::Create(c.o);
@@ -512,7 +511,7 @@ TEST(SensitivityMap, NonFiniteActivationIsNamedBeforeTheGradientsShape) {
 TEST(SensitivityMap, TreatAsZeroScoresNonFiniteAsZero) {
   std::vector<float> a = {1, 1, std::numeric_limits<float>::quiet_NaN(), 1};
   const std::vector<float> g = {1, 1, 1, std::numeric_limits<float>::infinity()};
-  auto map = MakeMap({.num_neurons = 2, .non_finite = NonFinitePolicy::kTreatAsZero});
+  auto map = MakeMap({.num_neurons = 2, .non_finite = OnNonFinite::kTreatAsZero});
   ASSERT_TRUE(map.Update({a.data(), 2, 2}, {g.data(), 2, 2}).ok());
   // col 0: (1*1 + 0)/2 = 0.5, col 1: (1*1 + 1*0)/2 = 0.5
   ExpectValuesNear(map, {1, 1}, 0);
@@ -591,7 +590,7 @@ SensitivityMap TrainedMap() {
                       .mode = SensitivityMode::kWeighted,
                       .alpha = 0.25,
                       .ema_decay = 0.8,
-                      .non_finite = NonFinitePolicy::kTreatAsZero});
+                      .non_finite = OnNonFinite::kTreatAsZero});
   for (uint32_t step = 0; step < 3; ++step) {
     const auto a = RandomMatrix(4, 11, 40 + step), g = RandomMatrix(4, 11, 50 + step);
     EXPECT_TRUE(map.Update({a.data(), 4, 11}, {g.data(), 4, 11}).ok());

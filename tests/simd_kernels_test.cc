@@ -20,6 +20,7 @@
 
 #include "codec/value_codecs.hpp"
 #include "simd/kernels.hpp"
+#include "simd/scalar.hpp"
 
 namespace sparselink::simd {
 namespace {
@@ -92,14 +93,13 @@ TEST(SimdKernels, HalfAndBf16EncodersEqualTheScalarCodecOnEveryTarget) {
       for (size_t i = 0; i < in.size() && bad < 5; ++i) {
         uint16_t h;
         std::memcpy(&h, reinterpret_cast<uint8_t*>(half_out) + 2 * i, 2);
-        if (h != codec_internal::FloatToHalf(in[i])) {
+        if (h != ScalarHalf(in[i])) {
           ADD_FAILURE() << "fp16 of " << in[i] << " (bits " << std::bit_cast<uint32_t>(in[i])
-                        << "): " << h << " vs " << codec_internal::FloatToHalf(in[i]);
+                        << "): " << h << " vs " << ScalarHalf(in[i]);
           ++bad;
         }
-        if (bf16[i] != codec_internal::FloatToBf16(in[i])) {
-          ADD_FAILURE() << "bf16 of " << in[i] << ": " << bf16[i] << " vs "
-                        << codec_internal::FloatToBf16(in[i]);
+        if (bf16[i] != ScalarBf16(in[i])) {
+          ADD_FAILURE() << "bf16 of " << in[i] << ": " << bf16[i] << " vs " << ScalarBf16(in[i]);
           ++bad;
         }
       }
@@ -123,14 +123,14 @@ TEST(SimdKernels, HalfAndBf16DecodersEqualTheScalarCodecAndRefuseNonFinite) {
     ASSERT_TRUE(HalfToFloat(finite_half.data(), finite_half.size(), out.data()));
     for (size_t i = 0; i < finite_half.size(); ++i) {
       ASSERT_EQ(std::bit_cast<uint32_t>(out[i]),
-                std::bit_cast<uint32_t>(codec_internal::HalfToFloat(finite_half[i])))
+                std::bit_cast<uint32_t>(ScalarHalfToFloat(finite_half[i])))
           << finite_half[i];
     }
     out.resize(finite_bf16.size());
     ASSERT_TRUE(Bf16ToFloat(finite_bf16.data(), finite_bf16.size(), out.data()));
     for (size_t i = 0; i < finite_bf16.size(); ++i) {
       ASSERT_EQ(std::bit_cast<uint32_t>(out[i]),
-                std::bit_cast<uint32_t>(codec_internal::Bf16ToFloat(finite_bf16[i])));
+                std::bit_cast<uint32_t>(ScalarBf16ToFloat(finite_bf16[i])));
     }
     // One Inf or NaN anywhere (vector body or tail) is refused.
     for (uint16_t bad : {uint16_t{0x7C00}, uint16_t{0xFE01}}) {

@@ -47,25 +47,25 @@ TEST(CheckDeathTest, PrintsBothOperandsAndLocation) {
 
 TEST(ValidateMatrix, RejectsEmptyNullAndNonFinite) {
   std::vector<float> v(6, 1.0f);
-  EXPECT_TRUE(ValidateMatrix({v.data(), 2, 3}, "activation", NonFinitePolicy::kReject).ok());
-  EXPECT_EQ(ValidateMatrix({v.data(), 0, 3}, "activation", NonFinitePolicy::kReject).message(),
+  EXPECT_TRUE(ValidateMatrix({v.data(), 2, 3}, "activation", OnNonFinite::kReject).ok());
+  EXPECT_EQ(ValidateMatrix({v.data(), 0, 3}, "activation", OnNonFinite::kReject).message(),
             "activation.rows = 0: must be > 0");
-  EXPECT_EQ(ValidateMatrix({v.data(), 2, 0}, "activation", NonFinitePolicy::kReject).message(),
+  EXPECT_EQ(ValidateMatrix({v.data(), 2, 0}, "activation", OnNonFinite::kReject).message(),
             "activation.cols = 0: must be > 0");
-  EXPECT_FALSE(ValidateMatrix({nullptr, 2, 3}, "activation", NonFinitePolicy::kReject).ok());
+  EXPECT_FALSE(ValidateMatrix({nullptr, 2, 3}, "activation", OnNonFinite::kReject).ok());
   v[4] = std::numeric_limits<float>::quiet_NaN();
-  Status s = ValidateMatrix({v.data(), 2, 3}, "gradient", NonFinitePolicy::kReject);
+  Status s = ValidateMatrix({v.data(), 2, 3}, "gradient", OnNonFinite::kReject);
   EXPECT_EQ(s.code(), ErrorCode::kNonFinite);
   EXPECT_NE(s.message().find("gradient[1][1] = nan"), std::string::npos) << s.message();
   v[4] = -std::numeric_limits<float>::infinity();
   EXPECT_NE(
-      ValidateMatrix({v.data(), 2, 3}, "gradient", NonFinitePolicy::kReject).message().find("-inf"),
+      ValidateMatrix({v.data(), 2, 3}, "gradient", OnNonFinite::kReject).message().find("-inf"),
       std::string::npos);
-  EXPECT_TRUE(ValidateMatrix({v.data(), 2, 3}, "gradient", NonFinitePolicy::kTreatAsZero).ok());
+  EXPECT_TRUE(ValidateMatrix({v.data(), 2, 3}, "gradient", OnNonFinite::kTreatAsZero).ok());
 }
 
 TEST(ValueCodecTraits, ParseAndSizes) {
-  for (const auto& t : kValueCodecTraits) EXPECT_EQ(*ParseValueCodec(t.name), t.codec);
+  for (const auto& t : kValueCodecTraits) EXPECT_EQ(*ParseValueCodec(t.name), t.value);
   EXPECT_FALSE(ParseValueCodec("fp8").ok());
   EXPECT_EQ(ValueStreamBytes(ValueCodec::kFp32, 10, 2), 40u);
   EXPECT_EQ(ValueStreamBytes(ValueCodec::kFp16, 10, 2), 20u);

@@ -12,54 +12,55 @@
 #include <random>
 #include <vector>
 
+#include "simd/scalar.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
 namespace {
 
-using codec_internal::Bf16ToFloat;
-using codec_internal::FloatToBf16;
-using codec_internal::FloatToHalf;
-using codec_internal::HalfToFloat;
+using simd::ScalarBf16;
+using simd::ScalarBf16ToFloat;
+using simd::ScalarHalf;
+using simd::ScalarHalfToFloat;
 
 constexpr std::array<ValueCodec, kNumValueCodecs> kAllCodecs = {
     ValueCodec::kFp32, ValueCodec::kFp16, ValueCodec::kBf16, ValueCodec::kInt8, ValueCodec::kInt4};
 
 TEST(ValueCodecFp16, KnownBitPatterns) {
-  EXPECT_EQ(FloatToHalf(1.0f), 0x3C00);
-  EXPECT_EQ(FloatToHalf(-2.0f), 0xC000);
-  EXPECT_EQ(FloatToHalf(0.5f), 0x3800);
-  EXPECT_EQ(FloatToHalf(0.0f), 0x0000);
-  EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
-  EXPECT_EQ(FloatToHalf(65504.0f), 0x7BFF);
-  EXPECT_EQ(FloatToHalf(0x1p-14f), 0x0400);                    // smallest normal
-  EXPECT_EQ(FloatToHalf(0x1p-24f), 0x0001);                    // smallest subnormal
-  EXPECT_EQ(FloatToHalf(0x1p-25f), 0x0000);                    // tie between 0 and 2^-24: even is 0
-  EXPECT_EQ(FloatToHalf(0x1.8p-25f), 0x0001);                  // above the tie
-  EXPECT_EQ(FloatToHalf(0x3p-25f), 0x0002);                    // 1.5 * 2^-24: tie, rounds to even 2
-  EXPECT_EQ(FloatToHalf(1.0f + 0x1p-11f), 0x3C00);             // tie: even mantissa kept
-  EXPECT_EQ(FloatToHalf(1.0f + 0x3p-11f), 0x3C02);             // tie: rounds up to even
-  EXPECT_EQ(FloatToHalf(1.0f + 0x1p-11f + 0x1p-20f), 0x3C01);  // just above the tie
-  EXPECT_EQ(FloatToHalf(std::numeric_limits<float>::infinity()), 0x7C00);
-  EXPECT_EQ(FloatToHalf(-std::numeric_limits<float>::infinity()), 0xFC00);
-  EXPECT_EQ(FloatToHalf(std::numeric_limits<float>::quiet_NaN()) & 0x7E00, 0x7E00);
-  EXPECT_EQ(HalfToFloat(0x3C00), 1.0f);
-  EXPECT_EQ(HalfToFloat(0x0001), 0x1p-24f);
-  EXPECT_EQ(HalfToFloat(0xFBFF), -65504.0f);
+  EXPECT_EQ(ScalarHalf(1.0f), 0x3C00);
+  EXPECT_EQ(ScalarHalf(-2.0f), 0xC000);
+  EXPECT_EQ(ScalarHalf(0.5f), 0x3800);
+  EXPECT_EQ(ScalarHalf(0.0f), 0x0000);
+  EXPECT_EQ(ScalarHalf(-0.0f), 0x8000);
+  EXPECT_EQ(ScalarHalf(65504.0f), 0x7BFF);
+  EXPECT_EQ(ScalarHalf(0x1p-14f), 0x0400);                    // smallest normal
+  EXPECT_EQ(ScalarHalf(0x1p-24f), 0x0001);                    // smallest subnormal
+  EXPECT_EQ(ScalarHalf(0x1p-25f), 0x0000);                    // tie between 0 and 2^-24: even is 0
+  EXPECT_EQ(ScalarHalf(0x1.8p-25f), 0x0001);                  // above the tie
+  EXPECT_EQ(ScalarHalf(0x3p-25f), 0x0002);                    // 1.5 * 2^-24: tie, rounds to even 2
+  EXPECT_EQ(ScalarHalf(1.0f + 0x1p-11f), 0x3C00);             // tie: even mantissa kept
+  EXPECT_EQ(ScalarHalf(1.0f + 0x3p-11f), 0x3C02);             // tie: rounds up to even
+  EXPECT_EQ(ScalarHalf(1.0f + 0x1p-11f + 0x1p-20f), 0x3C01);  // just above the tie
+  EXPECT_EQ(ScalarHalf(std::numeric_limits<float>::infinity()), 0x7C00);
+  EXPECT_EQ(ScalarHalf(-std::numeric_limits<float>::infinity()), 0xFC00);
+  EXPECT_EQ(ScalarHalf(std::numeric_limits<float>::quiet_NaN()) & 0x7E00, 0x7E00);
+  EXPECT_EQ(ScalarHalfToFloat(0x3C00), 1.0f);
+  EXPECT_EQ(ScalarHalfToFloat(0x0001), 0x1p-24f);
+  EXPECT_EQ(ScalarHalfToFloat(0xFBFF), -65504.0f);
 }
 
 TEST(ValueCodecFp16, SaturatesFiniteOverflowTo65504) {
-  EXPECT_EQ(FloatToHalf(65519.0f), 0x7BFF);
-  EXPECT_EQ(FloatToHalf(65520.0f), 0x7BFF);  // would round to Inf under plain RNE
-  EXPECT_EQ(FloatToHalf(1e6f), 0x7BFF);
-  EXPECT_EQ(FloatToHalf(-1e30f), 0xFBFF);
-  EXPECT_EQ(FloatToHalf(std::numeric_limits<float>::max()), 0x7BFF);
+  EXPECT_EQ(ScalarHalf(65519.0f), 0x7BFF);
+  EXPECT_EQ(ScalarHalf(65520.0f), 0x7BFF);  // would round to Inf under plain RNE
+  EXPECT_EQ(ScalarHalf(1e6f), 0x7BFF);
+  EXPECT_EQ(ScalarHalf(-1e30f), 0xFBFF);
+  EXPECT_EQ(ScalarHalf(std::numeric_limits<float>::max()), 0x7BFF);
 }
 
 TEST(ValueCodecFp16, EveryFiniteHalfRoundTripsExactly) {
   for (uint32_t h = 0; h < 0x10000; ++h) {
     if ((h & 0x7C00) == 0x7C00) continue;  // Inf / NaN
-    ASSERT_EQ(FloatToHalf(HalfToFloat(static_cast<uint16_t>(h))), h) << std::hex << h;
+    ASSERT_EQ(ScalarHalf(ScalarHalfToFloat(static_cast<uint16_t>(h))), h) << std::hex << h;
   }
 }
 
@@ -74,7 +75,7 @@ TEST(ValueCodecFp16, MatchesCompilerConversion) {
     const float f = std::bit_cast<float>(bits(rng));
     if (!std::isfinite(f) || std::fabs(f) >= 65504.0f) continue;
     const auto ref = static_cast<_Float16>(f);
-    ASSERT_EQ(FloatToHalf(f), std::bit_cast<uint16_t>(ref)) << f;
+    ASSERT_EQ(ScalarHalf(f), std::bit_cast<uint16_t>(ref)) << f;
     ++checked;
   }
   EXPECT_GT(checked, 100000);
@@ -84,21 +85,21 @@ TEST(ValueCodecFp16, MatchesCompilerConversion) {
 }
 
 TEST(ValueCodecBf16, KnownBitPatterns) {
-  EXPECT_EQ(FloatToBf16(1.0f), 0x3F80);
-  EXPECT_EQ(FloatToBf16(-2.0f), 0xC000);
-  EXPECT_EQ(FloatToBf16(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // tie, even kept
-  EXPECT_EQ(FloatToBf16(std::bit_cast<float>(0x3F818000u)), 0x3F82);  // tie, up to even
-  EXPECT_EQ(FloatToBf16(std::bit_cast<float>(0x3F808001u)), 0x3F81);  // above the tie
-  EXPECT_EQ(FloatToBf16(std::numeric_limits<float>::max()), 0x7F7F);  // saturates
-  EXPECT_EQ(FloatToBf16(-std::numeric_limits<float>::max()), 0xFF7F);
-  EXPECT_EQ(FloatToBf16(std::numeric_limits<float>::infinity()), 0x7F80);
-  EXPECT_EQ(Bf16ToFloat(0x3F80), 1.0f);
+  EXPECT_EQ(ScalarBf16(1.0f), 0x3F80);
+  EXPECT_EQ(ScalarBf16(-2.0f), 0xC000);
+  EXPECT_EQ(ScalarBf16(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // tie, even kept
+  EXPECT_EQ(ScalarBf16(std::bit_cast<float>(0x3F818000u)), 0x3F82);  // tie, up to even
+  EXPECT_EQ(ScalarBf16(std::bit_cast<float>(0x3F808001u)), 0x3F81);  // above the tie
+  EXPECT_EQ(ScalarBf16(std::numeric_limits<float>::max()), 0x7F7F);  // saturates
+  EXPECT_EQ(ScalarBf16(-std::numeric_limits<float>::max()), 0xFF7F);
+  EXPECT_EQ(ScalarBf16(std::numeric_limits<float>::infinity()), 0x7F80);
+  EXPECT_EQ(ScalarBf16ToFloat(0x3F80), 1.0f);
 }
 
 TEST(ValueCodecBf16, EveryFiniteBf16RoundTripsExactly) {
   for (uint32_t b = 0; b < 0x10000; ++b) {
     if ((b & 0x7F80) == 0x7F80) continue;
-    ASSERT_EQ(FloatToBf16(Bf16ToFloat(static_cast<uint16_t>(b))), b) << std::hex << b;
+    ASSERT_EQ(ScalarBf16(ScalarBf16ToFloat(static_cast<uint16_t>(b))), b) << std::hex << b;
   }
 }
 
@@ -203,7 +204,7 @@ TEST(ValueCodecs, LongStreamsEqualTheScalarConversionOnAnyThreadCount) {
           std::memcpy(want.data() + 4 * i, &values[i], 4);  // little-endian, like the wire
         } else {
           const uint16_t h =
-              codec == ValueCodec::kFp16 ? FloatToHalf(values[i]) : FloatToBf16(values[i]);
+              codec == ValueCodec::kFp16 ? ScalarHalf(values[i]) : ScalarBf16(values[i]);
           std::memcpy(want.data() + 2 * i, &h, 2);
         }
       }

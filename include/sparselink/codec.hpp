@@ -26,7 +26,16 @@ enum class PacketKind : uint8_t {
   kContract = 3,    // a contract announcement
 };
 inline constexpr size_t kNumPacketKinds = 4;
-std::string_view PacketKindName(PacketKind k);
+inline constexpr std::array<NameRow<PacketKind>, kNumPacketKinds> kPacketKindNames = {{
+    {PacketKind::kActivation, "activation"},
+    {PacketKind::kGradient, "gradient"},
+    {PacketKind::kSummary, "summary"},
+    {PacketKind::kContract, "contract"},
+}};
+static_assert(RowsInOrder(kPacketKindNames));
+inline constexpr std::string_view PacketKindName(PacketKind k) {
+  return EnumName(kPacketKindNames, k);
+}
 
 // Section identifiers inside a packet (each appears at most once, in this order).
 enum class SectionId : uint8_t {
@@ -40,8 +49,22 @@ enum class SectionId : uint8_t {
   kSummaryValues = 8,   // summary packet values (fp16 per unit)
   kContractBody = 9,    // contract packet body
 };
+inline constexpr std::array<NameRow<SectionId>, 9> kSectionIdNames = {{
+    {SectionId::kIndex, "index"},
+    {SectionId::kTierBits, "tier_bits"},
+    {SectionId::kFullValues, "full_values"},
+    {SectionId::kLossyValues, "lossy_values"},
+    {SectionId::kRestBits, "rest_bits"},
+    {SectionId::kRestCentroids, "rest_centroids"},
+    {SectionId::kGradientValues, "gradient_values"},
+    {SectionId::kSummaryValues, "summary_values"},
+    {SectionId::kContractBody, "contract_body"},
+}};
+static_assert(RowsInOrder(kSectionIdNames, 1));
 // "index", "tier_bits", ...; "unknown" for a value outside the enum.
-std::string_view SectionIdName(SectionId id);
+inline constexpr std::string_view SectionIdName(SectionId id) {
+  return EnumName(kSectionIdNames, id);
+}
 
 // Bytes of the kContractBody section (layout: docs/wire-format.md).
 inline constexpr size_t kContractBodyBytes = 32;
@@ -73,7 +96,7 @@ struct PacketHeader {
   IndexCodec index_codec = IndexCodec::kBitmap;
   ValueCodec full_codec = ValueCodec::kFp32;
   ValueCodec lossy_codec = ValueCodec::kInt8;
-  RestPolicy rest = RestPolicy::kDrop;
+  RestCodec rest = RestCodec::kDrop;
   uint32_t boundary = 0;
   uint32_t contract_version = 0;
   uint64_t step = 0;
@@ -120,7 +143,7 @@ Status EncodeActivation(const RoutedTensor& routed, const Contract& contract,
                         std::vector<uint8_t>* out);
 // The sender's hot path in one call: router.Route(activation, map, contract, step) into
 // `routed` (which the sender keeps as the mask of the backward pass), where step is
-// label.step + label.micro_batch * 0x9E3779B97F4A7C15 (mod 2^64), so that the random policy
+// label.step + label.micro_batch * 0x9E3779B97F4A7C15 (mod 2^64), so that random scoring
 // draws afresh for each
 // micro-batch of a step and as before for micro-batch 0; then the activation
 // packet into `out`, byte for byte what EncodeActivation(*routed, ...) writes. Faster than the
@@ -133,19 +156,19 @@ Status RouteAndEncode(const Router& router, ConstMatrix activation, const Sensit
                       const EncodeOptions& options, RoutedTensor* routed, std::vector<uint8_t>* out,
                       std::vector<float>* column_abs_sums = nullptr);
 // `values` are the gradient at the kept positions of `mask` (GatherAtMask order).
-Status EncodeGradient(const RoutedTensor& mask, std::span<const float> values, ValueCodec codec,
-                      const PacketLabel& label, const EncodeOptions& options,
-                      std::vector<uint8_t>* out);
+Status EncodeGradientValues(const RoutedTensor& mask, std::span<const float> values,
+                            ValueCodec codec, const PacketLabel& label,
+                            const EncodeOptions& options, std::vector<uint8_t>* out);
 // The same packet from the receiver's KeptMask (the fused decoder's).
-Status EncodeGradient(const KeptMask& mask, std::span<const float> values, ValueCodec codec,
-                      const PacketLabel& label, const EncodeOptions& options,
-                      std::vector<uint8_t>* out);
-// GatherAtMask + EncodeGradient(KeptMask) in one call, checking the mask once: the gradient's
+Status EncodeGradientValues(const KeptMask& mask, std::span<const float> values, ValueCodec codec,
+                            const PacketLabel& label, const EncodeOptions& options,
+                            std::vector<uint8_t>* out);
+// GatherAtMask + EncodeGradientValues(KeptMask) in one call, checking the mask once: the gradient's
 // values at the mask's kept entries (a non-finite one refused and named gradient[r][c]), the
 // same packet byte for byte.
-Status EncodeGradientAt(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
-                        const PacketLabel& label, const EncodeOptions& options,
-                        std::vector<uint8_t>* out);
+Status EncodeGradientFromDense(const KeptMask& mask, ConstMatrix gradient, ValueCodec codec,
+                               const PacketLabel& label, const EncodeOptions& options,
+                               std::vector<uint8_t>* out);
 // Receiver summary: per-unit mean |g| (non-negative, finite), sent as fp16 or bf16 (`codec`;
 // anything else is refused). Mean gradients are small: bf16 keeps fp32's range at 8
 // significant bits, fp16 turns values below 6.1e-5 subnormal (fewer bits) and below 3e-8
@@ -170,25 +193,26 @@ Result<RoutedTensor> DecodeActivation(std::span<const uint8_t> packet,
                                       const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
 // DecodeActivation + Scatter in one call, bit for bit the same dense tensor (`out` must be
 // rows x cols of the packet) and the same checks; fused (no index or value arrays in between)
-// for element granularity, bitmap or subset-bitmap index, one tier and rest policy drop, the
+// for element granularity, bitmap or subset-bitmap index, one tier and rest codec drop, the
 // common case.
 // Thread-safe; keeps a per-thread value buffer.
 Status DecodeActivationToDense(std::span<const uint8_t> packet, MutableMatrix out,
                                const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
 // The same, and the packet's mask into `mask` (not null; capacity reused), which MaskOf of the
 // decoded RoutedTensor would give: the receiver's copy for the gradient's way back
-// (GatherAtMask, EncodeGradient). Neither is written before every check has passed.
+// (GatherAtMask, EncodeGradientValues). Neither is written before every check has passed.
 Status DecodeActivationToDenseAndMask(std::span<const uint8_t> packet, MutableMatrix out,
                                       KeptMask* mask, const DecodeLimits& limits = {},
                                       PacketInfo* info = nullptr);
 // `mask` is the receiver's own copy of the activation it sent; its shape and kept count must
 // match the header.
-Result<std::vector<float>> DecodeGradient(std::span<const uint8_t> packet, const RoutedTensor& mask,
-                                          const DecodeLimits& limits = {},
-                                          PacketInfo* info = nullptr);
-// DecodeGradient + ScatterAtMask in one call, checking the mask once: the values, as
-// DecodeGradient returns them, into `values`, and the sender's dense gradient (rows x cols, the
-// values at the mask's positions, zeros elsewhere) into `out`. `out` is not written unless
+Result<std::vector<float>> DecodeGradientValues(std::span<const uint8_t> packet,
+                                                const RoutedTensor& mask,
+                                                const DecodeLimits& limits = {},
+                                                PacketInfo* info = nullptr);
+// DecodeGradientValues + ScatterAtMask in one call, checking the mask once: the values, as
+// DecodeGradientValues returns them, into `values`, and the sender's dense gradient (rows x cols,
+// the values at the mask's positions, zeros elsewhere) into `out`. `out` is not written unless
 // every check has passed; on error `values` holds nothing meaningful.
 Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor& mask,
                              MutableMatrix out, std::vector<float>* values,

@@ -36,7 +36,21 @@ enum class BoundBy : uint8_t {
   kBudgetBelowFloor,  // refusal: the caps leave less than keep_min; the contract falls to it
 };
 inline constexpr size_t kNumBoundBy = 11;
-std::string_view BoundByName(BoundBy b);
+inline constexpr std::array<NameRow<BoundBy>, kNumBoundBy> kBoundByNames = {{
+    {BoundBy::kFixed, "fixed"},
+    {BoundBy::kSenderCoverage, "sender_coverage"},
+    {BoundBy::kReceiverCoverage, "receiver_coverage"},
+    {BoundBy::kFloor, "floor"},
+    {BoundBy::kCeiling, "ceiling"},
+    {BoundBy::kSenderLinkBudget, "sender_link_budget"},
+    {BoundBy::kReceiverCompute, "receiver_compute"},
+    {BoundBy::kReceiverBuffer, "receiver_buffer"},
+    {BoundBy::kHysteresis, "hysteresis"},
+    {BoundBy::kSharedBudget, "shared_budget"},
+    {BoundBy::kBudgetBelowFloor, "budget_below_floor"},
+}};
+static_assert(RowsInOrder(kBoundByNames));
+inline constexpr std::string_view BoundByName(BoundBy b) { return EnumName(kBoundByNames, b); }
 
 // Converts a user-facing percentage in (0, 100] to a fraction. Error names `field`.
 Result<double> KeepFromPercent(double percent, std::string_view field = "keep_percent");
@@ -48,7 +62,7 @@ struct Contract {
   double keep_full = 1.0;  // of the kept, share at full precision, in [0, 1]
   ValueCodec full_codec = ValueCodec::kFp32;
   ValueCodec lossy_codec = ValueCodec::kInt8;
-  RestPolicy rest = RestPolicy::kDrop;
+  RestCodec rest = RestCodec::kDrop;
   Granularity granularity = Granularity::kElement;
   BoundBy bound_by = BoundBy::kFixed;
 
@@ -125,7 +139,18 @@ struct ReceiverView {
 };
 
 enum class NegotiationState : uint8_t { kProposed = 0, kCountered, kAgreed, kRefused };
-std::string_view NegotiationStateName(NegotiationState s);
+inline constexpr size_t kNumNegotiationStates = 4;
+inline constexpr std::array<NameRow<NegotiationState>, kNumNegotiationStates>
+    kNegotiationStateNames = {{
+        {NegotiationState::kProposed, "proposed"},
+        {NegotiationState::kCountered, "countered"},
+        {NegotiationState::kAgreed, "agreed"},
+        {NegotiationState::kRefused, "refused"},
+    }};
+static_assert(RowsInOrder(kNegotiationStateNames));
+inline constexpr std::string_view NegotiationStateName(NegotiationState s) {
+  return EnumName(kNegotiationStateNames, s);
+}
 
 // One negotiation, as it went: each state it passed through, in order, with the keep and
 // reason at that point, and the contract in force afterwards.

@@ -15,14 +15,20 @@
 namespace sparselink {
 
 // How entries are scored.
-enum class ScorePolicy : uint8_t {
+enum class Scoring : uint8_t {
   kSensitivity = 0,  // |a_ij| * (eps + S_unit(j)); needs a map
   kMagnitude = 1,    // |a_ij|
   kRandom = 2,       // a hash of (seed, step, row, col): the control experiment
 };
-inline constexpr size_t kNumScorePolicies = 3;
-std::string_view ScorePolicyName(ScorePolicy p);
-Result<ScorePolicy> ParseScorePolicy(std::string_view name);
+inline constexpr size_t kNumScorings = 3;
+inline constexpr std::array<NameRow<Scoring>, kNumScorings> kScoringNames = {{
+    {Scoring::kSensitivity, "sensitivity"},
+    {Scoring::kMagnitude, "magnitude"},
+    {Scoring::kRandom, "random"},
+}};
+static_assert(RowsInOrder(kScoringNames));
+inline constexpr std::string_view ScoringName(Scoring s) { return EnumName(kScoringNames, s); }
+Result<Scoring> ParseScoring(std::string_view name);
 
 // How the top k of a row (or of the units) is found. kReference and kFast give bit-identical
 // output: the selection is exact under one total order (score descending, then column
@@ -46,13 +52,21 @@ enum class SelectMethod : uint8_t {
   kApproximate = 2,
 };
 inline constexpr size_t kNumSelectMethods = 3;
-std::string_view SelectMethodName(SelectMethod m);
+inline constexpr std::array<NameRow<SelectMethod>, kNumSelectMethods> kSelectMethodNames = {{
+    {SelectMethod::kReference, "reference"},
+    {SelectMethod::kFast, "fast"},
+    {SelectMethod::kApproximate, "approximate"},
+}};
+static_assert(RowsInOrder(kSelectMethodNames));
+inline constexpr std::string_view SelectMethodName(SelectMethod m) {
+  return EnumName(kSelectMethodNames, m);
+}
 
 struct RouterOptions {
-  ScorePolicy policy = ScorePolicy::kSensitivity;
+  Scoring scoring = Scoring::kSensitivity;
   double eps = 1e-3;  // keeps units the map has not scored yet alive; >= 0
   uint64_t seed = 0;  // for kRandom
-  NonFinitePolicy non_finite = NonFinitePolicy::kReject;
+  OnNonFinite non_finite = OnNonFinite::kReject;
   SelectMethod select = SelectMethod::kFast;
   double approx_tolerance = 0.05;  // kApproximate: extra entries per row, share of k; (0, 1]
   // A Route call uses the OpenMP threads from this many entries on (>= 1; see
@@ -66,14 +80,14 @@ struct RouterOptions {
 // ascending. Unit granularity: one set of kept columns shared by every row, stored once
 // (row_offsets = {0, n}); values are then rows x n, row-major.
 // values and tiers run parallel to the kept entries in row-major order (tier is kFull or
-// kLossy). With RestPolicy::kSign1, rest_bits holds one bit per non-kept entry in row-major
+// kLossy). With RestCodec::kSign1, rest_bits holds one bit per non-kept entry in row-major
 // order (LSB first, 1 = positive side) and rest_centroids two floats per row
 // (positive-side mean, other-side mean).
 struct RoutedTensor {
   uint32_t rows = 0;
   uint32_t cols = 0;
   Granularity granularity = Granularity::kElement;
-  RestPolicy rest = RestPolicy::kDrop;
+  RestCodec rest = RestCodec::kDrop;
   std::vector<uint32_t> row_offsets;  // element: rows + 1 entries; unit: 2 entries
   std::vector<uint32_t> indices;      // kept columns
   std::vector<float> values;          // kept values (full precision; quantized by the codec)
@@ -91,10 +105,10 @@ struct RoutedTensor {
   // Used by the decoder on untrusted input; errors name the field.
   Status Validate() const;
   // What the calls that use a routed tensor as a mask read (GatherAtMask, ScatterAtMask,
-  // EncodeGradient, DecodeGradient, MaskOf): shape, row offsets, indices, and values.size()
-  // (num_kept()), and that granularity and rest policy are known ones; not the values, tiers or
-  // rest tier's bits and centroids, which they do not read. Validate's first checks, in its
-  // order.
+  // EncodeGradientValues, DecodeGradientValues, MaskOf): shape, row offsets, indices, and
+  // values.size() (num_kept()), and that granularity and rest codec are known ones; not the values,
+  // tiers or rest tier's bits and centroids, which they do not read. Validate's first checks, in
+  // its order.
   Status ValidateMask() const;
 };
 
@@ -187,7 +201,7 @@ Status Scatter(const RoutedTensor& routed, MutableMatrix out,
 // Backward: the gradient at the kept positions of `mask`, in the same order as mask.values
 // (the index set is known to both sides, so no indices travel). `gradient` is rows x cols.
 Status GatherAtMask(const RoutedTensor& mask, ConstMatrix gradient, std::vector<float>* values,
-                    NonFinitePolicy non_finite = NonFinitePolicy::kReject,
+                    OnNonFinite non_finite = OnNonFinite::kReject,
                     size_t parallel_min_entries = kDefaultParallelMinEntries);
 // Sender side of backward: dense dL/dy with `values` at the mask's positions, zeros elsewhere.
 // (d(m*y)/dy = m, so this is the exact gradient of the routed forward, not an approximation.)
@@ -198,7 +212,7 @@ Status ScatterAtMask(const RoutedTensor& mask, std::span<const float> values, Mu
 // ScatterAtMask expands 16 a vector on AVX-512 when cols % 16 == 0, else one row's columns
 // at a time.
 Status GatherAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
-                    NonFinitePolicy non_finite = NonFinitePolicy::kReject,
+                    OnNonFinite non_finite = OnNonFinite::kReject,
                     size_t parallel_min_entries = kDefaultParallelMinEntries);
 Status ScatterAtMask(const KeptMask& mask, std::span<const float> values, MutableMatrix out,
                      size_t parallel_min_entries = kDefaultParallelMinEntries);

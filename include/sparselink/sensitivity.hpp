@@ -22,7 +22,17 @@ enum class SensitivityMode : uint8_t {
   kWeighted = 3,    // alpha * norm(mean_r |a_rj|) + (1 - alpha) * norm(mean_r |g_rj|)
 };
 inline constexpr size_t kNumSensitivityModes = 4;
-std::string_view SensitivityModeName(SensitivityMode m);
+inline constexpr std::array<NameRow<SensitivityMode>, kNumSensitivityModes> kSensitivityModeNames =
+    {{
+        {SensitivityMode::kTaylor, "taylor"},
+        {SensitivityMode::kActivation, "activation"},
+        {SensitivityMode::kGradient, "gradient"},
+        {SensitivityMode::kWeighted, "weighted"},
+    }};
+static_assert(RowsInOrder(kSensitivityModeNames));
+inline constexpr std::string_view SensitivityModeName(SensitivityMode m) {
+  return EnumName(kSensitivityModeNames, m);
+}
 Result<SensitivityMode> ParseSensitivityMode(std::string_view name);
 
 // Largest num_neurons a map accepts (Create and Deserialize).
@@ -36,7 +46,7 @@ struct SensitivityOptions {
   double ema_decay = 0.9;  // map <- decay * map + (1 - decay) * batch; in [0, 1). The EMA
                            // starts at zero; values() renormalizes by the max, which makes
                            // that start equivalent to a bias-corrected EMA.
-  NonFinitePolicy non_finite = NonFinitePolicy::kReject;
+  OnNonFinite non_finite = OnNonFinite::kReject;
   // Update runs its blocks of rows on the OpenMP threads from this many rows x cols entries on;
   // its result's bits depend on neither this nor the thread count.
   size_t parallel_min_entries = kDefaultParallelMinEntries;
@@ -66,7 +76,8 @@ class SensitivityMap {
   // ConstMatrix{} for "no gradient" in kActivation mode). The batch's per-unit score is
   // normalized to [0,1] before the EMA, so the map is insensitive to the overall scale of
   // gradients, which shrinks as training converges. Allocates nothing after Create.
-  // Errors: shape mismatch, non-finite input (per policy), frozen map (kInvalidArgument).
+  // Errors: shape mismatch, non-finite input (per options.non_finite), frozen map
+  // (kInvalidArgument).
   Status Update(ConstMatrix activation, ConstMatrix gradient);
 
   // Adds one batch of raw, non-negative per-unit scores (size num_units()), e.g. a score

@@ -16,6 +16,8 @@
 #include <utility>
 #include <variant>
 
+#include "sparselink/name_table.hpp"
+
 namespace sparselink {
 
 // One catalogue of failure kinds. The message carries the detail.
@@ -29,12 +31,26 @@ enum class ErrorCode : uint8_t {
   kResourceExhausted,  // a configured size limit would be exceeded
   kTimeout,            // a blocking call ran past its deadline
   kClosed,             // the other end of a link is gone
-  kRefused,            // a negotiation could not satisfy its constraints
   kIo,                 // a file could not be read or written
 };
 
-// Name of an error code, e.g. "invalid_argument". Never null.
-const char* ErrorCodeName(ErrorCode code);
+inline constexpr std::array<NameRow<ErrorCode>, 10> kErrorCodeNames = {{
+    {ErrorCode::kOk, "ok"},
+    {ErrorCode::kInvalidArgument, "invalid_argument"},
+    {ErrorCode::kShapeMismatch, "shape_mismatch"},
+    {ErrorCode::kNonFinite, "non_finite"},
+    {ErrorCode::kCorruptPacket, "corrupt_packet"},
+    {ErrorCode::kUnsupported, "unsupported"},
+    {ErrorCode::kResourceExhausted, "resource_exhausted"},
+    {ErrorCode::kTimeout, "timeout"},
+    {ErrorCode::kClosed, "closed"},
+    {ErrorCode::kIo, "io"},
+}};
+static_assert(RowsInOrder(kErrorCodeNames));
+// Name of an error code, e.g. "invalid_argument".
+inline constexpr std::string_view ErrorCodeName(ErrorCode code) {
+  return EnumName(kErrorCodeNames, code);
+}
 
 // A success flag or an error code with a one-line message. Cheap to copy when ok.
 class [[nodiscard]] Status {
@@ -154,10 +170,6 @@ std::string Operands(const A& a, const B& b) {
 #define SPARSELINK_DCHECK(cond) \
   do {                          \
   } while (0)
-#define SPARSELINK_DCHECK_LT(a, b) \
-  do {                             \
-  } while (0)
 #else
 #define SPARSELINK_DCHECK(cond) SPARSELINK_CHECK(cond)
-#define SPARSELINK_DCHECK_LT(a, b) SPARSELINK_CHECK_LT(a, b)
 #endif

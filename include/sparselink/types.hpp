@@ -9,6 +9,7 @@
 #include <span>
 #include <string_view>
 
+#include "sparselink/name_table.hpp"
 #include "sparselink/status.hpp"
 
 namespace sparselink {
@@ -22,7 +23,6 @@ struct ConstMatrix {
 
   size_t size() const { return rows * cols; }
   const float* Row(size_t r) const { return data + r * cols; }
-  float At(size_t r, size_t c) const { return data[r * cols + c]; }
 };
 
 // A writable row-major view; same ownership rules as ConstMatrix.
@@ -38,14 +38,14 @@ struct MutableMatrix {
 
 // What to do with NaN or Inf in an activation or gradient. The default rejects the tensor
 // with kNonFinite naming the field, the row and the column of the first bad entry.
-enum class NonFinitePolicy : uint8_t {
+enum class OnNonFinite : uint8_t {
   kReject = 0,   // return an error (default)
   kTreatAsZero,  // score it 0, send it never (it becomes a dropped entry)
 };
 
 // Checks that `m` is non-empty, not null and (under kReject) finite.
 // `field` names the tensor in the error message ("activation", "gradient"). O(rows*cols).
-Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy policy);
+Status ValidateMatrix(ConstMatrix m, std::string_view field, OnNonFinite on_non_finite);
 
 // Calls that work row by row (routing, scatters, gathers, value coding) use the OpenMP threads
 // from this many rows x cols entries on, by default. Below it the wake-up of a sleeping thread
@@ -67,7 +67,14 @@ enum class Granularity : uint8_t {
   kUnit = 1,     // structured: one set of units for the whole micro-batch
 };
 inline constexpr size_t kNumGranularities = 2;
-std::string_view GranularityName(Granularity g);
+inline constexpr std::array<NameRow<Granularity>, kNumGranularities> kGranularityNames = {{
+    {Granularity::kElement, "element"},
+    {Granularity::kUnit, "unit"},
+}};
+static_assert(RowsInOrder(kGranularityNames));
+inline constexpr std::string_view GranularityName(Granularity g) {
+  return EnumName(kGranularityNames, g);
+}
 
 // Codec for the values of one tier.
 enum class ValueCodec : uint8_t {
@@ -80,7 +87,7 @@ enum class ValueCodec : uint8_t {
 inline constexpr size_t kNumValueCodecs = 5;
 
 struct ValueCodecTraits {
-  ValueCodec codec;
+  ValueCodec value;
   std::string_view name;
   uint32_t bits_per_value;
   bool per_row_scale;  // one fp32 scale per row precedes the values
@@ -98,27 +105,33 @@ inline constexpr std::array<ValueCodecTraits, kNumValueCodecs> kValueCodecTraits
     {ValueCodec::kInt4, "int4", 4, true, false, 0.5 / 7},
 }};
 static_assert(kValueCodecTraits.size() == kNumValueCodecs);
-static_assert(kValueCodecTraits[0].codec == ValueCodec::kFp32);
-static_assert(kValueCodecTraits[1].codec == ValueCodec::kFp16);
-static_assert(kValueCodecTraits[2].codec == ValueCodec::kBf16);
-static_assert(kValueCodecTraits[3].codec == ValueCodec::kInt8);
-static_assert(kValueCodecTraits[4].codec == ValueCodec::kInt4);
+static_assert(RowsInOrder(kValueCodecTraits));
 
 inline constexpr const ValueCodecTraits& Traits(ValueCodec c) {
   return kValueCodecTraits[static_cast<size_t>(c)];
+}
+inline constexpr std::string_view ValueCodecName(ValueCodec c) {
+  return EnumName(kValueCodecTraits, c);
 }
 // Parses "fp32", "fp16", "bf16", "int8", "int4".
 Result<ValueCodec> ParseValueCodec(std::string_view name);
 
 // What happens to entries outside the kept set.
-enum class RestPolicy : uint8_t {
+enum class RestCodec : uint8_t {
   kDrop = 0,   // not sent; the receiver sees zeros
   kSign1 = 1,  // "compressed aggressively": 1 bit per entry (v > 0) plus two fp32 centroids per
                // row (mean of the positive rest entries, mean of the others); the receiver
                // sees the centroid of the entry's side
 };
-inline constexpr size_t kNumRestPolicies = 2;
-std::string_view RestPolicyName(RestPolicy r);
+inline constexpr size_t kNumRestCodecs = 2;
+inline constexpr std::array<NameRow<RestCodec>, kNumRestCodecs> kRestCodecNames = {{
+    {RestCodec::kDrop, "drop"},
+    {RestCodec::kSign1, "sign1"},
+}};
+static_assert(RowsInOrder(kRestCodecNames));
+inline constexpr std::string_view RestCodecName(RestCodec r) {
+  return EnumName(kRestCodecNames, r);
+}
 
 // How the kept positions are written on the wire.
 enum class IndexCodec : uint8_t {
@@ -128,7 +141,16 @@ enum class IndexCodec : uint8_t {
   kSubsetBitmap = 3,  // the columns any row keeps (a mask), then per row one bit per those
 };
 inline constexpr size_t kNumIndexCodecs = 4;
-std::string_view IndexCodecName(IndexCodec c);
+inline constexpr std::array<NameRow<IndexCodec>, kNumIndexCodecs> kIndexCodecNames = {{
+    {IndexCodec::kAuto, "auto"},
+    {IndexCodec::kBitmap, "bitmap"},
+    {IndexCodec::kDeltaVarint, "delta-varint"},
+    {IndexCodec::kSubsetBitmap, "subset-bitmap"},
+}};
+static_assert(RowsInOrder(kIndexCodecNames));
+inline constexpr std::string_view IndexCodecName(IndexCodec c) {
+  return EnumName(kIndexCodecNames, c);
+}
 
 // Fixed sizes of wire format v1 (docs/wire-format.md), shared by the codec and the cost model.
 inline constexpr size_t kPacketHeaderBytes = 64;

@@ -151,11 +151,11 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
   CaseResult result{.c = c, .pool_bytes = pool * bytes};
   const auto gbps = [&](double seconds) { return static_cast<double>(bytes) / seconds / 1e9; };
 
-  SPARSELINK_ASSIGN_OR_RETURN(
-      Router fast, Router::Create({.policy = ScorePolicy::kMagnitude, .select = c.select}));
+  SPARSELINK_ASSIGN_OR_RETURN(Router fast,
+                              Router::Create({.scoring = Scoring::kMagnitude, .select = c.select}));
   SPARSELINK_ASSIGN_OR_RETURN(
       Router reference,
-      Router::Create({.policy = ScorePolicy::kMagnitude, .select = SelectMethod::kReference}));
+      Router::Create({.scoring = Scoring::kMagnitude, .select = SelectMethod::kReference}));
   RoutedTensor routed;
   std::vector<uint8_t> packet;
   Status status;

@@ -110,7 +110,7 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
   if (!forward.ok()) return Fail(err, forward.status());
   auto backward = MakeLink(link_options);
   if (!backward.ok()) return Fail(err, backward.status());
-  auto router = Router::Create({.policy = ScorePolicy::kSensitivity});
+  auto router = Router::Create({.scoring = Scoring::kSensitivity});
   if (!router.ok()) return Fail(err, router.status());
 
   // The summary's size depends only on cols.
@@ -241,13 +241,14 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
       // Backward: the gradient at the kept positions, fp16, values only.
       s = GatherAtMask(*decoded, {bd.gradient.data(), rows, cols}, &gradient_values);
       if (!s.ok()) return Fail(err, s);
-      s = EncodeGradient(*decoded, gradient_values, kGradientCodec, label, {}, &gradient_packet);
+      s = EncodeGradientValues(*decoded, gradient_values, kGradientCodec, label, {},
+                               &gradient_packet);
       if (!s.ok()) return Fail(err, s);
       s = (*backward)->Send(gradient_packet, static_cast<uint64_t>(dense_step_bytes), kTimeout);
       if (!s.ok()) return Fail(err, s);
       auto gradient_back = (*backward)->Recv(kTimeout);
       if (!gradient_back.ok()) return Fail(err, gradient_back.status());
-      auto values = DecodeGradient(*gradient_back, bd.routed);
+      auto values = DecodeGradientValues(*gradient_back, bd.routed);
       if (!values.ok()) return Fail(err, values.status());
       s = ScatterAtMask(bd.routed, *values, {bd.gradient_at_sender.data(), rows, cols});
       if (!s.ok()) return Fail(err, s);

@@ -55,7 +55,7 @@ std::string CodecName(ValueCodec c) {
 }
 std::string KindName(PacketKind k) { return Name(k, kNumPacketKinds, PacketKindName); }
 std::string GranName(Granularity g) { return Name(g, kNumGranularities, GranularityName); }
-std::string RestName(RestPolicy r) { return Name(r, kNumRestPolicies, RestPolicyName); }
+std::string RestName(RestCodec r) { return Name(r, kNumRestCodecs, RestCodecName); }
 std::string IndexName(const PacketHeader& h) {
   if (h.kind != PacketKind::kActivation && h.index_codec == IndexCodec::kAuto) return "none";
   return Name(h.index_codec, kNumIndexCodecs, IndexCodecName);
@@ -90,8 +90,8 @@ Tiers DescribeTiers(const PacketHeader& h) {
       t.rows.push_back({"lossy", h.count_lossy, CodecName(h.lossy_codec)});
       const uint64_t kept = h.count_full + h.count_lossy;
       const uint64_t rest = kept <= entries ? entries - kept : 0;
-      t.rows.push_back({h.rest == RestPolicy::kSign1 ? "rest (sign1)" : "dropped", rest,
-                        h.rest == RestPolicy::kSign1 ? "1 bit + 2 fp32 centroids per row" : "-"});
+      t.rows.push_back({h.rest == RestCodec::kSign1 ? "rest (sign1)" : "dropped", rest,
+                        h.rest == RestCodec::kSign1 ? "1 bit + 2 fp32 centroids per row" : "-"});
       break;
     }
     case PacketKind::kGradient:

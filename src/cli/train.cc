@@ -68,7 +68,7 @@ json ContractJson(const Contract& c) {
           {"full_codec", Traits(c.full_codec).name},
           {"lossy_codec", Traits(c.lossy_codec).name},
           {"granularity", GranularityName(c.granularity)},
-          {"rest", RestPolicyName(c.rest)},
+          {"rest", RestCodecName(c.rest)},
           {"bound_by", BoundByName(c.bound_by)}};
 }
 

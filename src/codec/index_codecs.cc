@@ -30,7 +30,7 @@
 #include "core/parallel.hpp"
 #include "simd/kernels.hpp"
 
-namespace sparselink::codec_internal {
+namespace sparselink::internal {
 namespace {
 
 Status IndexError(std::string_view field, uint64_t value, std::string_view why) {
@@ -489,4 +489,4 @@ Status DecodeSubsetBitmap(std::span<const uint8_t> bytes, uint32_t index_rows, u
   return Status::Ok();
 }
 
-}  // namespace sparselink::codec_internal
+}  // namespace sparselink::internal

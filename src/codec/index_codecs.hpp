@@ -12,7 +12,7 @@
 
 #include "sparselink/status.hpp"
 
-namespace sparselink::codec_internal {
+namespace sparselink::internal {
 
 // Bitmap: index_rows * cols bits, row-major and continuous (row r's column c is bit
 // r * cols + c), LSB first in each byte; padding bits of the last byte are zero.
@@ -109,4 +109,4 @@ inline uint32_t VarintBytes(uint32_t v) {
   return n;
 }
 
-}  // namespace sparselink::codec_internal
+}  // namespace sparselink::internal

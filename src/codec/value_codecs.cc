@@ -37,74 +37,16 @@
 
 #include "core/parallel.hpp"
 #include "simd/kernels.hpp"
+#include "simd/scalar.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
-namespace codec_internal {
-
-uint16_t FloatToHalf(float f) {
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  const uint32_t abs = x & 0x7FFFFFFFu;
-  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);   // NaN
-  if (abs == 0x7F800000u) return static_cast<uint16_t>(sign | 0x7C00u);  // Inf
-  if (abs >= 0x477FE000u) return static_cast<uint16_t>(sign | 0x7BFFu);  // >= 65504: saturate
-  if (abs >= 0x38800000u) {
-    // Normal binary16: rebias the exponent (127 -> 15), keep the top 10 mantissa bits and
-    // round on the 13 dropped ones. A mantissa carry moves into the exponent by itself.
-    // (Branch-free rounding: the round-up decision is data-dependent and mispredicts.)
-    uint32_t half = ((abs >> 23) - 127 + 15) << 10 | ((abs & 0x7FFFFFu) >> 13);
-    const uint32_t rest = abs & 0x1FFFu;
-    half += static_cast<uint32_t>(rest > 0x1000u) | (static_cast<uint32_t>(rest == 0x1000u) & half);
-    return static_cast<uint16_t>(sign | half);
-  }
-  // Subnormal binary16: the result is round(|f| / 2^-24). |f| = m * 2^(e - 150) with the
-  // 24-bit significand m, so the quotient is m >> (126 - e), rounded on the bits shifted out.
-  const uint32_t e = abs >> 23;
-  if (e < 102) return sign;  // |f| < 2^-25: rounds to zero (fp32 subnormals included)
-  const uint32_t m = (abs & 0x7FFFFFu) | 0x800000u;
-  const uint32_t shift = 126 - e;  // 14 .. 24
-  uint32_t q = m >> shift;
-  const uint32_t rest = m & ((1u << shift) - 1);
-  const uint32_t halfway = 1u << (shift - 1);
-  if (rest > halfway || (rest == halfway && (q & 1u))) ++q;
-  return static_cast<uint16_t>(sign | q);
-}
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  const uint32_t mant = h & 0x3FFu;
-  if (exp == 0) {
-    // Subnormal or zero: mant * 2^-24, exact in fp32.
-    const float v = static_cast<float>(mant) * 0x1p-24f;
-    return sign ? -v : v;
-  }
-  if (exp == 31) return std::bit_cast<float>(sign | 0x7F800000u | (mant << 13));
-  return std::bit_cast<float>(sign | ((exp - 15 + 127) << 23) | (mant << 13));
-}
-
-uint16_t FloatToBf16(float f) {
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x0040u);
-  // Adding 0x7FFF plus the lowest kept bit rounds to nearest with ties to even.
-  const uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
-  if ((x & 0x7FFFFFFFu) < 0x7F800000u && (rounded & 0x7FFFu) == 0x7F80u) {
-    return static_cast<uint16_t>((rounded & 0x8000u) | 0x7F7Fu);  // finite: saturate
-  }
-  return static_cast<uint16_t>(rounded);
-}
-
-float Bf16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
-
-}  // namespace codec_internal
-
 namespace {
 
-using codec_internal::Bf16ToFloat;
-using codec_internal::FloatToBf16;
-using codec_internal::FloatToHalf;
-using codec_internal::HalfToFloat;
+using simd::ScalarBf16;
+using simd::ScalarBf16ToFloat;
+using simd::ScalarHalf;
+using simd::ScalarHalfToFloat;
 
 uint16_t GetU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 void PutF32(uint8_t* p, float f) {
@@ -171,7 +113,7 @@ void EncodeInt8Rows(std::span<const float> values, std::span<const uint32_t> row
                     uint8_t* out, size_t first, size_t end, size_t begin) {
   uint8_t* q_out = out + 4 * row_counts.size() + begin;
   for (size_t r = first; r < end; ++r) {
-    codec_internal::EncodeInt8Row(values.data() + begin, row_counts[r], out + 4 * r, q_out);
+    internal::EncodeInt8Row(values.data() + begin, row_counts[r], out + 4 * r, q_out);
     q_out += row_counts[r];
     begin += row_counts[r];
   }
@@ -208,8 +150,8 @@ Status DecodeFloats(std::span<const uint8_t> bytes, std::span<const uint32_t>,
   }
   return Status::Ok();
 }
-float ReadHalf(const uint8_t* p) { return HalfToFloat(GetU16(p)); }
-float ReadBf16(const uint8_t* p) { return Bf16ToFloat(GetU16(p)); }
+float ReadHalf(const uint8_t* p) { return ScalarHalfToFloat(GetU16(p)); }
+float ReadBf16(const uint8_t* p) { return ScalarBf16ToFloat(GetU16(p)); }
 constexpr auto DecodeFp32 = DecodeFloats<4, GetF32>;
 
 // The 16-bit codecs convert with a vector kernel; only a stream it refuses is walked again by
@@ -313,7 +255,7 @@ uint64_t SumCounts(std::span<const uint32_t> row_counts) {
 
 }  // namespace
 
-namespace codec_internal {
+namespace internal {
 
 // A long stream of a codec without per-row scales (fp32, fp16, bf16) is encoded on the OpenMP
 // threads: each value's bytes depend on that value alone, so the stream is the same for any
@@ -442,12 +384,12 @@ bool Int8StreamPlainlyValid(std::span<const uint8_t> bytes, size_t rows) {
   return simd::CountByte(bytes.data() + 4 * rows, bytes.size() - 4 * rows, 0x80) == 0;
 }
 
-}  // namespace codec_internal
+}  // namespace internal
 
 void EncodeValues(ValueCodec codec, std::span<const float> values,
                   std::span<const uint32_t> row_counts, std::vector<uint8_t>* out) {
   out->clear();
-  codec_internal::AppendValues(codec, values, row_counts, out);
+  internal::AppendValues(codec, values, row_counts, out);
 }
 
 Status DecodeValues(ValueCodec codec, std::span<const uint8_t> bytes,
@@ -465,7 +407,7 @@ Status DecodeValues(ValueCodec codec, std::span<const uint8_t> bytes,
     return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
   }
   values->resize(count);
-  Status status = codec_internal::DecodeValuesInto(codec, bytes, row_counts, *values);
+  Status status = internal::DecodeValuesInto(codec, bytes, row_counts, *values);
   if (!status.ok()) values->clear();
   return status;
 }

@@ -1,5 +1,6 @@
-// Private to the codec module: scalar conversions and the allocation-free value stream entry
-// points the packet codec uses. The formats are described in value_codecs.cc.
+// Private to the codec module: the allocation-free value stream entry points the packet codec
+// uses (the scalar 16-bit conversions are simd/scalar.hpp's). The formats are described in
+// value_codecs.cc.
 #pragma once
 
 #include <cstdint>
@@ -9,14 +10,7 @@
 #include "sparselink/status.hpp"
 #include "sparselink/types.hpp"
 
-namespace sparselink::codec_internal {
-
-// IEEE binary16, round to nearest even; finite |f| >= 65504 saturates to +-65504 (0x7BFF).
-uint16_t FloatToHalf(float f);
-float HalfToFloat(uint16_t h);
-// bfloat16, round to nearest even; a finite value that would round to Inf saturates (0x7F7F).
-uint16_t FloatToBf16(float f);
-float Bf16ToFloat(uint16_t b);
+namespace sparselink::internal {
 
 // Writes exactly ValueStreamBytes(codec, values.size(), row_counts.size()) bytes to `dst`.
 // sum(row_counts) must equal values.size() (checked: a broken invariant aborts).
@@ -46,4 +40,4 @@ void EncodeInt8Row(const float* row, size_t n, uint8_t* scale_at, uint8_t* q);
 // vector pass over the bytes.
 bool Int8StreamPlainlyValid(std::span<const uint8_t> bytes, size_t rows);
 
-}  // namespace sparselink::codec_internal
+}  // namespace sparselink::internal

@@ -6,33 +6,6 @@
 
 namespace sparselink {
 
-std::string_view BoundByName(BoundBy b) {
-  switch (b) {
-    case BoundBy::kFixed: return "fixed";
-    case BoundBy::kSenderCoverage: return "sender_coverage";
-    case BoundBy::kReceiverCoverage: return "receiver_coverage";
-    case BoundBy::kFloor: return "floor";
-    case BoundBy::kCeiling: return "ceiling";
-    case BoundBy::kSenderLinkBudget: return "sender_link_budget";
-    case BoundBy::kReceiverCompute: return "receiver_compute";
-    case BoundBy::kReceiverBuffer: return "receiver_buffer";
-    case BoundBy::kHysteresis: return "hysteresis";
-    case BoundBy::kSharedBudget: return "shared_budget";
-    case BoundBy::kBudgetBelowFloor: return "budget_below_floor";
-  }
-  return "?";
-}
-
-std::string_view NegotiationStateName(NegotiationState s) {
-  switch (s) {
-    case NegotiationState::kProposed: return "proposed";
-    case NegotiationState::kCountered: return "countered";
-    case NegotiationState::kAgreed: return "agreed";
-    case NegotiationState::kRefused: return "refused";
-  }
-  return "?";
-}
-
 Result<double> KeepFromPercent(double percent, std::string_view field) {
   if (!std::isfinite(percent) || percent <= 0.0 || percent > 100.0) {
     return FieldError(ErrorCode::kInvalidArgument, field, percent,
@@ -70,9 +43,9 @@ Status Contract::Validate() const {
     return FieldError(ErrorCode::kInvalidArgument, "contract.lossy_codec", int(lossy_codec),
                       "unknown value codec");
   }
-  if (static_cast<size_t>(rest) >= kNumRestPolicies) {
+  if (static_cast<size_t>(rest) >= kNumRestCodecs) {
     return FieldError(ErrorCode::kInvalidArgument, "contract.rest", int(rest),
-                      "unknown rest policy");
+                      "unknown rest codec");
   }
   if (static_cast<size_t>(granularity) >= kNumGranularities) {
     return FieldError(ErrorCode::kInvalidArgument, "contract.granularity", int(granularity),
@@ -93,7 +66,7 @@ std::string Contract::ToString() const {
   out.precision(0);
   out << " full=" << keep_full * 100 << "% " << Traits(full_codec).name << "/"
       << Traits(lossy_codec).name << " " << GranularityName(granularity) << " "
-      << RestPolicyName(rest) << " (" << BoundByName(bound_by) << ")";
+      << RestCodecName(rest) << " (" << BoundByName(bound_by) << ")";
   return out.str();
 }
 
@@ -194,7 +167,7 @@ double EstimateStepBytes(const Contract& contract, size_t rows, size_t cols, boo
     ++sections;
     bytes += std::ceil((unit ? kept_per_row : kept_total) / 8.0);
   }
-  if (contract.rest == RestPolicy::kSign1) {
+  if (contract.rest == RestCodec::kSign1) {
     sections += 2;
     bytes += std::ceil((static_cast<double>(rows * cols) - kept_total) / 8.0) +
              8.0 * static_cast<double>(rows);

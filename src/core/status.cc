@@ -2,23 +2,6 @@
 
 namespace sparselink {
 
-const char* ErrorCodeName(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kOk: return "ok";
-    case ErrorCode::kInvalidArgument: return "invalid_argument";
-    case ErrorCode::kShapeMismatch: return "shape_mismatch";
-    case ErrorCode::kNonFinite: return "non_finite";
-    case ErrorCode::kCorruptPacket: return "corrupt_packet";
-    case ErrorCode::kUnsupported: return "unsupported";
-    case ErrorCode::kResourceExhausted: return "resource_exhausted";
-    case ErrorCode::kTimeout: return "timeout";
-    case ErrorCode::kClosed: return "closed";
-    case ErrorCode::kRefused: return "refused";
-    case ErrorCode::kIo: return "io";
-  }
-  return "unknown";
-}
-
 std::string Status::ToString() const {
   if (ok()) return "ok";
   return std::string(ErrorCodeName(code_)) + ": " + message_;

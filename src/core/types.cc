@@ -10,7 +10,7 @@ namespace sparselink {
 
 // One vector pass checks the whole matrix; only a matrix that fails it is walked again to name
 // the first bad entry.
-Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy policy) {
+Status ValidateMatrix(ConstMatrix m, std::string_view field, OnNonFinite on_non_finite) {
   if (m.rows == 0)
     return FieldError(ErrorCode::kInvalidArgument, std::string(field) + ".rows", 0, "must be > 0");
   if (m.cols == 0)
@@ -19,7 +19,7 @@ Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy pol
     return Status(ErrorCode::kInvalidArgument,
                   std::string(field) + ".data = null: no values given");
   }
-  if (policy == NonFinitePolicy::kReject && !simd::AllFinite(m.data, m.size())) {
+  if (on_non_finite == OnNonFinite::kReject && !simd::AllFinite(m.data, m.size())) {
     for (size_t r = 0; r < m.rows; ++r) {
       const float* row = m.Row(r);
       for (size_t c = 0; c < m.cols; ++c) {
@@ -27,7 +27,7 @@ Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy pol
           std::ostringstream name;
           name << field << "[" << r << "][" << c << "]";
           return FieldError(ErrorCode::kNonFinite, name.str(), row[c],
-                            "must be finite (policy: reject)");
+                            "must be finite (on_non_finite: reject)");
         }
       }
     }
@@ -35,38 +35,10 @@ Status ValidateMatrix(ConstMatrix m, std::string_view field, NonFinitePolicy pol
   return Status::Ok();
 }
 
-std::string_view GranularityName(Granularity g) {
-  switch (g) {
-    case Granularity::kElement: return "element";
-    case Granularity::kUnit: return "unit";
-  }
-  return "?";
-}
-
 Result<ValueCodec> ParseValueCodec(std::string_view name) {
-  for (const ValueCodecTraits& t : kValueCodecTraits) {
-    if (t.name == name) return t.codec;
-  }
+  if (const ValueCodecTraits* t = FindName(kValueCodecTraits, name)) return t->value;
   return FieldError(ErrorCode::kInvalidArgument, "codec", name,
-                    "unknown value codec (one of fp32, fp16, bf16, int8, int4)");
-}
-
-std::string_view RestPolicyName(RestPolicy r) {
-  switch (r) {
-    case RestPolicy::kDrop: return "drop";
-    case RestPolicy::kSign1: return "sign1";
-  }
-  return "?";
-}
-
-std::string_view IndexCodecName(IndexCodec c) {
-  switch (c) {
-    case IndexCodec::kAuto: return "auto";
-    case IndexCodec::kBitmap: return "bitmap";
-    case IndexCodec::kDeltaVarint: return "delta-varint";
-    case IndexCodec::kSubsetBitmap: return "subset-bitmap";
-  }
-  return "?";
+                    "unknown value codec (one of " + NameChoices(kValueCodecTraits) + ")");
 }
 
 uint64_t ValueStreamBytes(ValueCodec codec, uint64_t count, uint64_t rows) {

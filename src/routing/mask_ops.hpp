@@ -21,6 +21,6 @@ void ScatterRowsAtMask(const RoutedTensor& mask, const float* values, MutableMat
 // gradient[r][c] under kReject (and `values` cleared) or replaced by 0. `mask` valid,
 // `gradient` rows x cols.
 Status GatherRowsAtMask(const KeptMask& mask, ConstMatrix gradient, std::vector<float>* values,
-                        NonFinitePolicy non_finite, bool parallel);
+                        OnNonFinite non_finite, bool parallel);
 
 }  // namespace sparselink::internal

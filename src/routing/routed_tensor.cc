@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/format.hpp"
 #include "simd/kernels.hpp"
 #include "sparselink/routing.hpp"
 
@@ -20,16 +21,12 @@ namespace sparselink {
 
 namespace {
 
+using internal::MustEqual;
+
 std::string Indexed(std::string_view field, size_t i) {
   std::ostringstream name;
   name << field << "[" << i << "]";
   return name.str();
-}
-
-std::string MustEqual(std::string_view what, uint64_t value) {
-  std::ostringstream why;
-  why << "must equal " << what << " = " << value;
-  return why.str();
 }
 
 // Branch-free screens of the per-entry checks below: each answers "all fine?" in one pass the
@@ -82,8 +79,8 @@ Status RoutedTensor::ValidateMask() const {
   if (static_cast<size_t>(granularity) >= kNumGranularities) {
     return FieldError(kBad, "routed.granularity", int(granularity), "unknown granularity");
   }
-  if (static_cast<size_t>(rest) >= kNumRestPolicies) {
-    return FieldError(kBad, "routed.rest", int(rest), "unknown rest policy");
+  if (static_cast<size_t>(rest) >= kNumRestCodecs) {
+    return FieldError(kBad, "routed.rest", int(rest), "unknown rest codec");
   }
   const bool unit = granularity == Granularity::kUnit;
 
@@ -168,7 +165,7 @@ Status RoutedTensor::Validate() const {
   }
 
   // The rest tier.
-  if (rest == RestPolicy::kSign1) {
+  if (rest == RestCodec::kSign1) {
     const uint64_t rest_entries = uint64_t{rows} * cols - kept;
     const uint64_t want_bytes = (rest_entries + 7) / 8;
     if (rest_bits.size() != want_bytes) {
@@ -188,11 +185,11 @@ Status RoutedTensor::Validate() const {
   } else {
     if (!rest_bits.empty()) {
       return FieldError(kBad, "routed.rest_bits.size()", rest_bits.size(),
-                        "must be 0 under rest policy drop");
+                        "must be 0 under rest codec drop");
     }
     if (!rest_centroids.empty()) {
       return FieldError(kBad, "routed.rest_centroids.size()", rest_centroids.size(),
-                        "must be 0 under rest policy drop");
+                        "must be 0 under rest codec drop");
     }
   }
   return Status::Ok();

@@ -26,27 +26,15 @@
 #include <sstream>
 #include <string>
 
+#include "core/format.hpp"
 #include "simd/kernels.hpp"
 
 namespace sparselink {
 
-std::string_view SensitivityModeName(SensitivityMode m) {
-  switch (m) {
-    case SensitivityMode::kTaylor: return "taylor";
-    case SensitivityMode::kActivation: return "activation";
-    case SensitivityMode::kGradient: return "gradient";
-    case SensitivityMode::kWeighted: return "weighted";
-  }
-  return "?";
-}
-
 Result<SensitivityMode> ParseSensitivityMode(std::string_view name) {
-  for (size_t i = 0; i < kNumSensitivityModes; ++i) {
-    const auto mode = static_cast<SensitivityMode>(i);
-    if (SensitivityModeName(mode) == name) return mode;
-  }
+  if (const auto* row = FindName(kSensitivityModeNames, name)) return row->value;
   return FieldError(ErrorCode::kInvalidArgument, "sensitivity.mode", name,
-                    "unknown mode (one of taylor, activation, gradient, weighted)");
+                    "unknown mode (one of " + NameChoices(kSensitivityModeNames) + ")");
 }
 
 void NormalizeByMax(std::span<float> values) {
@@ -126,9 +114,9 @@ static Status ValidateOptions(const SensitivityOptions& o) {
     return FieldError(ErrorCode::kInvalidArgument, "sensitivity.ema_decay", o.ema_decay,
                       "must be in [0, 1)");
   }
-  if (o.non_finite != NonFinitePolicy::kReject && o.non_finite != NonFinitePolicy::kTreatAsZero) {
+  if (o.non_finite != OnNonFinite::kReject && o.non_finite != OnNonFinite::kTreatAsZero) {
     return FieldError(ErrorCode::kInvalidArgument, "sensitivity.non_finite", int(o.non_finite),
-                      "unknown non-finite policy");
+                      "unknown non-finite handling");
   }
   return Status::Ok();
 }
@@ -155,7 +143,7 @@ Result<SensitivityMap> SensitivityMap::Create(const SensitivityOptions& options)
 
 static bool IsEmpty(ConstMatrix m) { return m.data == nullptr && m.rows == 0 && m.cols == 0; }
 
-// |x| under the non-finite policy; after validation under kReject every x here is finite.
+// |x| under OnNonFinite; after validation under kReject every x here is finite.
 static double Magnitude(float x) {
   return std::isfinite(x) ? std::fabs(static_cast<double>(x)) : 0.0;
 }
@@ -183,9 +171,8 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
   }
   // The non-finite check under kReject runs with the sums below, block by block (one read of
   // the rows instead of two); ValidateMatrix then names the first bad entry.
-  const bool reject = options_.non_finite == NonFinitePolicy::kReject;
-  SPARSELINK_RETURN_IF_ERROR(
-      ValidateMatrix(activation, "activation", NonFinitePolicy::kTreatAsZero));
+  const bool reject = options_.non_finite == OnNonFinite::kReject;
+  SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", OnNonFinite::kTreatAsZero));
   const bool has_gradient = !IsEmpty(gradient);
   // A refusal of the gradient comes after the activation's own (as when the activation was
   // checked in full first): the activation's non-finite entry, if any, is named instead.
@@ -209,7 +196,7 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
           FieldError(ErrorCode::kShapeMismatch, "gradient.cols", gradient.cols,
                      "must equal activation.cols = " + std::to_string(activation.cols)));
     }
-    if (Status shape = ValidateMatrix(gradient, "gradient", NonFinitePolicy::kTreatAsZero);
+    if (Status shape = ValidateMatrix(gradient, "gradient", OnNonFinite::kTreatAsZero);
         !shape.ok()) {
       return refuse_gradient(shape);
     }
@@ -322,13 +309,13 @@ Status SensitivityMap::UpdateUnitScores(std::span<const float> unit_scores) {
   }
   // Checked, taken and their max found in one pass (batch_ is scratch: a refusal leaves the
   // map as it was).
-  const bool reject = options_.non_finite == NonFinitePolicy::kReject;
+  const bool reject = options_.non_finite == OnNonFinite::kReject;
   double max_value = 0.0;
   for (size_t u = 0; u < unit_scores.size(); ++u) {
     const float v = unit_scores[u];
     if (!std::isfinite(v) && reject) {
       return FieldError(ErrorCode::kNonFinite, "unit_scores[" + std::to_string(u) + "]", v,
-                        "must be finite (policy: reject)");
+                        "must be finite (on_non_finite: reject)");
     }
     if (v < 0.0f) {
       return FieldError(ErrorCode::kInvalidArgument, "unit_scores[" + std::to_string(u) + "]", v,
@@ -394,6 +381,8 @@ void SensitivityMap::FoldBatch(double batch_max) {
 //   f32 ema[num_units] | f32 values[num_units] | u64 XXH3-64 of all bytes before it.
 
 namespace {
+
+using internal::Hex;
 
 constexpr char kMagic[4] = {'S', 'L', 'S', 'M'};
 constexpr uint32_t kFormatVersion = 1;
@@ -464,12 +453,6 @@ class Reader {
   std::span<const uint8_t> bytes_;
   size_t pos_ = 0;
 };
-
-std::string Hex(uint64_t v) {
-  std::ostringstream out;
-  out << "0x" << std::hex << std::setw(16) << std::setfill('0') << v;
-  return out.str();
-}
 
 // Validates a per-unit array read from a buffer: finite, in [0,1].
 Status CheckUnitValue(std::string_view array, size_t u, float v) {
@@ -564,7 +547,7 @@ Result<SensitivityMap> SensitivityMap::Deserialize(std::span<const uint8_t> byte
   options.num_neurons = static_cast<size_t>(num_neurons);
   options.block = static_cast<size_t>(block);
   options.mode = static_cast<SensitivityMode>(mode);
-  options.non_finite = static_cast<NonFinitePolicy>(non_finite);
+  options.non_finite = static_cast<OnNonFinite>(non_finite);
   if (Status s = ValidateOptions(options); !s.ok()) {
     return Status(ErrorCode::kCorruptPacket, "sensitivity_map: " + s.message());
   }

@@ -9,6 +9,11 @@
 //
 // Every kernel gives the same result on every target (they are exact integer or IEEE
 // operations, in the same order); the scalar references live in the tests.
+//
+// One file per family: select_kernels.cc (keys, counts, cuts and emit passes of the router),
+// sum_kernels.cc (column sums, magnitude accumulators, finiteness), value_kernels.cc (fp16,
+// bf16 and int8 value codecs), index_kernels.cc (bitmaps, subset bitmaps, varint sizes) and
+// dispatch.cc (the chosen instruction set and its cap). lanes-inl.hpp holds what they share.
 #pragma once
 
 #include <cstddef>

@@ -52,24 +52,10 @@ class PhaseClock {
 };
 }  // namespace
 
-std::string_view RoutingPolicyName(RoutingPolicy p) {
-  switch (p) {
-    case RoutingPolicy::kDense: return "dense";
-    case RoutingPolicy::kRandom: return "random";
-    case RoutingPolicy::kMagnitude: return "magnitude";
-    case RoutingPolicy::kSensitivity: return "sensitivity";
-    case RoutingPolicy::kStructured: return "structured";
-  }
-  return "?";
-}
-
 Result<RoutingPolicy> ParseRoutingPolicy(std::string_view name) {
-  for (RoutingPolicy p : {RoutingPolicy::kDense, RoutingPolicy::kRandom, RoutingPolicy::kMagnitude,
-                          RoutingPolicy::kSensitivity, RoutingPolicy::kStructured}) {
-    if (RoutingPolicyName(p) == name) return p;
-  }
+  if (const auto* row = FindName(kRoutingPolicyNames, name)) return row->value;
   return FieldError(ErrorCode::kInvalidArgument, "policy", name,
-                    "unknown policy (one of dense, random, magnitude, sensitivity, structured)");
+                    "unknown policy (one of " + NameChoices(kRoutingPolicyNames) + ")");
 }
 
 struct RoutedBoundaries::State {
@@ -346,7 +332,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   // Receiver -> sender: the gradient at the kept positions only. Both masks are this state's
   // own, made by the decoder and the router this step and never touched since: the calls skip
   // their validation (codec/own_mask.hpp).
-  ThrowIfError(codec_internal::EncodeGradientAtOwnMask(
+  ThrowIfError(internal::EncodeGradientFromDenseTrustedMask(
                    receiver_mask, {g_data, num_rows, cols}, options->gradient_codec, label,
                    {.index_codec = options->index_codec,
                     .zstd = options->zstd,
@@ -362,7 +348,7 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   const MutableMatrix gi{grad_input.data_ptr<float>(), num_rows, cols};
   Deliver(*backward_link, "backward", label, dense_bytes, true, &report.backward_wire_bytes,
           [&](std::span<const uint8_t> bytes, PacketInfo* info) -> Result<bool> {
-            SPARSELINK_RETURN_IF_ERROR(codec_internal::DecodeGradientToDenseOwnMask(
+            SPARSELINK_RETURN_IF_ERROR(internal::DecodeGradientToDenseTrustedMask(
                 bytes, sender_mask, gi, &kept_gradient,
                 {.parallel_min_entries = options->parallel_min_entries}, info));
             return true;
@@ -562,11 +548,11 @@ static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
   SPARSELINK_ASSIGN_OR_RETURN(Negotiator negotiator,
                               Negotiator::Create(options.negotiator, state->contract));
   state->negotiator.emplace(std::move(negotiator));
-  ScorePolicy score = ScorePolicy::kSensitivity;
-  if (options.policy == RoutingPolicy::kRandom) score = ScorePolicy::kRandom;
-  if (options.policy == RoutingPolicy::kMagnitude) score = ScorePolicy::kMagnitude;
+  Scoring score = Scoring::kSensitivity;
+  if (options.policy == RoutingPolicy::kRandom) score = Scoring::kRandom;
+  if (options.policy == RoutingPolicy::kMagnitude) score = Scoring::kMagnitude;
   SPARSELINK_ASSIGN_OR_RETURN(
-      Router router, Router::Create({.policy = score,
+      Router router, Router::Create({.scoring = score,
                                      .eps = options.eps,
                                      .seed = options.seed + boundary,
                                      .parallel_min_entries = options.parallel_min_entries}));

@@ -9,7 +9,7 @@ int main() {
   std::vector<float> activation(kRows * kCols);
   for (size_t i = 0; i < activation.size(); ++i) activation[i] = static_cast<float>(i % 97);
   auto map = sparselink::SensitivityMap::Create({.num_neurons = kCols});
-  auto router = sparselink::Router::Create({.policy = sparselink::ScorePolicy::kSensitivity});
+  auto router = sparselink::Router::Create({.scoring = sparselink::Scoring::kSensitivity});
   if (!map.ok() || !router.ok()) return 1;
   const sparselink::Contract contract{.keep = 0.1,
                                       .keep_full = 0.5,

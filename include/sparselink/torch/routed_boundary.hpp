@@ -55,11 +55,22 @@ enum class RoutingPolicy : uint8_t {
   kSensitivity,  // keep the k largest |a| * (eps + S_j) per row
   kStructured,   // keep the same units for the whole micro-batch, by summed sensitivity
 };
-std::string_view RoutingPolicyName(RoutingPolicy p);
+inline constexpr size_t kNumRoutingPolicies = 5;
+inline constexpr std::array<NameRow<RoutingPolicy>, kNumRoutingPolicies> kRoutingPolicyNames = {{
+    {RoutingPolicy::kDense, "dense"},
+    {RoutingPolicy::kRandom, "random"},
+    {RoutingPolicy::kMagnitude, "magnitude"},
+    {RoutingPolicy::kSensitivity, "sensitivity"},
+    {RoutingPolicy::kStructured, "structured"},
+}};
+static_assert(RowsInOrder(kRoutingPolicyNames));
+inline constexpr std::string_view RoutingPolicyName(RoutingPolicy p) {
+  return EnumName(kRoutingPolicyNames, p);
+}
 Result<RoutingPolicy> ParseRoutingPolicy(std::string_view name);
 
-// The policy on a lost or bad packet. The receiver waits `recv_timeout` for a packet; when
-// none comes (lost) or the one that came does not decode (corrupt: checksum, length or field
+// What a boundary does on a lost or bad packet. The receiver waits `recv_timeout` for a packet;
+// when none comes (lost) or the one that came does not decode (corrupt: checksum, length or field
 // check; or a label other than this boundary and step), it re-requests it and the sender sends
 // its kept copy again. After `max_tries` sends of one packet the step fails with one error
 // naming the boundary, the direction (forward, backward, summary), the step and the last
