@@ -41,12 +41,18 @@ test-sanitize: deps
 # races in our code are still reported. Two OpenMP threads are forced so the parallel paths
 # (rows x cols >= 2^15 entries) really run in parallel.
 TSAN_OMP_TOOL ?= $(shell clang++ -print-resource-dir 2>/dev/null | sed 's|/lib/clang/.*|/lib|')/libarcher.so
+# The tests that take the parallel paths: every routing test (MakeRouter sets
+# parallel_min_entries = 1; several set the OpenMP thread count), the packet tests that set
+# parallel_min_entries = 1 or the thread count, and the links.
+TSAN_TESTS = router_test select_test select_units_test select_fast_test select_one_pass_test \
+  rest_tier_test mask_ops_test routed_tensor_test column_sums_test gradient_packet_test \
+  packet_parallel_test link_test
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DSPARSELINK_WITH_TORCH=OFF -DSPARSELINK_BUILD_BENCH=OFF -DSPARSELINK_BUILD_CLI=OFF \
 	  -DSPARSELINK_SANITIZE=thread >/dev/null
-	@cmake --build build-tsan -j $(JOBS) --target router_test packet_test link_test
-	@for t in router_test packet_test link_test; do \
+	@cmake --build build-tsan -j $(JOBS) --target $(TSAN_TESTS)
+	@for t in $(TSAN_TESTS); do \
 	  echo "tsan: $$t"; \
 	  OMP_NUM_THREADS=2 OMP_TOOL_LIBRARIES=$(TSAN_OMP_TOOL) TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \
 	    build-tsan/$$t --gtest_brief=1 || exit 1; \

@@ -445,6 +445,86 @@ TEST(SimdKernels, EmitKeptBitmapMatchesTheTakenColumns) {
   });
 }
 
+// MaxBelow and MinAbove (the largest key below a limit, the smallest above) on one row's keys
+// (`sorted`: the same keys in ascending order) against plain loops, at limits drawn from `rng`.
+void ExpectMaxBelowAndMinAboveEqualPlainLoops(const std::vector<uint32_t>& keys,
+                                              const std::vector<uint32_t>& sorted,
+                                              std::mt19937& rng) {
+  const size_t n = keys.size();
+  // The largest key below a limit: none below 0 or below the least key, every key
+  // below one past the largest.
+  for (const uint32_t limit : {0u, sorted[0], sorted[rng() % n], sorted[n - 1] + 1}) {
+    uint32_t got = 12345;
+    const bool any = MaxBelow(keys.data(), n, limit, &got);
+    bool want_any = false;
+    uint32_t want = 0;
+    for (const uint32_t key : keys) {
+      if (key < limit) {
+        want = want_any ? std::max(want, key) : key;
+        want_any = true;
+      }
+    }
+    ASSERT_EQ(any, want_any) << limit;
+    ASSERT_EQ(got, any ? want : 12345u) << limit;
+  }
+  // The smallest key above a limit, likewise.
+  for (const uint32_t limit : {0u, sorted[0], sorted[rng() % n], sorted[n - 1], UINT32_MAX - 1}) {
+    uint32_t got = 12345;
+    const bool any = MinAbove(keys.data(), n, limit, &got);
+    bool want_any = false;
+    uint32_t want = 0;
+    for (const uint32_t key : keys) {
+      if (key > limit) {
+        want = want_any ? std::min(want, key) : key;
+        want_any = true;
+      }
+    }
+    ASSERT_EQ(any, want_any) << limit;
+    ASSERT_EQ(got, any ? want : 12345u) << limit;
+  }
+}
+
+// KeepCut on the m candidates of a row (ids, values and their keys cand_keys) against a plain
+// loop: the cut at a key of the list drawn from `rng`, with every tie quota, and the dropped ids.
+void ExpectKeepCutEqualsPlainLoop(const std::vector<uint32_t>& cand_keys,
+                                  const std::vector<uint32_t>& ids,
+                                  const std::vector<float>& values, size_t m, std::mt19937& rng) {
+  const uint32_t cut = cand_keys[rng() % m];
+  const size_t ties = std::count(cand_keys.begin(), cand_keys.begin() + m, cut);
+  for (size_t q : {size_t{0}, ties / 2, ties}) {
+    size_t tie_end = 0;
+    for (size_t i = 0, seen = 0; i < m && seen < q; ++i) {
+      seen += cand_keys[i] == cut;
+      tie_end = i + 1;
+    }
+    std::vector<uint32_t> work(cand_keys);
+    std::vector<uint32_t> out_ids(m + kSlack), dropped(m + kSlack);
+    std::vector<float> out_values(m + kSlack);
+    size_t num_dropped = 0;
+    const size_t kept = KeepCut(work.data(), ids.data(), values.data(), m, cut, tie_end,
+                                /*compact_keys=*/true, out_ids.data(), out_values.data(),
+                                dropped.data(), &num_dropped);
+    std::vector<uint32_t> want_kept, want_dropped, want_keys;
+    std::vector<float> want_values;
+    for (size_t i = 0; i < m; ++i) {
+      const bool take = cand_keys[i] > cut || (cand_keys[i] == cut && i < tie_end);
+      (take ? want_kept : want_dropped).push_back(ids[i]);
+      if (take) {
+        want_keys.push_back(cand_keys[i]);
+        want_values.push_back(values[i]);
+      }
+    }
+    ASSERT_EQ(kept, want_kept.size());
+    ASSERT_EQ(num_dropped, want_dropped.size());
+    ASSERT_EQ(std::vector<uint32_t>(out_ids.begin(), out_ids.begin() + kept), want_kept);
+    ASSERT_EQ(std::vector<uint32_t>(dropped.begin(), dropped.begin() + num_dropped), want_dropped);
+    ASSERT_EQ(std::vector<uint32_t>(work.begin(), work.begin() + kept), want_keys);
+    for (size_t i = 0; i < kept; ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(out_values[i]), std::bit_cast<uint32_t>(want_values[i]));
+    }
+  }
+}
+
 // The one-pass kernels of the router against plain loops: ThresholdEmit (keys computed in
 // registers, with and without weights, non-finite entries, thresholds 0 .. above every key),
 // CandidateKeys (the keys again, from the emitted values) and KeepCut (the cut on the candidate
@@ -511,77 +591,9 @@ TEST(SimdKernels, OnePassKernelsEqualPlainLoops) {
             ASSERT_EQ(at_least, std::count_if(cand_keys.begin(), cand_keys.begin() + m,
                                               [&](uint32_t key) { return key >= at; }));
           }
-          // The largest key below a limit: none below 0 or below the least key, every key
-          // below one past the largest.
-          for (const uint32_t limit : {0u, sorted[0], sorted[rng() % n], sorted[n - 1] + 1}) {
-            uint32_t got = 12345;
-            const bool any = MaxBelow(keys.data(), n, limit, &got);
-            bool want_any = false;
-            uint32_t want = 0;
-            for (const uint32_t key : keys) {
-              if (key < limit) {
-                want = want_any ? std::max(want, key) : key;
-                want_any = true;
-              }
-            }
-            ASSERT_EQ(any, want_any) << limit;
-            ASSERT_EQ(got, any ? want : 12345u) << limit;
-          }
-          // The smallest key above a limit, likewise.
-          for (const uint32_t limit :
-               {0u, sorted[0], sorted[rng() % n], sorted[n - 1], UINT32_MAX - 1}) {
-            uint32_t got = 12345;
-            const bool any = MinAbove(keys.data(), n, limit, &got);
-            bool want_any = false;
-            uint32_t want = 0;
-            for (const uint32_t key : keys) {
-              if (key > limit) {
-                want = want_any ? std::min(want, key) : key;
-                want_any = true;
-              }
-            }
-            ASSERT_EQ(any, want_any) << limit;
-            ASSERT_EQ(got, any ? want : 12345u) << limit;
-          }
-
-          // The cut at a key of the list, with every tie quota, and the dropped ids.
+          ASSERT_NO_FATAL_FAILURE(ExpectMaxBelowAndMinAboveEqualPlainLoops(keys, sorted, rng));
           if (m == 0) continue;
-          const uint32_t cut = cand_keys[rng() % m];
-          const size_t ties = std::count(cand_keys.begin(), cand_keys.begin() + m, cut);
-          for (size_t q : {size_t{0}, ties / 2, ties}) {
-            size_t tie_end = 0;
-            for (size_t i = 0, seen = 0; i < m && seen < q; ++i) {
-              seen += cand_keys[i] == cut;
-              tie_end = i + 1;
-            }
-            std::vector<uint32_t> work(cand_keys);
-            std::vector<uint32_t> out_ids(m + kSlack), dropped(m + kSlack);
-            std::vector<float> out_values(m + kSlack);
-            size_t num_dropped = 0;
-            const size_t kept = KeepCut(work.data(), ids.data(), values.data(), m, cut, tie_end,
-                                        /*compact_keys=*/true, out_ids.data(), out_values.data(),
-                                        dropped.data(), &num_dropped);
-            std::vector<uint32_t> want_kept, want_dropped, want_keys;
-            std::vector<float> want_values;
-            for (size_t i = 0; i < m; ++i) {
-              const bool take = cand_keys[i] > cut || (cand_keys[i] == cut && i < tie_end);
-              (take ? want_kept : want_dropped).push_back(ids[i]);
-              if (take) {
-                want_keys.push_back(cand_keys[i]);
-                want_values.push_back(values[i]);
-              }
-            }
-            ASSERT_EQ(kept, want_kept.size());
-            ASSERT_EQ(num_dropped, want_dropped.size());
-            ASSERT_EQ(std::vector<uint32_t>(out_ids.begin(), out_ids.begin() + kept), want_kept);
-            ASSERT_EQ(std::vector<uint32_t>(dropped.begin(), dropped.begin() + num_dropped),
-                      want_dropped);
-            ASSERT_EQ(std::vector<uint32_t>(work.begin(), work.begin() + kept), want_keys);
-            for (size_t i = 0; i < kept; ++i) {
-              ASSERT_EQ(std::bit_cast<uint32_t>(out_values[i]),
-                        std::bit_cast<uint32_t>(want_values[i]));
-            }
-          }
+          ASSERT_NO_FATAL_FAILURE(ExpectKeepCutEqualsPlainLoop(cand_keys, ids, values, m, rng));
         }
       }
     }
