@@ -128,6 +128,61 @@ struct CaseResult {
   uint64_t wire_bytes = 0;
 };
 
+// Each row of an approximate route within its window [k, k + window].
+Status CheckWindow(const RoutedTensor& routed, size_t k, double tolerance) {
+  const size_t window = static_cast<size_t>(tolerance * double(k));
+  for (size_t r = 0; r < routed.rows; ++r) {
+    const size_t kept = routed.num_kept_in_row(r);
+    if (kept < k || kept > k + window) {
+      return Status(ErrorCode::kInvalidArgument,
+                    "approximate route kept " + std::to_string(kept) + " in row " +
+                        std::to_string(r) + ", outside [k, k + window] = [" + std::to_string(k) +
+                        ", " + std::to_string(k + window) + "] (a bug: please report)");
+    }
+  }
+  return Status::Ok();
+}
+
+// The baselines that only read the input: nth_element per row (routing's textbook cost), and
+// a pass that only reads it, with the rows split over the threads as the router splits them
+// (a vector finiteness check: no early exit, nothing written; the route reads its input once,
+// so this is its ceiling on this machine).
+Status TimeReadBaselines(
+    const BenchOptions& options, const BenchCase& c, const std::vector<std::vector<float>>& inputs,
+    size_t k, bool route, const std::function<double(double)>& gbps,
+    const std::function<void(const std::string&, std::function<void(size_t)>)>& timed,
+    CaseResult* result) {
+  const size_t pool = inputs.size();
+  if (route) {
+    std::vector<float> row(c.cols);
+    result->gbps["nth_element"] = gbps(SecondsPerCall(options, pool, [&](size_t i) {
+      for (size_t r = 0; r < c.rows; ++r) {
+        const float* a = inputs[i].data() + r * c.cols;
+        for (size_t j = 0; j < c.cols; ++j) row[j] = std::fabs(a[j]);
+        if (k > 0)
+          std::nth_element(row.begin(), row.begin() + (k - 1), row.end(), std::greater<>());
+      }
+    }));
+  }
+  bool finite = true;
+  timed("read", [&](size_t i) {
+    const float* a = inputs[i].data();
+    bool all = true;
+#pragma omp parallel for schedule(static) reduction(&& : all)
+    for (size_t r = 0; r < c.rows; ++r) all = simd::AllFinite(a + r * c.cols, c.cols) && all;
+    finite = all;
+  });
+  if (!finite) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "the read baseline found a non-finite input (a bug: please report)");
+  }
+  const size_t bytes = c.rows * c.cols * sizeof(float);
+  std::vector<float> copy(c.rows * c.cols);
+  result->gbps["memcpy"] = gbps(SecondsPerCall(
+      options, pool, [&](size_t i) { std::memcpy(copy.data(), inputs[i].data(), bytes); }));
+  return Status::Ok();
+}
+
 // Runs one case; an error means a method failed (it should not).
 Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
                            const TopkBaseline& torch_topk) {
@@ -177,18 +232,8 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
     route_and_encode(fast, i);
     SPARSELINK_RETURN_IF_ERROR(status);
     packets[i] = packet;
-    if (c.select == SelectMethod::kApproximate) {  // each row within its window
-      const size_t window = static_cast<size_t>(fast.options().approx_tolerance * double(k));
-      for (size_t r = 0; r < c.rows; ++r) {
-        const size_t kept = routed.num_kept_in_row(r);
-        if (kept < k || kept > k + window) {
-          return Status(ErrorCode::kInvalidArgument,
-                        "approximate route kept " + std::to_string(kept) + " in row " +
-                            std::to_string(r) + ", outside [k, k + window] = [" +
-                            std::to_string(k) + ", " + std::to_string(k + window) +
-                            "] (a bug: please report)");
-        }
-      }
+    if (c.select == SelectMethod::kApproximate) {
+      SPARSELINK_RETURN_IF_ERROR(CheckWindow(routed, k, fast.options().approx_tolerance));
     }
   }
   route_and_encode(reference, 0);
@@ -223,15 +268,6 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
         torch_topk(inputs[i].data(), c.rows, c.cols, k, c.threads);
       }));
     }
-    std::vector<float> row(c.cols);
-    result.gbps["nth_element"] = gbps(SecondsPerCall(options, pool, [&](size_t i) {
-      for (size_t r = 0; r < c.rows; ++r) {
-        const float* a = inputs[i].data() + r * c.cols;
-        for (size_t j = 0; j < c.cols; ++j) row[j] = std::fabs(a[j]);
-        if (k > 0)
-          std::nth_element(row.begin(), row.begin() + (k - 1), row.end(), std::greater<>());
-      }
-    }));
   }
   if (decode) {
     std::vector<float> dense(n);
@@ -240,24 +276,7 @@ Result<CaseResult> RunCase(const BenchOptions& options, const BenchCase& c,
     });
     SPARSELINK_RETURN_IF_ERROR(status);
   }
-  // What the memory system gives a pass that only reads the input, with the rows split over
-  // the threads as the router splits them (a vector finiteness check: no early exit, nothing
-  // written). The route reads its input once, so this is its ceiling on this machine.
-  bool finite = true;
-  timed("read", [&](size_t i) {
-    const float* a = inputs[i].data();
-    bool all = true;
-#pragma omp parallel for schedule(static) reduction(&& : all)
-    for (size_t r = 0; r < c.rows; ++r) all = simd::AllFinite(a + r * c.cols, c.cols) && all;
-    finite = all;
-  });
-  if (!finite) {
-    return Status(ErrorCode::kInvalidArgument,
-                  "the read baseline found a non-finite input (a bug: please report)");
-  }
-  std::vector<float> copy(n);
-  result.gbps["memcpy"] = gbps(SecondsPerCall(
-      options, pool, [&](size_t i) { std::memcpy(copy.data(), inputs[i].data(), bytes); }));
+  SPARSELINK_RETURN_IF_ERROR(TimeReadBaselines(options, c, inputs, k, route, gbps, timed, &result));
   return result;
 }
 
@@ -266,6 +285,75 @@ double Ratio(const CaseResult& r, const char* a, const char* b) {
   const auto ib = r.gbps.find(b);
   if (ia == r.gbps.end() || ib == r.gbps.end() || ib->second <= 0) return 0;
   return ia->second / ib->second;
+}
+
+// One row of the table (and the speed-ups of a case on several threads).
+void PrintCaseRow(const CaseResult& r, std::ostream& out) {
+  const auto g = [&](const char* name) {
+    const auto it = r.gbps.find(name);
+    return it == r.gbps.end() ? 0.0 : it->second;
+  };
+  std::ostringstream shape;
+  shape << r.c.rows << "x" << r.c.cols;
+  out << "  " << std::left << std::setw(12) << shape.str() << std::right << std::fixed
+      << std::setprecision(0) << std::setw(5) << r.c.keep * 100 << "% " << std::setw(5)
+      << Traits(r.c.codec).name << std::setw(4) << r.c.threads << std::setw(7)
+      << (r.c.select == SelectMethod::kFast ? "exact" : "approx") << " |" << std::fixed
+      << std::setprecision(2);
+  // A method this run did not time (decode only, or no LibTorch) prints "-", not 0.
+  const auto cell = [&](double v, int width) {
+    if (v > 0) {
+      out << std::setw(width) << v;
+    } else {
+      out << std::setw(width) << "-";
+    }
+  };
+  for (const char* name :
+       {"fast", "fast_decode", "reference", "torch_topk", "nth_element", "memcpy"}) {
+    cell(g(name), 7);
+  }
+  out << " | ";
+  cell(Ratio(r, "fast", "memcpy"), 11);
+  cell(Ratio(r, "fast", "torch_topk"), 10);
+  cell(Ratio(r, "fast_decode", "memcpy"), 14);
+  out << std::defaultfloat << "\n";
+  if (!r.speedup.empty()) {
+    out << std::string(40, ' ') << r.c.threads << " threads vs 1, alternating rounds:";
+    const char* sep = " ";
+    for (const auto& [name, x] : r.speedup) {
+      out << sep << name << " " << std::fixed << std::setprecision(2) << x << "x";
+      sep = ", ";
+    }
+    out << std::defaultfloat << "\n";
+  }
+}
+
+// One case in the JSON.
+nlohmann::json CaseJson(const CaseResult& r) {
+  const auto ratio_json = [&](const char* a, const char* b) {
+    const double v = Ratio(r, a, b);
+    return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr);
+  };
+  nlohmann::json entry = {{"rows", r.c.rows},
+                          {"cols", r.c.cols},
+                          {"keep", r.c.keep},
+                          {"threads", r.c.threads},
+                          {"select", std::string(SelectMethodName(r.c.select))},
+                          {"codec", std::string(Traits(r.c.codec).name)},
+                          {"index", "bitmap"},
+                          {"wire_bytes", r.wire_bytes},
+                          {"pool_bytes", r.pool_bytes},
+                          {"dense_bytes", r.c.rows * r.c.cols * 4},
+                          {"gbps", r.gbps},
+                          {"ratios",
+                           {{"fast_vs_memcpy", ratio_json("fast", "memcpy")},
+                            {"fast_vs_torch_topk", ratio_json("fast", "torch_topk")},
+                            {"fast_vs_reference", ratio_json("fast", "reference")},
+                            {"fast_vs_read", ratio_json("fast", "read")},
+                            {"decode_vs_memcpy", ratio_json("fast_decode", "memcpy")}}}};
+  // threads > 1: each method against itself on one thread, timed in alternating rounds.
+  if (!r.speedup.empty()) entry["speedup_over_one_thread"] = r.speedup;
+  return entry;
 }
 
 }  // namespace
@@ -336,67 +424,8 @@ int RunBench(const BenchOptions& options, const TopkBaseline& torch_topk, std::o
                            {"pool_bytes", options.pool_bytes}}},
                          {"cases", nlohmann::json::array()}};
   for (const CaseResult& r : results) {
-    const auto g = [&](const char* name) {
-      const auto it = r.gbps.find(name);
-      return it == r.gbps.end() ? 0.0 : it->second;
-    };
-    std::ostringstream shape;
-    shape << r.c.rows << "x" << r.c.cols;
-    out << "  " << std::left << std::setw(12) << shape.str() << std::right << std::fixed
-        << std::setprecision(0) << std::setw(5) << r.c.keep * 100 << "% " << std::setw(5)
-        << Traits(r.c.codec).name << std::setw(4) << r.c.threads << std::setw(7)
-        << (r.c.select == SelectMethod::kFast ? "exact" : "approx") << " |" << std::fixed
-        << std::setprecision(2);
-    // A method this run did not time (decode only, or no LibTorch) prints "-", not 0.
-    const auto cell = [&](double v, int width) {
-      if (v > 0) {
-        out << std::setw(width) << v;
-      } else {
-        out << std::setw(width) << "-";
-      }
-    };
-    for (const char* name :
-         {"fast", "fast_decode", "reference", "torch_topk", "nth_element", "memcpy"}) {
-      cell(g(name), 7);
-    }
-    out << " | ";
-    cell(Ratio(r, "fast", "memcpy"), 11);
-    cell(Ratio(r, "fast", "torch_topk"), 10);
-    cell(Ratio(r, "fast_decode", "memcpy"), 14);
-    out << std::defaultfloat << "\n";
-    if (!r.speedup.empty()) {
-      out << std::string(40, ' ') << r.c.threads << " threads vs 1, alternating rounds:";
-      const char* sep = " ";
-      for (const auto& [name, x] : r.speedup) {
-        out << sep << name << " " << std::fixed << std::setprecision(2) << x << "x";
-        sep = ", ";
-      }
-      out << std::defaultfloat << "\n";
-    }
-    const auto ratio_json = [&](const char* a, const char* b) {
-      const double v = Ratio(r, a, b);
-      return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr);
-    };
-    nlohmann::json entry = {{"rows", r.c.rows},
-                            {"cols", r.c.cols},
-                            {"keep", r.c.keep},
-                            {"threads", r.c.threads},
-                            {"select", std::string(SelectMethodName(r.c.select))},
-                            {"codec", std::string(Traits(r.c.codec).name)},
-                            {"index", "bitmap"},
-                            {"wire_bytes", r.wire_bytes},
-                            {"pool_bytes", r.pool_bytes},
-                            {"dense_bytes", r.c.rows * r.c.cols * 4},
-                            {"gbps", r.gbps},
-                            {"ratios",
-                             {{"fast_vs_memcpy", ratio_json("fast", "memcpy")},
-                              {"fast_vs_torch_topk", ratio_json("fast", "torch_topk")},
-                              {"fast_vs_reference", ratio_json("fast", "reference")},
-                              {"fast_vs_read", ratio_json("fast", "read")},
-                              {"decode_vs_memcpy", ratio_json("fast_decode", "memcpy")}}}};
-    // threads > 1: each method against itself on one thread, timed in alternating rounds.
-    if (!r.speedup.empty()) entry["speedup_over_one_thread"] = r.speedup;
-    json["cases"].push_back(entry);
+    PrintCaseRow(r, out);
+    json["cases"].push_back(CaseJson(r));
   }
   if (!options.json_path.empty()) {
     std::ofstream json_file(json_partial);

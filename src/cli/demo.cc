@@ -5,12 +5,12 @@
 // heavy-tailed (log-normal) law, so a few neurons carry most of |a * dL/da|. Every step, for
 // every boundary, the sender routes its activation under the current contract, encodes it,
 // sends it over an emulated link, and the receiver decodes and scatters it; the gradient
-// comes back mask-routed (values only) in fp16. The sender's sensitivity map learns from the
-// gradient at the kept positions; every `negotiate_every` steps the boundaries negotiate new
-// contracts, and with a shared link budget the BudgetAllocator first splits the bytes.
-// The report compares wire bytes (both directions, everything counted) with dense fp32 and
-// measures what the routing lost: the share of Taylor importance carried across and the
-// relative L2 error of the reconstructed activation.
+// comes back mask-routed (values only) in fp16, and every K steps the receiver summary in bf16. The
+// sender's sensitivity map learns from the gradient at the kept positions; every `negotiate_every`
+// steps the boundaries negotiate new contracts, and with a shared link budget the BudgetAllocator
+// first splits the bytes. The report compares wire bytes (both directions, everything counted) with
+// dense fp32 and measures what the routing lost: the share of Taylor importance carried across and
+// the relative L2 error of the reconstructed activation.
 #include "cli/demo.hpp"
 
 #include <unistd.h>
@@ -20,9 +20,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <limits>
+#include <memory>
+#include <optional>
 #include <random>
 #include <vector>
 
+#include "cli/files.hpp"
 #include "cli/flags.hpp"
 #include "sparselink/codec.hpp"
 #include "sparselink/contract.hpp"
@@ -65,246 +69,273 @@ double LogNormal(std::mt19937_64& rng, double sigma) {
   return std::exp(n(rng));
 }
 
-int Fail(std::ostream& err, const Status& s) {
-  err << "sparselink demo: " << s.ToString() << "\n";
-  return 1;
-}
+int Fail(std::ostream& err, const Status& s) { return cli::Fail(err, "demo", s); }
 
-}  // namespace
+// The run: its checked flags, links, router and boundaries, and one method per phase.
+class DemoRun {
+ public:
+  explicit DemoRun(const DemoOptions& options)
+      : options_(options),
+        rows_(static_cast<size_t>(options.rows)),
+        cols_(static_cast<size_t>(options.cols)),
+        dense_step_bytes_(static_cast<double>(rows_ * cols_ * sizeof(float))),
+        rng_(options.seed) {}
 
-int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
-  auto bandwidth = ParseBandwidth(options.link_bandwidth);
+  // Every flag checked, the output directory tried, links, router and boundaries made.
+  Status Setup();
+  // Every negotiate_every steps: contracts renegotiated, under the shared budget if any.
+  Status Negotiate(int step);
+  // One boundary's step: forward packet, decode, gradient back, summary, map update.
+  Status StepBoundary(int b, int step);
+  void PrintProgress(int step, std::ostream& out) const;
+  // The table per boundary, the last packets written, the totals.
+  Status Finish(std::ostream& out) const;
+
+ private:
+  void FillBatch(Boundary& bd);
+  void MeasureCrossing(Boundary& bd) const;
+  Status SendSummary(Boundary& bd, const PacketLabel& label);
+  void UpdateMap(Boundary& bd);
+
+  const DemoOptions& options_;
+  size_t rows_;
+  size_t cols_;
+  double dense_step_bytes_;
+  std::mt19937_64 rng_;
+  ValueCodec lossy_codec_ = ValueCodec::kInt8;
+  LinkOptions link_options_;
+  std::unique_ptr<Link> forward_;
+  std::unique_ptr<Link> backward_;
+  std::optional<Router> router_;
+  double summary_packet_bytes_ = 0;  // its size depends only on cols
+  std::vector<Boundary> boundaries_;
+  std::exponential_distribution<float> magnitude_{1.0f};
+  std::normal_distribution<float> normal_{0.0f, 1.0f};
+  std::bernoulli_distribution active_{0.5};
+  std::vector<float> gradient_values_;
+  std::vector<uint8_t> gradient_packet_;
+  std::chrono::steady_clock::time_point start_;  // when the steps began
+};
+
+Status DemoRun::Setup() {
+  auto bandwidth = ParseBandwidth(options_.link_bandwidth);
   if (!bandwidth.ok()) {
-    return Fail(err, Status(bandwidth.status().code(),
-                            "--link-bandwidth: " + bandwidth.status().message()));
+    return Status(bandwidth.status().code(), "--link-bandwidth: " + bandwidth.status().message());
   }
-  auto lossy_codec = ParseCodecFlag("--codec", options.lossy_codec);
-  if (!lossy_codec.ok()) return Fail(err, lossy_codec.status());
-  if (Status s = CheckLinkBudgetFlag(options.link_budget_bytes); !s.ok()) return Fail(err, s);
-  const auto rows = static_cast<size_t>(options.rows);
-  const auto cols = static_cast<size_t>(options.cols);
+  SPARSELINK_ASSIGN_OR_RETURN(lossy_codec_, ParseCodecFlag("--codec", options_.lossy_codec));
+  SPARSELINK_RETURN_IF_ERROR(CheckLinkBudgetFlag(options_.link_budget_bytes));
   // Each boundary holds four rows x cols float buffers: 64 MiB each at this limit.
   constexpr size_t kMaxEntries = size_t{1} << 24;
-  if (rows * cols > kMaxEntries) {
-    return Fail(err, FieldError(ErrorCode::kResourceExhausted, "--rows * --cols", rows * cols,
-                                "must be <= " + std::to_string(kMaxEntries) +
-                                    " (each boundary holds four rows x cols float buffers)"));
+  if (rows_ * cols_ > kMaxEntries) {
+    return FieldError(ErrorCode::kResourceExhausted, "--rows * --cols", rows_ * cols_,
+                      "must be <= " + std::to_string(kMaxEntries) +
+                          " (each boundary holds four rows x cols float buffers)");
   }
   // The packets are written at the end: the directory is made and tried now.
   {
     std::error_code ec;
-    std::filesystem::create_directories(options.out_dir, ec);
+    std::filesystem::create_directories(options_.out_dir, ec);
     const std::filesystem::path probe =
-        std::filesystem::path(options.out_dir) / (".sparselink-probe-" + std::to_string(getpid()));
+        std::filesystem::path(options_.out_dir) / (".sparselink-probe-" + std::to_string(getpid()));
     std::ofstream file(probe);
     if (ec || !file) {
-      return Fail(err, FieldError(ErrorCode::kIo, "--out", options.out_dir,
-                                  ec ? ec.message() : std::string("cannot be written")));
+      return FieldError(ErrorCode::kIo, "--out", options_.out_dir,
+                        ec ? ec.message() : std::string("cannot be written"));
     }
     file.close();
     std::filesystem::remove(probe, ec);
   }
+  link_options_ = {.model = {.bandwidth_bits_per_s = *bandwidth}};
+  SPARSELINK_ASSIGN_OR_RETURN(forward_, MakeLink(link_options_));
+  SPARSELINK_ASSIGN_OR_RETURN(backward_, MakeLink(link_options_));
+  SPARSELINK_ASSIGN_OR_RETURN(Router router, Router::Create({.scoring = Scoring::kSensitivity}));
+  router_.emplace(std::move(router));
+  std::vector<uint8_t> probe;
+  SPARSELINK_RETURN_IF_ERROR(
+      EncodeSummary(std::vector<float>(cols_, 0.0f), {}, &probe, kSummaryCodec));
+  summary_packet_bytes_ = static_cast<double>(probe.size());
 
-  const LinkOptions link_options{.model = {.bandwidth_bits_per_s = *bandwidth}};
-  auto forward = MakeLink(link_options);
-  if (!forward.ok()) return Fail(err, forward.status());
-  auto backward = MakeLink(link_options);
-  if (!backward.ok()) return Fail(err, backward.status());
-  auto router = Router::Create({.scoring = Scoring::kSensitivity});
-  if (!router.ok()) return Fail(err, router.status());
-
-  // The summary's size depends only on cols.
-  double summary_packet_bytes = 0;
-  {
-    std::vector<uint8_t> probe;
-    const Status s = EncodeSummary(std::vector<float>(cols, 0.0f), {}, &probe, kSummaryCodec);
-    if (!s.ok()) return Fail(err, s);
-    summary_packet_bytes = static_cast<double>(probe.size());
-  }
-
-  std::mt19937_64 rng(options.seed);
-  std::vector<Boundary> boundaries;
   for (int b = 0; b < kBoundaries; ++b) {
-    auto map = SensitivityMap::Create({.num_neurons = cols, .ema_decay = 0.8});
-    if (!map.ok()) return Fail(err, map.status());
+    SPARSELINK_ASSIGN_OR_RETURN(auto map,
+                                SensitivityMap::Create({.num_neurons = cols_, .ema_decay = 0.8}));
     const Contract initial{.boundary = static_cast<uint32_t>(b),
                            .keep = 0.25,
                            .keep_full = 0.5,
                            .full_codec = ValueCodec::kFp16,
-                           .lossy_codec = *lossy_codec,
+                           .lossy_codec = lossy_codec_,
                            .bound_by = BoundBy::kFixed};
-    auto negotiator =
-        Negotiator::Create({.tau_send = 0.9, .tau_recv = 0.8, .keep_min = kKeepMin}, initial);
-    if (!negotiator.ok()) return Fail(err, negotiator.status());
-    Boundary boundary{.map = std::move(map).value(), .negotiator = std::move(negotiator).value()};
+    SPARSELINK_ASSIGN_OR_RETURN(
+        auto negotiator,
+        Negotiator::Create({.tau_send = 0.9, .tau_recv = 0.8, .keep_min = kKeepMin}, initial));
+    Boundary boundary{.map = std::move(map), .negotiator = std::move(negotiator)};
     // Deeper boundaries concentrate importance more (larger sigma), as later layers of a
     // trained network tend to.
     const double sigma = 0.8 + 0.4 * b;
-    for (size_t j = 0; j < cols; ++j) {
-      boundary.activation_scale.push_back(static_cast<float>(LogNormal(rng, sigma)));
-      boundary.gradient_scale.push_back(static_cast<float>(LogNormal(rng, sigma)));
+    for (size_t j = 0; j < cols_; ++j) {
+      boundary.activation_scale.push_back(static_cast<float>(LogNormal(rng_, sigma)));
+      boundary.gradient_scale.push_back(static_cast<float>(LogNormal(rng_, sigma)));
     }
-    boundary.activation.resize(rows * cols);
-    boundary.gradient.resize(rows * cols);
-    boundary.received.resize(rows * cols);
-    boundary.gradient_at_sender.resize(rows * cols);
-    boundary.summary.assign(cols, 0.0f);
-    boundary.unit_scores.resize(cols);
-    boundaries.push_back(std::move(boundary));
+    boundary.activation.resize(rows_ * cols_);
+    boundary.gradient.resize(rows_ * cols_);
+    boundary.received.resize(rows_ * cols_);
+    boundary.gradient_at_sender.resize(rows_ * cols_);
+    boundary.summary.assign(cols_, 0.0f);
+    boundary.unit_scores.resize(cols_);
+    boundaries_.push_back(std::move(boundary));
   }
+  start_ = std::chrono::steady_clock::now();
+  return Status::Ok();
+}
 
-  std::exponential_distribution<float> magnitude(1.0f);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::bernoulli_distribution active(0.5);
-  std::vector<float> gradient_values;
-  std::vector<uint8_t> gradient_packet;
-  const auto start = std::chrono::steady_clock::now();
-  const double dense_step_bytes = static_cast<double>(rows * cols * sizeof(float));
-
-  for (int step = 0; step < options.steps; ++step) {
-    if (step > 0 && step % options.negotiate_every == 0) {
-      // The shared budget is split as in training (RoutedBoundaries::OnStepEnd): each boundary
-      // priced by the negotiator's own byte model as a line (FitStepCost), every step keeping
-      // room for the summary, which crosses on negotiation steps.
-      std::vector<double> caps(kBoundaries, std::numeric_limits<double>::infinity());
-      if (options.link_budget_bytes > 0) {
-        std::vector<BoundaryDemand> demands;
-        std::vector<double> fixed(kBoundaries);
-        double fixed_total = 0;
-        for (int b = 0; b < kBoundaries; ++b) {
-          const StepCostLine line = FitStepCost(boundaries[b].negotiator.contract(), 1, rows, cols,
-                                                kKeepMin, kGradientCodec);
-          fixed[b] = line.fixed + summary_packet_bytes;
-          fixed_total += fixed[b];
-          demands.push_back({.sensitivity = boundaries[b].map.values(),
-                             .rows = rows,
-                             .cols = cols,
-                             .bytes_per_entry = line.per_entry,
-                             .keep_min = kKeepMin});
-        }
-        auto allocation =
-            AllocateBudget(demands, std::max(0.0, options.link_budget_bytes - fixed_total));
-        if (!allocation.ok()) return Fail(err, allocation.status());
-        for (int b = 0; b < kBoundaries; ++b) caps[b] = allocation->bytes[b] + fixed[b];
-      }
-      for (int b = 0; b < kBoundaries; ++b) {
-        Boundary& bd = boundaries[b];
-        auto record = bd.negotiator.Negotiate(
+Status DemoRun::Negotiate(int step) {
+  // The shared budget is split as in training (RoutedBoundaries::OnStepEnd): each boundary
+  // priced by the negotiator's own byte model as a line (FitStepCost), every step keeping
+  // room for the summary, which crosses on negotiation steps.
+  std::vector<double> caps(kBoundaries, std::numeric_limits<double>::infinity());
+  if (options_.link_budget_bytes > 0) {
+    std::vector<BoundaryDemand> demands;
+    std::vector<double> fixed(kBoundaries);
+    double fixed_total = 0;
+    for (int b = 0; b < kBoundaries; ++b) {
+      const StepCostLine line = FitStepCost(boundaries_[b].negotiator.contract(), 1, rows_, cols_,
+                                            kKeepMin, kGradientCodec);
+      fixed[b] = line.fixed + summary_packet_bytes_;
+      fixed_total += fixed[b];
+      demands.push_back({.sensitivity = boundaries_[b].map.values(),
+                         .rows = rows_,
+                         .cols = cols_,
+                         .bytes_per_entry = line.per_entry,
+                         .keep_min = kKeepMin});
+    }
+    SPARSELINK_ASSIGN_OR_RETURN(
+        const Allocation allocation,
+        AllocateBudget(demands, std::max(0.0, options_.link_budget_bytes - fixed_total)));
+    for (int b = 0; b < kBoundaries; ++b) caps[b] = allocation.bytes[b] + fixed[b];
+  }
+  for (int b = 0; b < kBoundaries; ++b) {
+    Boundary& bd = boundaries_[b];
+    SPARSELINK_ASSIGN_OR_RETURN(
+        const NegotiationRecord record,
+        bd.negotiator.Negotiate(
             {.map = &bd.map,
-             .link_bytes_per_step = std::max(0.0, caps[b] - summary_packet_bytes),
+             .link_bytes_per_step = std::max(0.0, caps[b] - summary_packet_bytes_),
              .gradient_codec = kGradientCodec,
              .link_budget_reason = BoundBy::kSharedBudget},
-            {.map = &bd.map}, rows, cols, static_cast<uint64_t>(step));
-        if (!record.ok()) return Fail(err, record.status());
-        if (record->stages.back().state == NegotiationState::kRefused) ++bd.refusals;
-      }
-    }
+            {.map = &bd.map}, rows_, cols_, static_cast<uint64_t>(step)));
+    if (record.stages.back().state == NegotiationState::kRefused) ++bd.refusals;
+  }
+  return Status::Ok();
+}
 
-    for (int b = 0; b < kBoundaries; ++b) {
-      Boundary& bd = boundaries[b];
-      for (size_t r = 0; r < rows; ++r) {
-        for (size_t j = 0; j < cols; ++j) {
-          const size_t i = r * cols + j;
-          bd.activation[i] = active(rng) ? magnitude(rng) * bd.activation_scale[j] : 0.0f;
-          bd.gradient[i] = normal(rng) * bd.gradient_scale[j];
-        }
-      }
-      const Contract& contract = bd.negotiator.contract();
-      const ConstMatrix activation{bd.activation.data(), rows, cols};
-      Status s =
-          router->Route(activation, &bd.map, contract, static_cast<uint64_t>(step), &bd.routed);
-      if (!s.ok()) return Fail(err, s);
-      const PacketLabel label{.boundary = contract.boundary,
-                              .contract_version = contract.version,
-                              .step = static_cast<uint64_t>(step)};
-      s = EncodeActivation(bd.routed, contract, label, {}, &bd.packet);
-      if (!s.ok()) return Fail(err, s);
-      s = (*forward)->Send(bd.packet, static_cast<uint64_t>(dense_step_bytes), kTimeout);
-      if (!s.ok()) return Fail(err, s);
-
-      // Receiver: decode, scatter, and measure what crossed.
-      auto packet = (*forward)->Recv(kTimeout);
-      if (!packet.ok()) return Fail(err, packet.status());
-      auto decoded = DecodeActivation(*packet);
-      if (!decoded.ok()) return Fail(err, decoded.status());
-      s = Scatter(*decoded, {bd.received.data(), rows, cols});
-      if (!s.ok()) return Fail(err, s);
-      for (size_t i = 0; i < rows * cols; ++i) {
-        const double importance = std::fabs(double(bd.activation[i]) * bd.gradient[i]);
-        bd.importance_total += importance;
-        if (bd.received[i] != 0.0f) bd.importance_carried += importance;
-        const double diff = double(bd.received[i]) - bd.activation[i];
-        bd.error_sq += diff * diff;
-        bd.norm_sq += double(bd.activation[i]) * bd.activation[i];
-      }
-
-      // Backward: the gradient at the kept positions, fp16, values only.
-      s = GatherAtMask(*decoded, {bd.gradient.data(), rows, cols}, &gradient_values);
-      if (!s.ok()) return Fail(err, s);
-      s = EncodeGradientValues(*decoded, gradient_values, kGradientCodec, label, {},
-                               &gradient_packet);
-      if (!s.ok()) return Fail(err, s);
-      s = (*backward)->Send(gradient_packet, static_cast<uint64_t>(dense_step_bytes), kTimeout);
-      if (!s.ok()) return Fail(err, s);
-      auto gradient_back = (*backward)->Recv(kTimeout);
-      if (!gradient_back.ok()) return Fail(err, gradient_back.status());
-      auto values = DecodeGradientValues(*gradient_back, bd.routed);
-      if (!values.ok()) return Fail(err, values.status());
-      s = ScatterAtMask(bd.routed, *values, {bd.gradient_at_sender.data(), rows, cols});
-      if (!s.ok()) return Fail(err, s);
-      // Every K steps the receiver also sends its summary: per-neuron mean |g| over the
-      // batch, fp16, so that dropped neurons keep being scored and can come back.
-      if (step % options.negotiate_every == 0) {
-        std::vector<float> mean_abs_gradient(cols, 0.0f);
-        for (size_t r = 0; r < rows; ++r) {
-          for (size_t j = 0; j < cols; ++j)
-            mean_abs_gradient[j] += std::fabs(bd.gradient[r * cols + j]) / float(rows);
-        }
-        std::vector<uint8_t> summary_packet;
-        s = EncodeSummary(mean_abs_gradient, label, &summary_packet, kSummaryCodec);
-        if (!s.ok()) return Fail(err, s);
-        s = (*backward)->Send(summary_packet, cols * sizeof(float), kTimeout);
-        if (!s.ok()) return Fail(err, s);
-        auto summary_back = (*backward)->Recv(kTimeout);
-        if (!summary_back.ok()) return Fail(err, summary_back.status());
-        auto summary = DecodeSummary(*summary_back);
-        if (!summary.ok()) return Fail(err, summary.status());
-        bd.summary = std::move(summary).value();
-      }
-      // The sender scores what it can see: |a * dL/da| where the entry was kept, and
-      // |a| * (receiver's mean |g|) where it was dropped.
-      std::fill(bd.unit_scores.begin(), bd.unit_scores.end(), 0.0f);
-      for (size_t r = 0; r < rows; ++r) {
-        for (size_t j = 0; j < cols; ++j) {
-          const size_t i = r * cols + j;
-          const float g = bd.gradient_at_sender[i] != 0.0f ? std::fabs(bd.gradient_at_sender[i])
-                                                           : bd.summary[j];
-          bd.unit_scores[j] += std::fabs(bd.activation[i]) * g / float(rows);
-        }
-      }
-      s = bd.map.UpdateUnitScores(bd.unit_scores);
-      if (!s.ok()) return Fail(err, s);
-      if (step == options.steps - 1) bd.last_packet = bd.packet;
-    }
-
-    if ((step + 1) % 100 == 0 || step + 1 == options.steps) {
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double rate = (step + 1) / elapsed;
-      out << "step " << (step + 1) << "/" << options.steps << "  " << std::fixed
-          << std::setprecision(0) << rate << " steps/s  ETA " << std::setprecision(1)
-          << (options.steps - step - 1) / rate << " s  wire " << std::setprecision(2)
-          << double((*forward)->stats().wire_bytes + (*backward)->stats().wire_bytes) / 1e6
-          << " MB\n";
+void DemoRun::FillBatch(Boundary& bd) {
+  for (size_t r = 0; r < rows_; ++r) {
+    for (size_t j = 0; j < cols_; ++j) {
+      const size_t i = r * cols_ + j;
+      bd.activation[i] = active_(rng_) ? magnitude_(rng_) * bd.activation_scale[j] : 0.0f;
+      bd.gradient[i] = normal_(rng_) * bd.gradient_scale[j];
     }
   }
+}
 
-  const LinkStats fwd = (*forward)->stats();
-  const LinkStats bwd = (*backward)->stats();
+// What crossed: the share of Taylor importance carried and the reconstruction error.
+void DemoRun::MeasureCrossing(Boundary& bd) const {
+  for (size_t i = 0; i < rows_ * cols_; ++i) {
+    const double importance = std::fabs(double(bd.activation[i]) * bd.gradient[i]);
+    bd.importance_total += importance;
+    if (bd.received[i] != 0.0f) bd.importance_carried += importance;
+    const double diff = double(bd.received[i]) - bd.activation[i];
+    bd.error_sq += diff * diff;
+    bd.norm_sq += double(bd.activation[i]) * bd.activation[i];
+  }
+}
+
+// The receiver's summary: per-neuron mean |g| over the batch, bf16, so that dropped neurons
+// keep being scored and can come back.
+Status DemoRun::SendSummary(Boundary& bd, const PacketLabel& label) {
+  std::vector<float> mean_abs_gradient(cols_, 0.0f);
+  for (size_t r = 0; r < rows_; ++r) {
+    for (size_t j = 0; j < cols_; ++j)
+      mean_abs_gradient[j] += std::fabs(bd.gradient[r * cols_ + j]) / float(rows_);
+  }
+  std::vector<uint8_t> summary_packet;
+  SPARSELINK_RETURN_IF_ERROR(
+      EncodeSummary(mean_abs_gradient, label, &summary_packet, kSummaryCodec));
+  SPARSELINK_RETURN_IF_ERROR(backward_->Send(summary_packet, cols_ * sizeof(float), kTimeout));
+  SPARSELINK_ASSIGN_OR_RETURN(const std::vector<uint8_t> summary_back, backward_->Recv(kTimeout));
+  SPARSELINK_ASSIGN_OR_RETURN(bd.summary, DecodeSummary(summary_back));
+  return Status::Ok();
+}
+
+// The sender scores what it can see: |a * dL/da| where the entry was kept, and |a| *
+// (receiver's mean |g|) where it was dropped.
+void DemoRun::UpdateMap(Boundary& bd) {
+  std::fill(bd.unit_scores.begin(), bd.unit_scores.end(), 0.0f);
+  for (size_t r = 0; r < rows_; ++r) {
+    for (size_t j = 0; j < cols_; ++j) {
+      const size_t i = r * cols_ + j;
+      const float g =
+          bd.gradient_at_sender[i] != 0.0f ? std::fabs(bd.gradient_at_sender[i]) : bd.summary[j];
+      bd.unit_scores[j] += std::fabs(bd.activation[i]) * g / float(rows_);
+    }
+  }
+}
+
+Status DemoRun::StepBoundary(int b, int step) {
+  Boundary& bd = boundaries_[b];
+  FillBatch(bd);
+  const Contract& contract = bd.negotiator.contract();
+  const ConstMatrix activation{bd.activation.data(), rows_, cols_};
+  SPARSELINK_RETURN_IF_ERROR(
+      router_->Route(activation, &bd.map, contract, static_cast<uint64_t>(step), &bd.routed));
+  const PacketLabel label{.boundary = contract.boundary,
+                          .contract_version = contract.version,
+                          .step = static_cast<uint64_t>(step)};
+  SPARSELINK_RETURN_IF_ERROR(EncodeActivation(bd.routed, contract, label, {}, &bd.packet));
+  SPARSELINK_RETURN_IF_ERROR(
+      forward_->Send(bd.packet, static_cast<uint64_t>(dense_step_bytes_), kTimeout));
+
+  // Receiver: decode, scatter, and measure what crossed.
+  SPARSELINK_ASSIGN_OR_RETURN(const std::vector<uint8_t> packet, forward_->Recv(kTimeout));
+  SPARSELINK_ASSIGN_OR_RETURN(const RoutedTensor decoded, DecodeActivation(packet));
+  SPARSELINK_RETURN_IF_ERROR(Scatter(decoded, {bd.received.data(), rows_, cols_}));
+  MeasureCrossing(bd);
+
+  // Backward: the gradient at the kept positions, fp16, values only.
+  SPARSELINK_RETURN_IF_ERROR(
+      GatherAtMask(decoded, {bd.gradient.data(), rows_, cols_}, &gradient_values_));
+  SPARSELINK_RETURN_IF_ERROR(EncodeGradientValues(decoded, gradient_values_, kGradientCodec, label,
+                                                  {}, &gradient_packet_));
+  SPARSELINK_RETURN_IF_ERROR(
+      backward_->Send(gradient_packet_, static_cast<uint64_t>(dense_step_bytes_), kTimeout));
+  SPARSELINK_ASSIGN_OR_RETURN(const std::vector<uint8_t> gradient_back, backward_->Recv(kTimeout));
+  SPARSELINK_ASSIGN_OR_RETURN(const std::vector<float> values,
+                              DecodeGradientValues(gradient_back, bd.routed));
+  SPARSELINK_RETURN_IF_ERROR(
+      ScatterAtMask(bd.routed, values, {bd.gradient_at_sender.data(), rows_, cols_}));
+  if (step % options_.negotiate_every == 0) SPARSELINK_RETURN_IF_ERROR(SendSummary(bd, label));
+  UpdateMap(bd);
+  SPARSELINK_RETURN_IF_ERROR(bd.map.UpdateUnitScores(bd.unit_scores));
+  if (step == options_.steps - 1) bd.last_packet = bd.packet;
+  return Status::Ok();
+}
+
+void DemoRun::PrintProgress(int step, std::ostream& out) const {
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double rate = (step + 1) / elapsed;
+  out << "step " << (step + 1) << "/" << options_.steps << "  " << std::fixed
+      << std::setprecision(0) << rate << " steps/s  ETA " << std::setprecision(1)
+      << (options_.steps - step - 1) / rate << " s  wire " << std::setprecision(2)
+      << double(forward_->stats().wire_bytes + backward_->stats().wire_bytes) / 1e6 << " MB\n";
+}
+
+Status DemoRun::Finish(std::ostream& out) const {
+  const LinkStats fwd = forward_->stats();
+  const LinkStats bwd = backward_->stats();
   out << "\nboundary  contract                                              importance  "
          "rel.error\n";
   for (int b = 0; b < kBoundaries; ++b) {
-    const Boundary& bd = boundaries[b];
+    const Boundary& bd = boundaries_[b];
     out << std::setw(8) << b << "  " << std::left << std::setw(54)
         << bd.negotiator.contract().ToString() << std::right << std::fixed;
     // No importance or no activation at all (a tiny run): nothing to carry, no error to scale.
@@ -325,33 +356,53 @@ int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
     }
     out << "\n";
     const std::filesystem::path path =
-        std::filesystem::path(options.out_dir) / ("boundary" + std::to_string(b) + ".packet");
+        std::filesystem::path(options_.out_dir) / ("boundary" + std::to_string(b) + ".packet");
     std::ofstream file(path, std::ios::binary);
     file.write(reinterpret_cast<const char*>(bd.last_packet.data()),
                static_cast<std::streamsize>(bd.last_packet.size()));
     file.close();  // the final flush happens here; check after it
-    if (file.fail())
-      return Fail(err, FieldError(ErrorCode::kIo, "packet path", path.string(), "cannot write"));
+    if (file.fail()) {
+      return FieldError(ErrorCode::kIo, "packet path", path.string(), "cannot write");
+    }
   }
   const double wire = double(fwd.wire_bytes + bwd.wire_bytes);
   const double dense = double(fwd.dense_bytes + bwd.dense_bytes);
   const double dense_time =
-      2.0 * options.steps * kBoundaries *
-      ModelledTransferSeconds(link_options.model, static_cast<uint64_t>(dense_step_bytes));
+      2.0 * options_.steps * kBoundaries *
+      ModelledTransferSeconds(link_options_.model, static_cast<uint64_t>(dense_step_bytes_));
   const double routed_time =
       std::chrono::duration<double>(fwd.modelled_time + bwd.modelled_time).count();
   out << std::setprecision(2) << "\nwire bytes (both directions, all overhead): " << wire / 1e6
       << " MB   dense fp32: " << dense / 1e6 << " MB   ratio " << std::setprecision(1)
       << dense / wire << "x\n"
-      << std::setprecision(2) << "modelled link time at " << options.link_bandwidth << ": "
+      << std::setprecision(2) << "modelled link time at " << options_.link_bandwidth << ": "
       << routed_time << " s routed vs " << dense_time << " s dense\n"
       << "contract negotiations: ";
   for (int b = 0; b < kBoundaries; ++b) {
-    out << (b ? ", " : "") << "b" << b << " " << boundaries[b].negotiator.history().size() << " (v"
-        << boundaries[b].negotiator.contract().version << ")";
+    out << (b ? ", " : "") << "b" << b << " " << boundaries_[b].negotiator.history().size() << " (v"
+        << boundaries_[b].negotiator.contract().version << ")";
   }
-  out << "\nlast packets written to " << options.out_dir
-      << "/boundary*.packet (see: sparselink inspect " << options.out_dir << "/boundary0.packet)\n";
+  out << "\nlast packets written to " << options_.out_dir
+      << "/boundary*.packet (see: sparselink inspect " << options_.out_dir
+      << "/boundary0.packet)\n";
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunDemo(const DemoOptions& options, std::ostream& out, std::ostream& err) {
+  DemoRun run(options);
+  if (Status s = run.Setup(); !s.ok()) return Fail(err, s);
+  for (int step = 0; step < options.steps; ++step) {
+    if (step > 0 && step % options.negotiate_every == 0) {
+      if (Status s = run.Negotiate(step); !s.ok()) return Fail(err, s);
+    }
+    for (int b = 0; b < kBoundaries; ++b) {
+      if (Status s = run.StepBoundary(b, step); !s.ok()) return Fail(err, s);
+    }
+    if ((step + 1) % 100 == 0 || step + 1 == options.steps) run.PrintProgress(step, out);
+  }
+  if (Status s = run.Finish(out); !s.ok()) return Fail(err, s);
   return 0;
 }
 

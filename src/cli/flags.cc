@@ -10,7 +10,7 @@ Result<ValueCodec> ParseCodecFlag(std::string_view flag, const std::string& valu
   auto codec = ParseValueCodec(value);
   if (!codec.ok()) {
     return FieldError(ErrorCode::kInvalidArgument, flag, value,
-                      "unknown value codec (one of fp32, fp16, bf16, int8, int4)");
+                      "unknown value codec (one of " + NameChoices(kValueCodecTraits) + ")");
   }
   return codec.value();
 }

@@ -11,6 +11,7 @@
 #include <c10/util/Exception.h>
 
 #include "cli/train.hpp"
+#include "cli/train_flags.hpp"
 #include "sparselink/torch/runtime.hpp"
 #endif
 
@@ -84,79 +85,7 @@ int main(int argc, char** argv) {
 
 #ifdef SPARSELINK_WITH_TORCH
   sparselink::cli::TrainCliOptions train_options;
-  CLI::App* train = app.add_subcommand(
-      "train", "Train a network split into stages on Fashion-MNIST with routed boundaries");
-  train->add_option("--model", train_options.model, "mlp | cnn")
-      ->check(CLI::IsMember({"mlp", "cnn"}));
-  train
-      ->add_option("--policy", train_options.policy,
-                   "dense | random | magnitude | sensitivity | structured")
-      ->check(CLI::IsMember({"dense", "random", "magnitude", "sensitivity", "structured"}));
-  train->add_option("--keep", train_options.keep,
-                    "share of entries kept, PERCENT in (0, 100], or auto");
-  train
-      ->add_option("--link-budget", train_options.link_budget_bytes,
-                   "bytes per step shared by all boundaries (0 = none), split by sensitivity")
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--codec", train_options.codec,
-                    "codec of kept values: fp32|fp16|bf16|int8|int4");
-  train->add_option("--gradient-codec", train_options.gradient_codec, "codec of routed gradients");
-  train->add_option("--stages", train_options.stages, "pipeline stages")->check(CLI::Range(1, 64));
-  train->add_option("--epochs", train_options.epochs, "training epochs")
-      ->check(CLI::Range(1, 1000));
-  train->add_option("--batch", train_options.batch, "samples per optimizer step")
-      ->check(CLI::Range(1, 65536));
-  train
-      ->add_option("--micro-batches", train_options.micro_batches,
-                   "each batch crosses the boundaries as this many micro-batches (forward and "
-                   "backward each, gradients accumulated); <= --batch")
-      ->check(CLI::Range(1, 65536));
-  train->add_option("--seed", train_options.seed, "seed of init, shuffling and random routing");
-  train->add_option("--threads", train_options.threads, "LibTorch/OpenBLAS threads")
-      ->check(CLI::Range(1, 256));
-  train->add_option("--link-bandwidth", train_options.link_bandwidth,
-                    "emulated link, e.g. 100Mbit");
-  train->add_option("--link-loss", train_options.link_loss,
-                    "emulated share of packets lost, [0, 1); lost packets are re-sent");
-  train->add_option("--link-corrupt", train_options.link_corrupt,
-                    "emulated share of packets with one flipped bit, [0, 1); re-sent");
-  train->add_option("--link-tries", train_options.link_tries,
-                    "sends of one packet before the run fails (default 8)");
-  train
-      ->add_option("--negotiate-every", train_options.negotiate_every, "steps between negotiations")
-      ->check(CLI::Range(1, 1000000));
-  train->add_option("--tau", train_options.tau,
-                    "sensitivity coverage the contract must keep, (0, 1]");
-  train->add_option("--sensitivity", train_options.sensitivity,
-                    "how the map scores neurons: taylor | activation | gradient | weighted");
-  train->add_option_function<double>(
-      "--eps", [&](double eps) { train_options.eps = eps; },
-      "routing score |a| * (eps + S_j), the floor of S (default: 0.001 for mlp, 1 for cnn)");
-  train->add_option("--map-resolution", train_options.map_resolution,
-                    "sensitivity units at conv boundaries: channel (one per channel) | neuron");
-  train
-      ->add_option("--summary-every", train_options.summary_every,
-                   "steps between receiver summaries")
-      ->check(CLI::Range(1, 1000000));
-  train->add_flag("--zstd,!--no-zstd", train_options.zstd,
-                  "zstd each packet section where it is smaller (default off)");
-  train->add_option("--keep-min", train_options.keep_min_percent,
-                    "floor of negotiated keep, percent");
-  train->add_option("--data", train_options.data_dir,
-                    "directory of the Fashion-MNIST idx.gz files");
-  train->add_option("--report", train_options.report_path, "JSON report path");
-  train->add_option("--plot", train_options.plot_dir,
-                    "directory for PNG plots (needs python3-matplotlib)");
-  train
-      ->add_option("--max-train-samples", train_options.max_train_samples,
-                   "train on the first N samples")
-      ->check(CLI::NonNegativeNumber);
-  train
-      ->add_option("--simd", train_options.simd,
-                   "cap the routing kernels' instruction set: best | avx2 | sse4 (default best)")
-      ->check(CLI::IsMember({"best", "avx2", "sse4"}));
-  train->add_flag("--compare-dense", train_options.compare_dense,
-                  "train the dense baseline first, same seed, for the accuracy comparison");
+  CLI::App* train = sparselink::cli::AddTrainCommand(app, &train_options);
 #endif
 
   try {

@@ -10,11 +10,10 @@
 namespace sparselink::cli {
 
 // The floor eps of the routing score |a| * (eps + S_j) when --eps is not given: 0.001 for the
-// MLP, 1 for the CNN. Measured (docs/RESULTS.md, 3 seeds, keep 10 %): on the MLP a small floor
-// lets the map reorder the per-row top-k and beats magnitude-only routing (88.86 vs 88.65 %),
-// eps = 1 only ties it (88.75); on the CNN's conv boundaries the map's spread over channels
-// and positions swamps |a| with a small floor (89.15 vs 89.46 % for magnitude), while eps = 1
-// bounds its weight to [1, 2] and wins (89.69 %).
+// MLP, 1 for the CNN: on the MLP a small floor lets the map reorder the per-row top-k and beats
+// magnitude-only routing; on the CNN's conv boundaries the map's spread over channels and
+// positions swamps |a| with a small floor, while eps = 1 bounds its weight to [1, 2]
+// (docs/perf-notes.md#defaulteps).
 double DefaultEps(const std::string& model);
 
 struct TrainCliOptions {

@@ -1,0 +1,45 @@
+// The flags of `sparselink train`: their CLI11 registration, and every check of them, made
+// before any work, into the typed plan the run follows.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <optional>
+
+#include "cli/train.hpp"
+#include "sparselink/sensitivity.hpp"
+#include "sparselink/torch/routed_boundary.hpp"
+
+namespace sparselink::cli {
+
+// The flags as typed values.
+struct TrainPlan {
+  torch_adapter::RoutingPolicy policy = torch_adapter::RoutingPolicy::kSensitivity;
+  ValueCodec codec = ValueCodec::kInt8;
+  ValueCodec gradient_codec = ValueCodec::kInt8;
+  std::optional<double> keep;  // fraction; nullopt = negotiated
+  double keep_min = 0.01;
+  SensitivityMode sensitivity_mode = SensitivityMode::kTaylor;
+  double eps = 1e-3;
+  double bandwidth_bits_per_s = 0;
+  // The shared budget steers negotiated contracts; a fixed --keep (or dense) has none.
+  bool budget_applies = false;
+};
+
+// Registers the train subcommand's flags, bound to `options` (which must outlive `app`).
+CLI::App* AddTrainCommand(CLI::App& app, TrainCliOptions* options);
+
+// Checks every flag (and applies --simd, probes the model split, creates the report's and the
+// plots' directories): the first bad one is the error, naming the flag and its value.
+Result<TrainPlan> PlanTrain(const TrainCliOptions& options);
+
+// The boundaries' options for this plan; `parallel_min_entries` is where boundaries go parallel.
+torch_adapter::RoutedBoundaryOptions BoundaryOptions(const TrainCliOptions& options,
+                                                     const TrainPlan& plan,
+                                                     size_t parallel_min_entries);
+
+// The plotting script, and whether --plot can work here (python3 with matplotlib, the script,
+// a directory it can write): checked before training.
+inline constexpr const char* kPlotScript = SPARSELINK_SOURCE_DIR "/scripts/plot_report.py";
+Status CheckPlotting(const std::string& plot_dir);
+
+}  // namespace sparselink::cli
