@@ -338,9 +338,8 @@ BENCHMARK(BM_TrainingBoundaryStep)
 
 // The first touch of a row: rows of 4096 floats taken in turn from a 64 MiB pool (twice the
 // L3 here), each copied into one L1-sized buffer (arg 0) or turned into routing keys
-// (arg 1, simd::MagnitudeKeys, the router's first pass). On the machine of docs/RESULTS.md
-// the keys pass streams at 85 % of the copy's speed: it is bound by memory, and one read of
-// the input costs about what memcpy costs.
+// (arg 1, simd::MagnitudeKeys, the router's first pass): whether the keys pass is bound by
+// memory, that is, whether one read of the input costs about what memcpy costs.
 void BM_FirstTouch(benchmark::State& state) {
   constexpr size_t kCols = 4096;
   constexpr size_t kRows = (size_t{64} << 20) / (kCols * sizeof(float));

@@ -22,7 +22,7 @@ inline constexpr uint8_t kWireFormatVersion = 1;
 enum class PacketKind : uint8_t {
   kActivation = 0,  // routed forward activation: indices + tiered values (+ rest tier)
   kGradient = 1,    // mask-routed gradient: values only, at the activation's kept positions
-  kSummary = 2,     // receiver summary: per-unit mean |gradient|, fp16
+  kSummary = 2,     // receiver summary: per-unit mean |gradient|, fp16 or bf16
   kContract = 3,    // a contract announcement
 };
 inline constexpr size_t kNumPacketKinds = 4;
@@ -46,7 +46,7 @@ enum class SectionId : uint8_t {
   kRestBits = 5,        // kSign1: 1 bit per non-kept entry
   kRestCentroids = 6,   // kSign1: 2 fp32 per row
   kGradientValues = 7,  // gradient packet values
-  kSummaryValues = 8,   // summary packet values (fp16 per unit)
+  kSummaryValues = 8,   // summary packet values (fp16 or bf16 per unit)
   kContractBody = 9,    // contract packet body
 };
 inline constexpr std::array<NameRow<SectionId>, 9> kSectionIdNames = {{

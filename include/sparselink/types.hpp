@@ -49,8 +49,8 @@ Status ValidateMatrix(ConstMatrix m, std::string_view field, OnNonFinite on_non_
 
 // Calls that work row by row (routing, scatters, gathers, value coding) use the OpenMP threads
 // from this many rows x cols entries on, by default. Below it the wake-up of a sleeping thread
-// costs about what it saves (measured in training at 128 x 1024 with OMP_WAIT_POLICY=PASSIVE,
-// docs/RESULTS.md); where the threads stay awake between regions 2^16 pays. The output never
+// costs about what it saves; where the threads stay awake between regions 2^16 pays
+// (docs/perf-notes.md#kdefaultparallelminentries). The output never
 // depends on the thread count.
 inline constexpr size_t kDefaultParallelMinEntries = size_t{1} << 20;
 

@@ -4,9 +4,9 @@
 // step). They write the same bytes and the same dense rows as EncodeGradientFromDense and
 // DecodeGradientToDense, and check everything those check except the mask itself, whose
 // validation is a serial pass over it from memory (O(rows * cols / 8) for an element KeptMask,
-// O(rows * cols) for a unit one, O(kept) for a RoutedTensor): about 4 us each at 128 x 1024,
-// 8 of the ~200 us a training boundary and step cost. A mask that is not valid is
-// undefined behaviour here; builds with SPARSELINK_DCHECK on validate it anyway.
+// O(rows * cols) for a unit one, O(kept) for a RoutedTensor), a few percent of a training
+// boundary's step (docs/perf-notes.md#encodegradientfromdensetrustedmask). A mask that is not valid
+// is undefined behaviour here; builds with SPARSELINK_DCHECK on validate it anyway.
 #pragma once
 
 #include <cstdint>

@@ -227,7 +227,7 @@ Status DecodeInt4(std::span<const uint8_t> bytes, std::span<const uint32_t> row_
   return Status::Ok();
 }
 
-// One row per codec, in enum order (STYLE: one traits table per closed family).
+// One row per codec, in enum order (one traits table per closed family: CONTRIBUTING.md).
 struct ValueCodecImpl {
   ValueCodec codec;
   void (*encode)(std::span<const float> values, std::span<const uint32_t> row_counts, uint8_t* out);
@@ -259,11 +259,10 @@ namespace internal {
 
 // A long stream of a codec without per-row scales (fp32, fp16, bf16) is encoded on the OpenMP
 // threads: each value's bytes depend on that value alone, so the stream is the same for any
-// thread count. (On one thread, a quarter-million fp16 values are about 4 % of a
-// RouteAndEncode call, which is what a second thread could not otherwise share.) A stream of
+// thread count, and a second thread shares what it otherwise could not. A stream of
 // kParallelValueRows rows or more, with parallel_rows, goes by row ranges (ForRowRanges, the
-// router's split of 256 x 4096: a thread codes the values it routed, from its own cache;
-// 2 threads, 105 k fp16 values: 5.0 us, 5.9-6.5 by chunks); others in chunks of kValueChunk.
+// router's split: a thread codes the values it routed, from its own cache); others in chunks of
+// kValueChunk (docs/perf-notes.md#kparallelvaluerows).
 constexpr size_t kParallelValues = size_t{1} << 16;
 constexpr size_t kValueChunk = size_t{1} << 14;
 constexpr size_t kParallelValueRows = 64;

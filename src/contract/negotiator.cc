@@ -15,8 +15,8 @@
 //              the bound, so the report shows how far below the floor the caps were, and the
 //              contract falls to the floor (kBudgetBelowFloor, a new version) when it was above
 //              it: of the keeps the receiver accepts, the floor is the nearest to the caps. An
-//              old contract at or below the floor stays. (Until 2026-11-27 the old contract
-//              always stayed, which could hold a keep far above a hard cap indefinitely.)
+//              old contract at or below the floor stays (keeping it whatever it was could hold
+//              a keep far above a hard cap indefinitely).
 //   Agreed     keep raised to keep_min (kFloor) or lowered to keep_max (kCeiling); then a
 //              change of |keep - old| < hysteresis keeps the old contract (kHysteresis), but only
 //              when the old keep still lies within [keep_min, min(keep_max, bound)] — a cap is a
@@ -74,6 +74,39 @@ double LargestFittingKeep(size_t cols, double budget, Bytes bytes) {
   return keep_of(lo);
 }
 
+// The caps of one negotiation, each on the k/cols grid: the sender's link, and the bound,
+// the least of all caps, with the reason of the tightest (ties: link, then compute, then
+// buffer).
+struct Caps {
+  double link = 1.0;
+  double bound = 1.0;
+  BoundBy bound_reason = BoundBy::kSenderLinkBudget;
+};
+Caps ComputeCaps(const Contract& current, const SenderView& sender, const ReceiverView& receiver,
+                 size_t rows, size_t cols) {
+  Contract probe = current;
+  const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
+    probe.keep = keep;
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec,
+                             sender.map->block());
+  });
+  const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
+    probe.keep = keep;
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false, ValueCodec::kFp32,
+                             sender.map->block());
+  });
+  double compute_cap = 1.0;
+  if (!std::isinf(receiver.compute_entries_per_step)) {
+    const double per_row =
+        std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
+    compute_cap = std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
+  }
+  Caps caps{.link = link_cap, .bound = link_cap, .bound_reason = sender.link_budget_reason};
+  if (compute_cap < caps.bound) caps = {link_cap, compute_cap, BoundBy::kReceiverCompute};
+  if (buffer_cap < caps.bound) caps = {link_cap, buffer_cap, BoundBy::kReceiverBuffer};
+  return caps;
+}
+
 }  // namespace
 
 Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Contract& initial) {
@@ -111,34 +144,10 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
       CheckBudget("receiver.compute_entries_per_step", receiver.compute_entries_per_step));
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.buffer_bytes", receiver.buffer_bytes));
 
-  // Caps, each on the k/cols grid.
-  Contract probe = contract_;
-  const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
-    probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec,
-                             sender.map->block());
-  });
-  const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
-    probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false, ValueCodec::kFp32,
-                             sender.map->block());
-  });
-  double compute_cap = 1.0;
-  if (!std::isinf(receiver.compute_entries_per_step)) {
-    const double per_row =
-        std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
-    compute_cap = std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
-  }
-  double bound = link_cap;
-  BoundBy bound_reason = sender.link_budget_reason;
-  if (compute_cap < bound) {
-    bound = compute_cap;
-    bound_reason = BoundBy::kReceiverCompute;
-  }
-  if (buffer_cap < bound) {
-    bound = buffer_cap;
-    bound_reason = BoundBy::kReceiverBuffer;
-  }
+  const Caps caps = ComputeCaps(contract_, sender, receiver, rows, cols);
+  const double link_cap = caps.link;
+  const double bound = caps.bound;
+  const BoundBy bound_reason = caps.bound_reason;
 
   NegotiationRecord record;
   record.step = step;

@@ -23,16 +23,12 @@ namespace {
 // Exact rows narrower than this take the three passes: the one pass's fixed cost per row (the
 // bracket probes and the cut among the candidates) outweighs a pass saved below it, and rows of
 // a few hundred columns sit in the cache anyway. On rows of normal values the one pass wins
-// from 640 columns on (one thread, 4 MiB, GB/s, three passes against one pass, 2026-11-28: 512
-// columns 5.70-5.81 against 5.48-5.57; 768 6.14-6.74 against 7.43-7.70; 1024 6.26-6.76 against
-// 9.11-9.43), and on the first epoch of the default training run too; but over its five epochs
-// the training boundaries' route + encode (1024 columns, ReLU rows that differ from row to row)
-// took 92.0, 107.7, 94.1 us per boundary and step with the limit at 640, against 80.6, 91.8,
-// 83.8 at 2048 (seeds 1-3, interleaved). So the limit stays where the training shape is
-// not affected (docs/RESULTS.md, "Two threads, measured side by side").
+// from about 640 columns on, but on the training boundaries (1024 columns of ReLU rows that
+// differ from row to row) it lost over five epochs, so the limit stays above the training
+// shape (docs/perf-notes.md#kexactonepassmincols).
 constexpr size_t kExactOnePassMinCols = 2048;
 // The one pass is for sparse rows: above a kept share of 1 / this, the work on the candidates
-// (about as many as kept) outweighs the passes saved (keep 50 %: 5.5 GB/s against 5.9).
+// (about as many as kept) outweighs the passes saved (docs/perf-notes.md#konepassmaxkeptshare).
 constexpr size_t kOnePassMaxKeptShare = 4;
 // kApproximate windows narrower than this go the three-pass way (a threshold rarely lands).
 constexpr size_t kMinOnePassWindow = 2;

@@ -158,73 +158,70 @@ static void NormalizeDoubles(std::span<double> values) {
   for (double& v : values) v /= max_value;
 }
 
-Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
-  if (frozen_) {
-    return FieldError(ErrorCode::kInvalidArgument, "sensitivity.frozen", "true",
-                      "a frozen map refuses updates (Unfreeze it first)");
-  }
-  const SensitivityMode mode = options_.mode;
-  const size_t n = options_.num_neurons;
+// Update's checks before any work: the shapes, and a gradient where the mode needs one. The
+// activation's non-finite entries are checked later, with the sums; a refusal of the gradient
+// comes after the activation's own (as when the activation was checked in full first): the
+// activation's non-finite entry, if any, is named instead.
+static Status CheckUpdateInputs(const SensitivityOptions& options, ConstMatrix activation,
+                                ConstMatrix gradient) {
+  const size_t n = options.num_neurons;
   if (activation.cols != n && !IsEmpty(activation)) {
     return FieldError(ErrorCode::kShapeMismatch, "activation.cols", activation.cols,
                       "must equal num_neurons = " + std::to_string(n));
   }
-  // The non-finite check under kReject runs with the sums below, block by block (one read of
-  // the rows instead of two); ValidateMatrix then names the first bad entry.
-  const bool reject = options_.non_finite == OnNonFinite::kReject;
   SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", OnNonFinite::kTreatAsZero));
   const bool has_gradient = !IsEmpty(gradient);
-  // A refusal of the gradient comes after the activation's own (as when the activation was
-  // checked in full first): the activation's non-finite entry, if any, is named instead.
   const auto refuse_gradient = [&](Status why) {
-    Status activation_first = ValidateMatrix(activation, "activation", options_.non_finite);
+    Status activation_first = ValidateMatrix(activation, "activation", options.non_finite);
     return activation_first.ok() ? why : activation_first;
   };
-  if (!has_gradient && mode != SensitivityMode::kActivation) {
-    return refuse_gradient(FieldError(
-        ErrorCode::kInvalidArgument, "gradient", "empty",
-        std::string("mode ") + std::string(SensitivityModeName(mode)) + " needs a gradient"));
+  if (!has_gradient && options.mode != SensitivityMode::kActivation) {
+    return refuse_gradient(FieldError(ErrorCode::kInvalidArgument, "gradient", "empty",
+                                      std::string("mode ") +
+                                          std::string(SensitivityModeName(options.mode)) +
+                                          " needs a gradient"));
   }
-  if (has_gradient) {
-    if (gradient.rows != activation.rows) {
-      return refuse_gradient(
-          FieldError(ErrorCode::kShapeMismatch, "gradient.rows", gradient.rows,
-                     "must equal activation.rows = " + std::to_string(activation.rows)));
-    }
-    if (gradient.cols != activation.cols) {
-      return refuse_gradient(
-          FieldError(ErrorCode::kShapeMismatch, "gradient.cols", gradient.cols,
-                     "must equal activation.cols = " + std::to_string(activation.cols)));
-    }
-    if (Status shape = ValidateMatrix(gradient, "gradient", OnNonFinite::kTreatAsZero);
-        !shape.ok()) {
-      return refuse_gradient(shape);
-    }
+  if (!has_gradient) return Status::Ok();
+  if (gradient.rows != activation.rows) {
+    return refuse_gradient(
+        FieldError(ErrorCode::kShapeMismatch, "gradient.rows", gradient.rows,
+                   "must equal activation.rows = " + std::to_string(activation.rows)));
   }
+  if (gradient.cols != activation.cols) {
+    return refuse_gradient(
+        FieldError(ErrorCode::kShapeMismatch, "gradient.cols", gradient.cols,
+                   "must equal activation.cols = " + std::to_string(activation.cols)));
+  }
+  if (Status shape = ValidateMatrix(gradient, "gradient", OnNonFinite::kTreatAsZero); !shape.ok()) {
+    return refuse_gradient(shape);
+  }
+  return Status::Ok();
+}
 
-  // Pass 1: per-neuron means over rows. A deserialized map gets its scratch here, once: its
-  // size comes from num_neurons, which a file may set far larger than its own byte count.
-  // The sums over rows run in float vectors, one row at a time, in fixed blocks of kRowBlock
-  // rows: each block into a partial of its own (on the OpenMP threads for large batches), and
-  // the partials added in block order, so the bits do not depend on the thread count. Then
-  // they widen to the double scratch (or run again in double, below).
-  if (scratch_.empty()) scratch_.assign(ScratchSize(options_), 0.0);
+// The sums over rows of the mode's magnitudes into `sums` (width entries: n, or 2n for
+// kWeighted), in float vectors, one row at a time, in fixed blocks of kRowBlock rows: each
+// block into a partial of its own (on the OpenMP threads for large batches), and the partials
+// added in block order, so the bits do not depend on the thread count. With `check_finite`,
+// returns whether every entry was finite (the sums are then meaningless where not).
+static bool SumRowsInFloat(ConstMatrix activation, ConstMatrix gradient, SensitivityMode mode,
+                           size_t width, bool parallel, bool check_finite,
+                           std::vector<float>* sums) {
+  const size_t n = activation.cols;
   const size_t rows = activation.rows;
-  const size_t width = scratch_.size();
+  const bool has_gradient = !IsEmpty(gradient);
   const size_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   thread_local std::vector<float> partials;
   partials.resize(blocks * width);
   float* const p = partials.data();
   bool finite = true;
-#pragma omp parallel for schedule(static) reduction(&& : finite) \
-    if (rows * n >= options_.parallel_min_entries)
+#pragma omp parallel for schedule(static) reduction(&& : finite) if (parallel)
   for (size_t b = 0; b < blocks; ++b) {
     float* partial = p + b * width;
     std::fill(partial, partial + width, 0.0f);
     for (size_t r = b * kRowBlock; r < std::min(rows, (b + 1) * kRowBlock); ++r) {
       const float* a = activation.Row(r);
       const float* g = has_gradient ? gradient.Row(r) : nullptr;
-      if (reject) {
+      if (check_finite) {
         finite = finite && simd::AllFinite(a, n) && (g == nullptr || simd::AllFinite(g, n));
       }
       switch (mode) {
@@ -238,14 +235,60 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
       }
     }
   }
+  sums->assign(p, p + width);
+  for (size_t b = 1; b < blocks; ++b) {
+    for (size_t j = 0; j < width; ++j) (*sums)[j] += p[b * width + j];
+  }
+  return finite;
+}
+
+// The same sums in double, into `scratch` (zeroed first), for batches whose float sums
+// overflowed or may have underflowed.
+static void SumRowsInDouble(ConstMatrix activation, ConstMatrix gradient, SensitivityMode mode,
+                            std::vector<double>* scratch) {
+  const size_t n = activation.cols;
+  const bool has_gradient = !IsEmpty(gradient);
+  std::fill(scratch->begin(), scratch->end(), 0.0);
+  for (size_t r = 0; r < activation.rows; ++r) {
+    const float* a = activation.Row(r);
+    const float* g = has_gradient ? gradient.Row(r) : nullptr;
+    for (size_t j = 0; j < n; ++j) {
+      const double ma = Magnitude(a[j]);
+      const double mg = g != nullptr ? Magnitude(g[j]) : 0.0;
+      switch (mode) {
+        case SensitivityMode::kTaylor: (*scratch)[j] += ma * mg; break;
+        case SensitivityMode::kActivation: (*scratch)[j] += ma; break;
+        case SensitivityMode::kGradient: (*scratch)[j] += mg; break;
+        case SensitivityMode::kWeighted:
+          (*scratch)[j] += ma;
+          (*scratch)[n + j] += mg;
+          break;
+      }
+    }
+  }
+}
+
+Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
+  if (frozen_) {
+    return FieldError(ErrorCode::kInvalidArgument, "sensitivity.frozen", "true",
+                      "a frozen map refuses updates (Unfreeze it first)");
+  }
+  SPARSELINK_RETURN_IF_ERROR(CheckUpdateInputs(options_, activation, gradient));
+  const SensitivityMode mode = options_.mode;
+  const size_t n = options_.num_neurons;
+  // Pass 1: per-neuron means over rows. A deserialized map gets its scratch here, once: its
+  // size comes from num_neurons, which a file may set far larger than its own byte count.
+  // The non-finite check under kReject runs with the sums (one read of the rows instead of
+  // two); ValidateMatrix then names the first bad entry.
+  if (scratch_.empty()) scratch_.assign(ScratchSize(options_), 0.0);
+  const size_t rows = activation.rows;
+  thread_local std::vector<float> sums;
+  const bool finite = SumRowsInFloat(activation, gradient, mode, scratch_.size(),
+                                     rows * n >= options_.parallel_min_entries,
+                                     options_.non_finite == OnNonFinite::kReject, &sums);
   if (!finite) {
     SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(activation, "activation", options_.non_finite));
     SPARSELINK_RETURN_IF_ERROR(ValidateMatrix(gradient, "gradient", options_.non_finite));
-  }
-  thread_local std::vector<float> sums;
-  sums.assign(p, p + width);
-  for (size_t b = 1; b < blocks; ++b) {
-    for (size_t j = 0; j < width; ++j) sums[j] += p[b * width + j];
   }
   // Float keeps the ratios between neurons (all the map uses: each batch is scaled by its
   // largest) unless a sum overflowed (magnitudes past ~1e19 in Taylor mode) or the largest
@@ -255,24 +298,7 @@ Status SensitivityMap::Update(ConstMatrix activation, ConstMatrix gradient) {
   if (simd::AllFinite(sums.data(), sums.size()) && largest >= 0x1p-60f) {
     std::copy(sums.begin(), sums.end(), scratch_.begin());
   } else {
-    std::fill(scratch_.begin(), scratch_.end(), 0.0);
-    for (size_t r = 0; r < rows; ++r) {
-      const float* a = activation.Row(r);
-      const float* g = has_gradient ? gradient.Row(r) : nullptr;
-      for (size_t j = 0; j < n; ++j) {
-        const double ma = Magnitude(a[j]);
-        const double mg = g != nullptr ? Magnitude(g[j]) : 0.0;
-        switch (mode) {
-          case SensitivityMode::kTaylor: scratch_[j] += ma * mg; break;
-          case SensitivityMode::kActivation: scratch_[j] += ma; break;
-          case SensitivityMode::kGradient: scratch_[j] += mg; break;
-          case SensitivityMode::kWeighted:
-            scratch_[j] += ma;
-            scratch_[n + j] += mg;
-            break;
-        }
-      }
-    }
+    SumRowsInDouble(activation, gradient, mode, &scratch_);
   }
   const double inv_rows = 1.0 / static_cast<double>(rows);
   for (double& s : scratch_) s *= inv_rows;

@@ -40,8 +40,9 @@ inline void StoreU16(uint16_t v, uint16_t* p) { std::memcpy(p, &v, sizeof v); }
 // Compress of 32-bit lanes (the lanes of `mask` moved to the front, in order). AVX-512 has an
 // instruction for it, which Highway uses. On the other x86 targets Highway 1.0 builds the
 // index table inside the function, and GCC copies that table onto the stack at every call
-// (`rep movsq`, 1 KiB for AVX2), which made routing 8x and decoding 7x slower on machines
-// without AVX-512 (docs/RESULTS.md). There the indices come from this static table instead:
+// (`rep movsq`, 1 KiB for AVX2), which made routing and decoding several times slower on
+// machines without AVX-512 (docs/perf-notes.md#compresstable). There the indices come from this
+// static table instead:
 // entry m holds, for an 8-bit mask m, the set lanes' positions ascending, then the others
 // (a 4-lane target reads the first four; for m < 16 those are all below 4).
 struct CompressTable {

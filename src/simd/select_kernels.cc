@@ -43,7 +43,7 @@ inline void StoreLastWord(uint8_t* bits, size_t n, uint64_t word) {
 // One vector of an emit pass at column i: the taken lanes' columns to ids and their `value`
 // lanes to values at *m (both slack), and their mask bits into *word, which goes to the bitmap
 // (bits null: none) once it holds 64 columns. (Storing each vector's mask bits straight to the
-// bitmap's bytes made the streaming pass a third slower: 26 against 36 GB/s.)
+// bitmap's bytes made the streaming pass a third slower: docs/perf-notes.md#emitlanes.)
 template <class D, class M, class V, class VF>
 HWY_INLINE void EmitLanes(D du, M take, V col, VF value, size_t i, uint32_t* HWY_RESTRICT ids,
                           float* HWY_RESTRICT values, size_t* m, uint8_t* HWY_RESTRICT bits,
@@ -280,8 +280,7 @@ size_t EmitKept(const uint32_t* HWY_RESTRICT keys, const float* HWY_RESTRICT a, 
   return m;
 }
 
-// How far ahead of its reads ThresholdEmit prefetches (sparselink bench route, 256 x 4096, three
-// interleaved rounds: 8 KiB 10.7-10.8 GB/s, 16 KiB 12.2-12.5, 32 KiB 11.0-11.2).
+// How far ahead of its reads ThresholdEmit prefetches (docs/perf-notes.md#kprefetchbytes).
 constexpr uintptr_t kPrefetchBytes = 16384;
 bool ThresholdEmit(const float* HWY_RESTRICT a, const float* HWY_RESTRICT w, size_t n, uint32_t t,
                    uint32_t* HWY_RESTRICT ids, float* HWY_RESTRICT values,

@@ -105,6 +105,10 @@ struct RoutedBoundaries::State {
 
   torch::Tensor RouteForward(const torch::Tensor& input, bool count);
   torch::Tensor RouteBackward(const torch::Tensor& grad_output);
+  // RouteBackward's parts: the receiver's map and summary (every summary_every steps), and the
+  // sender's map from what came back.
+  void SendSummary(const float* g_data, size_t num_rows, const PacketLabel& label);
+  void UpdateSenderMap(size_t num_rows);
   template <typename Decode>
   auto Deliver(Link& link, std::string_view direction, const PacketLabel& label,
                uint64_t dense_bytes, bool count, uint64_t* wire_counter, const Decode& decode)
@@ -118,7 +122,7 @@ struct RoutedBoundaries::State {
   // its own, and the partials are added in block order: on the OpenMP threads each block reads
   // the rows its thread decoded (still in that core's cache), and the sums are the same for any
   // thread count. (Threads taking column ranges of every row instead read half their rows from
-  // the other core: 22 us against 11 on one thread, measured on the column sums of |a|.)
+  // the other core, and lost to one thread: docs/perf-notes.md#krowblock.)
   static constexpr size_t kRowBlock = 64;
   std::vector<float> partials;  // row blocks x cols
   // Runs add(first_row, end_row, partial) for each block of `rows` (partial zeroed, cols
@@ -287,47 +291,8 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
                           .step = static_cast<uint64_t>(step),
                           .micro_batch = train_micro};
 
-  // Receiver, every `summary_every` steps: its own view of its inputs (Taylor on what it
-  // received, with its dense gradient) and the summary for the sender. The receiver's map only
-  // matters at negotiations, so it is sampled at the summary cadence rather than every step;
-  // a step of several micro-batches samples its first, so a step sends one summary.
   const bool summary_step = step % options->summary_every == 0 && train_micro == 0;
-  // A summary step reads every entry of the gradient (other steps read the kept ones, which
-  // the gradient encoder checks): a non-finite one is named where it is, rather than as the
-  // summary unit it would spoil, by the map's update (which checks as it sums) or, with the map
-  // frozen, when the column sums below come out non-finite.
-  if (summary_step && !receiver_map->frozen()) {
-    ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
-                                      {g_data, num_rows, cols}),
-                 boundary);
-  }
-  if (summary_step) {
-    std::vector<float> mean_abs(cols, 0.0f);
-    SumOverRowBlocks(num_rows, mean_abs, [&](size_t first, size_t end, float* partial) {
-      for (size_t r = first; r < end; ++r) simd::AddAbs(g_data + r * cols, cols, partial);
-    });
-    if (!simd::AllFinite(mean_abs.data(), cols)) {
-      const float* bad =
-          std::find_if(g_data, g_data + num_rows * cols, [](float v) { return !std::isfinite(v); });
-      if (bad != g_data + num_rows * cols) {  // else finite |g| summed past FLT_MAX
-        const auto i = static_cast<size_t>(bad - g_data);
-        ThrowIfError(FieldError(ErrorCode::kNonFinite,
-                                "gradient[" + std::to_string(i / cols) + "][" +
-                                    std::to_string(i % cols) + "]",
-                                *bad, "must be finite"),
-                     boundary);
-      }
-    }
-    for (float& v : mean_abs) v /= static_cast<float>(rows);
-    ThrowIfError(EncodeSummary(mean_abs, label, &packet, kSummaryCodec), boundary);
-    // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
-    summary = Deliver(*backward_link, "summary", label, 0, true, &report.backward_wire_bytes,
-                      [](std::span<const uint8_t> bytes, PacketInfo* info) {
-                        return DecodeSummary(bytes, {}, info);
-                      })
-                  .value();
-  }
-
+  if (summary_step) SendSummary(g_data, num_rows, label);
   clock.Lap(&time.summary);
   // Receiver -> sender: the gradient at the kept positions only. Both masks are this state's
   // own, made by the decoder and the router this step and never touched since: the calls skip
@@ -356,6 +321,55 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
       .value();
   clock.Lap(&time.backward_link_decode);
 
+  UpdateSenderMap(num_rows);
+  clock.Lap(&time.map_update);
+  report.time.Add(time);
+  report.route_seconds += clock.Total();
+  return grad_input.reshape(grad_output.sizes()).to(grad_output.dtype());
+}
+
+// Receiver, every `summary_every` steps: its own view of its inputs (Taylor on what it
+// received, with its dense gradient) and the summary for the sender. The receiver's map only
+// matters at negotiations, so it is sampled at the summary cadence rather than every step;
+// a step of several micro-batches samples its first, so a step sends one summary.
+void RoutedBoundaries::State::SendSummary(const float* g_data, size_t num_rows,
+                                          const PacketLabel& label) {
+  // A summary step reads every entry of the gradient (other steps read the kept ones, which
+  // the gradient encoder checks): a non-finite one is named where it is, rather than as the
+  // summary unit it would spoil, by the map's update (which checks as it sums) or, with the map
+  // frozen, when the column sums below come out non-finite.
+  if (!receiver_map->frozen()) {
+    ThrowIfError(receiver_map->Update({received.data_ptr<float>(), num_rows, cols},
+                                      {g_data, num_rows, cols}),
+                 boundary);
+  }
+  std::vector<float> mean_abs(cols, 0.0f);
+  SumOverRowBlocks(num_rows, mean_abs, [&](size_t first, size_t end, float* partial) {
+    for (size_t r = first; r < end; ++r) simd::AddAbs(g_data + r * cols, cols, partial);
+  });
+  if (!simd::AllFinite(mean_abs.data(), cols)) {
+    const float* bad =
+        std::find_if(g_data, g_data + num_rows * cols, [](float v) { return !std::isfinite(v); });
+    if (bad != g_data + num_rows * cols) {  // else finite |g| summed past FLT_MAX
+      const auto i = static_cast<size_t>(bad - g_data);
+      ThrowIfError(
+          FieldError(ErrorCode::kNonFinite,
+                     "gradient[" + std::to_string(i / cols) + "][" + std::to_string(i % cols) + "]",
+                     *bad, "must be finite"),
+          boundary);
+    }
+  }
+  for (float& v : mean_abs) v /= static_cast<float>(num_rows);
+  ThrowIfError(EncodeSummary(mean_abs, label, &packet, kSummaryCodec), boundary);
+  // A summary has no dense counterpart: it adds wire bytes and no dense bytes.
+  summary = Deliver(*backward_link, "summary", label, 0, true, &report.backward_wire_bytes,
+                    [](std::span<const uint8_t> bytes, PacketInfo* info) {
+                      return DecodeSummary(bytes, {}, info);
+                    })
+                .value();
+}
+
+void RoutedBoundaries::State::UpdateSenderMap(size_t num_rows) {
   // Sender: score what it can see. The gradient of entry (r, j) is known where it was kept
   // (it just came back); where it was dropped the receiver's mean |g_j| stands in for it.
   //   taylor:     mean_r |a_rj| * |g_rj|        activation: mean_r |a_rj|
@@ -363,69 +377,64 @@ torch::Tensor RoutedBoundaries::State::RouteBackward(const torch::Tensor& grad_o
   //   (1-alpha)*norm(gradient)
   // With the gradient mode the routing score |a_rj| * (eps + S_j) is the expected Taylor
   // importance of the entry; with the Taylor mode it counts the activation twice.
-  if (!map->frozen()) {
-    const float inv_rows = 1.0f / static_cast<float>(rows);
-    // Every entry first with the summary standing in for its gradient, which has a closed
-    // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry;
-    // RouteForward took them, unless the map was frozen then (or this is a second backward of
-    // one forward, which finds them in place).
-    // (summary holds zeros until the first one arrives.)
-    if (act_sums_forward != forwards) {
-      ThrowIfError(ColumnAbsSums({activation.data_ptr<float>(), num_rows, cols}, &act_sums,
-                                 options->parallel_min_entries),
-                   boundary);
-      act_sums_forward = forwards;
-    }
-    for (size_t j = 0; j < cols; ++j) {
-      act_scores[j] = act_sums[j] * inv_rows;
-      grad_scores[j] = summary[j];
-      taylor_scores[j] = act_scores[j] * summary[j];
-    }
-    // Kept entries: replace the summary's stand-in by the real gradient, in the scores the mode
-    // reads (activation reads none). Both sides' kept values run in mask order: a from the
-    // sender's routed copy, g as it just came back.
-    const SensitivityMode mode = options->sensitivity_mode;
-    const bool taylor = mode == SensitivityMode::kTaylor;
-    const bool gradient = mode == SensitivityMode::kGradient || mode == SensitivityMode::kWeighted;
-    const float* s = summary.data();
-    const bool unit = sender_mask.granularity == Granularity::kUnit;
-    const auto add_kept = [&](size_t first, size_t end, float* partial) {
-      for (size_t r = first; r < end; ++r) {
-        const std::span<const uint32_t> ids = sender_mask.RowIndices(r);
-        const size_t i = unit ? r * ids.size() : sender_mask.row_offsets[r];
-        const float* kept_g = kept_gradient.data() + i;
-        const float* kept_a = sender_mask.values.data() + i;
-        // Distinct ids within a row: one vector scatter-add (1.3x the scalar loop's speed).
-        simd::AddKeptCorrection(ids.data(), taylor ? kept_a : nullptr, kept_g, s, ids.size(),
-                                inv_rows, partial);
-      }
-    };
-    if (taylor) SumOverRowBlocks(num_rows, taylor_scores, add_kept);
-    if (gradient) SumOverRowBlocks(num_rows, grad_scores, add_kept);
-    const std::vector<float>* source = &taylor_scores;
-    if (options->sensitivity_mode == SensitivityMode::kActivation) source = &act_scores;
-    if (options->sensitivity_mode == SensitivityMode::kGradient) source = &grad_scores;
-    if (options->sensitivity_mode == SensitivityMode::kWeighted) {
-      NormalizeByMax(act_scores);
-      for (float& v : grad_scores) v = std::max(v, 0.0f);
-      NormalizeByMax(grad_scores);
-      const auto alpha = static_cast<float>(options->sensitivity_alpha);
-      for (size_t j = 0; j < cols; ++j)
-        taylor_scores[j] = alpha * act_scores[j] + (1 - alpha) * grad_scores[j];
-    }
-    // Per unit: the sum over its block of neurons (one neuron each, at block 1).
-    for (size_t u = 0, j = 0; u < unit_scores.size(); ++u) {
-      float sum = 0.0f;
-      for (const size_t end = std::min(j + block, cols); j < end; ++j)
-        sum += std::max((*source)[j], 0.0f);
-      unit_scores[u] = sum;
-    }
-    ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
+  if (map->frozen()) return;
+  const float inv_rows = 1.0f / static_cast<float>(num_rows);
+  // Every entry first with the summary standing in for its gradient, which has a closed
+  // form: mean_r |a_rj| * s_j = act_j * s_j. Only the column sums of |a| touch every entry;
+  // RouteForward took them, unless the map was frozen then (or this is a second backward of
+  // one forward, which finds them in place).
+  // (summary holds zeros until the first one arrives.)
+  if (act_sums_forward != forwards) {
+    ThrowIfError(ColumnAbsSums({activation.data_ptr<float>(), num_rows, cols}, &act_sums,
+                               options->parallel_min_entries),
+                 boundary);
+    act_sums_forward = forwards;
   }
-  clock.Lap(&time.map_update);
-  report.time.Add(time);
-  report.route_seconds += clock.Total();
-  return grad_input.reshape(grad_output.sizes()).to(grad_output.dtype());
+  for (size_t j = 0; j < cols; ++j) {
+    act_scores[j] = act_sums[j] * inv_rows;
+    grad_scores[j] = summary[j];
+    taylor_scores[j] = act_scores[j] * summary[j];
+  }
+  // Kept entries: replace the summary's stand-in by the real gradient, in the scores the mode
+  // reads (activation reads none). Both sides' kept values run in mask order: a from the
+  // sender's routed copy, g as it just came back.
+  const SensitivityMode mode = options->sensitivity_mode;
+  const bool taylor = mode == SensitivityMode::kTaylor;
+  const bool gradient = mode == SensitivityMode::kGradient || mode == SensitivityMode::kWeighted;
+  const float* s = summary.data();
+  const bool unit = sender_mask.granularity == Granularity::kUnit;
+  const auto add_kept = [&](size_t first, size_t end, float* partial) {
+    for (size_t r = first; r < end; ++r) {
+      const std::span<const uint32_t> ids = sender_mask.RowIndices(r);
+      const size_t i = unit ? r * ids.size() : sender_mask.row_offsets[r];
+      const float* kept_g = kept_gradient.data() + i;
+      const float* kept_a = sender_mask.values.data() + i;
+      // Distinct ids within a row: one vector scatter-add (docs/perf-notes.md#addkeptcorrection).
+      simd::AddKeptCorrection(ids.data(), taylor ? kept_a : nullptr, kept_g, s, ids.size(),
+                              inv_rows, partial);
+    }
+  };
+  if (taylor) SumOverRowBlocks(num_rows, taylor_scores, add_kept);
+  if (gradient) SumOverRowBlocks(num_rows, grad_scores, add_kept);
+  const std::vector<float>* source = &taylor_scores;
+  if (options->sensitivity_mode == SensitivityMode::kActivation) source = &act_scores;
+  if (options->sensitivity_mode == SensitivityMode::kGradient) source = &grad_scores;
+  if (options->sensitivity_mode == SensitivityMode::kWeighted) {
+    NormalizeByMax(act_scores);
+    for (float& v : grad_scores) v = std::max(v, 0.0f);
+    NormalizeByMax(grad_scores);
+    const auto alpha = static_cast<float>(options->sensitivity_alpha);
+    for (size_t j = 0; j < cols; ++j)
+      taylor_scores[j] = alpha * act_scores[j] + (1 - alpha) * grad_scores[j];
+  }
+  // Per unit: the sum over its block of neurons (one neuron each, at block 1).
+  for (size_t u = 0, j = 0; u < unit_scores.size(); ++u) {
+    float sum = 0.0f;
+    for (const size_t end = std::min(j + block, cols); j < end; ++j)
+      sum += std::max((*source)[j], 0.0f);
+    unit_scores[u] = sum;
+  }
+  ThrowIfError(map->UpdateUnitScores(unit_scores), boundary);
 }
 
 namespace {

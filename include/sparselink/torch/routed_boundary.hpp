@@ -9,7 +9,7 @@
 // set), encoded with the gradient codec, sent over the backward link, decoded and scattered
 // into dL/dy. This is the exact gradient of the routed forward (d(m*y)/dy = m) up to the
 // gradient codec's rounding. Every `summary_every` steps the receiver also sends its summary
-// (per-neuron mean |g|, fp16; from the step's first micro-batch) so that dropped neurons keep
+// (per-neuron mean |g|, bf16; from the step's first micro-batch) so that dropped neurons keep
 // being scored; the sender's map is updated after every backward from |a*g| on kept entries
 // and |a|*summary on dropped ones. Every `negotiate_every` steps each boundary renegotiates its
 // contract (auto keep), after the BudgetAllocator splits a shared link budget when one is set;
@@ -92,7 +92,7 @@ struct RoutedBoundaryOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
   bool zstd = false;  // zstd per packet section, kept only where it is smaller
   // zstd's level: -5 with Huffman-coded literals compresses routed sections as well as level
-  // 1 at about half the time (docs/RESULTS.md).
+  // 1 at about half the time (docs/perf-notes.md#zstd_level).
   int zstd_level = -5;
   double eps = 1e-3;
   // Conv feature maps [N, C, H, W]: one sensitivity unit per channel (block = H*W), or one per
@@ -114,7 +114,7 @@ struct RoutedBoundaryOptions {
   // of the activation on (>= 1; RouterOptions::parallel_min_entries). The default keeps a
   // 128 x 1024 boundary on one thread, right when the threads sleep between regions; when
   // they stay awake (OpenMpThreadsStayAwake, runtime.hpp) `sparselink train` lowers it to
-  // 2^16, where both cores pay (docs/RESULTS.md).
+  // 2^16, where both cores pay (docs/perf-notes.md#kdefaultparallelminentries).
   size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 

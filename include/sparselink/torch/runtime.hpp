@@ -16,7 +16,8 @@ struct TorchRuntimeInfo {
   double matmul_1024_ms = 0.0;  // best of 5 fp32 1024x1024x1024 matmuls, milliseconds
   // OPENBLAS_CORETYPE from the environment, else empty. It overrides OpenBLAS's own choice of
   // kernels: on this project's Zen 5 machine OpenBLAS picks its AVX-512 Cooperlake kernels,
-  // and OPENBLAS_CORETYPE=Haswell (AVX2) halves the matmul speed (docs/RESULTS.md).
+  // and OPENBLAS_CORETYPE=Haswell (AVX2) halves the matmul speed
+  // (docs/perf-notes.md#openblas_coretype).
   std::string openblas_coretype;
 };
 
@@ -49,7 +50,7 @@ void ChooseOpenMpWait(char** argv);
 // Whether the OpenMP threads are awake between parallel regions: the BLAS shares their pool
 // and neither OMP_WAIT_POLICY=PASSIVE nor GOMP_SPINCOUNT=0 puts them to sleep at once. Then a
 // parallel region of a few tens of microseconds pays off; otherwise each one first waits for a
-// sleeping thread to wake (a median 24-50 us here, docs/RESULTS.md).
+// sleeping thread to wake (docs/perf-notes.md#omp_wait_policy).
 bool OpenMpThreadsStayAwake();
 
 // The baseline of `sparselink bench`: torch::topk of |a| along each row of the rows x cols
