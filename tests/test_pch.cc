@@ -1,0 +1,1 @@
+// The translation unit of the tests' shared precompiled header (CMakeLists.txt).
