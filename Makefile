@@ -46,7 +46,7 @@ TSAN_OMP_TOOL ?= $(shell clang++ -print-resource-dir 2>/dev/null | sed 's|/lib/c
 # parallel_min_entries = 1 or the thread count, and the links.
 TSAN_TESTS = router_test select_test select_units_test select_fast_test select_one_pass_test \
   rest_tier_test mask_ops_test routed_tensor_test column_sums_test gradient_packet_test \
-  packet_parallel_test link_test
+  packet_parallel_test link_test link_conformance_test
 test-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DSPARSELINK_WITH_TORCH=OFF -DSPARSELINK_BUILD_BENCH=OFF -DSPARSELINK_BUILD_CLI=OFF \
@@ -71,6 +71,8 @@ fuzz: deps
 	@build-fuzz/packet_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/packet
 	@build-fuzz/sensitivity_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/sensitivity
 	@build-fuzz/idx_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/idx
+	@mkdir -p build-fuzz/corpus/frame
+	@build-fuzz/frame_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/frame
 	@build-fuzz/text_fuzzer -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/text
 
 bench: build

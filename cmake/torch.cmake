@@ -27,6 +27,20 @@ target_link_libraries(sparselink_torch PUBLIC ${TORCH_LIBRARIES} sparselink::spa
 set_target_properties(sparselink_torch PROPERTIES POSITION_INDEPENDENT_CODE ON)
 add_library(sparselink::torch ALIAS sparselink_torch)
 
+# The transport over torch's c10d::ProcessGroup (Gloo in Debian's libtorch). Its headers need
+# USE_C10D_GLOO and the gloo headers of libgloo-dev; the library itself is inside libtorch.
+add_library(sparselink_process_group STATIC
+  src/transport/process_group/process_group_link.cc
+  src/transport/process_group/process_group_transport.cc)
+target_include_directories(sparselink_process_group PUBLIC
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+  PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_compile_definitions(sparselink_process_group PUBLIC USE_C10D_GLOO)
+target_compile_options(sparselink_process_group PRIVATE ${SPARSELINK_WARNINGS})
+target_link_libraries(sparselink_process_group PUBLIC ${TORCH_LIBRARIES} sparselink::sparselink)
+set_target_properties(sparselink_process_group PROPERTIES POSITION_INDEPENDENT_CODE ON)
+add_library(sparselink::process_group ALIAS sparselink_process_group)
+
 # OpenBLAS's OpenMP build (libopenblas0-openmp) runs its GEMMs on the libgomp pool that
 # LibTorch's ops and the router use, where the pthread build keeps a second pool that fights
 # the first for the cores (runtime.hpp). The Debian alternatives prefer the pthread build
@@ -46,11 +60,12 @@ endfunction()
 if(SPARSELINK_BUILD_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)
-  foreach(unit torch_data torch_model torch_routed_boundary)
+  foreach(unit torch_data torch_model torch_routed_boundary process_group_link)
     add_executable(${unit}_test tests/${unit}_test.cc)
     target_compile_options(${unit}_test PRIVATE ${SPARSELINK_WARNINGS})
-    target_link_libraries(${unit}_test PRIVATE sparselink_torch ZLIB::ZLIB
-      GTest::gtest GTest::gtest_main)
+    target_link_libraries(${unit}_test PRIVATE sparselink_torch sparselink_process_group
+      ZLIB::ZLIB GTest::gtest GTest::gtest_main)
+    target_include_directories(${unit}_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
     sparselink_prefer_openmp_blas(${unit}_test)
     gtest_discover_tests(${unit}_test DISCOVERY_TIMEOUT 120)
   endforeach()

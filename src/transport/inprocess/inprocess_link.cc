@@ -16,9 +16,6 @@ InProcessLink::InProcessLink(const LinkOptions& options)
 
 Status InProcessLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes,
                            std::chrono::milliseconds timeout) {
-  if (packet.empty()) {
-    return FieldError(ErrorCode::kInvalidArgument, "packet.size", 0, "must be > 0");
-  }
   if (packet.size() > options_.max_packet_bytes) {
     return FieldError(
         ErrorCode::kResourceExhausted, "packet.size", packet.size(),

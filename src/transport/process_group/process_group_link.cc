@@ -1,0 +1,270 @@
+// ProcessGroupLink. The sending end copies each message of a frame into a tensor of its own and
+// hands it to group->send; a thread completes those sends in order, so that Send waits only
+// for room (at most max_messages_in_flight in flight) and a failed send shows on the next call.
+// The receiving end keeps one receive posted on each of the channel's two tags; a thread waits
+// on them in turn, copies each message out (as much of the buffer as the frame says is the
+// packet's), posts the receive again at once, and queues whole packets for Recv. Recv and Send
+// wait on a condition variable with their own timeouts, never on a c10d work item: a c10d wait
+// that times out ends its work item, and the message it was posted for would then land in a
+// receive nobody reads.
+#include "transport/process_group/process_group_link.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sparselink::torch_adapter {
+
+using Clock = std::chrono::steady_clock;
+
+ProcessGroupLink::ProcessGroupLink(c10::intrusive_ptr<c10d::ProcessGroup> group, int peer,
+                                   uint32_t channel, const LinkOptions& link_options,
+                                   const ProcessGroupTransportOptions& options)
+    : group_(std::move(group)),
+      peer_(peer),
+      channel_(channel),
+      link_options_(link_options),
+      options_(options) {
+  // Receives are posted as the link opens, whichever way it will be used: a peer that sends
+  // before this end first calls Recv finds them waiting, and cannot stall on a send that waits
+  // for its receive (as two ranks that both send before they receive would).
+  std::lock_guard lock(mutex_);
+  StartReceiving();
+}
+
+ProcessGroupLink::~ProcessGroupLink() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    // Aborting makes a thread blocked on a work item return; the items are not reused.
+    for (auto& work : posted_) {
+      if (work) work->abort();
+    }
+    for (auto& sent : in_flight_) sent.work->abort();
+  }
+  changed_.notify_all();
+  if (receive_thread_.joinable()) receive_thread_.join();
+  if (send_thread_.joinable()) send_thread_.join();
+}
+
+void ProcessGroupLink::Fail(const std::string& why) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!failure_) failure_ = why;
+  }
+  changed_.notify_all();
+}
+
+Status ProcessGroupLink::Failed() const {
+  return Status(ErrorCode::kClosed, "link to rank " + std::to_string(peer_) + " (channel " +
+                                        std::to_string(channel_) + "): " + *failure_);
+}
+
+Status ProcessGroupLink::SendMessage(const uint8_t* bytes, size_t size,
+                                     std::unique_lock<std::mutex>& lock,
+                                     Clock::time_point deadline) {
+  if (!changed_.wait_until(lock, deadline, [&] {
+        return failure_ || stopping_ || in_flight_.size() < options_.max_messages_in_flight;
+      })) {
+    return Status(ErrorCode::kTimeout, "link.send: " + std::to_string(in_flight_.size()) +
+                                           " messages to rank " + std::to_string(peer_) +
+                                           " still in flight");
+  }
+  if (failure_) return Failed();
+  if (stopping_) return Status(ErrorCode::kClosed, "link: shutting down");
+  at::Tensor message = at::empty({static_cast<int64_t>(size)}, at::kByte);
+  if (size > 0) std::memcpy(message.data_ptr<uint8_t>(), bytes, size);
+  std::vector<at::Tensor> tensors{message};
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = group_->send(tensors, peer_, Tag(messages_sent_));
+  } catch (const std::exception& e) {
+    failure_ = std::string("send failed: ") + e.what();
+    return Failed();
+  }
+  messages_sent_ += 1;
+  in_flight_.push_back({std::move(message), std::move(work)});
+  if (!send_thread_.joinable()) send_thread_ = std::thread([this] { SendLoop(); });
+  changed_.notify_all();
+  return Status::Ok();
+}
+
+void ProcessGroupLink::SendLoop() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    changed_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
+    if (stopping_) return;
+    c10::intrusive_ptr<c10d::Work> work = in_flight_.front().work;
+    lock.unlock();
+    std::string error;
+    try {
+      work->wait();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    lock.lock();
+    if (stopping_) return;
+    if (!error.empty()) {
+      if (!failure_) failure_ = "rank " + std::to_string(peer_) + " is gone (send: " + error + ")";
+      changed_.notify_all();
+      return;
+    }
+    in_flight_.pop_front();
+    changed_.notify_all();
+  }
+}
+
+Status ProcessGroupLink::Send(std::span<const uint8_t> packet, uint64_t dense_bytes,
+                              std::chrono::milliseconds timeout) {
+  if (packet.size() > link_options_.max_packet_bytes) {
+    return FieldError(
+        ErrorCode::kResourceExhausted, "packet.size", packet.size(),
+        "exceeds link.max_packet_bytes = " + std::to_string(link_options_.max_packet_bytes));
+  }
+  const Clock::time_point deadline = Clock::now() + std::min(timeout, kMaxLinkTimeout);
+  std::unique_lock lock(mutex_);
+  if (failure_) return Failed();
+  if (closed_) return Status(ErrorCode::kClosed, "link: send on a closed link");
+  // The first message: the header and as much of the packet as fits; then whole messages.
+  const size_t first =
+      std::min(packet.size(), options_.message_bytes - internal::kFrameHeaderBytes);
+  std::vector<uint8_t> head(internal::kFrameHeaderBytes + first);
+  internal::WriteFrameHeader(internal::FrameType::kPacket, packet.size(), head.data());
+  if (first > 0) std::memcpy(head.data() + internal::kFrameHeaderBytes, packet.data(), first);
+  SPARSELINK_RETURN_IF_ERROR(SendMessage(head.data(), head.size(), lock, deadline));
+  for (size_t at = first; at < packet.size(); at += options_.message_bytes) {
+    const size_t size = std::min(options_.message_bytes, packet.size() - at);
+    // A timeout here would leave half a frame on the channel: the link stops being usable.
+    if (Status s = SendMessage(packet.data() + at, size, lock, deadline); !s.ok()) {
+      if (!failure_) failure_ = "a frame was cut short: " + s.ToString();
+      return s;
+    }
+  }
+  stats_.packets_sent += 1;
+  stats_.wire_bytes += packet.size();
+  stats_.dense_bytes += dense_bytes;
+  return Status::Ok();
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupLink::PostReceive(at::Tensor& buffer, uint64_t message) {
+  std::vector<at::Tensor> tensors{buffer};
+  return group_->recv(tensors, peer_, Tag(message));
+}
+
+void ProcessGroupLink::StartReceiving() {
+  try {
+    for (uint64_t i = 0; i < 2; ++i) {
+      buffers_[i] = at::empty({static_cast<int64_t>(options_.message_bytes)}, at::kByte);
+      posted_[i] = PostReceive(buffers_[i], i);
+    }
+  } catch (const std::exception& e) {
+    failure_ = std::string("receive failed: ") + e.what();
+    return;
+  }
+  receive_thread_ = std::thread([this] { ReceiveLoop(); });
+}
+
+void ProcessGroupLink::ReceiveLoop() {
+  internal::FrameAssembler assembler(options_.message_bytes, link_options_.max_packet_bytes);
+  for (uint64_t message = 0;; ++message) {
+    const size_t slot = message % 2;
+    c10::intrusive_ptr<c10d::Work> work;
+    {
+      std::unique_lock lock(mutex_);
+      // Backpressure: a full queue leaves the receive unposted, and the peer's send waits.
+      changed_.wait(
+          lock, [&] { return stopping_ || arrived_.size() < link_options_.max_queued_packets; });
+      if (stopping_) return;
+      work = posted_[slot];
+    }
+    std::string error;
+    bool completed = false;
+    try {
+      completed = work->wait();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::unique_lock lock(mutex_);
+    if (stopping_) return;
+    if (!error.empty() || !completed) {
+      if (!failure_) {
+        failure_ = "rank " + std::to_string(peer_) +
+                   " is gone (receive: " + (error.empty() ? std::string("aborted") : error) + ")";
+      }
+      changed_.notify_all();
+      return;
+    }
+    const auto* data = buffers_[slot].data_ptr<uint8_t>();
+    auto event = assembler.Feed({data, options_.message_bytes}, /*exact=*/false);
+    if (!event.ok()) {
+      failure_ =
+          "rank " + std::to_string(peer_) + " sent a bad frame: " + event.status().ToString();
+      changed_.notify_all();
+      return;
+    }
+    if (*event == internal::FrameAssembler::Event::kClose) {
+      peer_closed_ = true;
+      changed_.notify_all();
+      return;  // nothing follows a close frame
+    }
+    if (*event == internal::FrameAssembler::Event::kPacket) {
+      arrived_.push_back(assembler.TakePacket());
+      changed_.notify_all();
+    }
+    lock.unlock();
+    // The buffer was copied out: post it again for the message after next.
+    try {
+      auto next = PostReceive(buffers_[slot], message + 2);
+      lock.lock();
+      posted_[slot] = std::move(next);
+    } catch (const std::exception& e) {
+      Fail(std::string("receive failed: ") + e.what());
+      return;
+    }
+  }
+}
+
+Result<std::vector<uint8_t>> ProcessGroupLink::Recv(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  received_any_ = true;
+  const auto ready = [&] { return !arrived_.empty() || failure_ || closed_ || peer_closed_; };
+  if (!changed_.wait_for(lock, std::min(timeout, kMaxLinkTimeout), ready)) {
+    return FieldError(ErrorCode::kTimeout, "link.recv_timeout_ms", timeout.count(),
+                      "no packet arrived from rank " + std::to_string(peer_) + " (channel " +
+                          std::to_string(channel_) + ")");
+  }
+  if (!arrived_.empty()) {
+    std::vector<uint8_t> packet = std::move(arrived_.front());
+    arrived_.pop_front();
+    stats_.packets_received += 1;
+    changed_.notify_all();
+    return packet;
+  }
+  if (failure_) return Failed();
+  return Status(ErrorCode::kClosed,
+                peer_closed_ ? "link: the peer closed it and it is drained" : "link: closed");
+}
+
+void ProcessGroupLink::Close() {
+  std::unique_lock lock(mutex_);
+  if (closed_) return;
+  closed_ = true;
+  // A sending end tells the peer, which sees kClosed once it has read everything before; a
+  // receiving end (one that has received and never sent) only stops taking packets.
+  if ((messages_sent_ > 0 || !received_any_) && !failure_) {
+    uint8_t header[internal::kFrameHeaderBytes];
+    internal::WriteFrameHeader(internal::FrameType::kClose, 0, header);
+    (void)SendMessage(header, sizeof header, lock, Clock::now() + std::chrono::milliseconds(1000));
+  }
+  changed_.notify_all();
+}
+
+LinkStats ProcessGroupLink::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+}  // namespace sparselink::torch_adapter
