@@ -1,6 +1,7 @@
 // Gradient packets (encode_gradient.cc, decode_gradient.cc): round trips within each codec's
 // error, the mask checks, the one-call and fused forms against the plain ones, the own-mask
-// calls of the adapter, and the refusals of non-finite values and overflowing scales.
+// calls of the adapter, and the refusals of forbidden values (every decoder, and the check
+// without the mask) and overflowing scales.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "codec/own_mask.hpp"
+#include "codec/value_codecs.hpp"
 #include "packet_test_util.hpp"
 #include "sparselink/codec.hpp"
 
@@ -76,6 +78,96 @@ TEST(GradientPacket, OverflowingScaleIsRefused) {
     EXPECT_EQ(r.status().code(), ErrorCode::kCorruptPacket);
     EXPECT_TRUE(Contains(r.status(), "not finite")) << r.status().message();
   }
+}
+
+// A peer's packet is untrusted: every forbidden value (ForbiddenValues: int8 -128, int4 -8, a
+// non-zero int4 padding nibble, a negative or NaN scale, a non-finite fp32, fp16 or bf16 value),
+// at either granularity, on one thread and on several, is refused by CheckGradientValues
+// without the mask and by every decoder (the values, the dense gradient with its fused int8
+// rows, the own-mask call) with the same error, and the dense gradient is not written.
+TEST(GradientPacket, EveryDecoderRefusesEveryForbiddenValue) {
+  std::mt19937 rng(21);
+  for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+    const RoutedTensor mask = MakeRouted(kForbiddenRows, 8, 3, 3, g, RestCodec::kDrop, rng);
+    std::vector<float> values(mask.num_kept());
+    std::normal_distribution<float> normal;
+    for (float& v : values) v = normal(rng);
+    for (const ForbiddenValue& f : ForbiddenValues()) {
+      SCOPED_TRACE(std::string(f.name) + (g == Granularity::kUnit ? " unit" : " element"));
+      std::vector<uint8_t> packet;
+      ASSERT_TRUE(EncodeGradientValues(mask, values, f.codec, {}, {}, &packet).ok());
+      ASSERT_TRUE(CheckGradientValues(packet).ok());
+      const std::vector<uint8_t> bad = WithForbiddenValue(packet, f);
+      const Status want = CheckGradientValues(bad);
+      EXPECT_EQ(want.code(), ErrorCode::kCorruptPacket);
+      EXPECT_TRUE(Contains(want, std::string("gradient_values: ") + f.error)) << want.message();
+      if (f.codec == ValueCodec::kInt8) {  // the fused rows take only a plainly valid stream
+        const PacketInfo info = *InspectPacket(bad);
+        EXPECT_FALSE(internal::Int8StreamPlainlyValid(
+            std::span<const uint8_t>(bad).subspan(info.sections[0].offset,
+                                                  info.sections[0].stored_bytes),
+            kForbiddenRows));
+      }
+      for (size_t parallel : {kDefaultParallelMinEntries, size_t{1}}) {
+        const DecodeLimits limits{.parallel_min_entries = parallel};
+        EXPECT_EQ(DecodeGradientValues(bad, mask, limits).status().ToString(), want.ToString());
+        std::vector<float> dense(kForbiddenRows * 8, 7.0f), kept;
+        const MutableMatrix out{dense.data(), kForbiddenRows, 8};
+        EXPECT_EQ(DecodeGradientToDense(bad, mask, out, &kept, limits).ToString(), want.ToString());
+        EXPECT_EQ(internal::DecodeGradientToDenseTrustedMask(bad, mask, out, &kept, limits, nullptr)
+                      .ToString(),
+                  want.ToString());
+        EXPECT_EQ(dense, std::vector<float>(kForbiddenRows * 8, 7.0f));
+      }
+    }
+  }
+}
+
+// A scale whose product with a code overflows (FLT_MAX): which codes it multiplies is the
+// header's at unit granularity, so CheckGradientValues refuses it as the decoders do; at element
+// granularity only the mask says, so the check without it passes and the decoders refuse.
+TEST(GradientPacket, OverflowingScaleNeedsTheMaskOnlyAtElementGranularity) {
+  std::mt19937 rng(22);
+  for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+    const RoutedTensor mask = MakeRouted(2, 8, 3, 3, g, RestCodec::kDrop, rng);
+    const std::vector<float> values(mask.num_kept(), 1.0f);
+    for (ValueCodec codec : {ValueCodec::kInt8, ValueCodec::kInt4}) {
+      std::vector<uint8_t> packet;
+      ASSERT_TRUE(EncodeGradientValues(mask, values, codec, {}, {}, &packet).ok());
+      const PacketInfo info = *InspectPacket(packet);
+      StoreF32(packet.data() + info.sections[0].offset, std::numeric_limits<float>::max());
+      Reseal(packet);
+      const Status decoded = DecodeGradientValues(packet, mask).status();
+      EXPECT_EQ(decoded.code(), ErrorCode::kCorruptPacket);
+      EXPECT_TRUE(Contains(decoded, "values[0] = inf: not finite")) << decoded.message();
+      const Status checked = CheckGradientValues(packet);
+      if (g == Granularity::kUnit) {
+        EXPECT_EQ(checked.ToString(), decoded.ToString());
+      } else {
+        EXPECT_TRUE(checked.ok()) << checked.ToString();
+      }
+    }
+  }
+}
+
+// CheckGradientValues takes gradient packets only, and refuses what InspectPacket refuses.
+TEST(GradientPacket, CheckWithoutMaskRefusesOtherKindsAndBadStructure) {
+  std::vector<uint8_t> summary;
+  ASSERT_TRUE(EncodeSummary(std::vector<float>{1, 2}, {}, &summary).ok());
+  const Status s = CheckGradientValues(summary);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(s, "header.kind = summary")) << s.message();
+  std::mt19937 rng(23);
+  const RoutedTensor mask = MakeRouted(3, 64, 30, 30, Granularity::kElement, RestCodec::kDrop, rng);
+  std::vector<uint8_t> packet;
+  ASSERT_TRUE(EncodeGradientValues(mask, std::vector<float>(90, 0.0f), ValueCodec::kInt8, {},
+                                   {.zstd = true}, &packet)
+                  .ok());
+  PacketInfo info;
+  ASSERT_TRUE(CheckGradientValues(packet, {}, &info).ok());
+  EXPECT_TRUE(info.sections[0].zstd);  // the frame was decompressed and checked
+  packet[packet.size() - 9] ^= 1;
+  EXPECT_TRUE(Contains(CheckGradientValues(packet), "checksum"));
 }
 
 TEST(GradientPacket, DecoderChecksTheMask) {

@@ -1,5 +1,5 @@
 // `sparselink inspect` (src/cli/inspect.cc): text and JSON output, exit codes, and the one
-// error line for unreadable or corrupt packet files.
+// error line for unreadable or corrupt packet files and for gradient values the format forbids.
 #include "cli/inspect.hpp"
 
 #include <gtest/gtest.h>
@@ -10,10 +10,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "packet_test_util.hpp"
 #include "sparselink/codec.hpp"
 
 namespace sparselink {
@@ -133,6 +135,45 @@ TEST(Inspect, ContractAndSummaryPacketsDecode) {
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("summary units"), std::string::npos) << r.out;
   std::filesystem::remove(path);
+}
+
+// A gradient packet decodes only with its activation's mask, but inspect runs every check that
+// needs none: a packet holding a forbidden value (int8 -128, int4 -8, a non-zero int4 padding
+// nibble, a negative or NaN scale, a non-finite value) is one error line naming the field and
+// the value, exit 1; the same packet untouched passes. Inspect accepted all of these before.
+TEST(Inspect, GradientPacketWithAForbiddenValueIsRefused) {
+  std::mt19937 rng(8);
+  for (Granularity g : {Granularity::kElement, Granularity::kUnit}) {
+    const RoutedTensor mask =
+        packet_test::MakeRouted(packet_test::kForbiddenRows, 8, 3, 3, g, RestCodec::kDrop, rng);
+    const std::vector<float> values = {0.5f, -1.0f, 2.0f, 0.25f, -3.0f, 1.0f, 0.0f, 4.0f, -0.5f};
+    for (const packet_test::ForbiddenValue& f : packet_test::ForbiddenValues()) {
+      SCOPED_TRACE(f.name);
+      std::vector<uint8_t> packet;
+      ASSERT_TRUE(EncodeGradientValues(mask, values, f.codec, {.step = 9}, {}, &packet).ok());
+      const std::string good = WriteTemp("gradient.packet", packet);
+      InspectRun r = Inspect(good, false);
+      EXPECT_EQ(r.rc, 0) << r.err;
+      EXPECT_NE(r.out.find("kind gradient"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("values checked without the mask"), std::string::npos) << r.out;
+      const std::string bad =
+          WriteTemp("forbidden.packet", packet_test::WithForbiddenValue(packet, f));
+      r = Inspect(bad, false);
+      EXPECT_EQ(r.rc, 1);
+      EXPECT_EQ(r.err.rfind("sparselink inspect: " + bad +
+                                ": corrupt_packet: gradient_values: " + std::string(f.error) + ": ",
+                            0),
+                0u)
+          << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
+      EXPECT_NE(r.out.find("kind gradient"), std::string::npos) << r.out;  // still shown
+      r = Inspect(bad, true);
+      EXPECT_EQ(r.rc, 1);
+      EXPECT_EQ(nlohmann::json::parse(r.out)["ok"], false);
+      std::filesystem::remove(good);
+      std::filesystem::remove(bad);
+    }
+  }
 }
 
 }  // namespace

@@ -182,7 +182,7 @@ TEST(BadPacket, CraftedHeaderFieldsNameTheField) {
   // Table offsets: header 64 bytes, then 12 per section.
   const std::vector<Crafted> cases = {
       {"version 2", 4, 2, ErrorCode::kUnsupported, "header.version = 2"},
-      {"unknown kind", 5, 4, ErrorCode::kUnsupported, "header.kind = 4"},
+      {"unknown kind", 5, 5, ErrorCode::kUnsupported, "header.kind = 5"},
       {"unknown granularity", 6, 2, ErrorCode::kUnsupported, "header.granularity = 2"},
       {"unknown index codec", 7, 4, ErrorCode::kUnsupported, "header.index_codec = 4"},
       {"index codec none", 7, 0, ErrorCode::kCorruptPacket, "header.index_codec = 0"},

@@ -55,16 +55,6 @@ TEST(Packet, DecoderRefusesTheWrongKind) {
 // Exact bytes of three tiny packets. A change here is a change of wire format v1: bump the
 // version and document it in docs/wire-format.md instead of editing these arrays.
 
-std::string HexDump(const std::vector<uint8_t>& p) {
-  std::string s;
-  char buf[8];
-  for (size_t i = 0; i < p.size(); ++i) {
-    std::snprintf(buf, sizeof(buf), "0x%02x,%s", p[i], (i % 16 == 15) ? "\n" : " ");
-    s += buf;
-  }
-  return s;
-}
-
 RoutedTensor GoldenActivation() {
   // 2 x 5, element granularity: row 0 keeps columns 1 (full, 1.5) and 3 (lossy, -2.0);
   // row 1 keeps column 0 (full, 0.25).

@@ -12,6 +12,8 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <span>
@@ -37,6 +39,17 @@ inline uint32_t Load32(const std::vector<uint8_t>& p, size_t off) {
   uint32_t v = 0;
   for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[off + i]) << (8 * i);
   return v;
+}
+
+// The bytes as a C array body, for golden packets.
+inline std::string HexDump(const std::vector<uint8_t>& p) {
+  std::string s;
+  char buf[8];
+  for (size_t i = 0; i < p.size(); ++i) {
+    std::snprintf(buf, sizeof(buf), "0x%02x,%s", p[i], (i % 16 == 15) ? "\n" : " ");
+    s += buf;
+  }
+  return s;
 }
 
 // Recomputes the trailer, so that a crafted field reaches the check behind the checksum.
@@ -145,6 +158,71 @@ inline void ExpectSameRouted(const RoutedTensor& want, const RoutedTensor& got, 
           << t.name << " entry " << i;
     }
   }
+}
+
+// A value that a gradient stream may not hold (docs/wire-format.md, "Value streams"), for a
+// stream of 9 values over 3 rows (an odd count, so int4 has a padding nibble): the codec of the
+// packet it goes into, how it is written into the stream (scales first), and the field and
+// value every refusal of it names.
+struct ForbiddenValue {
+  const char* name;
+  ValueCodec codec;
+  void (*write)(uint8_t* stream);
+  const char* error;
+};
+inline void StoreF32(uint8_t* p, float f) {
+  uint32_t v;
+  std::memcpy(&v, &f, sizeof v);
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline constexpr size_t kForbiddenRows = 3;
+inline constexpr size_t kScales = 4 * kForbiddenRows;  // int8/int4: where the codes start
+inline const std::vector<ForbiddenValue>& ForbiddenValues() {
+  static const std::vector<ForbiddenValue> values = {
+      {"int8_code_minus_128", ValueCodec::kInt8, [](uint8_t* s) { s[kScales + 4] = 0x80; },
+       "int8 value[4] = -128"},
+      {"int8_negative_scale", ValueCodec::kInt8, [](uint8_t* s) { StoreF32(s + 4, -1.0f); },
+       "scales[1] = -1"},
+      {"int8_nan_scale", ValueCodec::kInt8, [](uint8_t* s) { StoreF32(s, NAN); },
+       "scales[0] = nan"},
+      {"int4_negative_scale", ValueCodec::kInt4, [](uint8_t* s) { StoreF32(s + 8, -0.5f); },
+       "scales[2] = -0.5"},
+      {"int4_code_minus_8", ValueCodec::kInt4,
+       [](uint8_t* s) { s[kScales + 2] = static_cast<uint8_t>((s[kScales + 2] & 0x0F) | 0x80); },
+       "int4 value[5] = -8"},
+      {"int4_padding_nibble", ValueCodec::kInt4,
+       [](uint8_t* s) { s[kScales + 4] = static_cast<uint8_t>(s[kScales + 4] | 0x30); },
+       "int4 padding nibble = 3"},
+      {"fp32_nan", ValueCodec::kFp32, [](uint8_t* s) { StoreF32(s + 8, NAN); }, "values[2] = nan"},
+      {"fp32_minus_inf", ValueCodec::kFp32, [](uint8_t* s) { StoreF32(s + 32, -INFINITY); },
+       "values[8] = -inf"},
+      {"fp16_inf", ValueCodec::kFp16,
+       [](uint8_t* s) {
+         s[14] = 0x00;
+         s[15] = 0x7C;
+       },
+       "values[7] = inf"},
+      {"bf16_nan", ValueCodec::kBf16,
+       [](uint8_t* s) {
+         s[0] = 0xC0;
+         s[1] = 0x7F;
+       },
+       "values[0] = nan"},
+  };
+  return values;
+}
+// `packet` (a gradient packet of kForbiddenRows rows and 9 values, without zstd) with `f`
+// written into its stream, resealed.
+inline std::vector<uint8_t> WithForbiddenValue(std::vector<uint8_t> packet,
+                                               const ForbiddenValue& f) {
+  auto info = InspectPacket(packet);
+  EXPECT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->header.rows, kForbiddenRows);
+  EXPECT_EQ(info->header.count_full, 9u);
+  EXPECT_FALSE(info->sections[0].zstd);
+  f.write(packet.data() + info->sections[0].offset);
+  Reseal(packet);
+  return packet;
 }
 
 inline bool Contains(const Status& s, const std::string& text) {

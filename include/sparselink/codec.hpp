@@ -20,17 +20,19 @@ inline constexpr uint32_t kPacketMagic = 0x4B4C5053;  // bytes "SPLK"
 inline constexpr uint8_t kWireFormatVersion = 1;
 
 enum class PacketKind : uint8_t {
-  kActivation = 0,  // routed forward activation: indices + tiered values (+ rest tier)
-  kGradient = 1,    // mask-routed gradient: values only, at the activation's kept positions
-  kSummary = 2,     // receiver summary: per-unit mean |gradient|, fp16 or bf16
-  kContract = 3,    // a contract announcement
+  kActivation = 0,   // routed forward activation: indices + tiered values (+ rest tier)
+  kGradient = 1,     // mask-routed gradient: values only, at the activation's kept positions
+  kSummary = 2,      // receiver summary: per-unit mean |gradient|, fp16 or bf16
+  kContract = 3,     // a contract announcement (an agreed contract, or its acknowledgement)
+  kNegotiation = 4,  // a proposal or a counter of a contract negotiation between two ranks
 };
-inline constexpr size_t kNumPacketKinds = 4;
+inline constexpr size_t kNumPacketKinds = 5;
 inline constexpr std::array<NameRow<PacketKind>, kNumPacketKinds> kPacketKindNames = {{
     {PacketKind::kActivation, "activation"},
     {PacketKind::kGradient, "gradient"},
     {PacketKind::kSummary, "summary"},
     {PacketKind::kContract, "contract"},
+    {PacketKind::kNegotiation, "negotiation"},
 }};
 static_assert(RowsInOrder(kPacketKindNames));
 inline constexpr std::string_view PacketKindName(PacketKind k) {
@@ -39,17 +41,18 @@ inline constexpr std::string_view PacketKindName(PacketKind k) {
 
 // Section identifiers inside a packet (each appears at most once, in this order).
 enum class SectionId : uint8_t {
-  kIndex = 1,           // kept positions (bitmap, delta-varint or subset bitmap)
-  kTierBits = 2,        // 1 bit per kept entry, 1 = lossy; present only when both tiers are used
-  kFullValues = 3,      // full tier values (per-row scales first where the codec has them)
-  kLossyValues = 4,     // lossy tier values (likewise)
-  kRestBits = 5,        // kSign1: 1 bit per non-kept entry
-  kRestCentroids = 6,   // kSign1: 2 fp32 per row
-  kGradientValues = 7,  // gradient packet values
-  kSummaryValues = 8,   // summary packet values (fp16 or bf16 per unit)
-  kContractBody = 9,    // contract packet body
+  kIndex = 1,             // kept positions (bitmap, delta-varint or subset bitmap)
+  kTierBits = 2,          // 1 bit per kept entry, 1 = lossy; present only when both tiers are used
+  kFullValues = 3,        // full tier values (per-row scales first where the codec has them)
+  kLossyValues = 4,       // lossy tier values (likewise)
+  kRestBits = 5,          // kSign1: 1 bit per non-kept entry
+  kRestCentroids = 6,     // kSign1: 2 fp32 per row
+  kGradientValues = 7,    // gradient packet values
+  kSummaryValues = 8,     // summary packet values (fp16 or bf16 per unit)
+  kContractBody = 9,      // contract packet body
+  kNegotiationBody = 10,  // negotiation packet body
 };
-inline constexpr std::array<NameRow<SectionId>, 9> kSectionIdNames = {{
+inline constexpr std::array<NameRow<SectionId>, 10> kSectionIdNames = {{
     {SectionId::kIndex, "index"},
     {SectionId::kTierBits, "tier_bits"},
     {SectionId::kFullValues, "full_values"},
@@ -59,6 +62,7 @@ inline constexpr std::array<NameRow<SectionId>, 9> kSectionIdNames = {{
     {SectionId::kGradientValues, "gradient_values"},
     {SectionId::kSummaryValues, "summary_values"},
     {SectionId::kContractBody, "contract_body"},
+    {SectionId::kNegotiationBody, "negotiation_body"},
 }};
 static_assert(RowsInOrder(kSectionIdNames, 1));
 // "index", "tier_bits", ...; "unknown" for a value outside the enum.
@@ -66,8 +70,9 @@ inline constexpr std::string_view SectionIdName(SectionId id) {
   return EnumName(kSectionIdNames, id);
 }
 
-// Bytes of the kContractBody section (layout: docs/wire-format.md).
+// Bytes of the kContractBody and kNegotiationBody sections (layout: docs/wire-format.md).
 inline constexpr size_t kContractBodyBytes = 32;
+inline constexpr size_t kNegotiationBodyBytes = 40;
 
 struct EncodeOptions {
   IndexCodec index_codec = IndexCodec::kAuto;
@@ -79,10 +84,21 @@ struct EncodeOptions {
   size_t parallel_min_entries = kDefaultParallelMinEntries;
 };
 
-// Refuse before allocation anything larger than these.
+// Refuse before allocation anything larger than these (docs/limits.md; the receiver's
+// configuration, never on the wire).
 struct DecodeLimits {
   uint64_t max_packet_bytes = 1ull << 30;
   uint64_t max_entries = 1ull << 31;  // rows * cols
+  // The decode budget: what a decoder may allocate for one packet, the zstd sections' raw bytes
+  // and the decoded arrays (PacketInfo::decoded_bytes, computed from the header and section
+  // table), is at most max_expansion times the packet's size, or expansion_floor_bytes where
+  // that is more (so that a small packet of near-constant data, which zstd shrinks far more than
+  // real data, still decodes). Checked by every decoder and InspectPacket before any payload is
+  // read (kResourceExhausted, "decoded bytes"). The dense output a caller passes in is the
+  // caller's and not counted; the KeptMask's bits are. The defaults and the measurements behind
+  // them: docs/limits.md.
+  uint64_t max_expansion = 1024;
+  uint64_t expansion_floor_bytes = 16ull << 20;
   // Not a limit: value decoding and dense writes row by row on the OpenMP threads from this
   // many rows x cols on (the same output for any thread count).
   size_t parallel_min_entries = kDefaultParallelMinEntries;
@@ -123,6 +139,9 @@ struct PacketInfo {
   uint64_t dense_bytes = 0;  // rows * cols * 4
   uint64_t checksum = 0;     // as stored
   bool checksum_ok = false;
+  // What a decoder of this packet allocates at most (zstd sections' raw bytes plus the decoded
+  // arrays; docs/wire-format.md, "Receiver limits"), once the section table checked out.
+  uint64_t decoded_bytes = 0;
   // Set by InspectPacketPartial as far as it got (InspectPacket: both true on success).
   bool header_parsed = false;     // header holds the packet's fields (magic and version ok)
   bool checksum_checked = false;  // checksum_ok is meaningful (length field matched the buffer)
@@ -177,8 +196,16 @@ Status EncodeSummary(std::span<const float> unit_values, const PacketLabel& labe
                      std::vector<uint8_t>* out, ValueCodec codec = ValueCodec::kFp16);
 Status EncodeContract(const Contract& contract, const PacketLabel& label,
                       std::vector<uint8_t>* out);
+// A negotiation's proposal (sender -> receiver) and counter (receiver -> sender), as
+// negotiation packets (kind 4). `label` names the boundary, the contract in force and the step;
+// its micro_batch must be 0. Errors: values out of range (each named), as the decoders would
+// refuse them.
+Status EncodeProposal(const Proposal& proposal, const PacketLabel& label,
+                      std::vector<uint8_t>* out);
+Status EncodeCounter(const Counter& counter, const PacketLabel& label, std::vector<uint8_t>* out);
 
-// Parses and checks header, section table and checksum; reads no section payload.
+// Parses and checks header, section table, checksum and the decode budget (DecodeLimits); reads
+// no section payload.
 Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet, const DecodeLimits& limits = {});
 
 // Like InspectPacket, but on error `info` keeps whatever was read before the failing check:
@@ -217,10 +244,27 @@ Result<std::vector<float>> DecodeGradientValues(std::span<const uint8_t> packet,
 Status DecodeGradientToDense(std::span<const uint8_t> packet, const RoutedTensor& mask,
                              MutableMatrix out, std::vector<float>* values,
                              const DecodeLimits& limits = {}, PacketInfo* info = nullptr);
+// Checks a gradient packet as far as that needs no mask (docs/wire-format.md, "Gradient
+// packets"): InspectPacket's checks, the kind, the zstd frame, and the value stream: its size,
+// every row's scale (finite, not negative), every int8 code (not -128) and int4 code (not -8),
+// the int4 padding nibble, every fp32, fp16 and bf16 value finite, and at unit granularity every
+// q * scale finite. Every gradient decoder refuses what this refuses (those that are given a
+// mask agreeing with the header), naming the same field; what it accepts may still be refused
+// for the mask, or at element granularity for a q * scale that overflows. For receivers that
+// hold no mask (`sparselink inspect`). Allocates only the raw bytes of a zstd section; one pass
+// over the stream, O(packet + raw bytes). Thread-safe.
+Status CheckGradientValues(std::span<const uint8_t> packet, const DecodeLimits& limits = {},
+                           PacketInfo* info = nullptr);
 Result<std::vector<float>> DecodeSummary(std::span<const uint8_t> packet,
                                          const DecodeLimits& limits = {},
                                          PacketInfo* info = nullptr);
 Result<Contract> DecodeContract(std::span<const uint8_t> packet, const DecodeLimits& limits = {});
+// The negotiation packet's message; refuses the other stage, an unknown reason, a keep or cap
+// outside [0, 1], non-zero reserved bytes, and (proposal) rows or cols 0 or above 2^32.
+Result<Proposal> DecodeProposal(std::span<const uint8_t> packet, const DecodeLimits& limits = {},
+                                PacketInfo* info = nullptr);
+Result<Counter> DecodeCounter(std::span<const uint8_t> packet, const DecodeLimits& limits = {},
+                              PacketInfo* info = nullptr);
 
 // Value codecs on their own (used by the packet codec and by tests): encode `count` values
 // split in rows by `row_counts` (sum == values.size()), per-row scales first where the codec

@@ -166,6 +166,35 @@ struct NegotiationRecord {
   bool changed = false;       // contract.version moved
 };
 
+// The sender's opening move (the Proposed stage): its coverage keep, lowered to its link cap.
+// It crosses to the receiver as a negotiation packet (codec.hpp, EncodeNegotiation).
+struct Proposal {
+  double keep = 0;
+  BoundBy reason = BoundBy::kSenderCoverage;  // kSenderCoverage or the link's reason
+  double link_cap = 1;                        // the largest keep the sender's link allows
+  BoundBy link_reason = BoundBy::kSenderLinkBudget;
+  uint64_t rows = 0;  // rows of one step's packet, as the sender prices it
+  uint64_t cols = 0;
+};
+
+// The receiver's answer (the Countered stage): the proposal raised to the receiver's own
+// coverage, then lowered to the bound, the least of the sender's link cap and the receiver's
+// compute and buffer caps (ties: link, then compute, then buffer).
+struct Counter {
+  double keep = 0;
+  BoundBy reason = BoundBy::kSenderCoverage;
+  double bound = 1;
+  BoundBy bound_reason = BoundBy::kSenderLinkBudget;
+};
+
+// The receiver's side of a negotiation: it has no Negotiator, only the options both sides
+// share, the contract in force and the block of its inputs' map. Errors: a proposal out of
+// range (kInvalidArgument naming the field: a peer's message is untrusted), a NaN or negative
+// budget. O(log cols) cost-model evaluations plus the Coverage sort.
+Result<Counter> CounterProposal(const Proposal& proposal, const ReceiverView& receiver,
+                                const NegotiatorOptions& options, const Contract& current,
+                                size_t block);
+
 // Negotiates the contract of one boundary. Not thread-safe.
 class Negotiator {
  public:
@@ -188,6 +217,15 @@ class Negotiator {
   // cost-model evaluations plus the Coverage sorts.
   Result<NegotiationRecord> Negotiate(const SenderView& sender, const ReceiverView& receiver,
                                       size_t rows, size_t cols, uint64_t step);
+
+  // The same negotiation in the three moves two processes make (Negotiate is exactly
+  // Settle(Propose, CounterProposal), so both give the same contracts):
+  //  - Propose, on the sender: step 1. Errors as Negotiate's for the sender's arguments; the
+  //    negotiator is not changed.
+  //  - CounterProposal (a free function), on the receiver: step 2.
+  //  - Settle, on the sender: step 3 with the counter that came back; appends to history().
+  Result<Proposal> Propose(const SenderView& sender, size_t rows, size_t cols) const;
+  NegotiationRecord Settle(const Proposal& proposal, const Counter& counter, uint64_t step);
 
   const Contract& contract() const { return contract_; }
   const std::vector<NegotiationRecord>& history() const { return history_; }

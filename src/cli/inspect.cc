@@ -1,5 +1,6 @@
 // `sparselink inspect`. The structural checks are the codec's own (InspectPacketPartial, then
-// the full decoder of the packet's kind); this file only reads the file and prints. Printing
+// the full decoder of the packet's kind, or for a gradient, which only its mask decodes, every
+// check that needs no mask); this file only reads the file and prints. Printing
 // happens from PacketInfo, which the codec fills as far as its checks got, so a corrupt packet
 // still shows its header and says which check failed.
 #include "cli/inspect.hpp"
@@ -100,7 +101,8 @@ Tiers DescribeTiers(const PacketHeader& h) {
     case PacketKind::kSummary:
       t.rows.push_back({"summary units", h.count_full, CodecName(h.full_codec)});
       break;
-    case PacketKind::kContract: break;
+    case PacketKind::kContract:
+    case PacketKind::kNegotiation: break;
   }
   return t;
 }
@@ -153,6 +155,7 @@ void PrintText(const std::string& path, const PacketInfo& info, const std::strin
     out << std::defaultfloat;
   }
   out << "\n";
+  if (info.decoded_bytes > 0) out << "  decoded bytes at most " << info.decoded_bytes << "\n";
   out << "  checksum " << Hex64(info.checksum) << ": " << ChecksumStatus(info) << "\n";
   out << "  status " << (status.ok() ? "ok" : status.ToString()) << "\n";
 }
@@ -195,6 +198,7 @@ void PrintJson(const std::string& path, const PacketInfo& info, const std::strin
     }
     j["sections"] = sections;
     j["dense_bytes"] = info.dense_bytes;
+    j["decoded_bytes"] = info.decoded_bytes;
     j["ratio"] = Ratio(info);
     j["checksum"] = Hex64(info.checksum);
     j["checksum_status"] = ChecksumStatus(info);
@@ -224,8 +228,21 @@ int RunInspect(const std::string& path, bool json, std::ostream& out, std::ostre
         break;
       }
       case PacketKind::kGradient:
-        extra = "values not decoded (they need the activation's mask)";
+        // Decoding needs the activation's mask; every check that does not is run.
+        status = CheckGradientValues(bytes, {}, &info);
+        extra = "values checked without the mask, not decoded (that needs the activation's mask)";
         break;
+      case PacketKind::kNegotiation: {
+        auto proposal = DecodeProposal(bytes);
+        if (proposal.ok()) {
+          extra = "negotiation proposal";
+        } else {
+          auto counter = DecodeCounter(bytes);
+          status = counter.status();
+          if (counter.ok()) extra = "negotiation counter";
+        }
+        break;
+      }
     }
   }
   if (json) {

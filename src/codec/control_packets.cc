@@ -16,29 +16,13 @@ namespace {
 
 using internal::AppendValues;
 using internal::Corrupt;
+using internal::LabelledHeader;
 using internal::Load;
 using internal::ParseAndCheckKind;
 using internal::RawSection;
 using internal::SectionBytes;
 using internal::Store;
 using internal::Unsupported;
-
-// The header of a packet that carries no routed tensor (summary, contract): kind and label,
-// every codec field at its neutral value.
-PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label) {
-  PacketHeader h;
-  h.kind = kind;
-  h.granularity = Granularity::kElement;
-  h.index_codec = IndexCodec::kAuto;
-  h.full_codec = ValueCodec::kFp32;
-  h.lossy_codec = ValueCodec::kFp32;
-  h.rest = RestCodec::kDrop;
-  h.boundary = label.boundary;
-  h.contract_version = label.contract_version;
-  h.step = label.step;
-  h.micro_batch = label.micro_batch;
-  return h;
-}
 
 }  // namespace
 

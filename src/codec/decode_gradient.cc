@@ -3,6 +3,7 @@
 // row in one pass), with the mask checked or, for the library's own masks, trusted.
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,23 @@ Result<std::vector<float>> DecodeGradientValues(std::span<const uint8_t> packet,
   SPARSELINK_RETURN_IF_ERROR(
       DecodeGradientInto(packet, mask, limits, info != nullptr ? info : &local, &values));
   return values;
+}
+
+Status CheckGradientValues(std::span<const uint8_t> packet, const DecodeLimits& limits,
+                           PacketInfo* info) {
+  PacketInfo local;
+  PacketInfo* pi = info != nullptr ? info : &local;
+  SPARSELINK_RETURN_IF_ERROR(ParseAndCheckKind(packet, limits, PacketKind::kGradient, pi));
+  const PacketHeader& h = pi->header;
+  SectionBytes raw;
+  SPARSELINK_RETURN_IF_ERROR(raw.Load(packet, pi->sections[0], 0));
+  // At unit granularity the split is the header's (count_full a multiple of rows, checked).
+  const std::optional<uint64_t> per_row =
+      h.granularity == Granularity::kUnit ? std::optional(h.count_full / h.rows) : std::nullopt;
+  Status s =
+      internal::CheckValuesWithoutSplit(h.full_codec, raw.bytes(), h.count_full, h.rows, per_row);
+  if (!s.ok()) return Status(s.code(), "gradient_values: " + s.message());
+  return Status::Ok();
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "codec/index_codecs.hpp"
+#include "simd/kernels.hpp"
 
 namespace sparselink {
 namespace {
@@ -97,8 +98,40 @@ std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h) {
       exact(SectionId::kSummaryValues, ValueStreamBytes(h.full_codec, h.count_full, 1));
       break;
     case PacketKind::kContract: exact(SectionId::kContractBody, kContractBodyBytes); break;
+    case PacketKind::kNegotiation: exact(SectionId::kNegotiationBody, kNegotiationBodyBytes); break;
   }
   return out;
+}
+
+// Counted per decoder path and summed where paths differ, so that one figure bounds them all:
+// the activation's row bookkeeping is DecodeActivation's row offsets and per-row counts (4 + 8
+// bytes a row), or the fused decoder's counts and value starts (4 + 8), plus the KeptMask's
+// offsets (8); its arrays per kept entry an index, a tier and a value, and with both tiers each
+// tier's values before they interleave. The KeptMask's bits (1 per entry) are
+// DecodeActivationToDenseAndMask's alone, counted for every activation decoder so that all three
+// accept the same packets. The vector kernels' slack past an array is a constant.
+uint64_t DecodedArrayBytes(const PacketHeader& h) {
+  constexpr uint64_t kSlackBytes = 2 * simd::kSlack * sizeof(float);
+  const uint64_t rows = h.rows;
+  switch (h.kind) {
+    case PacketKind::kActivation: {
+      const uint64_t kept = Kept(h);
+      uint64_t bytes = 24 * (rows + 1) + 4 * IndexKept(h) + 9 * kept + (Entries(h) + 7) / 8;
+      if (HasTierBits(h)) bytes += 4 * kept;
+      if (h.index_codec == IndexCodec::kSubsetBitmap) {
+        bytes += 3 * ((uint64_t{h.cols} + 63) / 64 * 8);  // the reader's column mask, union, row
+      }
+      if (h.rest == RestCodec::kSign1) bytes += (Entries(h) - kept + 7) / 8 + 12 * rows;
+      return bytes + kSlackBytes;
+    }
+    case PacketKind::kGradient:
+      // The values, the rows' counts and (row-parallel int8) the rows' starts.
+      return 4 * h.count_full + 12 * (rows + 1) + kSlackBytes;
+    case PacketKind::kSummary: return 4 * uint64_t{h.cols};
+    case PacketKind::kContract: return 0;
+    case PacketKind::kNegotiation: return 0;
+  }
+  return 0;
 }
 
 Status AsArgument(Status s, std::string_view what) {

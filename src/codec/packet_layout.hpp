@@ -84,6 +84,12 @@ inline bool HasTierBits(const PacketHeader& h) { return h.count_full > 0 && h.co
 // The sections a packet with header `h` carries, in order. `h` passed CheckHeader.
 std::vector<ExpectedSection> ExpectedSections(const PacketHeader& h);
 
+// What a decoder of a packet with header `h` (checked) allocates besides the zstd sections' raw
+// copies: an upper bound over the decoders of its kind, O(1) (docs/wire-format.md, "Receiver
+// limits"). Per-thread scratch of one row (the subset bitmap's, the dense int8 expansion's) is
+// not counted.
+uint64_t DecodedArrayBytes(const PacketHeader& h);
+
 // The calling thread's zstd contexts, reused: ZSTD_compress/ZSTD_decompress would allocate and
 // initialize a fresh context (hundreds of KiB) for every section of every packet.
 ZSTD_CCtx* ThreadCompressionContext();

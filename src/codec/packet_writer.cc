@@ -101,4 +101,19 @@ Status Assemble(PacketHeader header, std::vector<RawSection>& sections,
   return Status::Ok();
 }
 
+PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label) {
+  PacketHeader h;
+  h.kind = kind;
+  h.granularity = Granularity::kElement;
+  h.index_codec = IndexCodec::kAuto;
+  h.full_codec = ValueCodec::kFp32;
+  h.lossy_codec = ValueCodec::kFp32;
+  h.rest = RestCodec::kDrop;
+  h.boundary = label.boundary;
+  h.contract_version = label.contract_version;
+  h.step = label.step;
+  h.micro_batch = label.micro_batch;
+  return h;
+}
+
 }  // namespace sparselink::internal

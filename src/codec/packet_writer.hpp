@@ -68,6 +68,10 @@ struct RawSection {
 RawSection ValueSection(SectionId id, ValueCodec codec, std::span<const float> values,
                         std::span<const uint32_t> row_counts);
 
+// The header of a packet that carries no routed tensor (summary, contract, negotiation): kind
+// and label, every codec field at its neutral value.
+PacketHeader LabelledHeader(PacketKind kind, const PacketLabel& label);
+
 // Writes header, table, payloads and trailer into *out. Sections are in final order; with
 // options.zstd each is replaced by its zstd frame where that is strictly smaller.
 Status Assemble(PacketHeader header, std::vector<RawSection>& sections,

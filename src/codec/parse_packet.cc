@@ -8,12 +8,16 @@
 //   4. the section table: count, ids in the expected order, flags, reserved, each raw size
 //      equal to (or, for delta-varint and subset-bitmap, within the bounds of) what the header
 //      implies, raw sizes of zstd sections against the limits, and the stored sizes tiling the
-//      payload exactly;
+//      payload exactly; then what a decoder will allocate (zstd raw bytes plus decoded arrays)
+//      against the decode budget, limits.max_expansion times the packet size;
 //   5. payloads (decoders only): decompression to exactly raw_bytes, the index and value
 //      streams with their own checks, and RoutedTensor::Validate on the result.
 // Decoders run step 5 (decode_activation.cc, decode_gradient.cc, control_packets.cc). Every
-// allocation happens after step 4, so its size is bounded by the buffer (8 index bits or
-// 2 int4 values per byte at most) or, for zstd sections, by limits.max_packet_bytes.
+// allocation happens after step 4, so its size is bounded by the decode budget, and besides by
+// the buffer (8 index bits or 2 int4 values per byte at most) or, for zstd sections, by
+// limits.max_packet_bytes.
+#include <algorithm>
+#include <cstdint>
 #include <iomanip>
 #include <sstream>
 #include <string>
@@ -58,8 +62,10 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
   if (p[kOffLossyCodec] >= kNumValueCodecs)
     return Unsupported("header.lossy_codec", p[kOffLossyCodec], "value codec");
   if (p[kOffRest] >= kNumRestCodecs) return Unsupported("header.rest", p[kOffRest], "rest codec");
-  if (h.kind == PacketKind::kContract && h.micro_batch != 0) {
-    return Corrupt("header.micro_batch", h.micro_batch, "must be 0 for a contract packet");
+  if ((h.kind == PacketKind::kContract || h.kind == PacketKind::kNegotiation) &&
+      h.micro_batch != 0) {
+    return Corrupt("header.micro_batch", h.micro_batch,
+                   "must be 0 for a contract or negotiation packet");
   }
 
   const std::string_view kind = PacketKindName(h.kind);
@@ -132,6 +138,7 @@ Status CheckHeader(const uint8_t* p, const PacketHeader& h, const DecodeLimits& 
                        "must equal cols = " + std::to_string(h.cols) + " in a summary packet");
       return Status::Ok();
     case PacketKind::kContract:
+    case PacketKind::kNegotiation:
       for (const auto& [field, off] : {std::pair{"header.granularity", kOffGranularity},
                                        {"header.index_codec", kOffIndexCodec},
                                        {"header.full_codec", kOffFullCodec},
@@ -221,6 +228,27 @@ Status CheckSections(std::span<const uint8_t> packet, const DecodeLimits& limits
   return Status::Ok();
 }
 
+// Step 4, last: what a decoder will allocate for the packet against the decode budget, before
+// any decoder allocates it. A few KiB of zstd frames can stand for hundreds of MiB of raw bytes
+// and decoded arrays, all within max_packet_bytes and max_entries.
+Status CheckDecodeBudget(uint64_t packet_bytes, const DecodeLimits& limits, PacketInfo* info) {
+  uint64_t raw = 0;
+  for (const SectionInfo& s : info->sections) raw += s.zstd ? s.raw_bytes : 0;
+  const uint64_t arrays = internal::DecodedArrayBytes(info->header);
+  info->decoded_bytes = raw + arrays;
+  const uint64_t scaled = limits.max_expansion > UINT64_MAX / packet_bytes
+                              ? UINT64_MAX
+                              : limits.max_expansion * packet_bytes;
+  const uint64_t budget = std::max(scaled, limits.expansion_floor_bytes);
+  if (info->decoded_bytes <= budget) return Status::Ok();
+  return FieldError(
+      ErrorCode::kResourceExhausted, "decoded bytes", info->decoded_bytes,
+      "zstd sections' raw " + std::to_string(raw) + " + decoded arrays " + std::to_string(arrays) +
+          " exceed the decode budget " + std::to_string(budget) + " = max(limits.max_expansion = " +
+          std::to_string(limits.max_expansion) + " x packet size " + std::to_string(packet_bytes) +
+          ", limits.expansion_floor_bytes = " + std::to_string(limits.expansion_floor_bytes) + ")");
+}
+
 }  // namespace
 
 Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits& limits,
@@ -286,7 +314,8 @@ Status InspectPacketPartial(std::span<const uint8_t> packet, const DecodeLimits&
                       "does not match computed " + Hex(computed));
   }
   SPARSELINK_RETURN_IF_ERROR(CheckHeader(p, h, limits));
-  return CheckSections(packet, limits, info);
+  SPARSELINK_RETURN_IF_ERROR(CheckSections(packet, limits, info));
+  return CheckDecodeBudget(packet.size(), limits, info);
 }
 
 Result<PacketInfo> InspectPacket(std::span<const uint8_t> packet, const DecodeLimits& limits) {

@@ -66,6 +66,36 @@ Status NonFiniteValue(size_t i, float v) {
                     "not finite (an encoder never writes one)");
 }
 
+// The refusals of integer codes, shared by the decoders and CheckValuesWithoutSplit so that
+// both name a bad stream alike.
+Status Int8CodeError(uint64_t i) {
+  return FieldError(ErrorCode::kCorruptPacket, "int8 value[" + std::to_string(i) + "]", -128,
+                    "outside [-127, 127]");
+}
+Status Int4CodeError(uint64_t i) {
+  return FieldError(ErrorCode::kCorruptPacket, "int4 value[" + std::to_string(i) + "]", -8,
+                    "outside [-7, 7]");
+}
+// The high nibble of the last byte after an odd number of int4 values (0 if the count is even).
+Status CheckInt4Padding(const uint8_t* q, uint64_t count) {
+  if (count % 2 == 0 || (q[count / 2] >> 4) == 0) return Status::Ok();
+  return FieldError(ErrorCode::kCorruptPacket, "int4 padding nibble", int(q[count / 2] >> 4),
+                    "must be 0 after an odd number of values");
+}
+int Int4Code(const uint8_t* q, uint64_t i) {
+  const int nibble = (q[i / 2] >> (4 * (i % 2))) & 0xF;
+  return nibble >= 8 ? nibble - 16 : nibble;
+}
+
+Status CheckStreamSize(ValueCodec codec, size_t size, uint64_t count, size_t rows) {
+  const uint64_t expected = ValueStreamBytes(codec, count, rows);
+  if (size == expected) return Status::Ok();
+  std::ostringstream why;
+  why << "expected " << expected << " for " << count << " " << Traits(codec).name << " values over "
+      << rows << " rows";
+  return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", size, why.str());
+}
+
 // Row-scaled integer codecs share everything but the level count and the packing.
 // max_abs / levels, rounded down where levels * scale would round up past FLT_MAX (max_abs
 // near FLT_MAX), so that the decoder's q * scale of every q in [-levels, levels] is finite.
@@ -167,6 +197,16 @@ Status DecodeHalves(std::span<const uint8_t> bytes, std::span<const uint32_t> ro
 constexpr auto DecodeFp16 = DecodeHalves<simd::HalfToFloat, ReadHalf>;
 constexpr auto DecodeBf16 = DecodeHalves<simd::Bf16ToFloat, ReadBf16>;
 
+// DecodeFloats's check alone, nothing written.
+template <size_t kBytes, float (*Read)(const uint8_t*)>
+Status CheckFloatsFinite(std::span<const uint8_t> bytes, uint64_t count) {
+  for (uint64_t i = 0; i < count; ++i) {
+    const float v = Read(bytes.data() + kBytes * i);
+    if (!std::isfinite(v)) return NonFiniteValue(i, v);
+  }
+  return Status::Ok();
+}
+
 Status CheckScale(size_t r, float scale) {
   if (std::isfinite(scale) && scale >= 0.0f) return Status::Ok();
   std::ostringstream field;
@@ -188,10 +228,7 @@ Status DecodeInt8Rows(std::span<const uint8_t> bytes, std::span<const uint32_t> 
     }
     for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {  // name the bad value
       const auto q = static_cast<int8_t>(q_in[i]);
-      if (q == -128) {
-        return FieldError(ErrorCode::kCorruptPacket, "int8 value[" + std::to_string(i) + "]", -128,
-                          "outside [-127, 127]");
-      }
+      if (q == -128) return Int8CodeError(i);
       values[i] = static_cast<float>(q) * scale;
     }
   }
@@ -211,20 +248,12 @@ Status DecodeInt4(std::span<const uint8_t> bytes, std::span<const uint32_t> row_
     const float scale = GetF32(bytes.data() + 4 * r);
     SPARSELINK_RETURN_IF_ERROR(CheckScale(r, scale));
     for (uint32_t j = 0; j < row_counts[r]; ++j, ++i) {
-      const int nibble = (q_in[i / 2] >> (4 * (i % 2))) & 0xF;
-      if (nibble == 0x8) {
-        return FieldError(ErrorCode::kCorruptPacket, "int4 value[" + std::to_string(i) + "]", -8,
-                          "outside [-7, 7]");
-      }
-      const int q = nibble >= 8 ? nibble - 16 : nibble;
+      const int q = Int4Code(q_in, i);
+      if (q == -8) return Int4CodeError(i);
       values[i] = static_cast<float>(q) * scale;
     }
   }
-  if (values.size() % 2 == 1 && (q_in[values.size() / 2] >> 4) != 0) {
-    return FieldError(ErrorCode::kCorruptPacket, "int4 padding nibble",
-                      int(q_in[values.size() / 2] >> 4), "must be 0 after an odd number of values");
-  }
-  return Status::Ok();
+  return CheckInt4Padding(q_in, values.size());
 }
 
 // One row per codec, in enum order (one traits table per closed family: CONTRIBUTING.md).
@@ -343,13 +372,7 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
   }
   const uint64_t count = SumCounts(row_counts);
   SPARSELINK_CHECK_EQ(count, values.size());
-  const uint64_t expected = ValueStreamBytes(codec, count, row_counts.size());
-  if (bytes.size() != expected) {
-    std::ostringstream why;
-    why << "expected " << expected << " for " << count << " " << Traits(codec).name
-        << " values over " << row_counts.size() << " rows";
-    return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
-  }
+  SPARSELINK_RETURN_IF_ERROR(CheckStreamSize(codec, bytes.size(), count, row_counts.size()));
   if (codec == ValueCodec::kInt8 && parallel_rows) {
     // Each thread decodes its rows; a refusal anywhere is named by the one-thread decode below,
     // so that the error is the first bad row's whatever the split.
@@ -366,6 +389,52 @@ Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
   SPARSELINK_RETURN_IF_ERROR(
       kValueCodecImpls[static_cast<size_t>(codec)].decode(bytes, row_counts, values));
   return CheckFinite(codec, values);
+}
+
+// The checks of the decoders that hold whatever the rows' split: the float codecs value by
+// value, the integer codecs' scales (one per row, first), codes and padding nibble; and, where
+// every row holds per_row values, the products of the rows whose scale could overflow with some
+// code (levels * scale not finite), in stream order as CheckFinite finds them.
+Status CheckValuesWithoutSplit(ValueCodec codec, std::span<const uint8_t> bytes, uint64_t count,
+                               size_t rows, std::optional<uint64_t> per_row) {
+  if (static_cast<size_t>(codec) >= kNumValueCodecs) {
+    return FieldError(ErrorCode::kUnsupported, "value codec", int(codec), "unknown value codec");
+  }
+  SPARSELINK_RETURN_IF_ERROR(CheckStreamSize(codec, bytes.size(), count, rows));
+  switch (codec) {
+    case ValueCodec::kFp32: return CheckFloatsFinite<4, GetF32>(bytes, count);
+    case ValueCodec::kFp16: return CheckFloatsFinite<2, ReadHalf>(bytes, count);
+    case ValueCodec::kBf16: return CheckFloatsFinite<2, ReadBf16>(bytes, count);
+    case ValueCodec::kInt8:
+    case ValueCodec::kInt4: break;
+  }
+  for (size_t r = 0; r < rows; ++r) {
+    SPARSELINK_RETURN_IF_ERROR(CheckScale(r, GetF32(bytes.data() + 4 * r)));
+  }
+  const uint8_t* q = bytes.data() + 4 * rows;
+  const bool int8 = codec == ValueCodec::kInt8;
+  if (int8) {
+    const void* bad = count > 0 ? std::memchr(q, 0x80, count) : nullptr;
+    if (bad != nullptr) return Int8CodeError(static_cast<const uint8_t*>(bad) - q);
+  } else {
+    for (uint64_t i = 0; i < count; ++i) {
+      if (Int4Code(q, i) == -8) return Int4CodeError(i);
+    }
+    SPARSELINK_RETURN_IF_ERROR(CheckInt4Padding(q, count));
+  }
+  if (!per_row) return Status::Ok();
+  SPARSELINK_CHECK_EQ(*per_row * rows, count);
+  const float levels = int8 ? 127.0f : 7.0f;
+  for (size_t r = 0; r < rows; ++r) {
+    const float scale = GetF32(bytes.data() + 4 * r);
+    if (std::isfinite(levels * scale)) continue;
+    for (uint64_t i = r * *per_row; i < (r + 1) * *per_row; ++i) {
+      const int code = int8 ? static_cast<int8_t>(q[i]) : Int4Code(q, i);
+      const float v = static_cast<float>(code) * scale;
+      if (!std::isfinite(v)) return NonFiniteValue(i, v);
+    }
+  }
+  return Status::Ok();
 }
 
 void EncodeInt8Row(const float* row, size_t n, uint8_t* scale_at, uint8_t* q) {
@@ -398,13 +467,7 @@ Status DecodeValues(ValueCodec codec, std::span<const uint8_t> bytes,
   }
   const uint64_t count = SumCounts(row_counts);
   // The size check comes before the allocation, so a wrong row_counts cannot make us allocate.
-  const uint64_t expected = ValueStreamBytes(codec, count, row_counts.size());
-  if (bytes.size() != expected) {
-    std::ostringstream why;
-    why << "expected " << expected << " for " << count << " " << Traits(codec).name
-        << " values over " << row_counts.size() << " rows";
-    return FieldError(ErrorCode::kCorruptPacket, "value stream bytes", bytes.size(), why.str());
-  }
+  SPARSELINK_RETURN_IF_ERROR(CheckStreamSize(codec, bytes.size(), count, row_counts.size()));
   values->resize(count);
   Status status = internal::DecodeValuesInto(codec, bytes, row_counts, *values);
   if (!status.ok()) values->clear();

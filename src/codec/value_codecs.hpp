@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -28,6 +29,16 @@ void AppendValues(ValueCodec codec, std::span<const float> values,
 Status DecodeValuesInto(ValueCodec codec, std::span<const uint8_t> bytes,
                         std::span<const uint32_t> row_counts, std::span<float> values,
                         bool parallel_rows = false);
+
+// Checks a stream of `count` values over `rows` rows as far as that needs no split in rows
+// (docs/wire-format.md, "Gradient packets"): the size, every row's scale, every int8 code (not
+// -128) and int4 code (not -8), the int4 padding nibble (rows are not byte aligned, so the
+// stream's only one), every fp32/fp16/bf16 value finite; with `per_row` (the same count in
+// every row, unit granularity) also every int8/int4 q * scale finite. A stream that passes and
+// whose split sums to `count` fails DecodeValuesInto only for a q * scale that overflows; an
+// error names the field as DecodeValuesInto does. Allocates nothing; O(count).
+Status CheckValuesWithoutSplit(ValueCodec codec, std::span<const uint8_t> bytes, uint64_t count,
+                               size_t rows, std::optional<uint64_t> per_row);
 
 // One row of the int8 codec: its scale (the largest finite |v| over 127, rounded down where 127
 // times it would overflow) as 4 little-endian bytes at `scale_at`, its n values quantized at `q`.

@@ -74,39 +74,6 @@ double LargestFittingKeep(size_t cols, double budget, Bytes bytes) {
   return keep_of(lo);
 }
 
-// The caps of one negotiation, each on the k/cols grid: the sender's link, and the bound,
-// the least of all caps, with the reason of the tightest (ties: link, then compute, then
-// buffer).
-struct Caps {
-  double link = 1.0;
-  double bound = 1.0;
-  BoundBy bound_reason = BoundBy::kSenderLinkBudget;
-};
-Caps ComputeCaps(const Contract& current, const SenderView& sender, const ReceiverView& receiver,
-                 size_t rows, size_t cols) {
-  Contract probe = current;
-  const double link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
-    probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec,
-                             sender.map->block());
-  });
-  const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
-    probe.keep = keep;
-    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false, ValueCodec::kFp32,
-                             sender.map->block());
-  });
-  double compute_cap = 1.0;
-  if (!std::isinf(receiver.compute_entries_per_step)) {
-    const double per_row =
-        std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
-    compute_cap = std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
-  }
-  Caps caps{.link = link_cap, .bound = link_cap, .bound_reason = sender.link_budget_reason};
-  if (compute_cap < caps.bound) caps = {link_cap, compute_cap, BoundBy::kReceiverCompute};
-  if (buffer_cap < caps.bound) caps = {link_cap, buffer_cap, BoundBy::kReceiverBuffer};
-  return caps;
-}
-
 }  // namespace
 
 Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Contract& initial) {
@@ -126,9 +93,7 @@ Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Co
   return Negotiator(options, initial);
 }
 
-Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
-                                                const ReceiverView& receiver, size_t rows,
-                                                size_t cols, uint64_t step) {
+Result<Proposal> Negotiator::Propose(const SenderView& sender, size_t rows, size_t cols) const {
   if (sender.map == nullptr) {
     return FieldError(ErrorCode::kInvalidArgument, "sender.map", "null",
                       "the sender must bring its map");
@@ -140,93 +105,130 @@ Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
                       sender.map->num_neurons(), "must equal cols = " + std::to_string(cols));
   }
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("sender.link_bytes_per_step", sender.link_bytes_per_step));
+  Contract probe = contract_;
+  Proposal proposal{.link_reason = sender.link_budget_reason, .rows = rows, .cols = cols};
+  proposal.link_cap = LargestFittingKeep(cols, sender.link_bytes_per_step, [&](double keep) {
+    probe.keep = keep;
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/true, sender.gradient_codec,
+                             sender.map->block());
+  });
+  proposal.keep = Coverage(sender.map->values(), options_.tau_send);
+  proposal.reason = BoundBy::kSenderCoverage;
+  if (proposal.keep > proposal.link_cap) {
+    proposal.keep = proposal.link_cap;
+    proposal.reason = sender.link_budget_reason;
+  }
+  return proposal;
+}
+
+Result<Counter> CounterProposal(const Proposal& proposal, const ReceiverView& receiver,
+                                const NegotiatorOptions& options, const Contract& current,
+                                size_t block) {
+  const size_t rows = proposal.rows;
+  const size_t cols = proposal.cols;
+  if (rows == 0) return FieldError(ErrorCode::kInvalidArgument, "proposal.rows", 0, "must be > 0");
+  if (cols == 0) return FieldError(ErrorCode::kInvalidArgument, "proposal.cols", 0, "must be > 0");
+  for (const auto& [field, v] : {std::pair{"proposal.keep", proposal.keep},
+                                 std::pair{"proposal.link_cap", proposal.link_cap}}) {
+    if (!(v >= 0.0 && v <= 1.0)) {
+      return FieldError(ErrorCode::kInvalidArgument, field, v, "must be in [0, 1]");
+    }
+  }
   SPARSELINK_RETURN_IF_ERROR(
       CheckBudget("receiver.compute_entries_per_step", receiver.compute_entries_per_step));
   SPARSELINK_RETURN_IF_ERROR(CheckBudget("receiver.buffer_bytes", receiver.buffer_bytes));
-
-  const Caps caps = ComputeCaps(contract_, sender, receiver, rows, cols);
-  const double link_cap = caps.link;
-  const double bound = caps.bound;
-  const BoundBy bound_reason = caps.bound_reason;
-
-  NegotiationRecord record;
-  record.step = step;
-  NegotiationState state = NegotiationState::kProposed;
-  double keep = 0.0;
-  BoundBy reason = BoundBy::kSenderCoverage;
-  // The state machine: each case does its work, records its stage and moves forward.
-  while (true) {
-    switch (state) {
-      case NegotiationState::kProposed: {
-        keep = Coverage(sender.map->values(), options_.tau_send);
-        reason = BoundBy::kSenderCoverage;
-        if (keep > link_cap) {
-          keep = link_cap;
-          reason = sender.link_budget_reason;
-        }
-        record.stages.push_back({state, keep, reason});
-        state = NegotiationState::kCountered;
-        break;
-      }
-      case NegotiationState::kCountered: {
-        if (receiver.map != nullptr) {
-          const double keep_r = Coverage(receiver.map->values(), options_.tau_recv);
-          if (keep_r > keep) {
-            keep = keep_r;
-            reason = BoundBy::kReceiverCoverage;
-          }
-        }
-        if (keep > bound) {
-          keep = bound;
-          reason = bound_reason;
-        }
-        record.stages.push_back({state, keep, reason});
-        state = bound < options_.keep_min ? NegotiationState::kRefused : NegotiationState::kAgreed;
-        break;
-      }
-      case NegotiationState::kRefused: {
-        record.stages.push_back({state, bound, BoundBy::kBudgetBelowFloor});
-        record.changed = contract_.keep > options_.keep_min;
-        if (record.changed) {
-          contract_.keep = options_.keep_min;
-          contract_.bound_by = BoundBy::kBudgetBelowFloor;
-          contract_.version += 1;
-        }
-        record.contract = contract_;
-        history_.push_back(record);
-        return record;
-      }
-      case NegotiationState::kAgreed: {
-        const double upper = std::min(options_.keep_max, bound);
-        if (keep < options_.keep_min) {
-          keep = options_.keep_min;
-          reason = BoundBy::kFloor;
-        } else if (keep > options_.keep_max) {
-          keep = options_.keep_max;
-          reason = BoundBy::kCeiling;
-        }
-        const double old_keep = contract_.keep;
-        const bool old_fits = old_keep >= options_.keep_min && old_keep <= upper;
-        const double change = std::fabs(keep - old_keep);
-        if (change == 0.0) {
-          record.changed = false;
-        } else if (change < options_.hysteresis && old_fits) {
-          keep = old_keep;
-          reason = BoundBy::kHysteresis;
-          record.changed = false;
-        } else {
-          contract_.keep = keep;
-          contract_.bound_by = reason;
-          contract_.version += 1;
-          record.changed = true;
-        }
-        record.stages.push_back({state, keep, reason});
-        record.contract = contract_;
-        history_.push_back(record);
-        return record;
-      }
+  // The bound: the least of the sender's link cap and the receiver's compute and buffer caps,
+  // the reason of the tightest (ties: link, then compute, then buffer).
+  Counter counter{.bound = proposal.link_cap, .bound_reason = proposal.link_reason};
+  if (!std::isinf(receiver.compute_entries_per_step)) {
+    const double per_row =
+        std::floor(receiver.compute_entries_per_step / static_cast<double>(rows));
+    const double compute_cap =
+        std::min(per_row, static_cast<double>(cols)) / static_cast<double>(cols);
+    if (compute_cap < counter.bound)
+      counter = {.bound = compute_cap, .bound_reason = BoundBy::kReceiverCompute};
+  }
+  Contract probe = current;
+  const double buffer_cap = LargestFittingKeep(cols, receiver.buffer_bytes, [&](double keep) {
+    probe.keep = keep;
+    return EstimateStepBytes(probe, rows, cols, /*with_gradient=*/false, ValueCodec::kFp32, block);
+  });
+  if (buffer_cap < counter.bound)
+    counter = {.bound = buffer_cap, .bound_reason = BoundBy::kReceiverBuffer};
+  counter.keep = proposal.keep;
+  counter.reason = proposal.reason;
+  if (receiver.map != nullptr) {
+    const double keep_r = Coverage(receiver.map->values(), options.tau_recv);
+    if (keep_r > counter.keep) {
+      counter.keep = keep_r;
+      counter.reason = BoundBy::kReceiverCoverage;
     }
   }
+  if (counter.keep > counter.bound) {
+    counter.keep = counter.bound;
+    counter.reason = counter.bound_reason;
+  }
+  return counter;
+}
+
+NegotiationRecord Negotiator::Settle(const Proposal& proposal, const Counter& counter,
+                                     uint64_t step) {
+  NegotiationRecord record;
+  record.step = step;
+  record.stages.push_back({NegotiationState::kProposed, proposal.keep, proposal.reason});
+  record.stages.push_back({NegotiationState::kCountered, counter.keep, counter.reason});
+  if (counter.bound < options_.keep_min) {
+    record.stages.push_back(
+        {NegotiationState::kRefused, counter.bound, BoundBy::kBudgetBelowFloor});
+    record.changed = contract_.keep > options_.keep_min;
+    if (record.changed) {
+      contract_.keep = options_.keep_min;
+      contract_.bound_by = BoundBy::kBudgetBelowFloor;
+      contract_.version += 1;
+    }
+    record.contract = contract_;
+    history_.push_back(record);
+    return record;
+  }
+  double keep = counter.keep;
+  BoundBy reason = counter.reason;
+  const double upper = std::min(options_.keep_max, counter.bound);
+  if (keep < options_.keep_min) {
+    keep = options_.keep_min;
+    reason = BoundBy::kFloor;
+  } else if (keep > options_.keep_max) {
+    keep = options_.keep_max;
+    reason = BoundBy::kCeiling;
+  }
+  const double old_keep = contract_.keep;
+  const bool old_fits = old_keep >= options_.keep_min && old_keep <= upper;
+  const double change = std::fabs(keep - old_keep);
+  if (change == 0.0) {
+    record.changed = false;
+  } else if (change < options_.hysteresis && old_fits) {
+    keep = old_keep;
+    reason = BoundBy::kHysteresis;
+    record.changed = false;
+  } else {
+    contract_.keep = keep;
+    contract_.bound_by = reason;
+    contract_.version += 1;
+    record.changed = true;
+  }
+  record.stages.push_back({NegotiationState::kAgreed, keep, reason});
+  record.contract = contract_;
+  history_.push_back(record);
+  return record;
+}
+
+Result<NegotiationRecord> Negotiator::Negotiate(const SenderView& sender,
+                                                const ReceiverView& receiver, size_t rows,
+                                                size_t cols, uint64_t step) {
+  SPARSELINK_ASSIGN_OR_RETURN(const Proposal proposal, Propose(sender, rows, cols));
+  SPARSELINK_ASSIGN_OR_RETURN(
+      const Counter counter,
+      CounterProposal(proposal, receiver, options_, contract_, sender.map->block()));
+  return Settle(proposal, counter, step);
 }
 
 }  // namespace sparselink
