@@ -15,7 +15,13 @@ add_library(sparselink_torch STATIC
   src/torch/models.cc
   src/torch/runtime.cc
   src/torch/trainer.cc
-  src/torch/routed_boundary.cc)
+  src/torch/routed_boundary.cc
+  src/torch/boundary_sender.cc
+  src/torch/boundary_receiver.cc
+  src/torch/pipeline.cc
+  src/torch/pipeline_rank.cc
+  src/torch/pipeline_exchange.cc
+  src/torch/pipeline_schedule.cc)
 target_include_directories(sparselink_torch PUBLIC
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
@@ -60,7 +66,7 @@ endfunction()
 if(SPARSELINK_BUILD_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)
-  foreach(unit torch_data torch_model torch_routed_boundary process_group_link)
+  foreach(unit torch_data torch_model torch_routed_boundary process_group_link pipeline)
     add_executable(${unit}_test tests/${unit}_test.cc)
     target_compile_options(${unit}_test PRIVATE ${SPARSELINK_WARNINGS})
     target_link_libraries(${unit}_test PRIVATE sparselink_torch sparselink_process_group

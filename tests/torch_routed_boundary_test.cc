@@ -102,8 +102,8 @@ TEST(RoutedBoundary, SenderMapIsTheTaylorScoreWithTheSummaryForDroppedEntries) {
     ASSERT_EQ(kept.sum().item<int64_t>(), 16 * 10);
     const torch::Tensor batch = TaylorBatch(x.detach(), w, kept, summary);
     ema = step == 0 ? 0.1 * batch : 0.9 * ema + 0.1 * batch;
+    (*hook)->OnStepEnd(step);  // the sender's map takes the step's gradients at its end
     ExpectMap(**hook, ema / ema.max());
-    (*hook)->OnStepEnd(step);
   }
 }
 
@@ -121,6 +121,7 @@ TEST(RoutedBoundary, MapThawedBetweenForwardAndBackwardUsesThisStepsActivation) 
   (*hook)->SetFrozen(false);
   (y * w).sum().backward();
   const torch::Tensor kept = (y != 0).to(torch::kFloat);
+  (*hook)->OnStepEnd(0);  // the sender's map takes the step's gradients at its end
   ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
 }
 
@@ -136,6 +137,7 @@ TEST(RoutedBoundary, StructuredMapUpdateUsesTheSharedColumns) {
   const torch::Tensor kept = (y != 0).to(torch::kFloat);
   ASSERT_TRUE(torch::equal(kept[0], kept[15]));  // the same columns in every row
   ASSERT_EQ(kept[0].sum().item<int64_t>(), 10);
+  (*hook)->OnStepEnd(0);  // the sender's map takes the step's gradients at its end
   ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
 }
 
@@ -195,6 +197,7 @@ TEST(RoutedBoundary, EvaluationForwardBetweenForwardAndBackwardLeavesTheStepAlon
   const torch::Tensor mask = MagnitudeMask(x.detach(), 10);
   EXPECT_TRUE(torch::equal(x.grad(), w * mask));
   const torch::Tensor kept = (y != 0).to(torch::kFloat);
+  (*hook)->OnStepEnd(0);  // the sender's map takes the step's gradients at its end
   ExpectMap(**hook, TaylorBatch(x.detach(), w, kept, w.abs().mean(0)));
   // The receiver's map (step 0 is a summary step): Taylor on what it received for x, with
   // its dense gradient, over its maximum.

@@ -20,9 +20,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Stages& stages,
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(std::vector<torch::Tensor> parameters,
                                                        const TrainOptions& options) {
-  std::vector<torch::Tensor> parameters = StageParameters(stages);
   if (options.optimizer == OptimizerKind::kAdam) {
     return std::make_unique<torch::optim::Adam>(
         parameters,
@@ -33,6 +34,15 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Stages& stages,
                                                  .momentum(options.momentum)
                                                  .weight_decay(options.weight_decay));
 }
+
+double LearningRate(const TrainOptions& options, int64_t step, int64_t total_steps) {
+  if (options.schedule != LrSchedule::kCosine) return options.learning_rate;
+  constexpr double kPi = 3.14159265358979323846;
+  const double progress_share = static_cast<double>(step) / static_cast<double>(total_steps);
+  return 0.5 * options.learning_rate * (1.0 + std::cos(kPi * progress_share));
+}
+
+namespace {
 
 void SetTraining(Stages& stages, bool training) {
   for (auto& stage : stages) stage->train(training);
@@ -85,6 +95,22 @@ Status CheckOptions(const Stages& stages, const Dataset& train, const Dataset& t
 
 }  // namespace
 
+std::string EpochLine(const EpochStats& stats, const TrainOptions& options,
+                      double elapsed_seconds) {
+  // Wall time so far (evaluation included) per epoch, times the epochs left.
+  const double eta = elapsed_seconds / stats.epoch * (options.epochs - stats.epoch);
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "epoch %d/%d  %.0f samples/s  %.1f s  eta %s  loss %.4f  train %.2f%%  "
+                "test %.2f%%",
+                stats.epoch, options.epochs, stats.samples_per_s, stats.seconds,
+                FormatDuration(eta).c_str(), stats.loss, 100.0 * stats.train_accuracy,
+                100.0 * stats.test_accuracy);
+  std::string text = line;
+  if (options.progress_suffix) text += "  " + options.progress_suffix();
+  return text + "\n";
+}
+
 torch::Tensor ForwardStages(Stages& stages, const torch::Tensor& input, BoundaryHook* hook,
                             bool training) {
   torch::Tensor x = input;
@@ -121,11 +147,11 @@ Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& t
                         ? std::min(options.max_train_samples, train.size())
                         : train.size();
   const int64_t batches_per_epoch = (n + options.batch_size - 1) / options.batch_size;
-  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(stages, options);
+  std::unique_ptr<torch::optim::Optimizer> optimizer =
+      MakeOptimizer(StageParameters(stages), options);
   torch::Generator shuffle = at::detail::createCPUGenerator(options.seed);
 
   const int64_t total_steps = batches_per_epoch * options.epochs;
-  constexpr double kPi = 3.14159265358979323846;
 
   TrainReport report;
   const auto run_start = Clock::now();
@@ -143,8 +169,7 @@ Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& t
       const torch::Tensor labels = train.labels.index_select(0, index);
 
       if (options.schedule == LrSchedule::kCosine) {
-        const double progress_share = static_cast<double>(step) / static_cast<double>(total_steps);
-        const double lr = 0.5 * options.learning_rate * (1.0 + std::cos(kPi * progress_share));
+        const double lr = LearningRate(options, step, total_steps);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
       }
       optimizer->zero_grad();
@@ -188,19 +213,8 @@ Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& t
     report.epochs.push_back(stats);
 
     if (progress != nullptr) {
-      // Wall time so far (evaluation included) per epoch, times the epochs left.
       const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-      const double eta = elapsed / epoch * (options.epochs - epoch);
-      char line[160];
-      std::snprintf(line, sizeof line,
-                    "epoch %d/%d  %.0f samples/s  %.1f s  eta %s  loss %.4f  train %.2f%%  "
-                    "test %.2f%%",
-                    epoch, options.epochs, stats.samples_per_s, seconds,
-                    FormatDuration(eta).c_str(), stats.loss, 100.0 * stats.train_accuracy,
-                    100.0 * stats.test_accuracy);
-      *progress << line;
-      if (options.progress_suffix) *progress << "  " << options.progress_suffix();
-      *progress << '\n' << std::flush;
+      *progress << EpochLine(stats, options, elapsed) << std::flush;
     }
   }
   SetTraining(stages, true);

@@ -199,6 +199,7 @@ class RoutedBoundaries final : public BoundaryHook {
   struct State;  // one per boundary (defined in the .cc)
 
  private:
+  void ShareBudget();  // OnStepEnd: the shared link budget split into the boundaries' caps
   RoutedBoundaryOptions options_;
   Stages* stages_;
   std::vector<std::unique_ptr<State>> states_;

@@ -109,6 +109,17 @@ struct TrainReport {
 // Errors: empty stages, epochs < 1, batch_size < 1, empty dataset, non-finite loss (kNonFinite,
 // naming epoch and step). LibTorch exceptions (e.g. a hook returning a wrong shape) propagate.
 // Cost: blocks for the whole run; uses LibTorch's intra-op threads.
+// The optimizer of `options` (SGD with momentum or Adam) over `parameters`.
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(std::vector<torch::Tensor> parameters,
+                                                       const TrainOptions& options);
+// The learning rate of step `step` of `total_steps` (cosine decay from options.learning_rate,
+// or constant).
+double LearningRate(const TrainOptions& options, int64_t step, int64_t total_steps);
+
+// The progress line of an epoch: rate, time, ETA from `elapsed_seconds` of the run so far,
+// loss and accuracies, and the options' progress_suffix; ends with a newline.
+std::string EpochLine(const EpochStats& stats, const TrainOptions& options, double elapsed_seconds);
+
 Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& test,
                           const TrainOptions& options, BoundaryHook* hook = nullptr,
                           std::ostream* progress = nullptr);
