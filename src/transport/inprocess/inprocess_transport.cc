@@ -11,6 +11,7 @@
 
 #include "sparselink/transport.hpp"
 #include "transport/inprocess/inprocess_link.hpp"
+#include "transport/open_channels.hpp"
 
 namespace sparselink {
 
@@ -98,18 +99,7 @@ class InProcessTransport final : public Transport {
 
   Result<std::unique_ptr<Link>> OpenLink(int peer, uint32_t channel,
                                          const LinkOptions& options) override {
-    if (peer < 0 || peer >= world_size() || peer == rank_) {
-      return FieldError(ErrorCode::kInvalidArgument, "peer", peer,
-                        "must be another rank in [0, " + std::to_string(world_size()) + ")");
-    }
-    if (channel > kMaxChannelId) {
-      return FieldError(ErrorCode::kInvalidArgument, "channel", channel,
-                        "must be <= " + std::to_string(kMaxChannelId));
-    }
-    if (!opened_.insert({peer, channel}).second) {
-      return FieldError(ErrorCode::kInvalidArgument, "channel", channel,
-                        "already open to rank " + std::to_string(peer));
-    }
+    SPARSELINK_RETURN_IF_ERROR(opened_.Claim(rank_, world_size(), peer, channel, options));
     LinkOptions shared = options;
     shared.backend = "inprocess";
     SPARSELINK_ASSIGN_OR_RETURN(std::shared_ptr<InProcessLink> link,
@@ -125,7 +115,7 @@ class InProcessTransport final : public Transport {
  private:
   std::shared_ptr<InProcessHub> hub_;
   int rank_;
-  std::set<std::pair<int, uint32_t>> opened_;
+  internal::OpenChannels opened_;
 };
 
 }  // namespace

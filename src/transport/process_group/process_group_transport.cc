@@ -11,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <utility>
 
+#include "transport/open_channels.hpp"
 #include "transport/process_group/process_group_link.hpp"
 
 namespace sparselink::torch_adapter {
@@ -28,22 +29,7 @@ class ProcessGroupTransport final : public Transport {
 
   Result<std::unique_ptr<Link>> OpenLink(int peer, uint32_t channel,
                                          const LinkOptions& options) override {
-    if (peer < 0 || peer >= world_size() || peer == rank()) {
-      return FieldError(ErrorCode::kInvalidArgument, "peer", peer,
-                        "must be another rank in [0, " + std::to_string(world_size()) + ")");
-    }
-    if (channel > kMaxChannelId) {
-      return FieldError(ErrorCode::kInvalidArgument, "channel", channel,
-                        "must be <= " + std::to_string(kMaxChannelId));
-    }
-    if (options.max_queued_packets == 0 || options.max_packet_bytes == 0) {
-      return Status(ErrorCode::kInvalidArgument,
-                    "link.max_queued_packets and link.max_packet_bytes must be > 0");
-    }
-    if (!opened_.insert({peer, channel}).second) {
-      return FieldError(ErrorCode::kInvalidArgument, "channel", channel,
-                        "already open to rank " + std::to_string(peer));
-    }
+    SPARSELINK_RETURN_IF_ERROR(opened_.Claim(rank(), world_size(), peer, channel, options));
     return std::unique_ptr<Link>(
         std::make_unique<ProcessGroupLink>(group_, peer, channel, options, options_));
   }
@@ -88,7 +74,7 @@ class ProcessGroupTransport final : public Transport {
  private:
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
   ProcessGroupTransportOptions options_;
-  std::set<std::pair<int, uint32_t>> opened_;
+  internal::OpenChannels opened_;
 };
 
 // An integer environment variable; unset gives `fallback`.
