@@ -102,14 +102,25 @@ elif [[ $rc -ne 0 ]]; then
 else
   grep -q "AVX2 kernels" "$work/out" && pass || fail "bench --simd avx2 runs the AVX2 kernels"
   # Highway's own AVX2 compress rebuilt its table at every call: the fast route then ran at
-  # 1.2x nth_element (8x after the fix). A ratio in one process, far from both; not under
+  # 1.2x nth_element (4-8x after the fix). A ratio in one process, far from both; not under
   # sanitizers, which slow the two sides differently.
   if [[ ${SPARSELINK_TIMING_CHECKS:-1} == 1 ]]; then
-    /usr/bin/python3 - "$work/avx2.json" <<'PY' && pass || fail "AVX2 route is at least 2x nth_element"
+    # Under a loaded 2-core CI machine the ratio fell to 2x once; 1.5x still separates the
+    # two, and one re-run absorbs a neighbour test's burst.
+    avx2_fast_enough() {
+      /usr/bin/python3 - "$work/avx2.json" <<'PY'
 import json, sys
 g = json.load(open(sys.argv[1]))["cases"][0]["gbps"]
-assert g["fast"] >= 2 * g["nth_element"], g
+assert g["fast"] >= 1.5 * g["nth_element"], g
 PY
+    }
+    if avx2_fast_enough 2>/dev/null; then
+      pass
+    else
+      "$bin" bench --quick --min-time 0.05 --rounds 5 --simd avx2 --json "$work/avx2.json" \
+        >"$work/out" 2>"$work/err"
+      avx2_fast_enough && pass || fail "AVX2 route is at least 1.5x nth_element"
+    fi
   fi
 fi
 

@@ -7,6 +7,7 @@
 #include "cli/bench.hpp"
 #include "cli/demo.hpp"
 #include "cli/inspect.hpp"
+#include "cli/launch.hpp"
 #ifdef SPARSELINK_WITH_TORCH
 #include <c10/util/Exception.h>
 
@@ -83,6 +84,22 @@ int main(int argc, char** argv) {
   demo->add_option("--out", demo_options.out_dir,
                    "where the last packet of each boundary is written");
 
+  sparselink::cli::LaunchOptions launch_options;
+  CLI::App* launch = app.add_subcommand(
+      "launch",
+      "Start a sparselink command as N ranks on this host, with torchrun's variables set");
+  launch->add_option("-n,--ranks", launch_options.ranks, "ranks to start")
+      ->check(CLI::Range(1, 64));
+  launch->add_option("--port", launch_options.port, "MASTER_PORT (default: a free port)")
+      ->check(CLI::Range(0, 65535));
+  launch
+      ->add_option("--grace", launch_options.grace_seconds,
+                   "seconds the other ranks get to end after one fails, before they are killed")
+      ->check(CLI::Range(0.0, 3600.0));
+  launch->add_option("COMMAND", launch_options.command, "after --: the sparselink subcommand")
+      ->required();
+  launch->positionals_at_end();
+
 #ifdef SPARSELINK_WITH_TORCH
   sparselink::cli::TrainCliOptions train_options;
   CLI::App* train = sparselink::cli::AddTrainCommand(app, &train_options);
@@ -107,6 +124,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 #endif
+  if (launch->parsed()) return sparselink::cli::RunLaunch(launch_options, std::cout, std::cerr);
   if (demo->parsed()) return sparselink::cli::RunDemo(demo_options, std::cout, std::cerr);
   if (bench->parsed()) {
     sparselink::cli::TopkBaseline torch_topk;

@@ -80,9 +80,28 @@ Status RunRouted(const TrainCliOptions& options, const TrainPlan& plan,
 
 double DefaultEps(const std::string& model) { return model == "cnn" ? 1.0 : 1e-3; }
 
+int WriteReportAndPlots(const json& report, const TrainCliOptions& options, std::ostream& out,
+                        std::ostream& err) {
+  if (Status s = WriteAtomically(options.report_path, report.dump(1), "--report"); !s.ok()) {
+    return Fail(err, s);
+  }
+  out << "report: " << options.report_path << "\n";
+  if (!options.plot_dir.empty()) {
+    if (!Spawn({"/usr/bin/python3", kPlotScript, options.report_path, options.plot_dir},
+               /*quiet=*/false)) {
+      err << "sparselink train: plots failed: /usr/bin/python3 " << kPlotScript << " "
+          << options.report_path << " " << options.plot_dir << " (needs python3-matplotlib)\n";
+      return 1;
+    }
+    out << "plots: " << options.plot_dir << "/\n";
+  }
+  return 0;
+}
+
 int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& err) {
   auto plan = PlanTrain(options);
   if (!plan.ok()) return Fail(err, plan.status());
+  if (options.transport != "inprocess") return RunTrainAcrossRanks(options, *plan, out, err);
 
   ta::SetNumThreads(options.threads);
   const ta::TorchRuntimeInfo runtime = ta::ProbeTorchRuntime();
@@ -119,20 +138,7 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
     return Fail(err, s);
   }
 
-  if (Status s = WriteAtomically(options.report_path, report.dump(1), "--report"); !s.ok()) {
-    return Fail(err, s);
-  }
-  out << "report: " << options.report_path << "\n";
-  if (!options.plot_dir.empty()) {
-    if (!Spawn({"/usr/bin/python3", kPlotScript, options.report_path, options.plot_dir},
-               /*quiet=*/false)) {
-      err << "sparselink train: plots failed: /usr/bin/python3 " << kPlotScript << " "
-          << options.report_path << " " << options.plot_dir << " (needs python3-matplotlib)\n";
-      return 1;
-    }
-    out << "plots: " << options.plot_dir << "/\n";
-  }
-  return 0;
+  return WriteReportAndPlots(report, options, out, err);
 }
 
 }  // namespace sparselink::cli

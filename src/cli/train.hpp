@@ -49,6 +49,12 @@ struct TrainCliOptions {
   std::string plot_dir;           // empty: no plots
   int64_t max_train_samples = 0;  // > 0: quick runs on the first N samples
   bool compare_dense = false;     // also train the dense baseline with the same seed
+  // Where the stages run: "inprocess" (every stage in this process, the links emulated), or
+  // one stage per rank over a real transport: "gloo" (torch's process group, rank and world
+  // from the environment torchrun or mpirun sets) or "mpi".
+  std::string transport = "inprocess";
+  std::string schedule = "1f1b";  // gpipe | 1f1b (across ranks)
+  double timeout_seconds = 60;    // the longest wait on another rank before the run fails
 };
 
 // Returns the process exit code (0, or 1 with one line on `err`). The report is written to

@@ -158,6 +158,15 @@ CLI::App* AddTrainCommand(CLI::App& app, TrainCliOptions* options) {
       ->add_option("--simd", options->simd,
                    "cap the routing kernels' instruction set: best | avx2 | sse4 (default best)")
       ->check(CLI::IsMember({"best", "avx2", "sse4"}));
+  train
+      ->add_option("--transport", options->transport,
+                   "inprocess (all stages here, links emulated) | gloo | mpi (one stage per "
+                   "rank: launch with torchrun, mpirun or `sparselink launch`)")
+      ->check(CLI::IsMember({"inprocess", "gloo", "mpi"}));
+  train->add_option("--schedule", options->schedule,
+                    "micro-batch schedule across ranks: gpipe | 1f1b");
+  train->add_option("--timeout", options->timeout_seconds,
+                    "seconds any wait on another rank may last before the run fails");
   train->add_flag("--compare-dense", options->compare_dense,
                   "train the dense baseline first, same seed, for the accuracy comparison");
   return train;
@@ -173,6 +182,15 @@ Result<TrainPlan> PlanTrain(const TrainCliOptions& options) {
   }
   plan.bandwidth_bits_per_s = *bandwidth;
   SPARSELINK_RETURN_IF_ERROR(CheckScheduleFlags(options));
+  SPARSELINK_ASSIGN_OR_RETURN(plan.schedule, ta::ParseSchedule(options.schedule));
+  if (!(options.timeout_seconds > 0 && options.timeout_seconds <= 86400)) {
+    return FieldError(ErrorCode::kInvalidArgument, "--timeout", options.timeout_seconds,
+                      "must be in (0, 86400] seconds");
+  }
+  if (options.transport != "inprocess" && (options.link_loss > 0 || options.link_corrupt > 0)) {
+    return FieldError(ErrorCode::kInvalidArgument, "--transport", options.transport,
+                      "emulated faults (--link-loss, --link-corrupt) exist in process only");
+  }
   SPARSELINK_RETURN_IF_ERROR(ApplySimdFlag(options.simd));
   SPARSELINK_RETURN_IF_ERROR(ta::BuildModel(options.model, options.stages).status());
   // Last, as they create directories: the report's and the plots'.

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "cli/train.hpp"
 #include "sparselink/sensitivity.hpp"
+#include "sparselink/torch/pipeline.hpp"
 #include "sparselink/torch/routed_boundary.hpp"
 
 namespace sparselink::cli {
@@ -23,6 +25,7 @@ struct TrainPlan {
   double bandwidth_bits_per_s = 0;
   // The shared budget steers negotiated contracts; a fixed --keep (or dense) has none.
   bool budget_applies = false;
+  torch_adapter::Schedule schedule = torch_adapter::Schedule::kOneFOneB;
 };
 
 // Registers the train subcommand's flags, bound to `options` (which must outlive `app`).
@@ -36,6 +39,14 @@ Result<TrainPlan> PlanTrain(const TrainCliOptions& options);
 torch_adapter::RoutedBoundaryOptions BoundaryOptions(const TrainCliOptions& options,
                                                      const TrainPlan& plan,
                                                      size_t parallel_min_entries);
+
+// One stage per rank over the transport --transport names (train_ranks.cc); the exit code.
+int RunTrainAcrossRanks(const TrainCliOptions& options, const TrainPlan& plan, std::ostream& out,
+                        std::ostream& err);
+// The report written (atomically) and the plots drawn, as --report and --plot ask; the exit
+// code.
+int WriteReportAndPlots(const nlohmann::json& report, const TrainCliOptions& options,
+                        std::ostream& out, std::ostream& err);
 
 // The plotting script, and whether --plot can work here (python3 with matplotlib, the script,
 // a directory it can write): checked before training.
