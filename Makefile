@@ -84,6 +84,8 @@ bench: build
 experiments: build
 	@SPARSELINK=$(BUILD)/sparselink scripts/experiments.sh out/experiments "1 2 3" mlp
 	@SPARSELINK=$(BUILD)/sparselink EPOCHS=3 scripts/experiments.sh out/experiments "1 2 3" cnn
+	@SPARSELINK=$(BUILD)/sparselink LINK_THROUGHPUT=$(BUILD)/link_throughput \
+	  scripts/ranks-experiments.py --out out/ranks
 
 clean:
 	@rm -rf $(BUILD)

@@ -76,3 +76,10 @@ if(SPARSELINK_BUILD_TESTS)
     gtest_discover_tests(${unit}_test DISCOVERY_TIMEOUT 120)
   endforeach()
 endif()
+
+if(SPARSELINK_BUILD_BENCH)
+  # The link over the engine under it: bytes/s of a packet stream, link vs raw send/recv.
+  add_executable(link_throughput bench/link_throughput.cc)
+  target_compile_options(link_throughput PRIVATE ${SPARSELINK_WARNINGS} -Wno-conversion)
+  target_link_libraries(link_throughput PRIVATE sparselink_process_group)
+endif()

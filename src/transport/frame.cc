@@ -89,4 +89,13 @@ Result<FrameAssembler::Event> FrameAssembler::Feed(std::span<const uint8_t> buff
   return Event::kPacket;
 }
 
+std::span<uint8_t> FrameAssembler::RoomForRest() {
+  const size_t have = packet_.size();
+  packet_.resize(have + remaining_);
+  const std::span<uint8_t> rest(packet_.data() + have, remaining_);
+  remaining_ = 0;
+  in_frame_ = false;
+  return rest;
+}
+
 }  // namespace sparselink::internal

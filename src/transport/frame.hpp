@@ -49,6 +49,10 @@ class FrameAssembler {
   Result<Event> Feed(std::span<const uint8_t> buffer, bool exact);
   // The packet that kPacket announced.
   std::vector<uint8_t> TakePacket() { return std::move(packet_); }
+  // After a first message left a frame incomplete (kNeedMore): room for all the rest at once,
+  // for a transport that receives the rest as one message straight into it. The length was
+  // checked against max_packet_bytes; the packet is TakePacket's once the rest has arrived.
+  std::span<uint8_t> RoomForRest();
 
  private:
   const size_t message_bytes_;

@@ -3,13 +3,14 @@
 // mpirun. sparselink adds a framing of its own packets on top and nothing else: no sockets, no
 // rendezvous of its own.
 //
-// A link is a channel between this rank and one peer. Its messages use two c10d tags per
-// channel, taken in turn, and the receiving end keeps one receive posted on each (a receive
-// posted late makes Gloo's sender wait for it); a packet longer than one message is cut into
-// message-sized pieces behind a 16-byte frame header that gives its length, because Gloo
-// delivers a short message into a longer posted buffer without reporting the length. A
-// background thread per direction waits on the c10d work items, so Send and Recv wait with
-// their own timeouts and a timed-out call leaves the posted receive in place.
+// A link is a channel between this rank and one peer, on two c10d tags. A packet crosses behind
+// a 16-byte frame header that gives its length (Gloo delivers a short message into a longer
+// posted buffer without reporting the length): the header and the packet's first bytes in one
+// message on the first tag, where the receiving end keeps two receives posted (a receive posted
+// late makes Gloo's sender wait for it); the rest of a longer packet as one message on the
+// second tag, received straight into the packet. A background thread per direction waits on
+// the c10d work items, so Send and Recv wait with their own timeouts and a timed-out call
+// leaves the posted receives in place.
 #pragma once
 
 #include <chrono>
@@ -23,8 +24,8 @@
 namespace sparselink::torch_adapter {
 
 struct ProcessGroupTransportOptions {
-  // Bytes of one message, and of each of the two receives a link keeps posted. A packet
-  // longer than this (less 16 bytes of frame header) crosses as several messages.
+  // Bytes of each of the two receives a link keeps posted: a packet longer than this less the
+  // 16-byte frame header crosses as two messages, the second of exactly the rest.
   size_t message_bytes = size_t{1} << 20;
   // Messages a sending end may have in flight before Send waits.
   size_t max_messages_in_flight = 16;

@@ -1,12 +1,14 @@
 // ProcessGroupLink. The sending end copies each message of a frame into a tensor of its own and
 // hands it to group->send; a thread completes those sends in order, so that Send waits only
 // for room (at most max_messages_in_flight in flight) and a failed send shows on the next call.
-// The receiving end keeps one receive posted on each of the channel's two tags; a thread waits
-// on them in turn, copies each message out (as much of the buffer as the frame says is the
-// packet's), posts the receive again at once, and queues whole packets for Recv. Recv and Send
-// wait on a condition variable with their own timeouts, never on a c10d work item: a c10d wait
-// that times out ends its work item, and the message it was posted for would then land in a
-// receive nobody reads.
+// A frame crosses as at most two messages: its header with the packet's first bytes on the
+// channel's head tag, and the rest of a long packet as one message on its bulk tag. The
+// receiving end keeps two receives posted on the head tag; a thread waits on them in turn,
+// copies each message out, posts the receive again at once, and for a long packet then posts
+// one receive of exactly the rest, straight into the packet (one round trip per packet, not
+// one per message_bytes), and queues whole packets for Recv. Recv and Send wait on a condition
+// variable with their own timeouts, never on a c10d work item: a c10d wait that times out ends
+// its work item, and the message it was posted for would then land in a receive nobody reads.
 #include "transport/process_group/process_group_link.hpp"
 
 #include <algorithm>
@@ -43,6 +45,7 @@ ProcessGroupLink::~ProcessGroupLink() {
     for (auto& work : posted_) {
       if (work) work->abort();
     }
+    if (bulk_) bulk_->abort();
     for (auto& sent : in_flight_) sent.work->abort();
   }
   changed_.notify_all();
@@ -63,7 +66,7 @@ Status ProcessGroupLink::Failed() const {
                                         std::to_string(channel_) + "): " + *failure_);
 }
 
-Status ProcessGroupLink::SendMessage(const uint8_t* bytes, size_t size,
+Status ProcessGroupLink::SendMessage(const uint8_t* bytes, size_t size, int tag,
                                      std::unique_lock<std::mutex>& lock,
                                      Clock::time_point deadline) {
   if (!changed_.wait_until(lock, deadline, [&] {
@@ -80,7 +83,7 @@ Status ProcessGroupLink::SendMessage(const uint8_t* bytes, size_t size,
   std::vector<at::Tensor> tensors{message};
   c10::intrusive_ptr<c10d::Work> work;
   try {
-    work = group_->send(tensors, peer_, Tag(messages_sent_));
+    work = group_->send(tensors, peer_, tag);
   } catch (const std::exception& e) {
     failure_ = std::string("send failed: ") + e.what();
     return Failed();
@@ -134,11 +137,12 @@ Status ProcessGroupLink::Send(std::span<const uint8_t> packet, uint64_t dense_by
   std::vector<uint8_t> head(internal::kFrameHeaderBytes + first);
   internal::WriteFrameHeader(internal::FrameType::kPacket, packet.size(), head.data());
   if (first > 0) std::memcpy(head.data() + internal::kFrameHeaderBytes, packet.data(), first);
-  SPARSELINK_RETURN_IF_ERROR(SendMessage(head.data(), head.size(), lock, deadline));
-  for (size_t at = first; at < packet.size(); at += options_.message_bytes) {
-    const size_t size = std::min(options_.message_bytes, packet.size() - at);
+  SPARSELINK_RETURN_IF_ERROR(SendMessage(head.data(), head.size(), HeadTag(), lock, deadline));
+  if (first < packet.size()) {
     // A timeout here would leave half a frame on the channel: the link stops being usable.
-    if (Status s = SendMessage(packet.data() + at, size, lock, deadline); !s.ok()) {
+    if (Status s =
+            SendMessage(packet.data() + first, packet.size() - first, BulkTag(), lock, deadline);
+        !s.ok()) {
       if (!failure_) failure_ = "a frame was cut short: " + s.ToString();
       return s;
     }
@@ -149,16 +153,16 @@ Status ProcessGroupLink::Send(std::span<const uint8_t> packet, uint64_t dense_by
   return Status::Ok();
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupLink::PostReceive(at::Tensor& buffer, uint64_t message) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupLink::PostReceive(at::Tensor& buffer, int tag) {
   std::vector<at::Tensor> tensors{buffer};
-  return group_->recv(tensors, peer_, Tag(message));
+  return group_->recv(tensors, peer_, tag);
 }
 
 void ProcessGroupLink::StartReceiving() {
   try {
     for (uint64_t i = 0; i < 2; ++i) {
       buffers_[i] = at::empty({static_cast<int64_t>(options_.message_bytes)}, at::kByte);
-      posted_[i] = PostReceive(buffers_[i], i);
+      posted_[i] = PostReceive(buffers_[i], HeadTag());
     }
   } catch (const std::exception& e) {
     failure_ = std::string("receive failed: ") + e.what();
@@ -167,36 +171,40 @@ void ProcessGroupLink::StartReceiving() {
   receive_thread_ = std::thread([this] { ReceiveLoop(); });
 }
 
+bool ProcessGroupLink::AwaitReceive(const c10::intrusive_ptr<c10d::Work>& work,
+                                    std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  std::string error;
+  bool completed = false;
+  try {
+    completed = work->wait();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  lock.lock();
+  if (stopping_) return false;
+  if (!error.empty() || !completed) {
+    if (!failure_) {
+      failure_ = "rank " + std::to_string(peer_) +
+                 " is gone (receive: " + (error.empty() ? std::string("aborted") : error) + ")";
+    }
+    changed_.notify_all();
+    return false;
+  }
+  return true;
+}
+
 void ProcessGroupLink::ReceiveLoop() {
   internal::FrameAssembler assembler(options_.message_bytes, link_options_.max_packet_bytes);
+  std::unique_lock lock(mutex_);
   for (uint64_t message = 0;; ++message) {
     const size_t slot = message % 2;
-    c10::intrusive_ptr<c10d::Work> work;
-    {
-      std::unique_lock lock(mutex_);
-      // Backpressure: a full queue leaves the receive unposted, and the peer's send waits.
-      changed_.wait(
-          lock, [&] { return stopping_ || arrived_.size() < link_options_.max_queued_packets; });
-      if (stopping_) return;
-      work = posted_[slot];
-    }
-    std::string error;
-    bool completed = false;
-    try {
-      completed = work->wait();
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    std::unique_lock lock(mutex_);
+    // Backpressure: a full queue leaves the receive unposted, and the peer's send waits.
+    changed_.wait(lock,
+                  [&] { return stopping_ || arrived_.size() < link_options_.max_queued_packets; });
     if (stopping_) return;
-    if (!error.empty() || !completed) {
-      if (!failure_) {
-        failure_ = "rank " + std::to_string(peer_) +
-                   " is gone (receive: " + (error.empty() ? std::string("aborted") : error) + ")";
-      }
-      changed_.notify_all();
-      return;
-    }
+    const c10::intrusive_ptr<c10d::Work> head = posted_[slot];
+    if (!AwaitReceive(head, lock)) return;
     const auto* data = buffers_[slot].data_ptr<uint8_t>();
     auto event = assembler.Feed({data, options_.message_bytes}, /*exact=*/false);
     if (!event.ok()) {
@@ -210,20 +218,26 @@ void ProcessGroupLink::ReceiveLoop() {
       changed_.notify_all();
       return;  // nothing follows a close frame
     }
-    if (*event == internal::FrameAssembler::Event::kPacket) {
-      arrived_.push_back(assembler.TakePacket());
-      changed_.notify_all();
-    }
-    lock.unlock();
-    // The buffer was copied out: post it again for the message after next.
     try {
-      auto next = PostReceive(buffers_[slot], message + 2);
-      lock.lock();
-      posted_[slot] = std::move(next);
+      // The buffer was copied out: post it again for the message after next; then the rest
+      // of a long packet, straight into its place.
+      posted_[slot] = PostReceive(buffers_[slot], HeadTag());
+      if (*event == internal::FrameAssembler::Event::kNeedMore) {
+        const std::span<uint8_t> rest = assembler.RoomForRest();
+        at::Tensor into =
+            at::from_blob(rest.data(), {static_cast<int64_t>(rest.size())}, at::kByte);
+        bulk_ = PostReceive(into, BulkTag());
+        const c10::intrusive_ptr<c10d::Work> bulk = bulk_;
+        if (!AwaitReceive(bulk, lock)) return;
+        bulk_.reset();
+      }
     } catch (const std::exception& e) {
-      Fail(std::string("receive failed: ") + e.what());
+      if (!failure_) failure_ = std::string("receive failed: ") + e.what();
+      changed_.notify_all();
       return;
     }
+    arrived_.push_back(assembler.TakePacket());
+    changed_.notify_all();
   }
 }
 
@@ -257,7 +271,8 @@ void ProcessGroupLink::Close() {
   if ((messages_sent_ > 0 || !received_any_) && !failure_) {
     uint8_t header[internal::kFrameHeaderBytes];
     internal::WriteFrameHeader(internal::FrameType::kClose, 0, header);
-    (void)SendMessage(header, sizeof header, lock, Clock::now() + std::chrono::milliseconds(1000));
+    (void)SendMessage(header, sizeof header, HeadTag(), lock,
+                      Clock::now() + std::chrono::milliseconds(1000));
   }
   changed_.notify_all();
 }

@@ -33,13 +33,18 @@ class ProcessGroupLink final : public Link {
     at::Tensor message;
     c10::intrusive_ptr<c10d::Work> work;
   };
-  int Tag(uint64_t message) const { return static_cast<int>(2 * channel_ + message % 2); }
+  // A frame's first message goes on the head tag, the rest of a long packet as one message on
+  // the bulk tag.
+  int HeadTag() const { return static_cast<int>(2 * channel_); }
+  int BulkTag() const { return static_cast<int>(2 * channel_ + 1); }
   // Queues one message for the peer; waits for room (kTimeout, kClosed).
-  Status SendMessage(const uint8_t* bytes, size_t size, std::unique_lock<std::mutex>& lock,
+  Status SendMessage(const uint8_t* bytes, size_t size, int tag, std::unique_lock<std::mutex>& lock,
                      std::chrono::steady_clock::time_point deadline);
   void SendLoop();     // completes the sends in flight, in order
   void ReceiveLoop();  // waits on the posted receives in turn and reassembles frames
-  c10::intrusive_ptr<c10d::Work> PostReceive(at::Tensor& buffer, uint64_t message);
+  // Waits (without the lock) for `work`; false once the link stops or fails.
+  bool AwaitReceive(const c10::intrusive_ptr<c10d::Work>& work, std::unique_lock<std::mutex>& lock);
+  c10::intrusive_ptr<c10d::Work> PostReceive(at::Tensor& buffer, int tag);
   void StartReceiving();              // posts the two receives and starts the thread
   void Fail(const std::string& why);  // the peer or the group failed: every call refuses
   Status Failed() const;              // the failure, as the calls report it
@@ -66,7 +71,8 @@ class ProcessGroupLink final : public Link {
   // Receiving end.
   bool received_any_ = false;  // Recv was called
   at::Tensor buffers_[2];
-  c10::intrusive_ptr<c10d::Work> posted_[2];
+  c10::intrusive_ptr<c10d::Work> posted_[2];  // both on the head tag, matched in turn
+  c10::intrusive_ptr<c10d::Work> bulk_;       // the rest of a long packet, when posted
   std::deque<std::vector<uint8_t>> arrived_;  // whole packets, in order
   std::thread receive_thread_;
 };

@@ -161,10 +161,14 @@ Result<c10::intrusive_ptr<c10d::ProcessGroup>> MakeGlooProcessGroup(
     return c10::intrusive_ptr<c10d::ProcessGroup>(
         c10::make_intrusive<c10d::ProcessGroupGloo>(store, job.rank, job.world_size, options));
   } catch (const std::exception& e) {
+    // One line: c10's errors carry a backtrace after the first.
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    std::string what = c10_error ? c10_error->what_without_backtrace() : e.what();
+    what = what.substr(0, what.find('\n'));
     return Status(ErrorCode::kIo, "gloo process group at " + job.master_addr + ":" +
                                       std::to_string(job.master_port) + " (rank " +
                                       std::to_string(job.rank) + " of " +
-                                      std::to_string(job.world_size) + "): " + e.what());
+                                      std::to_string(job.world_size) + "): " + what);
   }
 }
 
