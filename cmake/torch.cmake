@@ -21,7 +21,11 @@ add_library(sparselink_torch STATIC
   src/torch/pipeline.cc
   src/torch/pipeline_rank.cc
   src/torch/pipeline_exchange.cc
-  src/torch/pipeline_schedule.cc)
+  src/torch/pipeline_schedule.cc
+  src/torch/checkpoint.cc
+  src/torch/run_state.cc
+  src/torch/boundary_state.cc
+  src/torch/pipeline_checkpoint.cc)
 target_include_directories(sparselink_torch PUBLIC
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
@@ -29,7 +33,7 @@ target_include_directories(sparselink_torch PUBLIC
 # includes (imported target), so our warnings apply to our code only.
 target_compile_options(sparselink_torch PRIVATE ${SPARSELINK_WARNINGS})
 target_link_libraries(sparselink_torch PUBLIC ${TORCH_LIBRARIES} sparselink::sparselink
-  sparselink_data)
+  sparselink_data PRIVATE PkgConfig::XXHASH)
 set_target_properties(sparselink_torch PROPERTIES POSITION_INDEPENDENT_CODE ON)
 add_library(sparselink::torch ALIAS sparselink_torch)
 
@@ -66,7 +70,8 @@ endfunction()
 if(SPARSELINK_BUILD_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)
-  foreach(unit torch_data torch_model torch_routed_boundary process_group_link pipeline)
+  foreach(unit torch_data torch_model torch_routed_boundary process_group_link pipeline
+      checkpoint)
     add_executable(${unit}_test tests/${unit}_test.cc)
     target_compile_options(${unit}_test PRIVATE ${SPARSELINK_WARNINGS})
     target_link_libraries(${unit}_test PRIVATE sparselink_torch sparselink_process_group

@@ -295,6 +295,65 @@ print("link faults: %d corrupt packets detected, %d retransmits (%d bytes), test
     % (t["corrupt_packets"], t["retransmits"], t["retransmit_wire_bytes"],
        clean["final"]["test_accuracy"]))
 PY
+    # Checkpoints: a run stopped after epoch 1 (as if killed) and resumed from its checkpoint
+    # ends as the run never stopped: the same report apart from the times.
+    ckpt=(--epochs 2 --max-train-samples 600 --batch 200 --stages 2 --keep auto
+          --link-budget 60000 --negotiate-every 2)
+    expect_ok train_uninterrupted "$bin" train "${ckpt[@]}" --report "$work/whole.json"
+    expect_ok train_stop_after "$bin" train "${ckpt[@]}" --checkpoint "$work/ckpt" --stop-after 1 \
+      --report "$work/stopped.json"
+    grep -q "stopped after epoch 1 (--stop-after)" "$work/out" && pass || fail "no stop line"
+    expect_ok train_resume "$bin" train "${ckpt[@]}" --resume "$work/ckpt" \
+      --report "$work/resumed.json"
+    /usr/bin/python3 - "$work/whole.json" "$work/resumed.json" "$work/stopped.json" <<'PY' || fail "resumed = uninterrupted"
+import json, sys
+whole, resumed, stopped = (json.load(open(p)) for p in sys.argv[1:4])
+assert len(stopped["epochs"]) == 1 and stopped["config"]["stop_after"] == 1
+for r in (whole, resumed):
+    r.pop("time")
+    for e in r["epochs"]:
+        e.pop("seconds"); e.pop("samples_per_s")
+    for b in r["boundaries"]:
+        b.pop("route_seconds"); b.pop("route_seconds_by_phase")
+assert whole == resumed, "reports differ"
+assert len(whole["epochs"]) == 2 and len(whole["boundaries"][0]["history"]) == 3
+PY
+    # Refused checkpoints: one line naming the file and what is wrong, before any training.
+    expect_checkpoint_error() {
+      local name=$1 pattern=$2; shift 2
+      expect_error "$name" "$pattern" "$@"
+      [[ $(wc -l <"$work/err") -eq 1 ]] && pass || fail "$name: more than one line: $(cat "$work/err")"
+    }
+    expect_checkpoint_error resume_other_seed \
+      "checkpoint = $work/ckpt/rank-0.ckpt: written by another configuration: train.seed = 2 here, 1 there" \
+      "$bin" train "${ckpt[@]}" --seed 2 --resume "$work/ckpt"
+    mkdir -p "$work/bad"
+    head -c 100 "$work/ckpt/rank-0.ckpt" >"$work/bad/rank-0.ckpt"
+    expect_checkpoint_error resume_truncated "bad/rank-0.ckpt: truncated" \
+      "$bin" train "${ckpt[@]}" --resume "$work/bad"
+    cp "$work/ckpt/rank-0.ckpt" "$work/bad/rank-0.ckpt"
+    /usr/bin/python3 -c "
+import sys
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2] ^= 0x10
+open(p, 'wb').write(b)" "$work/bad/rank-0.ckpt"
+    expect_checkpoint_error resume_corrupt "bad/rank-0.ckpt: payload checksum .*: the file is corrupt" \
+      "$bin" train "${ckpt[@]}" --resume "$work/bad"
+    cp "$work/whole.json" "$work/bad/rank-0.ckpt"
+    expect_checkpoint_error resume_foreign "bad/rank-0.ckpt: not a sparselink checkpoint" \
+      "$bin" train "${ckpt[@]}" --resume "$work/bad"
+    rm "$work/bad/rank-0.ckpt"
+    expect_checkpoint_error resume_missing "bad/rank-0.ckpt: missing" \
+      "$bin" train "${ckpt[@]}" --resume "$work/bad"
+    expect_checkpoint_error resume_no_dir "--resume = $work/nowhere: no such directory" \
+      "$bin" train "${ckpt[@]}" --resume "$work/nowhere"
+    expect_checkpoint_error stop_without_checkpoint "--stop-after = 1: needs --checkpoint" \
+      "$bin" train "${ckpt[@]}" --stop-after 1
+    expect_checkpoint_error stop_past_epochs "--stop-after = 3: must be in \[1, --epochs = 2\]" \
+      "$bin" train "${ckpt[@]}" --stop-after 3 --checkpoint "$work/ckpt2"
+    expect_checkpoint_error checkpoint_unwritable "--checkpoint = /proc/nope" \
+      "$bin" train "${ckpt[@]}" --checkpoint /proc/nope
+    expect_checkpoint_error checkpoint_compare_dense "--compare-dense: not with --checkpoint" \
+      "$bin" train "${ckpt[@]}" --checkpoint "$work/ckpt2" --compare-dense
     # Tries run out: one clear line naming boundary, direction and step; no report.
     expect_error train_tries_run_out "boundary [0-9]+: corrupt_packet: (forward|backward|summary) packet of step [0-9]+: tries = 1" \
       "$bin" train "${faulty[@]}" --link-corrupt 0.5 --link-tries 1 --report "$work/fail.json"

@@ -227,6 +227,27 @@ TEST(Negotiator, CreateRejectsEachBadFieldByName) {
   EXPECT_TRUE(Contains(bad_contract.status(), "contract.keep = 0"));
 }
 
+// A negotiator rebuilt from a saved contract and history (a resumed run) negotiates on as the
+// one it was saved from: the same next contract, version and history.
+TEST(Negotiator, ResumeContinuesWhereTheSavedOneStopped) {
+  auto original = MakeNegotiator();
+  const auto first = HotMap(10, 3);
+  const auto second = HotMap(10, 6);
+  NegotiateOk(original, {&first}, {}, 4, 10, 5);
+  auto resumed = Negotiator::Resume({}, original.contract(), original.history());
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->history().size(), 1u);
+  NegotiateOk(original, {&second}, {}, 4, 10, 10);
+  NegotiateOk(*resumed, {&second}, {}, 4, 10, 10);
+  EXPECT_EQ(resumed->contract().version, original.contract().version);
+  EXPECT_EQ(resumed->contract().keep, original.contract().keep);
+  ASSERT_EQ(resumed->history().size(), 2u);
+  EXPECT_EQ(resumed->history()[0].step, 5u);
+  EXPECT_EQ(resumed->history()[1].contract.keep, original.history()[1].contract.keep);
+  EXPECT_TRUE(
+      Contains(Negotiator::Resume({}, Contract{.keep = 0}, {}).status(), "contract.keep = 0"));
+}
+
 TEST(Negotiator, NegotiateRejectsBadInputs) {
   auto n = MakeNegotiator();
   const auto map = HotMap(10, 3);

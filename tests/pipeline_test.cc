@@ -1,18 +1,24 @@
 // Pipeline training across ranks (sparselink/torch/pipeline.hpp) against training in one
 // process: with the same seed, model, data and options, every rank's run over the in-process
 // transport (ranks as threads) gives the same contracts, wire bytes and accuracy as
-// Train with RoutedBoundaries, bit for bit, for both schedules and for micro-batches.
+// Train with RoutedBoundaries, bit for bit, for both schedules and for micro-batches; and a
+// job stopped and resumed from its ranks' checkpoints ends as the job never stopped.
 #include "sparselink/torch/pipeline.hpp"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <thread>
 
 #include "sparselink/torch/runtime.hpp"
 
 namespace sparselink::torch_adapter {
 namespace {
+
+bool Contains(const Status& s, std::string_view text) {
+  return s.message().find(text) != std::string::npos;
+}
 
 // A small separable problem in the model's input shape (1 x 28 x 28 images, 10 classes).
 Dataset MakeData(int64_t n, uint64_t seed) {
@@ -61,28 +67,39 @@ RunResult InOneProcess(const Dataset& train, const Dataset& test,
   return {report->epochs, (*hook)->Report()};
 }
 
-RunResult AcrossRanks(const Dataset& train, const Dataset& test, const PipelineOptions& options) {
+// Every rank's result and model, the ranks run as threads over an in-process hub.
+struct RanksRun {
+  std::vector<Result<PipelineReport>> results;
+  std::vector<Stages> models;
+};
+
+RanksRun RunRanks(const Dataset& train, const Dataset& test, const PipelineOptions& options) {
   auto hub = MakeInProcessHub(4);
   EXPECT_TRUE(hub.ok());
-  std::vector<Result<PipelineReport>> results(4, Status(ErrorCode::kIo, "not run"));
+  RanksRun run;
+  run.results.assign(4, Status(ErrorCode::kIo, "not run"));
   // Every rank builds the whole model from the same seed, as separate processes would.
-  std::vector<Stages> models;
   for (int r = 0; r < 4; ++r) {
     torch::manual_seed(11);
-    models.push_back(*BuildModel("mlp", 4));
+    run.models.push_back(*BuildModel("mlp", 4));
   }
   std::vector<std::thread> ranks;
   for (int r = 0; r < 4; ++r) {
     ranks.emplace_back([&, r] {
       auto transport = MakeInProcessRank(*hub, r);
       ASSERT_TRUE(transport.ok());
-      results[static_cast<size_t>(r)] = TrainPipelineStage(
-          **transport, models[static_cast<size_t>(r)], train, test, options, nullptr);
+      run.results[static_cast<size_t>(r)] = TrainPipelineStage(
+          **transport, run.models[static_cast<size_t>(r)], train, test, options, nullptr);
     });
   }
   for (auto& rank : ranks) rank.join();
-  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return {results[0]->train.epochs, results[0]->boundaries};
+  return run;
+}
+
+RunResult AcrossRanks(const Dataset& train, const Dataset& test, const PipelineOptions& options) {
+  const RanksRun run = RunRanks(train, test, options);
+  for (const auto& r : run.results) EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return {run.results[0]->train.epochs, run.results[0]->boundaries};
 }
 
 void ExpectSameRun(const RunResult& one, const RunResult& many) {
@@ -134,6 +151,73 @@ INSTANTIATE_TEST_SUITE_P(Schedules, PipelineEquivalence,
                                            std::tuple{Schedule::kOneFOneB, 1},
                                            std::tuple{Schedule::kGPipe, 4},
                                            std::tuple{Schedule::kOneFOneB, 4}));
+
+// A job stopped after epoch 1 (every rank leaves its file, as if killed there) and resumed
+// ends as the job never stopped: the same figures, contracts, maps and bytes, and every rank's
+// stage bit for bit.
+TEST(PipelineResume, StoppedAndResumedEqualsTheJobNeverStopped) {
+  SetNumThreads(1);
+  const Dataset train = MakeData(320, 1);
+  const Dataset test = MakeData(200, 2);
+  PipelineOptions options{.schedule = Schedule::kOneFOneB,
+                          .boundary = Routing(),
+                          .train = Training(2),
+                          .timeout = std::chrono::milliseconds(30000)};
+  options.train.epochs = 3;
+  const RanksRun whole = RunRanks(train, test, options);
+  const auto dir = std::filesystem::path(::testing::TempDir()) / "sparselink_pipeline_resume";
+  std::filesystem::remove_all(dir);
+  PipelineOptions stop = options;
+  stop.train.checkpoint = {.dir = dir, .stop_after = 1};
+  const RanksRun stopped = RunRanks(train, test, stop);
+  for (const auto& r : stopped.results) ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(stopped.results[0]->train.epochs.size(), 1u);
+  PipelineOptions resume = options;
+  resume.train.checkpoint = {.resume = dir};
+  const RanksRun resumed = RunRanks(train, test, resume);
+  for (const auto& r : resumed.results) ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ExpectSameRun({whole.results[0]->train.epochs, whole.results[0]->boundaries},
+                {resumed.results[0]->train.epochs, resumed.results[0]->boundaries});
+  for (size_t r = 0; r < 4; ++r) {
+    const auto x = whole.models[r][r]->parameters();
+    const auto y = resumed.models[r][r]->parameters();
+    for (size_t p = 0; p < x.size(); ++p) {
+      EXPECT_TRUE(torch::equal(x[p], y[p])) << "rank " << r << " parameter " << p;
+    }
+  }
+}
+
+// Resume needs every rank's file of one epoch: a missing one, or files of two epochs, stop
+// every rank with the same line.
+TEST(PipelineResume, EveryRankRefusesAMissingFileOrFilesOfTwoEpochs) {
+  SetNumThreads(1);
+  const Dataset train = MakeData(64, 1);
+  const Dataset test = MakeData(50, 2);
+  const auto dir = std::filesystem::path(::testing::TempDir()) / "sparselink_pipeline_refuse";
+  std::filesystem::remove_all(dir);
+  PipelineOptions options{
+      .boundary = Routing(), .train = Training(1), .timeout = std::chrono::milliseconds(30000)};
+  options.train.checkpoint = {.dir = dir, .stop_after = 1};
+  for (const auto& r : RunRanks(train, test, options).results) ASSERT_TRUE(r.ok());
+  const auto epoch1 = dir / "epoch1-rank-2.ckpt";
+  std::filesystem::copy_file(CheckpointPath(dir, 2), epoch1);
+  options.train.checkpoint = {.dir = dir, .resume = dir};
+  for (const auto& r : RunRanks(train, test, options).results) ASSERT_TRUE(r.ok());
+
+  std::filesystem::rename(epoch1, CheckpointPath(dir, 2));  // rank 2 still at epoch 1
+  options.train.checkpoint = {.resume = dir};
+  for (const auto& r : RunRanks(train, test, options).results) {
+    EXPECT_TRUE(Contains(r.status(),
+                         "rank 0 after epoch 2, rank 1 after epoch 2, rank 2 after "
+                         "epoch 1, rank 3 after epoch 2"))
+        << r.status().message();
+  }
+  std::filesystem::remove(CheckpointPath(dir, 1));
+  for (const auto& r : RunRanks(train, test, options).results) {
+    EXPECT_EQ(r.status().code(), ErrorCode::kIo);
+    EXPECT_TRUE(Contains(r.status(), "rank-1.ckpt: missing")) << r.status().message();
+  }
+}
 
 TEST(PipelineSchedule, OneFOneBWarmsUpThenAlternates) {
   const auto ops = ScheduleOps(Schedule::kOneFOneB, 4, 1, 4);

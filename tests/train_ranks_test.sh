@@ -80,6 +80,46 @@ if [[ -n "$mpiexec" ]]; then
   fi
 fi
 
+# Checkpoints across ranks: every rank writes its own file; a job stopped after epoch 1 and
+# resumed ends as the job never stopped (the report apart from the times), and a resume
+# refuses, on every rank, a missing rank file, files of two epochs or one process's files.
+ck=(--stages 2 --epochs 2 --max-train-samples 600 --batch 200 --micro-batches 2 --threads 1
+    --negotiate-every 2 --timeout 60)
+if "$bin" launch -n 2 -- train --transport gloo "${ck[@]}" --report "$work/ck_whole.json" \
+     >"$work/out" 2>"$work/err" &&
+   "$bin" launch -n 2 -- train --transport gloo "${ck[@]}" --checkpoint "$work/ck" \
+     --stop-after 1 --report "$work/ck_stopped.json" >"$work/out" 2>"$work/err" &&
+   cp "$work/ck/rank-1.ckpt" "$work/ck_epoch1_rank1" &&
+   "$bin" launch -n 2 -- train --transport gloo "${ck[@]}" --resume "$work/ck" \
+     --checkpoint "$work/ck" --report "$work/ck_resumed.json" >"$work/out" 2>"$work/err"; then
+  /usr/bin/python3 - "$work/ck_whole.json" "$work/ck_resumed.json" <<'PY' && pass || fail "gloo resumed differs from the job never stopped"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for r in (a, b):
+    r.pop("time"); r["pipeline"] = {k: v for k, v in r["pipeline"].items()
+                                    if "seconds" not in k and "idle" not in k}
+    for e in r["epochs"]:
+        e.pop("seconds"); e.pop("samples_per_s")
+    for x in r["boundaries"]:
+        x.pop("route_seconds"); x.pop("route_seconds_by_phase")
+assert a == b, "reports differ"
+assert len(a["epochs"]) == 2
+PY
+  [[ -f "$work/ck/rank-0.ckpt" && -f "$work/ck/rank-1.ckpt" ]] && pass || fail "a rank file is missing"
+  cp "$work/ck_epoch1_rank1" "$work/ck/rank-1.ckpt"
+  expect_error resume_two_epochs "rank 0 after epoch 2, rank 1 after epoch 1" \
+    "$bin" launch -n 2 -- train --transport gloo "${ck[@]}" --resume "$work/ck"
+  (( $(grep -c "different epochs" "$work/err") == 2 )) && pass ||
+    fail "both ranks should refuse files of two epochs: $(cat "$work/err")"
+  expect_error resume_in_one_process "rank-0.ckpt: written by rank 0 of 2, this is rank 0 of 1" \
+    "$bin" train "${ck[@]}" --resume "$work/ck"
+  rm "$work/ck/rank-1.ckpt"
+  expect_error resume_missing_rank "rank-1.ckpt: missing" \
+    "$bin" launch -n 2 -- train --transport gloo "${ck[@]}" --resume "$work/ck"
+else
+  fail "gloo checkpoint runs: $(tail -3 "$work/err")"
+fi
+
 # Bad job variables and flags: one line naming the variable or flag, before any training.
 expect_error world_not_stages "world size = 2: must equal --stages = 3" \
   "$bin" launch -n 2 -- train --transport gloo --stages 3 "${small[@]}"

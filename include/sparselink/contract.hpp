@@ -200,6 +200,11 @@ class Negotiator {
  public:
   // `initial` gives the codecs, granularity and starting keep; its version is kept.
   static Result<Negotiator> Create(const NegotiatorOptions& options, const Contract& initial);
+  // Continues a negotiator saved earlier (a resumed run, sparselink/torch/checkpoint.hpp):
+  // `current` is the contract in force and `history` the negotiations so far, as contract()
+  // and history() gave them; the next negotiation goes on from there. Errors as Create's.
+  static Result<Negotiator> Resume(const NegotiatorOptions& options, const Contract& current,
+                                   std::vector<NegotiationRecord> history);
 
   // Runs Proposed -> Countered -> Agreed/Refused once, through this one function:
   //  1. proposal: keep_s = Coverage(sender map, tau_send), capped by the link budget

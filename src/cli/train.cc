@@ -73,6 +73,7 @@ Status RunRouted(const TrainCliOptions& options, const TrainPlan& plan,
   const std::vector<ta::BoundaryReport> reports = boundaries.Report();
   AddRunToReport(trained, reports, wall_seconds, plan.bandwidth_bits_per_s, report);
   PrintRunSummary(*report, reports, options, plan, out);
+  PrintStop(options, out);
   return Status::Ok();
 }
 
@@ -113,7 +114,8 @@ int RunTrain(const TrainCliOptions& options, std::ostream& out, std::ostream& er
                                        .micro_batches = options.micro_batches,
                                        .seed = options.seed,
                                        .num_threads = options.threads,
-                                       .max_train_samples = options.max_train_samples};
+                                       .max_train_samples = options.max_train_samples,
+                                       .checkpoint = CheckpointFlags(options)};
   json report;
   report["config"] = ConfigJson(options, *plan, runtime, parallel_min_entries);
   const ta::RoutedBoundaryOptions boundary_options =

@@ -55,6 +55,11 @@ struct TrainCliOptions {
   std::string transport = "inprocess";
   std::string schedule = "1f1b";  // gpipe | 1f1b (across ranks)
   double timeout_seconds = 60;    // the longest wait on another rank before the run fails
+  // Checkpoints (sparselink/torch/checkpoint.hpp): after every epoch to DIR/rank-R.ckpt;
+  // a resume from one (the same flags, --epochs may grow); a stop after epoch N, as if killed.
+  std::string checkpoint_dir;
+  std::string resume_dir;
+  int stop_after = 0;  // 0: run every epoch
 };
 
 // Returns the process exit code (0, or 1 with one line on `err`). The report is written to

@@ -1,8 +1,11 @@
 #include "cli/train_flags.hpp"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 
@@ -95,6 +98,46 @@ Status PlanRouting(const TrainCliOptions& options, TrainPlan* plan) {
   return Status::Ok();
 }
 
+// --checkpoint, --resume, --stop-after: the stop needs a checkpoint to leave, a resume a
+// directory to read (each rank's own file in it is checked when the data is loaded); the
+// checkpoint directory is created and must take a file.
+Status CheckCheckpointFlags(const TrainCliOptions& options) {
+  if (options.stop_after != 0 && (options.stop_after < 1 || options.stop_after > options.epochs)) {
+    return FieldError(ErrorCode::kInvalidArgument, "--stop-after", options.stop_after,
+                      "must be in [1, --epochs = " + std::to_string(options.epochs) + "]");
+  }
+  if (options.stop_after != 0 && options.checkpoint_dir.empty()) {
+    return FieldError(ErrorCode::kInvalidArgument, "--stop-after", options.stop_after,
+                      "needs --checkpoint DIR, to resume the stopped run from");
+  }
+  if (options.compare_dense && (!options.checkpoint_dir.empty() || !options.resume_dir.empty())) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "--compare-dense: not with --checkpoint or --resume (the baseline is a run of "
+                  "its own)");
+  }
+  if (!options.resume_dir.empty() && !std::filesystem::is_directory(options.resume_dir)) {
+    return FieldError(ErrorCode::kIo, "--resume", options.resume_dir, "no such directory");
+  }
+  if (options.checkpoint_dir.empty()) return Status::Ok();
+  std::error_code ec;
+  std::filesystem::create_directories(options.checkpoint_dir, ec);
+  if (ec || !std::filesystem::is_directory(options.checkpoint_dir)) {
+    return FieldError(ErrorCode::kIo, "--checkpoint", options.checkpoint_dir,
+                      ec ? ec.message() : std::string("is not a directory"));
+  }
+  // Each process probes a name of its own: the ranks of a job check the directory together.
+  const std::filesystem::path probe = std::filesystem::path(options.checkpoint_dir) /
+                                      (".write-probe-" + std::to_string(::getpid()));
+  std::ofstream file(probe);
+  const bool writable = static_cast<bool>(file);
+  file.close();
+  std::filesystem::remove(probe, ec);
+  if (!writable) {
+    return FieldError(ErrorCode::kIo, "--checkpoint", options.checkpoint_dir, "cannot be written");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 CLI::App* AddTrainCommand(CLI::App& app, TrainCliOptions* options) {
@@ -167,6 +210,21 @@ CLI::App* AddTrainCommand(CLI::App& app, TrainCliOptions* options) {
                     "micro-batch schedule across ranks: gpipe | 1f1b");
   train->add_option("--timeout", options->timeout_seconds,
                     "seconds any wait on another rank may last before the run fails");
+  train
+      ->add_option("--checkpoint", options->checkpoint_dir,
+                   "after every epoch, save the run to DIR/rank-R.ckpt (atomically)")
+      ->type_name("DIR");
+  train
+      ->add_option("--resume", options->resume_dir,
+                   "continue from DIR/rank-R.ckpt, written by a run with the same flags "
+                   "(--epochs may be raised; add --checkpoint to keep saving); the report "
+                   "holds the whole run")
+      ->type_name("DIR");
+  train
+      ->add_option("--stop-after", options->stop_after,
+                   "end after epoch N, its checkpoint written, as if killed there: resumed "
+                   "with --resume, the run ends as one never stopped")
+      ->type_name("N");
   train->add_flag("--compare-dense", options->compare_dense,
                   "train the dense baseline first, same seed, for the accuracy comparison");
   return train;
@@ -193,12 +251,29 @@ Result<TrainPlan> PlanTrain(const TrainCliOptions& options) {
   }
   SPARSELINK_RETURN_IF_ERROR(ApplySimdFlag(options.simd));
   SPARSELINK_RETURN_IF_ERROR(ta::BuildModel(options.model, options.stages).status());
-  // Last, as they create directories: the report's and the plots'.
+  // Last, as they create directories: the checkpoints', the report's and the plots'.
+  SPARSELINK_RETURN_IF_ERROR(CheckCheckpointFlags(options));
   SPARSELINK_RETURN_IF_ERROR(CheckWritable(options.report_path, "--report"));
   if (!options.plot_dir.empty()) SPARSELINK_RETURN_IF_ERROR(CheckPlotting(options.plot_dir));
   plan.budget_applies =
       !plan.keep && plan.policy != ta::RoutingPolicy::kDense && options.link_budget_bytes > 0;
   return plan;
+}
+
+ta::CheckpointOptions CheckpointFlags(const TrainCliOptions& options) {
+  // The model by name (the trainer checks its shapes) and the transport's family: a run in
+  // one process and one across ranks keep different files.
+  return {.dir = options.checkpoint_dir,
+          .resume = options.resume_dir,
+          .stop_after = options.stop_after,
+          .config = "model=" + options.model + "\nstages=" + std::to_string(options.stages) +
+                    "\nacross_ranks=" + (options.transport == "inprocess" ? "no" : "yes") + "\n"};
+}
+
+void PrintStop(const TrainCliOptions& options, std::ostream& out) {
+  if (options.stop_after == 0) return;
+  out << "stopped after epoch " << options.stop_after << " (--stop-after); checkpoint in "
+      << options.checkpoint_dir << ": go on with --resume " << options.checkpoint_dir << "\n";
 }
 
 ta::RoutedBoundaryOptions BoundaryOptions(const TrainCliOptions& options, const TrainPlan& plan,

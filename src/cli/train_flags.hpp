@@ -35,6 +35,12 @@ CLI::App* AddTrainCommand(CLI::App& app, TrainCliOptions* options);
 // plots' directories): the first bad one is the error, naming the flag and its value.
 Result<TrainPlan> PlanTrain(const TrainCliOptions& options);
 
+// What the run does with checkpoints: --checkpoint, --resume and --stop-after, and the
+// settings of this command a resumed run must share beyond those the trainer checks itself.
+torch_adapter::CheckpointOptions CheckpointFlags(const TrainCliOptions& options);
+// After a run that --stop-after ended: where its checkpoint is and how to go on.
+void PrintStop(const TrainCliOptions& options, std::ostream& out);
+
 // The boundaries' options for this plan; `parallel_min_entries` is where boundaries go parallel.
 torch_adapter::RoutedBoundaryOptions BoundaryOptions(const TrainCliOptions& options,
                                                      const TrainPlan& plan,

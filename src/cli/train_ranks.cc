@@ -117,6 +117,7 @@ int RunTrainAcrossRanks(const TrainCliOptions& options, const TrainPlan& plan, s
   pipeline.train.seed = options.seed;
   pipeline.train.num_threads = options.threads;
   pipeline.train.max_train_samples = options.max_train_samples;
+  pipeline.train.checkpoint = CheckpointFlags(options);
   pipeline.timeout = timeout;
   json report;
   report["config"] = ConfigJson(options, plan, runtime, pipeline.boundary.parallel_min_entries);
@@ -145,6 +146,7 @@ int RunTrainAcrossRanks(const TrainCliOptions& options, const TrainPlan& plan, s
   report["pipeline"] = PipelineJson(options, *run);
   PrintRunSummary(report, run->boundaries, options, plan, out);
   PrintPipeline(report["pipeline"], out);
+  PrintStop(options, out);
   return WriteReportAndPlots(report, options, out, err);
 }
 

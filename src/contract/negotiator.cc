@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "sparselink/contract.hpp"
 
@@ -91,6 +92,13 @@ Result<Negotiator> Negotiator::Create(const NegotiatorOptions& options, const Co
   }
   SPARSELINK_RETURN_IF_ERROR(initial.Validate());
   return Negotiator(options, initial);
+}
+
+Result<Negotiator> Negotiator::Resume(const NegotiatorOptions& options, const Contract& current,
+                                      std::vector<NegotiationRecord> history) {
+  SPARSELINK_ASSIGN_OR_RETURN(Negotiator negotiator, Create(options, current));
+  negotiator.history_ = std::move(history);
+  return negotiator;
 }
 
 Result<Proposal> Negotiator::Propose(const SenderView& sender, size_t rows, size_t cols) const {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "sparselink/codec.hpp"
@@ -50,6 +51,9 @@ class PhaseClock {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_ = start_;
 };
+
+class StateWriter;  // state_bytes.hpp
+class StateReader;
 
 // What both ends of a boundary are built from.
 struct BoundarySpec {
@@ -133,6 +137,13 @@ class BoundarySender {
   Status Settle(std::span<const uint8_t> counter);
   Status CheckAcknowledgement(std::span<const uint8_t> ack);
 
+  // Checkpoints (boundary_state.cc): the end's state between two steps (its map, contract,
+  // negotiation history, the receiver's last summary, the step and its times), and that state
+  // loaded into a fresh end of the same boundary. Errors: a step or negotiation in flight
+  // (save); bytes of another boundary's or shape (load, naming the field).
+  Status SaveState(StateWriter& w) const;
+  Status LoadState(StateReader& r);
+
   const std::vector<uint8_t>& packet() const { return packet_; }
   const Contract& contract() const { return contract_; }
   SensitivityMap& map() { return *map_; }
@@ -195,6 +206,10 @@ class BoundaryReceiver {
   Status Counter(std::span<const uint8_t> proposal);
   Status Acknowledge(std::span<const uint8_t> announced);
 
+  // Checkpoints (boundary_state.cc): its map, contract, step and times, as the sender's.
+  Status SaveState(StateWriter& w) const;
+  Status LoadState(StateReader& r);
+
   const std::vector<uint8_t>& packet() const { return packet_; }
   const Contract& contract() const { return contract_; }
   SensitivityMap& map() { return *map_; }
@@ -216,6 +231,14 @@ class BoundaryReceiver {
   RowBlockSums sums_;
   BoundaryTime time_;
 };
+
+// Checkpoints (boundary_state.cc): the settings of the boundaries that a resumed run must
+// share, as "key=value" lines (not parallel_min_entries, which never changes a bit); and a
+// boundary report's counters and times (not its history, contract or maps, which the ends
+// hold).
+std::string BoundaryConfig(const RoutedBoundaryOptions& options);
+void SaveReportCounters(const BoundaryReport& report, StateWriter& w);
+Status LoadReportCounters(StateReader& r, BoundaryReport* report);
 
 // The contract a boundary starts with, the same at both ends.
 Contract InitialContract(const BoundarySpec& spec);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "torch/pipeline_rank.hpp"
+#include "torch/run_state.hpp"
 
 namespace sparselink::torch_adapter {
 namespace {
@@ -147,6 +148,61 @@ Status GatherReports(Transport& transport, const internal::PipelineRank& rank, d
   return Status::Ok();
 }
 
+// One epoch's training steps on this rank: the shuffled batches (the same order on every
+// rank), each through the schedule's forwards and backwards, one optimizer step and the
+// step's end. Adds the time in steps, and of it the time waiting, to *run.
+Status TrainStageEpoch(internal::PipelineRank& rank, const Dataset& train, const TrainOptions& t,
+                       torch::optim::Optimizer& optimizer, torch::Generator& shuffle,
+                       internal::RunProgress* run, EpochCounts* counts) {
+  const int64_t n =
+      t.max_train_samples > 0 ? std::min(t.max_train_samples, train.size()) : train.size();
+  const int64_t batches = (n + t.batch_size - 1) / t.batch_size;
+  const int64_t total_steps = batches * t.epochs;
+  rank.SetTraining(true);
+  const torch::Tensor order = torch::randperm(n, shuffle, torch::kInt64);
+  for (int64_t b = 0; b < batches; ++b) {
+    const torch::Tensor index =
+        order.slice(0, b * t.batch_size, std::min(n, (b + 1) * t.batch_size));
+    const torch::Tensor images =
+        rank.first() ? train.images.index_select(0, index) : torch::Tensor();
+    const torch::Tensor labels =
+        rank.last() ? train.labels.index_select(0, index) : torch::Tensor();
+    if (t.schedule == LrSchedule::kCosine) {
+      const double lr = LearningRate(t, run->step, total_steps);
+      for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    }
+    const auto step_start = Clock::now();
+    const double idle_before = rank.idle_seconds();
+    optimizer.zero_grad();
+    double batch_loss = 0;
+    SPARSELINK_RETURN_IF_ERROR(
+        rank.Step(images, labels, index.size(0), &batch_loss, &counts->train_correct));
+    optimizer.step();
+    SPARSELINK_RETURN_IF_ERROR(rank.EndStep(run->step));
+    run->step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
+    run->idle_seconds += rank.idle_seconds() - idle_before;
+    ++run->step;
+    counts->loss_sum += batch_loss;
+  }
+  return Status::Ok();
+}
+
+// The test set through every stage, forward only; the last rank counts the right answers.
+Status EvaluateStage(internal::PipelineRank& rank, const Dataset& test, const TrainOptions& t,
+                     EpochCounts* counts) {
+  rank.SetTraining(false);
+  for (int64_t begin = 0; begin < test.size(); begin += t.eval_batch_size) {
+    const int64_t end = std::min(test.size(), begin + t.eval_batch_size);
+    SPARSELINK_ASSIGN_OR_RETURN(
+        const int64_t correct,
+        rank.EvaluateBatch(rank.first() ? test.images.slice(0, begin, end) : torch::Tensor(),
+                           rank.last() ? test.labels.slice(0, begin, end) : torch::Tensor(),
+                           end - begin));
+    counts->test_correct += correct;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<PipelineReport> TrainPipelineStage(Transport& transport, Stages& stages,
@@ -159,63 +215,42 @@ Result<PipelineReport> TrainPipelineStage(Transport& transport, Stages& stages,
                   "pipeline: epochs, batch, micro-batches (<= batch), evaluation batch and both "
                   "datasets must be positive");
   }
+  SPARSELINK_RETURN_IF_ERROR(internal::CheckCheckpointOptions(t));
   internal::PipelineRank rank(transport, stages, options);
   SPARSELINK_RETURN_IF_ERROR(rank.Setup(train.images.slice(0, 0, 1)));
   std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(rank.Parameters(), t);
   const int64_t n =
       t.max_train_samples > 0 ? std::min(t.max_train_samples, train.size()) : train.size();
   const int64_t batches = (n + t.batch_size - 1) / t.batch_size;
-  const int64_t total_steps = batches * t.epochs;
   torch::Generator shuffle = at::detail::createCPUGenerator(t.seed);
-  PipelineReport report;
-  report.predicted_bubble =
-      BubbleFraction(static_cast<int>(stages.size()), static_cast<int>(t.micro_batches));
-  const auto run_start = Clock::now();
+  const CheckpointOptions& checkpoints = t.checkpoint;
+  const auto own_stage = static_cast<size_t>(transport.rank());
+  const internal::OwnStages own{&stages, own_stage, own_stage + 1};
+  std::string config;
+  if (!checkpoints.dir.empty() || !checkpoints.resume.empty()) {
+    config = internal::RunConfig(t, own, train, test, transport.world_size(),
+                                 internal::BoundaryConfig(options.boundary));
+  }
   // Idle counts inside training steps only, where the bubble formula applies (evaluation
   // waits too, outside the steps).
-  double step_seconds = 0;
-  double step_idle_seconds = 0;
-  int64_t step = 0;
-  for (int epoch = 1; epoch <= t.epochs; ++epoch) {
-    rank.SetTraining(true);
+  internal::RunProgress run;
+  if (!checkpoints.resume.empty()) {
+    SPARSELINK_RETURN_IF_ERROR(
+        internal::ResumeStage(transport, rank, options, config, own, *optimizer, shuffle, &run));
+  }
+  PipelineReport report;
+  report.train.epochs = run.epochs;
+  report.predicted_bubble =
+      BubbleFraction(static_cast<int>(stages.size()), static_cast<int>(t.micro_batches));
+  const double elapsed_before = run.elapsed_seconds;
+  const auto run_start = Clock::now();
+  const int last_epoch = checkpoints.stop_after > 0 ? checkpoints.stop_after : t.epochs;
+  for (int epoch = run.epoch + 1; epoch <= last_epoch; ++epoch) {
     const auto start = Clock::now();
-    const torch::Tensor order = torch::randperm(n, shuffle, torch::kInt64);
     EpochCounts counts;
-    for (int64_t b = 0; b < batches; ++b) {
-      const torch::Tensor index =
-          order.slice(0, b * t.batch_size, std::min(n, (b + 1) * t.batch_size));
-      const torch::Tensor images =
-          rank.first() ? train.images.index_select(0, index) : torch::Tensor();
-      const torch::Tensor labels =
-          rank.last() ? train.labels.index_select(0, index) : torch::Tensor();
-      if (t.schedule == LrSchedule::kCosine) {
-        const double lr = LearningRate(t, step, total_steps);
-        for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      }
-      const auto step_start = Clock::now();
-      const double idle_before = rank.idle_seconds();
-      optimizer->zero_grad();
-      double batch_loss = 0;
-      SPARSELINK_RETURN_IF_ERROR(
-          rank.Step(images, labels, index.size(0), &batch_loss, &counts.train_correct));
-      optimizer->step();
-      SPARSELINK_RETURN_IF_ERROR(rank.EndStep(step));
-      step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
-      step_idle_seconds += rank.idle_seconds() - idle_before;
-      ++step;
-      counts.loss_sum += batch_loss;
-    }
+    SPARSELINK_RETURN_IF_ERROR(TrainStageEpoch(rank, train, t, *optimizer, shuffle, &run, &counts));
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    rank.SetTraining(false);
-    for (int64_t begin = 0; begin < test.size(); begin += t.eval_batch_size) {
-      const int64_t end = std::min(test.size(), begin + t.eval_batch_size);
-      SPARSELINK_ASSIGN_OR_RETURN(
-          const int64_t correct,
-          rank.EvaluateBatch(rank.first() ? test.images.slice(0, begin, end) : torch::Tensor(),
-                             rank.last() ? test.labels.slice(0, begin, end) : torch::Tensor(),
-                             end - begin));
-      counts.test_correct += correct;
-    }
+    SPARSELINK_RETURN_IF_ERROR(EvaluateStage(rank, test, t, &counts));
     SPARSELINK_ASSIGN_OR_RETURN(const EpochCounts all,
                                 GatherEpoch(transport, counts, options.timeout));
     EpochStats stats{.epoch = epoch,
@@ -225,14 +260,23 @@ Result<PipelineReport> TrainPipelineStage(Transport& transport, Stages& stages,
                      .train_accuracy = static_cast<double>(all.train_correct) / double(n),
                      .test_accuracy = static_cast<double>(all.test_correct) / double(test.size())};
     report.train.epochs.push_back(stats);
+    const double elapsed =
+        elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
     if (progress != nullptr && rank.first()) {
-      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
       *progress << EpochLine(stats, t, elapsed) << std::flush;
+    }
+    if (!checkpoints.dir.empty()) {
+      run.epoch = epoch;
+      run.elapsed_seconds = elapsed;
+      run.epochs = report.train.epochs;
+      SPARSELINK_RETURN_IF_ERROR(internal::SaveStage(rank, options, config, own, *optimizer,
+                                                     shuffle, run, transport.rank(),
+                                                     transport.world_size()));
     }
   }
   rank.SetTraining(true);
   SPARSELINK_RETURN_IF_ERROR(
-      GatherReports(transport, rank, step_seconds, step_idle_seconds, options, &report));
+      GatherReports(transport, rank, run.step_seconds, run.idle_seconds, options, &report));
   return report;
 }
 

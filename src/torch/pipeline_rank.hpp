@@ -14,6 +14,7 @@
 
 #include "sparselink/torch/pipeline.hpp"
 #include "torch/boundary_ends.hpp"
+#include "torch/run_state.hpp"
 
 namespace sparselink::torch_adapter::internal {
 
@@ -54,6 +55,11 @@ class PipelineRank {
   // This rank's half of its boundaries' reports: the sender end's bytes forward, history,
   // contract and map; the receiver end's bytes back and map.
   std::vector<BoundaryReport> LocalReports() const;
+  // Checkpoints (pipeline_checkpoint.cc): between two steps, the rank's step counters, both
+  // ends' state and their report counters; loaded into a rank after its Setup. Errors: a
+  // micro-batch in flight (save); bytes of another rank's ends (load, naming the field).
+  Status SaveState(StateWriter& w) const;
+  Status LoadState(StateReader& r);
   double idle_seconds() const { return idle_seconds_; }
   bool first() const { return rank_ == 0; }
   bool last() const { return rank_ == world_ - 1; }
@@ -101,5 +107,19 @@ class PipelineRank {
   double control_packet_bytes_ = 0;  // room every step keeps for a summary and a negotiation
   double idle_seconds_ = 0;
 };
+
+// A rank's checkpoint (pipeline_checkpoint.cc), its own file CheckpointPath(dir, rank): its
+// stage, optimizer, generators and progress (run_state.hpp) and the section "rank"
+// (PipelineRank::SaveState). SaveStage writes it after an epoch; ResumeStage reads every
+// rank's own file, and the ranks then agree, by an all-gather, that each read one and all of
+// the same epoch; otherwise every rank fails with the same line (the first refused file and
+// why, or each rank's epoch).
+Status SaveStage(const PipelineRank& rank, const PipelineOptions& options,
+                 const std::string& config, const OwnStages& own,
+                 const torch::optim::Optimizer& optimizer, const torch::Generator& shuffle,
+                 const RunProgress& run, int rank_index, int world_size);
+Status ResumeStage(Transport& transport, PipelineRank& rank, const PipelineOptions& options,
+                   const std::string& config, const OwnStages& own,
+                   torch::optim::Optimizer& optimizer, torch::Generator& shuffle, RunProgress* run);
 
 }  // namespace sparselink::torch_adapter::internal

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "torch/boundary_ends.hpp"
+#include "torch/state_bytes.hpp"
 
 namespace sparselink::torch_adapter {
 
@@ -109,7 +110,11 @@ void RoutedBoundaries::State::Deliver(Link& link, const std::vector<uint8_t>& pa
       const LinkStats after = link.stats();
       *wire_counter += after.wire_bytes - before.wire_bytes;
       report.dense_fp32_bytes += dense_bytes;
-      report.modelled_link_seconds += (after.modelled_time - before.modelled_time).count();
+      // Each try costs the packet's modelled time, priced here rather than read off the
+      // link's running sum, whose differences would depend on the run's history (a resumed
+      // run's links start from 0).
+      report.modelled_link_seconds +=
+          static_cast<double>(attempt) * ModelledTransferSeconds(spec.options->link, packet.size());
       report.packets += 1;
       report.retransmits += static_cast<uint64_t>(attempt - 1);
       report.retransmit_wire_bytes += static_cast<uint64_t>(attempt - 1) * packet.size();
@@ -280,17 +285,11 @@ Result<std::unique_ptr<RoutedBoundaries>> RoutedBoundaries::Create(
 RoutedBoundaries::~RoutedBoundaries() = default;
 
 // Builds boundary b's state the first time an activation of `cols` neurons per sample crosses
-// it. Conv feature maps [N, C, H, W] get per-channel resolution (block = H*W) unless
-// options.per_channel_maps is off.
+// it (or from a checkpoint), with `block` neurons per unit of its maps.
 static Result<std::unique_ptr<RoutedBoundaries::State>> MakeState(
-    size_t boundary, const torch::Tensor& activation, const RoutedBoundaryOptions& options) {
+    size_t boundary, size_t cols, size_t block, const RoutedBoundaryOptions& options) {
   auto state = std::make_unique<RoutedBoundaries::State>();
-  state->spec = {.boundary = boundary,
-                 .cols = static_cast<size_t>(activation.numel() / activation.size(0)),
-                 .block = activation.dim() == 4 && options.per_channel_maps
-                              ? static_cast<size_t>(activation.size(2) * activation.size(3))
-                              : 1,
-                 .options = &options};
+  state->spec = {.boundary = boundary, .cols = cols, .block = block, .options = &options};
   SPARSELINK_ASSIGN_OR_RETURN(state->sender, internal::BoundarySender::Create(state->spec));
   SPARSELINK_ASSIGN_OR_RETURN(state->receiver, internal::BoundaryReceiver::Create(state->spec));
   // Each link draws its faults from its own generator, seeded per boundary and direction.
@@ -325,7 +324,13 @@ torch::Tensor RoutedBoundaries::Forward(size_t boundary, const torch::Tensor& ac
               ": activation must be [N, ...] with N > 0, got ", activation.sizes());
   while (states_.size() <= boundary) states_.emplace_back();
   if (!states_[boundary]) {
-    auto state = MakeState(boundary, activation, options_);
+    // Conv feature maps [N, C, H, W] get per-channel resolution (block = H*W) unless
+    // options.per_channel_maps is off.
+    const size_t block = activation.dim() == 4 && options_.per_channel_maps
+                             ? static_cast<size_t>(activation.size(2) * activation.size(3))
+                             : 1;
+    auto state = MakeState(boundary, static_cast<size_t>(activation.numel() / activation.size(0)),
+                           block, options_);
     ThrowIfError(state.status(), boundary);
     states_[boundary] = std::move(state).value();
     if (frozen_) {  // SetFrozen came before this boundary's first forward
@@ -438,6 +443,76 @@ void RoutedBoundaries::SetFrozen(bool frozen) {
       }
     }
   }
+}
+
+std::string RoutedBoundaries::CheckpointConfig() const {
+  return internal::BoundaryConfig(options_);
+}
+
+// Per boundary that has been built: its shape, what the negotiations price a step by, the
+// report's counters, then each end's own state (boundary_state.cc).
+Result<std::vector<uint8_t>> RoutedBoundaries::SaveState() const {
+  internal::StateWriter w;
+  size_t built = 0;
+  for (const auto& state : states_) built += state ? 1 : 0;
+  w.U64(built);
+  for (const auto& state : states_) {
+    if (!state) continue;
+    w.U64(state->spec.boundary);
+    w.U64(state->spec.cols);
+    w.U64(state->spec.block);
+    w.F64(state->link_cap_bytes);
+    w.I64(state->max_rows);
+    w.I64(state->packets_per_step);
+    w.U64(state->forwards);
+    w.I64(state->step);
+    internal::SaveReportCounters(state->report, w);
+    SPARSELINK_RETURN_IF_ERROR(state->sender->SaveState(w));
+    SPARSELINK_RETURN_IF_ERROR(state->receiver->SaveState(w));
+  }
+  return w.Take();
+}
+
+Status RoutedBoundaries::LoadState(std::span<const uint8_t> bytes) {
+  if (!states_.empty()) {
+    return FieldError(ErrorCode::kInvalidArgument, "boundaries built", states_.size(),
+                      "a checkpoint loads into a RoutedBoundaries before its first Forward");
+  }
+  internal::StateReader r(bytes, "boundaries");
+  std::vector<std::unique_ptr<State>> loaded;  // kept only when every boundary loads
+  uint64_t built = 0;
+  SPARSELINK_RETURN_IF_ERROR(r.U64("count", &built));
+  constexpr uint64_t kMaxBoundaries = 4096;
+  for (uint64_t i = 0; i < built; ++i) {
+    uint64_t boundary = 0, cols = 0, block = 0;
+    SPARSELINK_RETURN_IF_ERROR(r.U64("boundary", &boundary));
+    SPARSELINK_RETURN_IF_ERROR(r.U64("cols", &cols));
+    SPARSELINK_RETURN_IF_ERROR(r.U64("block", &block));
+    if (boundary >= kMaxBoundaries || (boundary < loaded.size() && loaded[boundary]) || cols == 0 ||
+        cols > kMaxSensitivityNeurons || block == 0 || block > cols) {
+      return FieldError(ErrorCode::kCorruptPacket, "boundaries.boundary", boundary,
+                        "repeated, or out of range with cols " + std::to_string(cols) +
+                            " and block " + std::to_string(block));
+    }
+    SPARSELINK_ASSIGN_OR_RETURN(auto state, MakeState(boundary, cols, block, options_));
+    SPARSELINK_RETURN_IF_ERROR(r.F64("link_cap_bytes", &state->link_cap_bytes));
+    SPARSELINK_RETURN_IF_ERROR(r.I64("max_rows", &state->max_rows));
+    SPARSELINK_RETURN_IF_ERROR(r.I64("packets_per_step", &state->packets_per_step));
+    SPARSELINK_RETURN_IF_ERROR(r.U64("forwards", &state->forwards));
+    SPARSELINK_RETURN_IF_ERROR(r.I64("step", &state->step));
+    SPARSELINK_RETURN_IF_ERROR(internal::LoadReportCounters(r, &state->report));
+    SPARSELINK_RETURN_IF_ERROR(state->sender->LoadState(r));
+    SPARSELINK_RETURN_IF_ERROR(state->receiver->LoadState(r));
+    if (state->packets_per_step < 1 || state->max_rows < 0) {
+      return FieldError(ErrorCode::kCorruptPacket, "boundaries.packets_per_step",
+                        state->packets_per_step, "must be >= 1");
+    }
+    while (loaded.size() <= boundary) loaded.emplace_back();
+    loaded[boundary] = std::move(state);
+  }
+  SPARSELINK_RETURN_IF_ERROR(r.Done());
+  states_ = std::move(loaded);
+  return Status::Ok();
 }
 
 std::vector<BoundaryReport> RoutedBoundaries::Report() const {

@@ -5,6 +5,10 @@
 //
 // Train accuracy is counted on the fly from the training batches' logits (the model changes
 // during the epoch), which costs nothing extra; test accuracy is a full pass after each epoch.
+//
+// A checkpoint is taken after an epoch's evaluation, between two steps, where the hook holds
+// no micro-batch in flight; a resumed run starts at the next epoch's shuffle with the
+// generator, optimizer, weights and hook as they were (run_state.cc).
 #include "sparselink/torch/trainer.hpp"
 
 #include <chrono>
@@ -14,6 +18,7 @@
 #include <string>
 
 #include "sparselink/torch/runtime.hpp"
+#include "torch/run_state.hpp"
 
 namespace sparselink::torch_adapter {
 namespace {
@@ -136,85 +141,140 @@ double Evaluate(Stages& stages, const Dataset& data, BoundaryHook* hook, int64_t
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
-Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& test,
-                          const TrainOptions& options, BoundaryHook* hook, std::ostream* progress) {
-  SPARSELINK_RETURN_IF_ERROR(CheckOptions(stages, train, test, options));
-  SetNumThreads(options.num_threads);
-  DenseBoundary dense;
-  if (hook == nullptr) hook = &dense;
+namespace {
 
+// One epoch's training steps: the shuffled batches, each crossing as its micro-batches,
+// forward and backward each, then one optimizer step. Fills *stats but its test accuracy.
+Status TrainEpoch(Stages& stages, const Dataset& train, const TrainOptions& options,
+                  BoundaryHook* hook, torch::optim::Optimizer& optimizer, torch::Generator& shuffle,
+                  int epoch, int64_t* step, EpochStats* stats) {
   const int64_t n = options.max_train_samples > 0
                         ? std::min(options.max_train_samples, train.size())
                         : train.size();
   const int64_t batches_per_epoch = (n + options.batch_size - 1) / options.batch_size;
+  const int64_t total_steps = batches_per_epoch * options.epochs;
+  SetTraining(stages, true);
+  const auto start = Clock::now();
+  const torch::Tensor order = torch::randperm(n, shuffle, torch::kInt64);
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  for (int64_t b = 0; b < batches_per_epoch; ++b) {
+    const int64_t begin = b * options.batch_size;
+    const torch::Tensor index = order.slice(0, begin, std::min(n, begin + options.batch_size));
+    const torch::Tensor images = train.images.index_select(0, index);
+    const torch::Tensor labels = train.labels.index_select(0, index);
+
+    if (options.schedule == LrSchedule::kCosine) {
+      const double lr = LearningRate(options, *step, total_steps);
+      for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    }
+    optimizer.zero_grad();
+    // Micro-batches: rows [m * size / M, (m + 1) * size / M) of the batch, forward and
+    // backward each; the losses are weighted by their share so the gradients add up to
+    // the whole batch's mean loss.
+    const int64_t size = images.size(0);
+    const int64_t parts = std::min(options.micro_batches, size);
+    double batch_loss = 0.0;
+    for (int64_t m = 0; m < parts; ++m) {
+      const int64_t from = m * size / parts;
+      const int64_t to = (m + 1) * size / parts;
+      const torch::Tensor part_labels = labels.slice(0, from, to);
+      const torch::Tensor logits =
+          ForwardStages(stages, images.slice(0, from, to), hook, /*training=*/true);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, part_labels);
+      if (parts > 1) loss = loss * (static_cast<double>(to - from) / static_cast<double>(size));
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        return FieldError(ErrorCode::kNonFinite, "loss", loss_value,
+                          "at epoch " + std::to_string(epoch) + " step " + std::to_string(*step));
+      }
+      loss.backward();
+      batch_loss += loss_value;
+      correct += logits.detach().argmax(1).eq(part_labels).sum().item<int64_t>();
+    }
+    optimizer.step();
+    hook->OnStepEnd(*step);
+    ++*step;
+    loss_sum += batch_loss;
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  stats->epoch = epoch;
+  stats->seconds = seconds;
+  stats->samples_per_s = seconds > 0.0 ? static_cast<double>(n) / seconds : 0.0;
+  stats->loss = loss_sum / static_cast<double>(batches_per_epoch);
+  stats->train_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  return Status::Ok();
+}
+
+// In one process the run is rank 0 of 1: every stage in one file, the hook's state in its
+// section "hook".
+Status SaveEpoch(const TrainOptions& options, const std::string& config,
+                 const internal::OwnStages& own, const torch::optim::Optimizer& optimizer,
+                 const torch::Generator& shuffle, const BoundaryHook& hook,
+                 const internal::RunProgress& run) {
+  Checkpoint checkpoint{.epoch = static_cast<uint32_t>(run.epoch), .config = config};
+  SPARSELINK_RETURN_IF_ERROR(internal::SaveRun(own, optimizer, shuffle, run, &checkpoint));
+  SPARSELINK_ASSIGN_OR_RETURN(std::vector<uint8_t> state, hook.SaveState());
+  checkpoint.Add("hook", std::move(state));
+  return WriteCheckpoint(CheckpointPath(options.checkpoint.dir, 0), checkpoint);
+}
+
+Status Resume(const TrainOptions& options, const std::string& config,
+              const internal::OwnStages& own, torch::optim::Optimizer& optimizer,
+              torch::Generator& shuffle, BoundaryHook& hook, internal::RunProgress* run) {
+  const std::filesystem::path path = CheckpointPath(options.checkpoint.resume, 0);
+  SPARSELINK_ASSIGN_OR_RETURN(const Checkpoint checkpoint, ReadCheckpoint(path, 0, 1, config));
+  SPARSELINK_RETURN_IF_ERROR(
+      internal::LoadRun(checkpoint, path, options, own, optimizer, shuffle, run));
+  SPARSELINK_ASSIGN_OR_RETURN(const std::vector<uint8_t>* state,
+                              internal::Section(checkpoint, path, "hook"));
+  if (Status loaded = hook.LoadState(*state); !loaded.ok()) {
+    return FieldError(loaded.code(), "checkpoint", path.string(), loaded.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& test,
+                          const TrainOptions& options, BoundaryHook* hook, std::ostream* progress) {
+  SPARSELINK_RETURN_IF_ERROR(CheckOptions(stages, train, test, options));
+  SPARSELINK_RETURN_IF_ERROR(internal::CheckCheckpointOptions(options));
+  SetNumThreads(options.num_threads);
+  DenseBoundary dense;
+  if (hook == nullptr) hook = &dense;
   std::unique_ptr<torch::optim::Optimizer> optimizer =
       MakeOptimizer(StageParameters(stages), options);
   torch::Generator shuffle = at::detail::createCPUGenerator(options.seed);
 
-  const int64_t total_steps = batches_per_epoch * options.epochs;
-
-  TrainReport report;
+  const CheckpointOptions& checkpoints = options.checkpoint;
+  const internal::OwnStages own{&stages, 0, stages.size()};
+  std::string config;
+  if (!checkpoints.dir.empty() || !checkpoints.resume.empty()) {
+    config = internal::RunConfig(options, own, train, test, 1, hook->CheckpointConfig());
+  }
+  internal::RunProgress run;
+  if (!checkpoints.resume.empty()) {
+    SPARSELINK_RETURN_IF_ERROR(Resume(options, config, own, *optimizer, shuffle, *hook, &run));
+  }
+  TrainReport report{.epochs = run.epochs};
+  const double elapsed_before = run.elapsed_seconds;
   const auto run_start = Clock::now();
-  int64_t step = 0;
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-    SetTraining(stages, true);
-    const auto start = Clock::now();
-    const torch::Tensor order = torch::randperm(n, shuffle, torch::kInt64);
-    double loss_sum = 0.0;
-    int64_t correct = 0;
-    for (int64_t b = 0; b < batches_per_epoch; ++b) {
-      const int64_t begin = b * options.batch_size;
-      const torch::Tensor index = order.slice(0, begin, std::min(n, begin + options.batch_size));
-      const torch::Tensor images = train.images.index_select(0, index);
-      const torch::Tensor labels = train.labels.index_select(0, index);
-
-      if (options.schedule == LrSchedule::kCosine) {
-        const double lr = LearningRate(options, step, total_steps);
-        for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      }
-      optimizer->zero_grad();
-      // Micro-batches: rows [m * size / M, (m + 1) * size / M) of the batch, forward and
-      // backward each; the losses are weighted by their share so the gradients add up to
-      // the whole batch's mean loss.
-      const int64_t size = images.size(0);
-      const int64_t parts = std::min(options.micro_batches, size);
-      double batch_loss = 0.0;
-      for (int64_t m = 0; m < parts; ++m) {
-        const int64_t from = m * size / parts;
-        const int64_t to = (m + 1) * size / parts;
-        const torch::Tensor part_labels = labels.slice(0, from, to);
-        const torch::Tensor logits =
-            ForwardStages(stages, images.slice(0, from, to), hook, /*training=*/true);
-        torch::Tensor loss = torch::nn::functional::cross_entropy(logits, part_labels);
-        if (parts > 1) loss = loss * (static_cast<double>(to - from) / static_cast<double>(size));
-        const double loss_value = loss.item<double>();
-        if (!std::isfinite(loss_value)) {
-          return FieldError(ErrorCode::kNonFinite, "loss", loss_value,
-                            "at epoch " + std::to_string(epoch) + " step " + std::to_string(step));
-        }
-        loss.backward();
-        batch_loss += loss_value;
-        correct += logits.detach().argmax(1).eq(part_labels).sum().item<int64_t>();
-      }
-      optimizer->step();
-      hook->OnStepEnd(step);
-      ++step;
-      loss_sum += batch_loss;
-    }
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-
+  const int last_epoch = checkpoints.stop_after > 0 ? checkpoints.stop_after : options.epochs;
+  for (int epoch = run.epoch + 1; epoch <= last_epoch; ++epoch) {
     EpochStats stats;
-    stats.epoch = epoch;
-    stats.seconds = seconds;
-    stats.samples_per_s = seconds > 0.0 ? static_cast<double>(n) / seconds : 0.0;
-    stats.loss = loss_sum / static_cast<double>(batches_per_epoch);
-    stats.train_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+    SPARSELINK_RETURN_IF_ERROR(
+        TrainEpoch(stages, train, options, hook, *optimizer, shuffle, epoch, &run.step, &stats));
     stats.test_accuracy = Evaluate(stages, test, hook, options.eval_batch_size);
     report.epochs.push_back(stats);
-
-    if (progress != nullptr) {
-      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-      *progress << EpochLine(stats, options, elapsed) << std::flush;
+    const double elapsed =
+        elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
+    if (progress != nullptr) *progress << EpochLine(stats, options, elapsed) << std::flush;
+    if (!checkpoints.dir.empty()) {
+      run.epoch = epoch;
+      run.elapsed_seconds = elapsed;
+      run.epochs = report.epochs;
+      SPARSELINK_RETURN_IF_ERROR(SaveEpoch(options, config, own, *optimizer, shuffle, *hook, run));
     }
   }
   SetTraining(stages, true);

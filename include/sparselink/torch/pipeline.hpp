@@ -78,6 +78,10 @@ struct PipelineReport {
 // equal the number of stages. `progress` (may be null) gets rank 0's epoch lines. Errors: bad
 // options or shapes, a failed or timed-out wait (naming the rank, boundary and packet), a
 // non-finite loss. Blocking; one call per rank, all ranks at once.
+// Checkpoints (options.train.checkpoint, checkpoint.hpp): each rank writes its own file,
+// CheckpointPath(dir, rank), with its stage, optimizer, generators, the epochs' figures and its
+// two boundary ends; a resume needs every rank's file of one epoch (the ranks compare what they
+// read and all refuse otherwise, with the same error) and ends as the job never stopped.
 Result<PipelineReport> TrainPipelineStage(Transport& transport, Stages& stages,
                                           const Dataset& train, const Dataset& test,
                                           const PipelineOptions& options, std::ostream* progress);

@@ -190,6 +190,17 @@ class RoutedBoundaries final : public BoundaryHook {
   torch::Tensor Forward(size_t boundary, const torch::Tensor& activation, bool training) override;
   void OnStepEnd(int64_t step) override;
 
+  // Checkpoints: the options as "key=value" lines; between two steps, every boundary's state
+  // (both ends' maps, contract, negotiation history and step, the receiver's last summary,
+  // the report's counters and times); loaded into a fresh RoutedBoundaries (before its first
+  // Forward) with the same options, the boundaries go on as if never stopped. With emulated
+  // link faults the fault draws start again from their seeds, so retransmits differ from the
+  // run never stopped (what arrives, hence every other figure, does not). Errors: a step in
+  // flight (save); a hook already used, or bytes of other boundaries (load, naming the field).
+  std::string CheckpointConfig() const override;
+  Result<std::vector<uint8_t>> SaveState() const override;
+  Status LoadState(std::span<const uint8_t> bytes) override;
+
   // Freezes or unfreezes every sensitivity map (inference), including those of boundaries
   // whose first Forward comes later.
   void SetFrozen(bool frozen);

@@ -27,10 +27,12 @@
 #include <cstdint>
 #include <functional>
 #include <ostream>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "sparselink/status.hpp"
+#include "sparselink/torch/checkpoint.hpp"
 #include "sparselink/torch/fashion_mnist.hpp"
 #include "sparselink/torch/models.hpp"
 
@@ -53,6 +55,18 @@ class BoundaryHook {
                                 bool training) = 0;
   // After the optimizer step of training step `step` (counted from 0 over the whole run).
   virtual void OnStepEnd(int64_t step) { (void)step; }
+
+  // Checkpoints (checkpoint.hpp), called between epochs: the hook's settings that a resumed
+  // run must share, as "key=value" lines; its state in bytes; and that state loaded into a
+  // fresh hook made with the same settings, after which the run goes on as if never stopped.
+  // The defaults are those of a hook without state.
+  virtual std::string CheckpointConfig() const { return {}; }
+  virtual Result<std::vector<uint8_t>> SaveState() const { return std::vector<uint8_t>(); }
+  virtual Status LoadState(std::span<const uint8_t> bytes) {
+    if (bytes.empty()) return Status::Ok();
+    return FieldError(ErrorCode::kInvalidArgument, "hook state bytes", bytes.size(),
+                      "this hook keeps no state");
+  }
 };
 
 // Passes every activation through unchanged: plain dense training.
@@ -89,6 +103,8 @@ struct TrainOptions {
   int64_t max_train_samples = 0;  // > 0: train on the first N samples only (quick runs)
   // Appended to each epoch's progress line (e.g. "wire 12.3 MB"); may be empty.
   std::function<std::string()> progress_suffix;
+  // Checkpoints after every epoch, a resume from one, a stop after an epoch (checkpoint.hpp).
+  CheckpointOptions checkpoint;
 };
 
 struct EpochStats {
@@ -120,6 +136,13 @@ double LearningRate(const TrainOptions& options, int64_t step, int64_t total_ste
 // loss and accuracies, and the options' progress_suffix; ends with a newline.
 std::string EpochLine(const EpochStats& stats, const TrainOptions& options, double elapsed_seconds);
 
+// Checkpoints (options.checkpoint): after every epoch (its evaluation included) the stages,
+// the optimizer, the generators, the epochs' figures and the hook's state go to
+// DIR/rank-0.ckpt; a resumed run loads them into stages and a hook built as the first run's
+// were (same seed), continues with the next epoch, and reports every epoch of the run, so
+// that it ends with the weights, figures and bytes of a run never stopped. Errors: a
+// checkpoint refused by ReadCheckpoint or of an epoch past options.epochs, stop_after outside
+// [0, epochs] or without a dir, a failed write (kIo).
 Result<TrainReport> Train(Stages& stages, const Dataset& train, const Dataset& test,
                           const TrainOptions& options, BoundaryHook* hook = nullptr,
                           std::ostream* progress = nullptr);
