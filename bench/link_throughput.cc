@@ -9,6 +9,7 @@
 // Rank 1 is a fork of this process, made before any thread exists.
 #include <signal.h>
 #include <sys/wait.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,7 +21,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-#include <torch/torch.h>
 #include <vector>
 
 #include "sparselink/torch/process_group_transport.hpp"
@@ -106,7 +106,8 @@ double StreamRaw(Transport& t, c10d::ProcessGroup& group, size_t size, size_t co
   std::vector<std::vector<at::Tensor>> buffers;
   std::vector<c10::intrusive_ptr<c10d::Work>> work;
   const size_t slots = t.rank() == 0 ? kWindow : 2;
-  for (size_t s = 0; s < slots; ++s) buffers.push_back({torch::full({int64_t(size)}, 0x5a, torch::kUInt8)});
+  for (size_t s = 0; s < slots; ++s)
+    buffers.push_back({torch::full({int64_t(size)}, 0x5a, torch::kUInt8)});
   const auto post = [&](size_t i) {
     auto& b = buffers[i % slots];
     const int tag = kRawTag + static_cast<int>(i % 2);
@@ -128,8 +129,8 @@ double Median(std::vector<double> v) {
 }
 
 int RunRank(int rank, int port, const Flags& flags) {
-  sparselink::torch_adapter::JobEnvironment job{.rank = rank, .world_size = 2,
-                                                .master_port = port, .source = "link_throughput"};
+  sparselink::torch_adapter::JobEnvironment job{
+      .rank = rank, .world_size = 2, .master_port = port, .source = "link_throughput"};
   auto group = sparselink::torch_adapter::MakeGlooProcessGroup(job, kTimeout);
   Check(group.status(), "process group");
   auto transport = sparselink::torch_adapter::MakeProcessGroupTransport(*group);
@@ -148,8 +149,10 @@ int RunRank(int rank, int port, const Flags& flags) {
     }
     const double bytes = double(size) * double(count);
     const double raw_rate = bytes / Median(raw), link_rate = bytes / Median(linked);
-    results.push_back({{"packet_bytes", size}, {"packets", count},
-                       {"raw_mb_per_s", raw_rate / 1e6}, {"link_mb_per_s", link_rate / 1e6},
+    results.push_back({{"packet_bytes", size},
+                       {"packets", count},
+                       {"raw_mb_per_s", raw_rate / 1e6},
+                       {"link_mb_per_s", link_rate / 1e6},
                        {"link_over_raw", link_rate / raw_rate}});
     if (rank == 1) {
       std::printf("%10zu B x %6zu   raw %9.1f MB/s   link %9.1f MB/s   link/raw %.3f\n", size,
@@ -158,8 +161,8 @@ int RunRank(int rank, int port, const Flags& flags) {
     }
   }
   if (rank == 1 && !flags.json_path.empty()) {
-    std::ofstream(flags.json_path) << nlohmann::json{{"rounds", flags.rounds}, {"results", results}}.dump(2)
-                                   << "\n";
+    std::ofstream(flags.json_path)
+        << nlohmann::json{{"rounds", flags.rounds}, {"results", results}}.dump(2) << "\n";
   }
   return 0;
 }

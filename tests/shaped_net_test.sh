@@ -4,12 +4,7 @@
 # network namespaces.
 set -u
 script=${SHAPED_NET:?set SHAPED_NET to scripts/shaped-net}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+source "$(dirname "$0")/check_lib.sh"
 
 if [[ $(id -u) -ne 0 ]] || ! ip netns add sl-probe-$$ 2>/dev/null; then
   echo "skip: needs root and network namespaces"
@@ -82,5 +77,4 @@ after=$(ip netns list | wc -l)
 [[ $after -eq $before ]] && pass || fail "left $((after - before)) namespaces behind"
 "$script" --cleanup && pass || fail "--cleanup"
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

@@ -7,12 +7,7 @@
 set -u
 bin=${SPARSELINK:?set SPARSELINK to the sparselink binary}
 mpiexec=${MPIEXEC:-}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+source "$(dirname "$0")/check_lib.sh"
 
 if ! "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
   echo "skip: this sparselink has no train (built without LibTorch)"
@@ -26,18 +21,6 @@ fi
 # Neither flag nor variable from the caller's shell may leak into a rank.
 unset RANK WORLD_SIZE MASTER_ADDR MASTER_PORT LOCAL_RANK LOCAL_WORLD_SIZE
 unset OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE
-
-expect_error() {
-  local name=$1 pattern=$2; shift 2
-  "$@" >"$work/out" 2>"$work/err"
-  local rc=$?
-  if [[ $rc -eq 0 || $rc -ge 128 ]]; then fail "$name: exit $rc"; return; fi
-  if ! grep -qE -- "$pattern" "$work/err"; then
-    fail "$name: stderr lacks '$pattern': $(head -3 "$work/err")"
-    return
-  fi
-  pass
-}
 
 small=(--epochs 1 --max-train-samples 1200 --batch 200 --micro-batches 2 --threads 1
        --negotiate-every 2 --timeout 60)
@@ -176,5 +159,4 @@ else
 fi
 echo "survivor said: $(tail -1 "$work/r0.err")"
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

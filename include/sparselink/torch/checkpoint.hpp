@@ -11,6 +11,10 @@
 // named sections of bytes. It is written to DIR/rank-R.ckpt.partial, fsync'ed, renamed over
 // the old file and the directory fsync'ed, so a reader finds the previous checkpoint or the
 // whole new one, never a mix.
+//
+// Cost and threads: each call is one pass over the file's bytes (read or write, one XXH3-64
+// pass, two fsyncs when writing); the functions keep no state and may run on any thread, one
+// call per path at a time.
 #pragma once
 
 #include <cstdint>
