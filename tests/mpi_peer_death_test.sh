@@ -24,11 +24,22 @@ link_timeout_s=10
 limit_s=$((link_timeout_s + 5))
 hang_s=$((limit_s * 3))
 
-start=$(date +%s%N)
-output=$(timeout --kill-after=5 "$hang_s" "$@" --gtest_also_run_disabled_tests \
-  --gtest_filter=MpiPeer.DISABLED_KilledMidStream 2>&1)
-status=$?
-elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+run_job() {
+  start=$(date +%s%N)
+  output=$(timeout --kill-after=5 "$hang_s" "$@" --gtest_also_run_disabled_tests \
+    --gtest_filter=MpiPeer.DISABLED_KilledMidStream 2>&1)
+  status=$?
+  elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+}
+run_job "$@"
+# OpenMPI's launcher itself crashed once under --enable-recovery (a segfault in its PMIx log
+# handler, in mpirun's process, untagged by rank): that is not a verdict on the ranks, so the
+# job runs once more. A rank's own crash is tagged [1,r] and is not retried.
+if [ "$status" -eq 139 ] && grep -qE '^\[[^],]+:[0-9]+\] \*\*\* Process received signal' <<<"$output"; then
+  echo "$output"
+  echo "--- mpiexec itself crashed (status 139); running the job once more"
+  run_job "$@"
+fi
 
 echo "$output"
 echo "---"
