@@ -69,7 +69,7 @@ std::string Megabytes(double bytes) {
 }
 
 int Fail(std::ostream& err, std::string_view command, const Status& s) {
-  err << "sparselink " << command << ": " << s.ToString() << "\n";
+  err << ("sparselink " + std::string(command) + ": " + s.ToString() + "\n");
   return 1;
 }
 

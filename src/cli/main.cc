@@ -2,6 +2,7 @@
 // this file only parses flags (CLI11) and turns every error into one line and a non-zero exit.
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <string>
 #include <string_view>
 
 #include "cli/bench.hpp"
@@ -117,9 +118,10 @@ int main(int argc, char** argv) {
     try {
       return sparselink::cli::RunTrain(train_options, std::cout, std::cerr);
     } catch (const c10::Error& e) {
-      std::cerr << "sparselink train: " << e.what_without_backtrace() << "\n";
+      // One write per line: ranks of one job share a terminal.
+      std::cerr << ("sparselink train: " + std::string(e.what_without_backtrace()) + "\n");
     } catch (const std::exception& e) {
-      std::cerr << "sparselink train: " << e.what() << "\n";
+      std::cerr << ("sparselink train: " + std::string(e.what()) + "\n");
     }
     return 1;
   }
