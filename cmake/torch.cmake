@@ -10,6 +10,22 @@
 find_package(Torch REQUIRED)
 find_package(ZLIB REQUIRED)  # zlib1g-dev: the gzip'd Fashion-MNIST idx files (sparselink_data)
 
+# LibTorch's headers are most of each adapter file's compile time: one
+# precompiled <torch/torch.h> serves the adapter, the process-group transport, their tests, the
+# CLI's train command and the link bench. GCC takes a precompiled header only where the flags
+# that shape it match, so every user compiles position-independent with USE_C10D_GLOO
+# (sparselink_use_torch_pch).
+add_library(sparselink_torch_pch OBJECT src/torch/torch_pch.cc)
+target_link_libraries(sparselink_torch_pch PRIVATE ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
+target_compile_definitions(sparselink_torch_pch PRIVATE USE_C10D_GLOO)
+target_compile_options(sparselink_torch_pch PRIVATE ${SPARSELINK_WARNINGS} -fPIC -Winvalid-pch)
+target_precompile_headers(sparselink_torch_pch PRIVATE <torch/torch.h>)
+function(sparselink_use_torch_pch target)
+  target_compile_definitions(${target} PRIVATE USE_C10D_GLOO)
+  target_compile_options(${target} PRIVATE -fPIC -Winvalid-pch)
+  target_precompile_headers(${target} REUSE_FROM sparselink_torch_pch)
+endfunction()
+
 add_library(sparselink_torch STATIC
   src/torch/fashion_mnist.cc
   src/torch/models.cc
@@ -35,6 +51,7 @@ target_compile_options(sparselink_torch PRIVATE ${SPARSELINK_WARNINGS})
 target_link_libraries(sparselink_torch PUBLIC ${TORCH_LIBRARIES} sparselink::sparselink
   sparselink_data PRIVATE PkgConfig::XXHASH)
 set_target_properties(sparselink_torch PROPERTIES POSITION_INDEPENDENT_CODE ON)
+sparselink_use_torch_pch(sparselink_torch)
 add_library(sparselink::torch ALIAS sparselink_torch)
 
 # The transport over torch's c10d::ProcessGroup (Gloo in Debian's libtorch). Its headers need
@@ -49,6 +66,7 @@ target_compile_definitions(sparselink_process_group PUBLIC USE_C10D_GLOO)
 target_compile_options(sparselink_process_group PRIVATE ${SPARSELINK_WARNINGS})
 target_link_libraries(sparselink_process_group PUBLIC ${TORCH_LIBRARIES} sparselink::sparselink)
 set_target_properties(sparselink_process_group PROPERTIES POSITION_INDEPENDENT_CODE ON)
+sparselink_use_torch_pch(sparselink_process_group)
 add_library(sparselink::process_group ALIAS sparselink_process_group)
 
 # OpenBLAS's OpenMP build (libopenblas0-openmp) runs its GEMMs on the libgomp pool that
@@ -78,6 +96,7 @@ if(SPARSELINK_BUILD_TESTS)
       ZLIB::ZLIB GTest::gtest GTest::gtest_main)
     target_include_directories(${unit}_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
     sparselink_prefer_openmp_blas(${unit}_test)
+    sparselink_use_torch_pch(${unit}_test)
     gtest_discover_tests(${unit}_test DISCOVERY_TIMEOUT 120)
   endforeach()
 endif()
@@ -87,4 +106,5 @@ if(SPARSELINK_BUILD_BENCH)
   add_executable(link_throughput bench/link_throughput.cc)
   target_compile_options(link_throughput PRIVATE ${SPARSELINK_WARNINGS} -Wno-conversion)
   target_link_libraries(link_throughput PRIVATE sparselink_process_group)
+  sparselink_use_torch_pch(link_throughput)
 endif()

@@ -222,7 +222,10 @@ TEST(PipelineResume, EveryRankRefusesAMissingFileOrFilesOfTwoEpochs) {
 TEST(PipelineSchedule, OneFOneBWarmsUpThenAlternates) {
   const auto ops = ScheduleOps(Schedule::kOneFOneB, 4, 1, 4);
   std::string order;
-  for (const PipelineOp& op : ops) order += (op.forward ? "F" : "B") + std::to_string(op.micro);
+  for (const PipelineOp& op : ops) {
+    order += op.forward ? 'F' : 'B';
+    order += std::to_string(op.micro);
+  }
   EXPECT_EQ(order, "F0F1F2B0F3B1B2B3");
   EXPECT_EQ(ScheduleOps(Schedule::kOneFOneB, 4, 3, 2).front().forward, true);
   EXPECT_EQ(ScheduleOps(Schedule::kGPipe, 4, 0, 2).size(), 4u);

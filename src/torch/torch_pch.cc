@@ -1,0 +1,1 @@
+// The translation unit of LibTorch's shared precompiled header (cmake/torch.cmake).
