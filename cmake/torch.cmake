@@ -37,6 +37,7 @@ add_library(sparselink_torch STATIC
   src/torch/pipeline.cc
   src/torch/pipeline_rank.cc
   src/torch/pipeline_exchange.cc
+  src/torch/pipeline_link_rate.cc
   src/torch/pipeline_schedule.cc
   src/torch/checkpoint.cc
   src/torch/run_state.cc

@@ -272,4 +272,37 @@ struct Allocation {
 // Errors: empty demands, bad sizes, negative or non-finite budget.
 Result<Allocation> AllocateBudget(std::span<const BoundaryDemand> demands, double budget_bytes);
 
+// A link budget that follows the link (--link-budget auto): each negotiation period the two
+// ends of a boundary report the rate at which its packets crossed, and the boundary may send
+// what that rate moves in the target step time. The rate in use changes only when a
+// measurement moves away from it by more than `rate_change` (relative), so noise does not
+// renegotiate every period; a period with nothing timed keeps it.
+struct LinkRateOptions {
+  double fill = 0.2;                 // share of the target step time the boundary's bytes may take
+  double rate_change = 0.25;         // relative move of the measured rate that changes the budget
+  double min_target_seconds = 1e-3;  // a target step time below this counts as this
+};
+
+class LinkRateBudget {
+ public:
+  // Errors: fill outside (0, 1], rate_change outside [0, 10), min_target_seconds <= 0
+  // (each named).
+  static Result<LinkRateBudget> Create(const LinkRateOptions& options);
+  // One period's measured rate in bytes per second; 0, negative or non-finite means nothing
+  // was timed. True when the rate in use changed.
+  bool Observe(double measured_bytes_per_s);
+  // The rate in use: +infinity until the first measurement.
+  double rate() const { return rate_; }
+  // Bytes per step, both directions of the boundary together (each rank's interface carries
+  // one boundary's activations and the other's gradients each way, so the two directions of
+  // one boundary share one direction's rate): rate * fill * target. +infinity before the
+  // first measurement; a non-finite or non-positive target counts as min_target_seconds.
+  double BytesPerStep(double target_seconds) const;
+
+ private:
+  explicit LinkRateBudget(const LinkRateOptions& options) : options_(options) {}
+  LinkRateOptions options_;
+  double rate_ = std::numeric_limits<double>::infinity();
+};
+
 }  // namespace sparselink

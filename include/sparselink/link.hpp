@@ -42,6 +42,11 @@ struct LinkStats {
   uint64_t dense_bytes = 0;        // what the same tensors cost as plain fp32 (caller-declared)
   // Sum of modelled transfer times, in seconds (a double: a slow link's sum cannot overflow).
   std::chrono::duration<double> modelled_time{0};
+  // Received packets whose crossing the link timed (the process-group link: the rest of a
+  // packet longer than one message, from the arrival of its first message to its last byte),
+  // their bytes and seconds: the rate the link delivered at. Zero on links that do not time.
+  uint64_t timed_bytes = 0;
+  double timed_seconds = 0;
 };
 
 // Thread-safety: one sender thread and one receiver thread may use a link concurrently;

@@ -21,6 +21,10 @@ struct TrainCliOptions {
   std::string policy = "sensitivity";
   std::string keep = "auto";          // a percentage in (0, 100], or "auto"
   double link_budget_bytes = 150000;  // bytes per step shared by all boundaries; 0 = none
+  bool link_budget_auto = false;      // --link-budget auto: follow the measured link rate
+  double target_step_ms = 0;          // auto: the step time budgets aim at (0: slowest compute)
+  double rate_change = 0.25;          // auto: relative rate move that changes a budget
+  double link_fill = 0.2;             // auto: share of the target the link may take
   std::string codec = "int8";         // kept values
   std::string gradient_codec = "int8";
   int stages = 4;

@@ -150,9 +150,38 @@ CLI::App* AddTrainCommand(CLI::App& app, TrainCliOptions* options) {
       ->check(CLI::IsMember({"dense", "random", "magnitude", "sensitivity", "structured"}));
   train->add_option("--keep", options->keep, "share of entries kept, PERCENT in (0, 100], or auto");
   train
-      ->add_option("--link-budget", options->link_budget_bytes,
-                   "bytes per step shared by all boundaries (0 = none), split by sensitivity")
-      ->check(CLI::NonNegativeNumber);
+      ->add_option_function<std::string>(
+          "--link-budget",
+          [options](const std::string& text) {
+            options->link_budget_auto = text == "auto";
+            if (options->link_budget_auto) return;
+            size_t used = 0;
+            try {
+              options->link_budget_bytes = std::stod(text, &used);
+            } catch (const std::exception&) {
+              used = 0;
+            }
+            if (used != text.size() || text.empty() || !(options->link_budget_bytes >= 0)) {
+              throw CLI::ValidationError("--link-budget",
+                                         text + ": must be bytes per step >= 0, or auto");
+            }
+          },
+          "bytes per step shared by all boundaries (0 = none), split by sensitivity; or auto: "
+          "each boundary's bytes follow its measured link rate (across ranks, gloo)")
+      ->type_name("BYTES|auto");
+  train
+      ->add_option("--target-step-ms", options->target_step_ms,
+                   "auto budget: each boundary's step time the link may fill a share of "
+                   "(default: the ranks' compute per step summed, over the boundaries)")
+      ->check(CLI::Range(0.0, 1e6));
+  train
+      ->add_option("--rate-change", options->rate_change,
+                   "auto budget: relative move of the measured rate that changes a budget")
+      ->check(CLI::Range(0.0, 9.99));
+  train
+      ->add_option("--link-fill", options->link_fill,
+                   "auto budget: share of the target step time the link may add, (0, 1]")
+      ->check(CLI::Range(0.01, 1.0));
   train->add_option("--codec", options->codec, "codec of kept values: fp32|fp16|bf16|int8|int4");
   train->add_option("--gradient-codec", options->gradient_codec, "codec of routed gradients");
   train->add_option("--stages", options->stages, "pipeline stages")->check(CLI::Range(1, 64));
@@ -245,6 +274,11 @@ Result<TrainPlan> PlanTrain(const TrainCliOptions& options) {
     return FieldError(ErrorCode::kInvalidArgument, "--timeout", options.timeout_seconds,
                       "must be in (0, 86400] seconds");
   }
+  if (options.link_budget_auto && options.transport != "gloo") {
+    return FieldError(ErrorCode::kInvalidArgument, "--link-budget", "auto",
+                      "needs --transport gloo, whose links time each packet's crossing (" +
+                          options.transport + " has no measured link rate)");
+  }
   if (options.transport != "inprocess" && (options.link_loss > 0 || options.link_corrupt > 0)) {
     return FieldError(ErrorCode::kInvalidArgument, "--transport", options.transport,
                       "emulated faults (--link-loss, --link-corrupt) exist in process only");
@@ -255,8 +289,8 @@ Result<TrainPlan> PlanTrain(const TrainCliOptions& options) {
   SPARSELINK_RETURN_IF_ERROR(CheckCheckpointFlags(options));
   SPARSELINK_RETURN_IF_ERROR(CheckWritable(options.report_path, "--report"));
   if (!options.plot_dir.empty()) SPARSELINK_RETURN_IF_ERROR(CheckPlotting(options.plot_dir));
-  plan.budget_applies =
-      !plan.keep && plan.policy != ta::RoutingPolicy::kDense && options.link_budget_bytes > 0;
+  plan.budget_applies = !plan.keep && plan.policy != ta::RoutingPolicy::kDense &&
+                        (options.link_budget_bytes > 0 || options.link_budget_auto);
   return plan;
 }
 
@@ -291,7 +325,11 @@ ta::RoutedBoundaryOptions BoundaryOptions(const TrainCliOptions& options, const 
       .summary_every = options.summary_every,
       .negotiator = {.tau_send = options.tau, .tau_recv = options.tau, .keep_min = plan.keep_min},
       .initial_keep = std::max(plan.keep_min, 0.1),
-      .link_budget_bytes_per_step = plan.budget_applies ? options.link_budget_bytes : 0.0,
+      .link_budget_bytes_per_step =
+          plan.budget_applies && !options.link_budget_auto ? options.link_budget_bytes : 0.0,
+      .link_budget_auto = plan.budget_applies && options.link_budget_auto,
+      .link_rate = {.fill = options.link_fill, .rate_change = options.rate_change},
+      .target_step_seconds = options.target_step_ms / 1000,
       .sensitivity_mode = plan.sensitivity_mode,
       .link = {.bandwidth_bits_per_s = plan.bandwidth_bits_per_s,
                .loss_rate = options.link_loss,

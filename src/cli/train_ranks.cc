@@ -53,7 +53,12 @@ Result<Job> JoinJob(const TrainCliOptions& options, std::chrono::milliseconds ti
         "must equal --stages = " + std::to_string(options.stages) + " (one stage per rank)");
   }
   SPARSELINK_ASSIGN_OR_RETURN(job.group, ta::MakeGlooProcessGroup(env, timeout));
-  SPARSELINK_ASSIGN_OR_RETURN(job.transport, ta::MakeProcessGroupTransport(job.group));
+  // An auto budget times each packet's rest after its first message: a small first message
+  // gives routed packets of a few kB a rest to time.
+  ta::ProcessGroupTransportOptions transport_options;
+  if (options.link_budget_auto) transport_options.message_bytes = size_t{16} << 10;
+  SPARSELINK_ASSIGN_OR_RETURN(job.transport,
+                              ta::MakeProcessGroupTransport(job.group, transport_options));
   job.where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + " (" +
               env.source + ", gloo)";
   return job;
@@ -66,10 +71,27 @@ json PipelineJson(const TrainCliOptions& options, const ta::PipelineReport& run)
   for (size_t r = 0; r < run.step_seconds.size(); ++r) {
     idle.push_back(run.step_seconds[r] > 0 ? run.idle_seconds[r] / run.step_seconds[r] : 0.0);
   }
-  return {{"transport", options.transport},           {"schedule", options.schedule},
-          {"ranks", run.step_seconds.size()},         {"micro_batches", options.micro_batches},
-          {"predicted_bubble", run.predicted_bubble}, {"step_seconds", run.step_seconds},
-          {"idle_seconds", run.idle_seconds},         {"idle_share", idle}};
+  json link_rate = json::array();
+  for (const ta::LinkRateRecord& r : run.link_rate_history) {
+    link_rate.push_back({{"step", r.step},
+                         {"unix_seconds", r.unix_seconds},
+                         {"step_seconds", r.step_seconds},
+                         {"target_seconds", r.target_seconds},
+                         {"measured_bytes_per_s", r.measured_bytes_per_s},
+                         {"rate_bytes_per_s", r.rate_bytes_per_s},
+                         {"budget_bytes", r.budget_bytes}});
+  }
+  return {{"link_rate", link_rate},
+          {"transport", options.transport},
+          {"schedule", options.schedule},
+          {"ranks", run.step_seconds.size()},
+          {"micro_batches", options.micro_batches},
+          {"predicted_bubble", run.predicted_bubble},
+          {"step_seconds", run.step_seconds},
+          {"idle_seconds", run.idle_seconds},
+          {"cpu_seconds", run.cpu_seconds},
+          {"sent_bytes", run.sent_bytes},
+          {"idle_share", idle}};
 }
 
 void PrintPipeline(const json& p, std::ostream& out) {

@@ -161,6 +161,7 @@ std::string BoundaryConfig(const RoutedBoundaryOptions& o) {
   c += Line("boundary.hysteresis", o.negotiator.hysteresis);
   c += Line("boundary.initial_keep", o.initial_keep);
   c += Line("boundary.link_budget", o.link_budget_bytes_per_step);
+  c += Line("boundary.link_budget_auto", o.link_budget_auto ? 1 : 0);
   c += Line("boundary.sensitivity", SensitivityModeName(o.sensitivity_mode));
   c += Line("boundary.sensitivity_alpha", o.sensitivity_alpha);
   c += Line("boundary.ema_decay", o.ema_decay);

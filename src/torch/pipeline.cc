@@ -3,6 +3,9 @@
 // rank at the end of each.
 #include "sparselink/torch/pipeline.hpp"
 
+#include <sys/resource.h>
+#include <time.h>
+
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -110,10 +113,13 @@ void MergeReport(const json& j, const BoundaryReport& initial, BoundaryReport* i
 }
 
 // Every rank's boundary halves and times, merged into `report` on every rank.
-Status GatherReports(Transport& transport, const internal::PipelineRank& rank, double step_seconds,
-                     double step_idle_seconds, const PipelineOptions& options,
+Status GatherReports(Transport& transport, const internal::PipelineRank& rank,
+                     const internal::RunProgress& run, const PipelineOptions& options,
                      PipelineReport* report) {
-  json mine = {{"step_seconds", step_seconds}, {"idle_seconds", step_idle_seconds}};
+  json mine = {{"step_seconds", run.step_seconds},
+               {"idle_seconds", run.idle_seconds},
+               {"cpu_seconds", run.cpu_seconds},
+               {"sent_bytes", rank.SentBytes()}};
   mine["boundaries"] = json::array();
   for (const BoundaryReport& r : rank.LocalReports()) mine["boundaries"].push_back(ReportJson(r));
   const std::string text = mine.dump();
@@ -126,6 +132,8 @@ Status GatherReports(Transport& transport, const internal::PipelineRank& rank, d
       const json j = json::parse(bytes.begin(), bytes.end());
       report->step_seconds.push_back(j.at("step_seconds").get<double>());
       report->idle_seconds.push_back(j.at("idle_seconds").get<double>());
+      report->cpu_seconds.push_back(j.at("cpu_seconds").get<double>());
+      report->sent_bytes.push_back(j.at("sent_bytes").get<uint64_t>());
       for (const json& b : j.at("boundaries")) {
         const size_t boundary = b.at("boundary").get<size_t>();
         if (boundary >= report->boundaries.size()) {
@@ -148,12 +156,26 @@ Status GatherReports(Transport& transport, const internal::PipelineRank& rank, d
   return Status::Ok();
 }
 
+// CPU seconds so far: of the whole process where it holds one rank (its worker threads, the
+// transport's threads), of the calling thread where ranks share the process.
+double CpuSeconds(bool whole_process) {
+  if (whole_process) {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  }
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 // One epoch's training steps on this rank: the shuffled batches (the same order on every
 // rank), each through the schedule's forwards and backwards, one optimizer step and the
 // step's end. Adds the time in steps, and of it the time waiting, to *run.
 Status TrainStageEpoch(internal::PipelineRank& rank, const Dataset& train, const TrainOptions& t,
                        torch::optim::Optimizer& optimizer, torch::Generator& shuffle,
-                       internal::RunProgress* run, EpochCounts* counts) {
+                       bool whole_process, internal::RunProgress* run, EpochCounts* counts) {
   const int64_t n =
       t.max_train_samples > 0 ? std::min(t.max_train_samples, train.size()) : train.size();
   const int64_t batches = (n + t.batch_size - 1) / t.batch_size;
@@ -173,14 +195,18 @@ Status TrainStageEpoch(internal::PipelineRank& rank, const Dataset& train, const
     }
     const auto step_start = Clock::now();
     const double idle_before = rank.idle_seconds();
+    const double cpu_before = CpuSeconds(whole_process);
     optimizer.zero_grad();
     double batch_loss = 0;
     SPARSELINK_RETURN_IF_ERROR(
         rank.Step(images, labels, index.size(0), &batch_loss, &counts->train_correct));
     optimizer.step();
     SPARSELINK_RETURN_IF_ERROR(rank.EndStep(run->step));
-    run->step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
+    const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+    run->step_seconds += step_seconds;
     run->idle_seconds += rank.idle_seconds() - idle_before;
+    rank.CountStepTime(step_seconds, rank.idle_seconds() - idle_before);
+    run->cpu_seconds += CpuSeconds(whole_process) - cpu_before;
     ++run->step;
     counts->loss_sum += batch_loss;
   }
@@ -248,7 +274,8 @@ Result<PipelineReport> TrainPipelineStage(Transport& transport, Stages& stages,
   for (int epoch = run.epoch + 1; epoch <= last_epoch; ++epoch) {
     const auto start = Clock::now();
     EpochCounts counts;
-    SPARSELINK_RETURN_IF_ERROR(TrainStageEpoch(rank, train, t, *optimizer, shuffle, &run, &counts));
+    SPARSELINK_RETURN_IF_ERROR(TrainStageEpoch(rank, train, t, *optimizer, shuffle,
+                                               transport.backend() != "inprocess", &run, &counts));
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     SPARSELINK_RETURN_IF_ERROR(EvaluateStage(rank, test, t, &counts));
     SPARSELINK_ASSIGN_OR_RETURN(const EpochCounts all,
@@ -275,8 +302,8 @@ Result<PipelineReport> TrainPipelineStage(Transport& transport, Stages& stages,
     }
   }
   rank.SetTraining(true);
-  SPARSELINK_RETURN_IF_ERROR(
-      GatherReports(transport, rank, run.step_seconds, run.idle_seconds, options, &report));
+  SPARSELINK_RETURN_IF_ERROR(GatherReports(transport, rank, run, options, &report));
+  report.link_rate_history = rank.link_rate_history();
   return report;
 }
 

@@ -24,7 +24,11 @@ Status PipelineRank::EndStep(int64_t step) {
   if (o.keep || o.policy == RoutingPolicy::kDense) return Status::Ok();
   if (step_ % o.negotiate_every != 0) return Status::Ok();
   double link_cap = std::numeric_limits<double>::infinity();
-  if (o.link_budget_bytes_per_step > 0) SPARSELINK_RETURN_IF_ERROR(ShareBudget(&link_cap));
+  if (o.link_budget_auto) {
+    SPARSELINK_RETURN_IF_ERROR(FollowLinkRate(&link_cap));
+  } else if (o.link_budget_bytes_per_step > 0) {
+    SPARSELINK_RETURN_IF_ERROR(ShareBudget(&link_cap));
+  }
   return Negotiate(link_cap);
 }
 

@@ -296,6 +296,17 @@ std::vector<torch::Tensor> PipelineRank::Parameters() const {
   return parameters;
 }
 
+uint64_t PipelineRank::SentBytes() const {
+  uint64_t bytes = 0;
+  for (const EndChannels* end : {&in_, &out_}) {
+    for (const auto* link : {&end->activation, &end->gradient, &end->summary, &end->negotiation_out,
+                             &end->negotiation_back}) {
+      if (*link) bytes += (*link)->stats().wire_bytes;
+    }
+  }
+  return bytes;
+}
+
 std::vector<BoundaryReport> PipelineRank::LocalReports() const {
   std::vector<BoundaryReport> reports;
   if (sender_) {

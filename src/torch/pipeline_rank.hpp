@@ -61,6 +61,11 @@ class PipelineRank {
   Status SaveState(StateWriter& w) const;
   Status LoadState(StateReader& r);
   double idle_seconds() const { return idle_seconds_; }
+  // A training step's seconds and, of them, the seconds waiting (for --link-budget auto).
+  void CountStepTime(double seconds, double idle);
+  const std::vector<LinkRateRecord>& link_rate_history() const { return link_rate_history_; }
+  // Every byte this rank handed to its links.
+  uint64_t SentBytes() const;
   bool first() const { return rank_ == 0; }
   bool last() const { return rank_ == world_ - 1; }
 
@@ -79,6 +84,9 @@ class PipelineRank {
                  const torch::Tensor& labels, double* loss, int64_t* correct);
   Status Backward(int micro);
   Status ShareBudget(double* link_cap);
+  // --link-budget auto (pipeline_link_rate.cc): the periods' rates and compute, all-gathered,
+  // into every boundary's budget; this rank's sender takes its own as *link_cap.
+  Status FollowLinkRate(double* link_cap);
   Status Negotiate(double link_cap);
   std::string Where(size_t boundary, const std::string& what, int peer) const;
 
@@ -106,6 +114,17 @@ class PipelineRank {
   int64_t packets_per_step_ = 1;  // micro-batches of a step
   double control_packet_bytes_ = 0;  // room every step keeps for a summary and a negotiation
   double idle_seconds_ = 0;
+  // --link-budget auto: the period's step times, the links' timed counters at its start, the
+  // budgets (one per boundary, the same on every rank) and their history.
+  struct Window {
+    double step_seconds = 0;
+    double idle_seconds = 0;
+    int64_t steps = 0;
+  } window_;
+  LinkStats timed_in_;
+  LinkStats timed_out_;
+  std::vector<LinkRateBudget> rate_budgets_;
+  std::vector<LinkRateRecord> link_rate_history_;
 };
 
 // A rank's checkpoint (pipeline_checkpoint.cc), its own file CheckpointPath(dir, rank): its

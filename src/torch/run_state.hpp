@@ -25,6 +25,7 @@ struct RunProgress {
   double elapsed_seconds = 0;  // wall time of the run so far (for the ETA)
   double step_seconds = 0;     // across ranks: time inside training steps ...
   double idle_seconds = 0;     // ... and of it, waiting on another rank
+  double cpu_seconds = 0;      // CPU time inside this process's steps (not resumed)
   std::vector<EpochStats> epochs;
 };
 

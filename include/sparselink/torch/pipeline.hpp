@@ -63,6 +63,17 @@ struct PipelineOptions {
   LinkOptions link;
 };
 
+// One negotiation under --link-budget auto; every rank computes the same.
+struct LinkRateRecord {
+  int64_t step = 0;
+  double unix_seconds = 0;    // the system clock: to line runs up with outside events
+  double step_seconds = 0;    // the slowest rank's mean step in the period before
+  double target_seconds = 0;  // each boundary's share of the compute-bound step
+  std::vector<double> measured_bytes_per_s;  // per boundary; 0: nothing timed in the period
+  std::vector<double> rate_bytes_per_s;      // per boundary: in use (+inf: none measured yet)
+  std::vector<double> budget_bytes;          // per boundary: link bytes per step
+};
+
 // What one rank measured, and (on every rank, after the run's last all-gather) the whole run.
 struct PipelineReport {
   TrainReport train;                       // the epochs, as the last rank measured them
@@ -70,7 +81,14 @@ struct PipelineReport {
   // Per rank: seconds of the steps, and of them the seconds waiting on another rank.
   std::vector<double> step_seconds;
   std::vector<double> idle_seconds;
-  double predicted_bubble = 0;  // BubbleFraction of this run
+  // Per rank: CPU seconds inside the steps run by this invocation (a resumed run counts from
+  // the resume): the whole process's where each rank has its own, else the rank's thread's.
+  std::vector<double> cpu_seconds;
+  // Per rank: every byte it handed to its links (training, evaluation, negotiation and
+  // summaries; retransmits included), to hold against the interface's own counters.
+  std::vector<uint64_t> sent_bytes;
+  double predicted_bubble = 0;                    // BubbleFraction of this run
+  std::vector<LinkRateRecord> link_rate_history;  // --link-budget auto, in step order
 };
 
 // Runs this rank's stage: `stages` is the whole model, built the same way (and seeded the

@@ -104,6 +104,13 @@ struct RoutedBoundaryOptions {
       .tau_send = 0.9, .tau_recv = 0.9, .keep_min = 0.01, .keep_max = 1.0, .hysteresis = 0.005};
   double initial_keep = 0.1;              // contract before the first negotiation (auto keep)
   double link_budget_bytes_per_step = 0;  // > 0: one budget shared by all boundaries
+  // Across ranks only (--link-budget auto): each boundary's link bytes per step follow the
+  // rate its packets crossed at in the last negotiation period, times link_rate.fill of the
+  // target (target_step_seconds, or 0: the ranks' compute per step summed, over the number of
+  // boundaries). Needs a transport whose links time their transfers (the process group's).
+  bool link_budget_auto = false;
+  LinkRateOptions link_rate;
+  double target_step_seconds = 0;
   SensitivityMode sensitivity_mode = SensitivityMode::kTaylor;
   double sensitivity_alpha = 0.5;  // kWeighted: weight of the activation term
   double ema_decay = 0.9;

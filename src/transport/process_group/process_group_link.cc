@@ -21,6 +21,7 @@
 namespace sparselink::torch_adapter {
 
 using Clock = std::chrono::steady_clock;
+constexpr size_t kMinTimedBytes = 4096;
 
 ProcessGroupLink::ProcessGroupLink(c10::intrusive_ptr<c10d::ProcessGroup> group, int peer,
                                    uint32_t channel, const LinkOptions& link_options,
@@ -205,6 +206,7 @@ void ProcessGroupLink::ReceiveLoop() {
     if (stopping_) return;
     const c10::intrusive_ptr<c10d::Work> head = posted_[slot];
     if (!AwaitReceive(head, lock)) return;
+    const Clock::time_point head_arrived = Clock::now();
     const auto* data = buffers_[slot].data_ptr<uint8_t>();
     auto event = assembler.Feed({data, options_.message_bytes}, /*exact=*/false);
     if (!event.ok()) {
@@ -230,6 +232,13 @@ void ProcessGroupLink::ReceiveLoop() {
         const c10::intrusive_ptr<c10d::Work> bulk = bulk_;
         if (!AwaitReceive(bulk, lock)) return;
         bulk_.reset();
+        // The rest left the sender right after the first message: its crossing times the
+        // link (a short rest would time mostly the round trip and the thread's wake-up).
+        if (rest.size() >= kMinTimedBytes) {
+          stats_.timed_bytes += rest.size();
+          stats_.timed_seconds +=
+              std::chrono::duration<double>(Clock::now() - head_arrived).count();
+        }
       }
     } catch (const std::exception& e) {
       if (!failure_) failure_ = std::string("receive failed: ") + e.what();

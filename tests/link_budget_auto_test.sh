@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `train --link-budget auto`: refused where no link times its packets and for bad values; over
+# Gloo every negotiation records each boundary's measured rate, the rate in use, its budget and
+# the target step time; and (root, SHAPED_NET set) on a link that drops from 1 Gbit/s to
+# 5 Mbit/s mid-run the rate in use and the budget follow it down and the contract's keep falls.
+set -u
+bin=${SPARSELINK:?set SPARSELINK to the sparselink binary}
+shaped_net=${SHAPED_NET:-}
+source "$(dirname "$0")/check_lib.sh"
+
+if ! "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
+  echo "skip: this sparselink has no train (built without LibTorch)"
+  exit 0
+fi
+if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
+  echo "skip: no Fashion-MNIST (apt-get install dataset-fashion-mnist)"
+  exit 0
+fi
+unset RANK WORLD_SIZE MASTER_ADDR MASTER_PORT LOCAL_RANK LOCAL_WORLD_SIZE
+
+small=(--epochs 1 --max-train-samples 1200 --batch 200 --micro-batches 2 --threads 1
+       --timeout 60)
+expect_error auto_in_process "--link-budget = auto: needs --transport gloo" \
+  "$bin" train --link-budget auto "${small[@]}"
+expect_error bad_budget "--link-budget.*12x: must be bytes per step >= 0, or auto" \
+  "$bin" train --link-budget 12x "${small[@]}"
+expect_error bad_fill "--link-fill" "$bin" train --link-fill 0 "${small[@]}"
+
+# The records: one per negotiation, the same shape on every boundary, a finite budget once a
+# rate was measured, and the report's configuration says auto.
+check_records() {  # REPORT MIN_RECORDS
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, math, sys
+r = json.load(open(sys.argv[1]))
+assert r["config"]["link_budget_bytes_per_step"] == "auto", r["config"]
+recs = r["pipeline"]["link_rate"]
+assert len(recs) >= int(sys.argv[2]), len(recs)
+boundaries = len(r["boundaries"])
+for x in recs:
+    for k in ("measured_bytes_per_s", "rate_bytes_per_s", "budget_bytes"):
+        assert len(x[k]) == boundaries, x
+    assert x["target_seconds"] > 0 and x["step_seconds"] > 0, x
+    for m, rate, b in zip(x["measured_bytes_per_s"], x["rate_bytes_per_s"], x["budget_bytes"]):
+        if rate is not None:  # JSON null: +inf, nothing measured yet
+            assert rate > 0 and b is not None and 0 < b < math.inf, x
+assert any(m > 0 for x in recs for m in x["measured_bytes_per_s"]), "nothing was timed"
+PY
+}
+if "$bin" launch -n 3 -- train --transport gloo --stages 3 "${small[@]}" --link-budget auto \
+     --negotiate-every 2 --report "$work/auto.json" >"$work/out" 2>"$work/err"; then
+  check_records "$work/auto.json" 3 && pass || fail "auto over gloo: bad records"
+else
+  fail "auto over gloo: $(tail -3 "$work/err")"
+fi
+
+if [[ -z $shaped_net || $(id -u) -ne 0 ]] || ! ip netns add sl-probe-$$ 2>/dev/null; then
+  echo "skip: the shaped part needs root, network namespaces and SHAPED_NET"
+  finish
+  exit
+fi
+ip netns del sl-probe-$$
+
+# 1 Gbit/s, then 5 Mbit/s from second 7 on: the rate in use after the drop is near 5 Mbit/s
+# and well below the one before, the budgets shrink with it, and the keep of the last
+# negotiation is below the last one before the drop.
+if "$shaped_net" --ranks 2 --rate 1gbit --at 7:5mbit -- "$bin" train --transport gloo \
+     --stages 2 --epochs 3 --max-train-samples 12800 --batch 128 --threads 1 --timeout 120 \
+     --link-budget auto --negotiate-every 5 --report "$work/drop.json" \
+     >"$work/out" 2>"$work/err"; then
+  drop_at=$(grep -oE "rate 5mbit at 7 s \(unix [0-9.]+\)" "$work/err" | grep -oE "[0-9]+\.[0-9]+")
+  /usr/bin/python3 - "$work/drop.json" "${drop_at:-0}" <<'PY' && pass || fail "auto did not follow the drop: $(tail -3 "$work/err")"
+import json, sys
+r = json.load(open(sys.argv[1])); drop = float(sys.argv[2])
+assert drop > 0, "no rate change was printed"
+recs = r["pipeline"]["link_rate"]
+before = [x for x in recs if x["unix_seconds"] < drop and x["rate_bytes_per_s"][0]]
+after = [x for x in recs if x["unix_seconds"] > drop + 2]
+assert before and after, (len(before), len(after))
+mbit = lambda x: 8 * x["rate_bytes_per_s"][0] / 1e6
+assert mbit(before[-1]) > 50, f"before the drop: {mbit(before[-1]):.1f} Mbit/s"
+assert mbit(after[-1]) < 10, f"after the drop: {mbit(after[-1]):.1f} Mbit/s"
+assert after[-1]["budget_bytes"][0] < before[-1]["budget_bytes"][0] / 5
+history = r["boundaries"][0]["history"]
+keep_before = [h["keep"] for h in history if h["step"] <= before[-1]["step"]][-1]
+assert history[-1]["keep"] < keep_before, (keep_before, history[-1]["keep"])
+PY
+else
+  fail "auto on a dropping link: $(tail -3 "$work/err")"
+fi
+finish
