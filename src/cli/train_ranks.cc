@@ -56,7 +56,7 @@ Result<Job> JoinJob(const TrainCliOptions& options, std::chrono::milliseconds ti
   // An auto budget times each packet's rest after its first message: a small first message
   // gives routed packets of a few kB a rest to time.
   ta::ProcessGroupTransportOptions transport_options;
-  if (options.link_budget_auto) transport_options.message_bytes = size_t{16} << 10;
+  if (options.link_budget_auto) transport_options.message_bytes = size_t{4} << 10;
   SPARSELINK_ASSIGN_OR_RETURN(job.transport,
                               ta::MakeProcessGroupTransport(job.group, transport_options));
   job.where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + " (" +

@@ -15,6 +15,10 @@ namespace sparselink::torch_adapter::internal {
 
 namespace {
 
+// A period with nothing timed raises the rate in use by this factor: a budget bound low makes
+// packets too small to time, and without probing the rate could never be seen to recover.
+constexpr double kProbeGrowth = 1.5;
+
 // Timed bytes and seconds of `link` since `*since`, which moves to now.
 std::pair<double, double> TimedSince(const Link* link, LinkStats* since) {
   if (link == nullptr) return {0.0, 0.0};
@@ -78,7 +82,9 @@ Status PipelineRank::FollowLinkRate(double* link_cap) {
       const auto grad = ranks[b].at("grad").get<std::vector<double>>();
       const double seconds = act.at(1) + grad.at(1);
       const double measured = seconds > 0 ? (act.at(0) + grad.at(0)) / seconds : 0.0;
-      rate_budgets_[b].Observe(measured);
+      const double in_use = rate_budgets_[b].rate();
+      rate_budgets_[b].Observe(measured > 0 || !std::isfinite(in_use) ? measured
+                                                                       : in_use * kProbeGrowth);
       record.measured_bytes_per_s.push_back(measured);
       record.rate_bytes_per_s.push_back(rate_budgets_[b].rate());
       record.budget_bytes.push_back(rate_budgets_[b].BytesPerStep(record.target_seconds));

@@ -21,7 +21,7 @@
 namespace sparselink::torch_adapter {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kMinTimedBytes = 4096;
+constexpr size_t kMinTimedBytes = 2048;
 
 ProcessGroupLink::ProcessGroupLink(c10::intrusive_ptr<c10d::ProcessGroup> group, int peer,
                                    uint32_t channel, const LinkOptions& link_options,
