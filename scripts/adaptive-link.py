@@ -56,20 +56,25 @@ def train(args, tag, rate, changes, seed):
     return r
 
 
-def settling(records, change_s, next_change_s, period_steps, bound_step):
-    """Negotiation periods after the change at change_s until every boundary's budget is
-    within 25 % of its last one before next_change_s; and the mean step time after that
-    against bound_step, the step at the high rate (where the link does not bound it)."""
+def rate_bits(text):
+    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+    for u, m in units.items():
+        if text.endswith(u):
+            return float(text[:-len(u)]) * m
+    sys.exit(f"rate '{text}': use kbit, mbit or gbit")
+
+
+def settling(records, change_s, next_change_s, old_bits, new_bits, period_steps, bound_step):
+    """Negotiation periods after the change at change_s until every boundary's rate in use is
+    on the new rate's side of the two rates' geometric mean (and so its budget in the new
+    regime); and the mean step time after that against bound_step, the step at the high rate
+    (where the link does not bound it)."""
     window = [r for r in records if change_s < r["seconds"] <= next_change_s]
-    if not window:
-        return None
-    final = window[-1]["budget_bytes"]
-    settled_at = None
-    for i, r in enumerate(window):
-        if all(f is not None and b is not None and abs(b - f) <= 0.25 * f
-               for b, f in zip(r["budget_bytes"], final)):
-            settled_at = i
-            break
+    middle = (old_bits * new_bits) ** 0.5 / 8
+    new_side = (lambda r: r < middle) if new_bits < old_bits else (lambda r: r > middle)
+    settled_at = next((i for i, r in enumerate(window)
+                       if all(x is not None and new_side(x) for x in r["rate_bytes_per_s"])),
+                      None)
     if settled_at is None:
         return None
     after = window[settled_at + 1:] or window[-1:]
@@ -137,10 +142,16 @@ def main():
     ap.add_argument("--negotiate-every", type=int, default=10)
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--extra", default="", help="more train flags for every run")
+    ap.add_argument("--from-runs", default="", help="analyse DIR/runs.json of an earlier run")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("adaptive-link: must run as root (scripts/shaped-net)")
     os.makedirs(args.out, exist_ok=True)
+    if args.from_runs:  # the analysis again, on the runs of an earlier invocation
+        runs = json.load(open(args.from_runs))
+        analyse(runs, args)
+        table(runs, args)
+        return
     runs = []
     seeds = [int(s) for s in args.seeds.split(",")]
     for i, seed in enumerate(seeds):
@@ -149,14 +160,24 @@ def main():
                          [f"{args.drop}:{args.low}", f"{args.recover}:{args.high}"], seed)
         log(f"[{2 * i + 2}/{2 * len(seeds)}] seed {seed}: held at {args.low}")
         held = train(args, f"held_s{seed}", args.low, [], seed)
-        records = changing["pipeline"]["link_rate"]
-        bound = high_rate_step(records, args.drop)
-        runs.append({"seed": seed, "changing": changing, "held": held,
-                     "drop": settling(records, args.drop, args.recover, args.negotiate_every,
-                                      bound),
-                     "recover": settling(records, args.recover, float("inf"),
-                                         args.negotiate_every, bound)})
+        runs.append({"seed": seed, "changing": changing, "held": held})
         json.dump(runs, open(f"{args.out}/runs.json", "w"), indent=1)
+    analyse(runs, args)
+    table(runs, args)
+
+
+def analyse(runs, args):
+    high, low = rate_bits(args.high), rate_bits(args.low)
+    for x in runs:
+        records = x["changing"]["pipeline"]["link_rate"]
+        bound = high_rate_step(records, args.drop)
+        x["drop"] = settling(records, args.drop, args.recover, high, low, args.negotiate_every,
+                             bound)
+        x["recover"] = settling(records, args.recover, float("inf"), low, high,
+                                args.negotiate_every, bound)
+
+
+def table(runs, args):
     lines = ["| seed | accuracy, changing | accuracy, held low | drop: periods to settle | "
              "drop: step / step at high rate | recover: periods | recover: step / step at high "
              "rate |",
