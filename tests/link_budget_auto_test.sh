@@ -60,14 +60,14 @@ if [[ -z $shaped_net || $(id -u) -ne 0 ]] || ! ip netns add sl-probe-$$ 2>/dev/n
 fi
 ip netns del sl-probe-$$
 
-# 1 Gbit/s, then 5 Mbit/s from second 7 on: the rate in use after the drop is near 5 Mbit/s
-# and well below the one before, the budgets shrink with it, and the keep of the last
-# negotiation is below the last one before the drop.
-if "$shaped_net" --ranks 2 --rate 1gbit --at 7:5mbit -- "$bin" train --transport gloo \
-     --stages 2 --epochs 3 --max-train-samples 12800 --batch 128 --threads 1 --timeout 120 \
+# 1 Gbit/s, then 5 Mbit/s from second 10 on: after the drop the rate in use comes down near
+# 5 Mbit/s (probing lifts it between measurements, so the least of it), the budgets shrink
+# with it and so does the keep (their medians).
+if "$shaped_net" --ranks 2 --rate 1gbit --at 10:5mbit -- "$bin" train --transport gloo \
+     --stages 2 --epochs 5 --max-train-samples 12800 --batch 128 --threads 1 --timeout 120 \
      --link-budget auto --negotiate-every 5 --report "$work/drop.json" \
      >"$work/out" 2>"$work/err"; then
-  drop_at=$(grep -oE "rate 5mbit at 7 s \(unix [0-9.]+\)" "$work/err" | grep -oE "[0-9]+\.[0-9]+")
+  drop_at=$(grep -oE "rate 5mbit at 10 s \(unix [0-9.]+\)" "$work/err" | grep -oE "[0-9]+\.[0-9]+")
   /usr/bin/python3 - "$work/drop.json" "${drop_at:-0}" <<'PY' && pass || fail "auto did not follow the drop: $(tail -3 "$work/err")"
 import json, sys
 r = json.load(open(sys.argv[1])); drop = float(sys.argv[2])
@@ -78,11 +78,15 @@ after = [x for x in recs if x["unix_seconds"] > drop + 2]
 assert before and after, (len(before), len(after))
 mbit = lambda x: 8 * x["rate_bytes_per_s"][0] / 1e6
 assert mbit(before[-1]) > 50, f"before the drop: {mbit(before[-1]):.1f} Mbit/s"
-assert mbit(after[-1]) < 10, f"after the drop: {mbit(after[-1]):.1f} Mbit/s"
-assert after[-1]["budget_bytes"][0] < before[-1]["budget_bytes"][0] / 5
+least = min(mbit(x) for x in after)
+assert least < 10, f"after the drop: at least {least:.1f} Mbit/s"
+budgets = sorted(x["budget_bytes"][0] for x in after)
+assert budgets[len(budgets) // 2] < before[-1]["budget_bytes"][0] / 5, (budgets, before[-1])
 history = r["boundaries"][0]["history"]
 keep_before = [h["keep"] for h in history if h["step"] <= before[-1]["step"]][-1]
-assert history[-1]["keep"] < keep_before, (keep_before, history[-1]["keep"])
+keeps_after = [h["keep"] for h in history if h["step"] >= after[0]["step"]]
+assert keeps_after and sorted(keeps_after)[len(keeps_after) // 2] < keep_before, (keep_before,
+                                                                              keeps_after)
 PY
 else
   fail "auto on a dropping link: $(tail -3 "$work/err")"
