@@ -84,8 +84,9 @@ struct PipelineReport {
   // Per rank: CPU seconds inside the steps run by this invocation (a resumed run counts from
   // the resume): the whole process's where each rank has its own, else the rank's thread's.
   std::vector<double> cpu_seconds;
-  // Per rank: every byte it handed to its links (training, evaluation, negotiation and
-  // summaries; retransmits included), to hold against the interface's own counters.
+  // Per rank: every byte it handed to its links in this invocation (training, evaluation,
+  // negotiation and summaries; retransmits included; a resumed run counts from the resume),
+  // to hold against the interface's own counters.
   std::vector<uint64_t> sent_bytes;
   double predicted_bubble = 0;                    // BubbleFraction of this run
   std::vector<LinkRateRecord> link_rate_history;  // --link-budget auto, in step order
