@@ -84,7 +84,7 @@ Status PipelineRank::FollowLinkRate(double* link_cap) {
       const double measured = seconds > 0 ? (act.at(0) + grad.at(0)) / seconds : 0.0;
       const double in_use = rate_budgets_[b].rate();
       rate_budgets_[b].Observe(measured > 0 || !std::isfinite(in_use) ? measured
-                                                                       : in_use * kProbeGrowth);
+                                                                      : in_use * kProbeGrowth);
       record.measured_bytes_per_s.push_back(measured);
       record.rate_bytes_per_s.push_back(rate_budgets_[b].rate());
       record.budget_bytes.push_back(rate_budgets_[b].BytesPerStep(record.target_seconds));
