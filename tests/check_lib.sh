@@ -30,3 +30,18 @@ finish() {
   echo "$passed passed, $failed failed"
   [[ $failed -eq 0 ]]
 }
+
+# Exits the test as skipped unless $bin has `train` (built with LibTorch) and Fashion-MNIST is
+# installed; then clears the job variables of the caller's shell, so none leaks into a rank.
+need_train() {
+  if ! "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
+    echo "skip: this sparselink has no train (built without LibTorch)"
+    exit 0
+  fi
+  if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
+    echo "skip: no Fashion-MNIST (apt-get install dataset-fashion-mnist)"
+    exit 0
+  fi
+  unset RANK WORLD_SIZE MASTER_ADDR MASTER_PORT LOCAL_RANK LOCAL_WORLD_SIZE
+  unset OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE
+}

@@ -8,15 +8,7 @@ bin=${SPARSELINK:?set SPARSELINK to the sparselink binary}
 shaped_net=${SHAPED_NET:-}
 source "$(dirname "$0")/check_lib.sh"
 
-if ! "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
-  echo "skip: this sparselink has no train (built without LibTorch)"
-  exit 0
-fi
-if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
-  echo "skip: no Fashion-MNIST (apt-get install dataset-fashion-mnist)"
-  exit 0
-fi
-unset RANK WORLD_SIZE MASTER_ADDR MASTER_PORT LOCAL_RANK LOCAL_WORLD_SIZE
+need_train
 
 small=(--epochs 1 --max-train-samples 1200 --batch 200 --micro-batches 2 --threads 1
        --timeout 60)

@@ -9,18 +9,7 @@ bin=${SPARSELINK:?set SPARSELINK to the sparselink binary}
 mpiexec=${MPIEXEC:-}
 source "$(dirname "$0")/check_lib.sh"
 
-if ! "$bin" --help 2>/dev/null | grep -qE "^  train( |$)"; then
-  echo "skip: this sparselink has no train (built without LibTorch)"
-  exit 0
-fi
-if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
-  echo "skip: no Fashion-MNIST (apt-get install dataset-fashion-mnist)"
-  exit 0
-fi
-
-# Neither flag nor variable from the caller's shell may leak into a rank.
-unset RANK WORLD_SIZE MASTER_ADDR MASTER_PORT LOCAL_RANK LOCAL_WORLD_SIZE
-unset OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE
+need_train
 
 small=(--epochs 1 --max-train-samples 1200 --batch 200 --micro-batches 2 --threads 1
        --negotiate-every 2 --timeout 60)
