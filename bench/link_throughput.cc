@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,7 @@ struct Flags {
   std::vector<size_t> sizes = {1024, 64 << 10, 1 << 20, 16 << 20};
   size_t mib = 64;
   int rounds = 5;
+  bool grow_first_message = true;
   std::string json_path;
 };
 
@@ -63,6 +65,9 @@ Flags ParseFlags(int argc, char** argv) {
       f.mib = std::stoull(value);
     } else if (arg == "--rounds") {
       f.rounds = std::stoi(value);
+    } else if (arg == "--grow") {
+      if (value != "on" && value != "off") Die("--grow: on or off, not " + value);
+      f.grow_first_message = value == "on";
     } else if (arg == "--json") {
       f.json_path = value;
     } else {
@@ -100,22 +105,35 @@ double StreamLink(Transport& t, Link& link, size_t size, size_t count) {
 
 // The same stream through the group's own send/recv: kWindow sends in flight, two receives
 // posted ahead on two tags taken in turn (the link's own pattern).
-double StreamRaw(Transport& t, c10d::ProcessGroup& group, size_t size, size_t count) {
+// With `copies`, each send first copies a packet into a fresh tensor and each receive copies
+// the message out into a vector of its own, as the link must (its caller owns the packet).
+double StreamRaw(Transport& t, c10d::ProcessGroup& group, size_t size, size_t count, bool copies) {
   Barrier(t);
   const auto start = Clock::now();
   std::vector<std::vector<at::Tensor>> buffers;
   std::vector<c10::intrusive_ptr<c10d::Work>> work;
+  const std::vector<uint8_t> packet(size, 0x5a);
   const size_t slots = t.rank() == 0 ? kWindow : 2;
   for (size_t s = 0; s < slots; ++s)
     buffers.push_back({torch::full({int64_t(size)}, 0x5a, torch::kUInt8)});
   const auto post = [&](size_t i) {
     auto& b = buffers[i % slots];
     const int tag = kRawTag + static_cast<int>(i % 2);
-    return t.rank() == 0 ? group.send(b, 1, tag) : group.recv(b, 0, tag);
+    if (t.rank() == 1) return group.recv(b, 0, tag);
+    if (copies) {
+      b[0] = at::empty({int64_t(size)}, at::kByte);
+      std::memcpy(b[0].data_ptr<uint8_t>(), packet.data(), size);
+    }
+    return group.send(b, 1, tag);
   };
   for (size_t i = 0; i < std::min(slots, count); ++i) work.push_back(post(i));
   for (size_t i = 0; i < count; ++i) {
     if (!work[i]->wait(kTimeout)) Die("raw wait failed");
+    if (copies && t.rank() == 1) {
+      const auto* data = buffers[i % slots][0].data_ptr<uint8_t>();
+      const std::vector<uint8_t> out(data, data + size);
+      if (out[size - 1] != 0x5a) Die("raw delivered the wrong bytes");
+    }
     if (i + slots < count) work.push_back(post(i + slots));
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -133,7 +151,8 @@ int RunRank(int rank, int port, const Flags& flags) {
       .rank = rank, .world_size = 2, .master_port = port, .source = "link_throughput"};
   auto group = sparselink::torch_adapter::MakeGlooProcessGroup(job, kTimeout);
   Check(group.status(), "process group");
-  auto transport = sparselink::torch_adapter::MakeProcessGroupTransport(*group);
+  auto transport = sparselink::torch_adapter::MakeProcessGroupTransport(
+      *group, {.grow_first_message = flags.grow_first_message});
   Check(transport.status(), "transport");
   Transport& t = **transport;
   nlohmann::json results = nlohmann::json::array();
@@ -142,21 +161,28 @@ int RunRank(int rank, int port, const Flags& flags) {
     const size_t count = std::max<size_t>(32, (flags.mib << 20) / std::max<size_t>(size, 1));
     auto link = t.OpenLink(1 - rank, channel++, {.max_packet_bytes = size + 64});
     Check(link.status(), "open link");
-    std::vector<double> raw, linked;
+    std::vector<double> raw, copied, linked;
     for (int r = 0; r < flags.rounds; ++r) {
-      raw.push_back(StreamRaw(t, **group, size, count));
+      raw.push_back(StreamRaw(t, **group, size, count, /*copies=*/false));
+      copied.push_back(StreamRaw(t, **group, size, count, /*copies=*/true));
       linked.push_back(StreamLink(t, **link, size, count));
     }
     const double bytes = double(size) * double(count);
     const double raw_rate = bytes / Median(raw), link_rate = bytes / Median(linked);
+    const double copied_rate = bytes / Median(copied);
     results.push_back({{"packet_bytes", size},
                        {"packets", count},
                        {"raw_mb_per_s", raw_rate / 1e6},
+                       {"raw_copied_mb_per_s", copied_rate / 1e6},
                        {"link_mb_per_s", link_rate / 1e6},
-                       {"link_over_raw", link_rate / raw_rate}});
+                       {"link_over_raw", link_rate / raw_rate},
+                       {"link_over_raw_copied", link_rate / copied_rate}});
     if (rank == 1) {
-      std::printf("%10zu B x %6zu   raw %9.1f MB/s   link %9.1f MB/s   link/raw %.3f\n", size,
-                  count, raw_rate / 1e6, link_rate / 1e6, link_rate / raw_rate);
+      std::printf(
+          "%10zu B x %6zu   raw %8.1f MB/s   raw+copies %8.1f MB/s   link %8.1f MB/s   "
+          "link/raw %.3f   link/(raw+copies) %.3f\n",
+          size, count, raw_rate / 1e6, copied_rate / 1e6, link_rate / 1e6, link_rate / raw_rate,
+          link_rate / copied_rate);
       std::fflush(stdout);
     }
   }

@@ -53,10 +53,13 @@ Result<Job> JoinJob(const TrainCliOptions& options, std::chrono::milliseconds ti
         "must equal --stages = " + std::to_string(options.stages) + " (one stage per rank)");
   }
   SPARSELINK_ASSIGN_OR_RETURN(job.group, ta::MakeGlooProcessGroup(env, timeout));
-  // An auto budget times each packet's rest after its first message: a small first message
-  // gives routed packets of a few kB a rest to time.
+  // An auto budget times each packet's rest after its first message: a small first message,
+  // never grown, gives routed packets of a few kB a rest to time.
   ta::ProcessGroupTransportOptions transport_options;
-  if (options.link_budget_auto) transport_options.message_bytes = size_t{4} << 10;
+  if (options.link_budget_auto) {
+    transport_options.message_bytes = size_t{4} << 10;
+    transport_options.grow_first_message = false;
+  }
   SPARSELINK_ASSIGN_OR_RETURN(job.transport,
                               ta::MakeProcessGroupTransport(job.group, transport_options));
   job.where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + " (" +

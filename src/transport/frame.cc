@@ -65,12 +65,13 @@ Result<FrameAssembler::Event> FrameAssembler::Feed(std::span<const uint8_t> buff
       return Corrupt("frame.length", length,
                      "exceeds link.max_packet_bytes = " + std::to_string(max_packet_bytes_));
     }
-    const uint64_t here = std::min<uint64_t>(length, message_bytes_ - kFrameHeaderBytes);
+    const uint64_t here = std::min<uint64_t>(length, first_message_bytes_ - kFrameHeaderBytes);
     if (buffer.size() < kFrameHeaderBytes + here ||
         (exact && buffer.size() != kFrameHeaderBytes + here)) {
       return Corrupt("frame.message_bytes", buffer.size(),
                      "the frame's first message is " + std::to_string(kFrameHeaderBytes + here));
     }
+    frame_length_ = length;
     packet_.assign(h + kFrameHeaderBytes, h + kFrameHeaderBytes + here);
     remaining_ = length - here;
     in_frame_ = true;

@@ -53,9 +53,16 @@ class FrameAssembler {
   // for a transport that receives the rest as one message straight into it. The length was
   // checked against max_packet_bytes; the packet is TakePacket's once the rest has arrived.
   std::span<uint8_t> RoomForRest();
+  // The first message of the next frame holds up to `bytes` (> 16) instead of message_bytes:
+  // for a transport whose ends agree on a size per frame (ProcessGroupLink's grown heads).
+  void SetFirstMessageBytes(size_t bytes) { first_message_bytes_ = bytes; }
+  // The length the last frame header announced.
+  uint64_t frame_length() const { return frame_length_; }
 
  private:
   const size_t message_bytes_;
+  size_t first_message_bytes_ = message_bytes_;
+  uint64_t frame_length_ = 0;
   const uint64_t max_packet_bytes_;
   bool in_frame_ = false;
   uint64_t remaining_ = 0;  // packet bytes still to come in later messages

@@ -27,6 +27,11 @@ struct ProcessGroupTransportOptions {
   // Bytes of each of the two receives a link keeps posted: a packet longer than this less the
   // 16-byte frame header crosses as two messages, the second of exactly the rest.
   size_t message_bytes = size_t{1} << 20;
+  // Grow a frame's first message to fit the packet two frames before it (both ends know that
+  // length), up to 64 MiB, so that a stream of like-sized long packets crosses as one message
+  // each. Off, every long packet has a rest, whose crossing times the link
+  // (LinkStats::timed_bytes): `--link-budget auto` needs that.
+  bool grow_first_message = true;
   // Messages a sending end may have in flight before Send waits.
   size_t max_messages_in_flight = 16;
 };

@@ -2,7 +2,9 @@
 // hands it to group->send; a thread completes those sends in order, so that Send waits only
 // for room (at most max_messages_in_flight in flight) and a failed send shows on the next call.
 // A frame crosses as at most two messages: its header with the packet's first bytes on the
-// channel's head tag, and the rest of a long packet as one message on its bulk tag. The
+// channel's head tag, and the rest of a long packet as one message on its bulk tag. The first
+// message of frame k may be grown to fit frame k - 2 (FirstMessageBytes), so that a steady
+// stream of long packets pays one message and one posted receive per packet. The
 // receiving end keeps two receives posted on the head tag; a thread waits on them in turn,
 // copies each message out, posts the receive again at once, and for a long packet then posts
 // one receive of exactly the rest, straight into the packet (one round trip per packet, not
@@ -22,6 +24,11 @@ namespace sparselink::torch_adapter {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kMinTimedBytes = 2048;
+// The threads wait on work items with an explicit, practically endless timeout: without one,
+// Gloo applies the group's own timeout, and a wait that times out closes every connection of
+// the group, so a link idle for that long (an evaluation pass, a slow peer) would break.
+// Send and Recv keep their own timeouts; a dead peer ends these waits when its socket closes.
+constexpr std::chrono::milliseconds kWaitOnWork = std::chrono::hours(24 * 365);
 
 ProcessGroupLink::ProcessGroupLink(c10::intrusive_ptr<c10d::ProcessGroup> group, int peer,
                                    uint32_t channel, const LinkOptions& link_options,
@@ -67,7 +74,18 @@ Status ProcessGroupLink::Failed() const {
                                         std::to_string(channel_) + "): " + *failure_);
 }
 
-Status ProcessGroupLink::SendMessage(const uint8_t* bytes, size_t size, int tag,
+size_t ProcessGroupLink::FirstMessageBytes(uint64_t frame, const uint64_t lengths[2]) const {
+  constexpr uint64_t kMaxFirstMessage = uint64_t{64} << 20;
+  constexpr uint64_t kRound = 4096;
+  if (!options_.grow_first_message || frame < 2) return options_.message_bytes;
+  // An eighth of slack, so that packets that vary a little from step to step still fit.
+  const uint64_t length = lengths[frame % 2];
+  const uint64_t want =
+      (length + length / 8 + internal::kFrameHeaderBytes + kRound - 1) / kRound * kRound;
+  return std::max<size_t>(options_.message_bytes, std::min(want, kMaxFirstMessage));
+}
+
+Status ProcessGroupLink::SendMessage(at::Tensor message, int tag,
                                      std::unique_lock<std::mutex>& lock,
                                      Clock::time_point deadline) {
   if (!changed_.wait_until(lock, deadline, [&] {
@@ -79,8 +97,6 @@ Status ProcessGroupLink::SendMessage(const uint8_t* bytes, size_t size, int tag,
   }
   if (failure_) return Failed();
   if (stopping_) return Status(ErrorCode::kClosed, "link: shutting down");
-  at::Tensor message = at::empty({static_cast<int64_t>(size)}, at::kByte);
-  if (size > 0) std::memcpy(message.data_ptr<uint8_t>(), bytes, size);
   std::vector<at::Tensor> tensors{message};
   c10::intrusive_ptr<c10d::Work> work;
   try {
@@ -105,7 +121,7 @@ void ProcessGroupLink::SendLoop() {
     lock.unlock();
     std::string error;
     try {
-      work->wait();
+      work->wait(kWaitOnWork);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -132,18 +148,23 @@ Status ProcessGroupLink::Send(std::span<const uint8_t> packet, uint64_t dense_by
   std::unique_lock lock(mutex_);
   if (failure_) return Failed();
   if (closed_) return Status(ErrorCode::kClosed, "link: send on a closed link");
-  // The first message: the header and as much of the packet as fits; then whole messages.
-  const size_t first =
-      std::min(packet.size(), options_.message_bytes - internal::kFrameHeaderBytes);
-  std::vector<uint8_t> head(internal::kFrameHeaderBytes + first);
-  internal::WriteFrameHeader(internal::FrameType::kPacket, packet.size(), head.data());
-  if (first > 0) std::memcpy(head.data() + internal::kFrameHeaderBytes, packet.data(), first);
-  SPARSELINK_RETURN_IF_ERROR(SendMessage(head.data(), head.size(), HeadTag(), lock, deadline));
+  // The first message: the header and as much of the packet as fits; then the rest.
+  const size_t first = std::min(
+      packet.size(), FirstMessageBytes(frames_sent_, sent_lengths_) - internal::kFrameHeaderBytes);
+  at::Tensor head =
+      at::empty({static_cast<int64_t>(internal::kFrameHeaderBytes + first)}, at::kByte);
+  internal::WriteFrameHeader(internal::FrameType::kPacket, packet.size(), head.data_ptr<uint8_t>());
+  if (first > 0) {
+    std::memcpy(head.data_ptr<uint8_t>() + internal::kFrameHeaderBytes, packet.data(), first);
+  }
+  SPARSELINK_RETURN_IF_ERROR(SendMessage(std::move(head), HeadTag(), lock, deadline));
+  sent_lengths_[frames_sent_ % 2] = packet.size();
+  frames_sent_ += 1;
   if (first < packet.size()) {
+    at::Tensor rest = at::empty({static_cast<int64_t>(packet.size() - first)}, at::kByte);
+    std::memcpy(rest.data_ptr<uint8_t>(), packet.data() + first, packet.size() - first);
     // A timeout here would leave half a frame on the channel: the link stops being usable.
-    if (Status s =
-            SendMessage(packet.data() + first, packet.size() - first, BulkTag(), lock, deadline);
-        !s.ok()) {
+    if (Status s = SendMessage(std::move(rest), BulkTag(), lock, deadline); !s.ok()) {
       if (!failure_) failure_ = "a frame was cut short: " + s.ToString();
       return s;
     }
@@ -162,7 +183,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupLink::PostReceive(at::Tensor& buffer,
 void ProcessGroupLink::StartReceiving() {
   try {
     for (uint64_t i = 0; i < 2; ++i) {
-      buffers_[i] = at::empty({static_cast<int64_t>(options_.message_bytes)}, at::kByte);
+      posted_bytes_[i] = FirstMessageBytes(i, received_lengths_);
+      buffers_[i] = at::empty({static_cast<int64_t>(posted_bytes_[i])}, at::kByte);
       posted_[i] = PostReceive(buffers_[i], HeadTag());
     }
   } catch (const std::exception& e) {
@@ -178,7 +200,7 @@ bool ProcessGroupLink::AwaitReceive(const c10::intrusive_ptr<c10d::Work>& work,
   std::string error;
   bool completed = false;
   try {
-    completed = work->wait();
+    completed = work->wait(kWaitOnWork);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -208,7 +230,8 @@ void ProcessGroupLink::ReceiveLoop() {
     if (!AwaitReceive(head, lock)) return;
     const Clock::time_point head_arrived = Clock::now();
     const auto* data = buffers_[slot].data_ptr<uint8_t>();
-    auto event = assembler.Feed({data, options_.message_bytes}, /*exact=*/false);
+    assembler.SetFirstMessageBytes(posted_bytes_[slot]);
+    auto event = assembler.Feed({data, posted_bytes_[slot]}, /*exact=*/false);
     if (!event.ok()) {
       failure_ =
           "rank " + std::to_string(peer_) + " sent a bad frame: " + event.status().ToString();
@@ -221,8 +244,14 @@ void ProcessGroupLink::ReceiveLoop() {
       return;  // nothing follows a close frame
     }
     try {
-      // The buffer was copied out: post it again for the message after next; then the rest
-      // of a long packet, straight into its place.
+      // The buffer was copied out: post it again for the frame after next, sized from this
+      // one; then the rest of a long packet, straight into its place.
+      received_lengths_[slot] = assembler.frame_length();
+      posted_bytes_[slot] = FirstMessageBytes(message + 2, received_lengths_);
+      const auto have = static_cast<size_t>(buffers_[slot].numel());
+      if (have < posted_bytes_[slot] || have > 4 * posted_bytes_[slot]) {
+        buffers_[slot] = at::empty({static_cast<int64_t>(posted_bytes_[slot])}, at::kByte);
+      }
       posted_[slot] = PostReceive(buffers_[slot], HeadTag());
       if (*event == internal::FrameAssembler::Event::kNeedMore) {
         const std::span<uint8_t> rest = assembler.RoomForRest();
@@ -278,9 +307,9 @@ void ProcessGroupLink::Close() {
   // A sending end tells the peer, which sees kClosed once it has read everything before; a
   // receiving end (one that has received and never sent) only stops taking packets.
   if ((messages_sent_ > 0 || !received_any_) && !failure_) {
-    uint8_t header[internal::kFrameHeaderBytes];
-    internal::WriteFrameHeader(internal::FrameType::kClose, 0, header);
-    (void)SendMessage(header, sizeof header, HeadTag(), lock,
+    at::Tensor header = at::empty({int64_t{internal::kFrameHeaderBytes}}, at::kByte);
+    internal::WriteFrameHeader(internal::FrameType::kClose, 0, header.data_ptr<uint8_t>());
+    (void)SendMessage(std::move(header), HeadTag(), lock,
                       Clock::now() + std::chrono::milliseconds(1000));
   }
   changed_.notify_all();

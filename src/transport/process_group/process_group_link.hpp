@@ -37,9 +37,12 @@ class ProcessGroupLink final : public Link {
   // the bulk tag.
   int HeadTag() const { return static_cast<int>(2 * channel_); }
   int BulkTag() const { return static_cast<int>(2 * channel_ + 1); }
-  // Queues one message for the peer; waits for room (kTimeout, kClosed).
-  Status SendMessage(const uint8_t* bytes, size_t size, int tag, std::unique_lock<std::mutex>& lock,
+  // Queues one message (a tensor of its own) for the peer; waits for room (kTimeout, kClosed).
+  Status SendMessage(at::Tensor message, int tag, std::unique_lock<std::mutex>& lock,
                      std::chrono::steady_clock::time_point deadline);
+  // Bytes of frame `frame`'s first message, from the length of frame `frame - 2` in `lengths`
+  // (indexed by frame % 2): the receiver posts frame k's receive once frame k - 2 arrived.
+  size_t FirstMessageBytes(uint64_t frame, const uint64_t lengths[2]) const;
   void SendLoop();     // completes the sends in flight, in order
   void ReceiveLoop();  // waits on the posted receives in turn and reassembles frames
   // Waits (without the lock) for `work`; false once the link stops or fails.
@@ -65,12 +68,16 @@ class ProcessGroupLink final : public Link {
 
   // Sending end.
   uint64_t messages_sent_ = 0;
+  uint64_t frames_sent_ = 0;
+  uint64_t sent_lengths_[2] = {0, 0};
   std::deque<InFlight> in_flight_;
   std::thread send_thread_;
 
   // Receiving end.
   bool received_any_ = false;  // Recv was called
   at::Tensor buffers_[2];
+  size_t posted_bytes_[2] = {0, 0};  // the first-message size each receive was posted for
+  uint64_t received_lengths_[2] = {0, 0};
   c10::intrusive_ptr<c10d::Work> posted_[2];  // both on the head tag, matched in turn
   c10::intrusive_ptr<c10d::Work> bulk_;       // the rest of a long packet, when posted
   std::deque<std::vector<uint8_t>> arrived_;  // whole packets, in order
