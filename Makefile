@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build demo test test-sanitize test-sanitize-gloo test-tsan fuzz bench experiments clean
+.PHONY: all deps configure build install demo test test-sanitize test-sanitize-gloo test-tsan fuzz bench experiments clean
 
 all: build
 
@@ -16,6 +16,12 @@ configure: deps
 
 build: configure
 	@env -u MAKEFLAGS -u MAKELEVEL cmake --build $(BUILD) -j $(JOBS)
+
+# Headers, libraries, the CMake package and sparselink.pc under PREFIX (examples/consumer uses
+# them).
+PREFIX ?= /usr/local
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The main job on its embedded defaults (plus the dense baseline with the same seed, for the
 # accuracy plot): report and plots under out/train/.

@@ -21,7 +21,7 @@ add_library(sparselink_mpi STATIC
   src/transport/mpi/mpi_link.cc
   src/transport/mpi/mpi_transport.cc)
 target_include_directories(sparselink_mpi PUBLIC
-  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_compile_options(sparselink_mpi PRIVATE ${SPARSELINK_WARNINGS})
 target_compile_features(sparselink_mpi PUBLIC cxx_std_20)

@@ -44,7 +44,7 @@ add_library(sparselink_torch STATIC
   src/torch/boundary_state.cc
   src/torch/pipeline_checkpoint.cc)
 target_include_directories(sparselink_torch PUBLIC
-  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
 # LibTorch's own headers trip -Wshadow/-Wconversion/-Wpedantic; they come in as SYSTEM
 # includes (imported target), so our warnings apply to our code only.
@@ -61,7 +61,7 @@ add_library(sparselink_process_group STATIC
   src/transport/process_group/process_group_link.cc
   src/transport/process_group/process_group_transport.cc)
 target_include_directories(sparselink_process_group PUBLIC
-  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_compile_definitions(sparselink_process_group PUBLIC USE_C10D_GLOO)
 target_compile_options(sparselink_process_group PRIVATE ${SPARSELINK_WARNINGS})
