@@ -8,7 +8,9 @@ into a checksummed packet, and brings the gradient back at the same positions. F
 * ``encode`` / ``decode`` / ``inspect``, ``encode_gradient`` / ``decode_gradient``: the
   packet codec on tensors and bytes;
 * ``SensitivityMap``: per-neuron importance that ``encode`` can score by;
-* ``ProcessGroupTransport``: sparselink's links over your own ``torch.distributed`` group.
+* ``ProcessGroupTransport``: sparselink's links over your own ``torch.distributed`` group;
+* ``PipelineStage`` and ``Schedule``: a module per rank, micro-batches in GPipe or 1F1B order,
+  routed packets between the stages (the shape of ``torch.distributed.pipelining``).
 
 Errors are Python exceptions whose message names the field and the value: ``ValueError``
 (bad arguments, shapes and packets, NaN or Inf), ``TypeError`` (wrong types),
@@ -25,6 +27,7 @@ from . import _sparselink
 from ._boundary import RoutedBoundary, default_options
 from ._codec import (SensitivityMap, decode, decode_gradient, encode, encode_gradient,
                      inspect)
+from ._pipeline import PipelineStage, Schedule
 from ._transport import Link, ProcessGroupTransport
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "decode_gradient",
     "SensitivityMap",
     "ProcessGroupTransport",
+    "PipelineStage",
+    "Schedule",
     "Link",
 ]
 __version__ = "0.1.0"
