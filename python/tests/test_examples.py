@@ -1,4 +1,4 @@
-"""The examples in examples/python run as written (shortened where they take an option)."""
+"""The examples in examples/python run as written."""
 import os
 import subprocess
 import sys
@@ -13,10 +13,10 @@ def run(source_dir, *args):
 
 
 def test_routed_sequential(source_dir):
-    out = run(source_dir, "examples/python/routed_sequential.py", "--steps", "100")
+    out = run(source_dir, "examples/python/routed_sequential.py")  # as written: one epoch
     assert "fewer bytes than dense fp32" in out
     accuracy = float(out.split("test accuracy ")[1].split(" %")[0])
-    assert accuracy > 65
+    assert accuracy > 80  # a dense MLP reaches about 85 % after one epoch
 
 
 def test_two_process_pipeline(source_dir):
