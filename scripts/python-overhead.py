@@ -1,7 +1,11 @@
 #!/usr/bin/python3
-"""What the Python layer adds to a boundary call: sparselink.RoutedBoundary driven from Python
-against the same boundary driven from C++ (the extension's own loop), at the default training
-shape, forward + backward + step end per call, the same options, interleaved rounds, medians.
+"""What the Python layer adds to a boundary call, at the default training shape, measured two
+ways: (1) end to end, sparselink.RoutedBoundary driven from Python against the same boundary
+driven from C++ (the extension's own loop), forward + backward + step end per call, the same
+options, interleaved blocks in turning order, the median of the paired ratios; (2) the Python
+layer alone, the module's code with the C++ work stubbed out plus one pybind11 call, against
+the C++ call. (1) also carries what differs between the two loops besides Python (allocator
+and cache state), a few percent either way from run to run; (2) is the overhead itself.
 
     PYTHONPATH=build/python scripts/python-overhead.py [--rows 128] [--cols 1024] [--rounds 7]
 """
@@ -35,6 +39,37 @@ def python_seconds(options, rows, cols, warmup, calls, backward):
         backward(boundary(x), g)
     boundary.step_end()  # the last call's step, which the C++ loop also ends
     return (time.perf_counter() - start) / calls
+
+
+class _StubImpl:
+    """Stands in for the extension's boundary: returns at once, so that a module call costs
+    only its Python (nn.Module.__call__, RoutedBoundary.forward, the step bookkeeping)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.steps = 0
+
+    def forward(self, activation, training):
+        return self.out
+
+    def step_end(self):
+        pass
+
+
+def layer_seconds(rows, cols, calls=20000):
+    """Seconds per call that the Python layer itself costs: the module's Python code with the
+    C++ work taken out, plus one pybind11 call that takes a tensor (the extension's entry)."""
+    x = torch.randn(rows, cols).requires_grad_()
+    boundary = sl.RoutedBoundary(seed=1)
+    boundary._impl = _StubImpl(torch.empty(0))
+    start = time.perf_counter()
+    for _ in range(calls):
+        boundary(x)
+    module = (time.perf_counter() - start) / calls
+    start = time.perf_counter()
+    for _ in range(calls):
+        sl._sparselink._data_ptr_seen(x)
+    return module + (time.perf_counter() - start) / calls
 
 
 def main():
@@ -75,6 +110,11 @@ def main():
               "python_tensor_backward_us": pt * 1e6, "python_over_cpp": ratio,
               "python_tensor_backward_over_cpp": ratio_tensor,
               "threads": torch.get_num_threads(), "rounds": args.rounds, "calls": args.calls}
+    layer = statistics.median(layer_seconds(args.rows, args.cols) for _ in range(5))
+    result["python_layer_us"] = layer * 1e6
+    result["python_layer_share"] = layer / c
+    print(f"Python layer alone (module code + one pybind11 call): {layer * 1e6:.1f} us per "
+          f"call, {layer / c * 100:.2f} % of the C++ call")
     print(f"{args.rows} x {args.cols}, forward + backward + step end per call: C++ "
           f"{c * 1e6:.1f} us; Python {p * 1e6:.1f} us (Python / C++ {ratio:.3f}); Python with "
           f"tensor.backward() per call {pt * 1e6:.1f} us ({ratio_tensor:.3f})")
