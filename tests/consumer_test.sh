@@ -25,6 +25,14 @@ if [[ $WITH_TORCH == ON ]]; then
   grep -q "wire bytes" "$work/out" && pass || fail "routed_step printed: $(cat "$work/out")"
 fi
 
+# The Python package, when this tree built it: importable from the prefix alone.
+if [[ -d $BUILD_DIR/python/sparselink ]]; then
+  site=$prefix/lib/python3/dist-packages
+  expect_ok "python package imports from the prefix" env PYTHONPATH="$site" /usr/bin/python3 -c \
+    "import sparselink, torch; assert sparselink.__file__.startswith('$site'); \
+     p = sparselink.encode(torch.ones(2, 8), keep=0.5); assert sparselink.decode(p).sum() == 8"
+fi
+
 # A version the package does not satisfy, and a component it was built without, are refused.
 mkdir -p "$work/strict"
 cat >"$work/strict/CMakeLists.txt" <<'CMAKE'
