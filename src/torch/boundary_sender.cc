@@ -246,6 +246,16 @@ Status BoundarySender::EncodeProposal(double link_bytes_per_step, BoundBy link_r
                                                     .gradient_codec = spec_.options->gradient_codec,
                                                     .link_budget_reason = link_reason},
                                                    packet_rows, spec_.cols));
+  // Under --link-budget auto the measured link decides: a link with room for more than the
+  // sender's coverage asks for gets it used (up to keep_max), so that routing gives back to
+  // accuracy what a fast link does not need saved. The budget is a share (link_rate.fill) of
+  // the step's compute time, so the link still adds at most that share.
+  const RoutedBoundaryOptions& o = *spec_.options;
+  if (o.link_budget_auto && std::isfinite(link_bytes_per_step) &&
+      proposal.keep < proposal.link_cap) {
+    proposal.keep = std::min(proposal.link_cap, o.negotiator.keep_max);
+    proposal.reason = link_reason;
+  }
   SPARSELINK_RETURN_IF_ERROR(
       sparselink::EncodeProposal(proposal, LabelOf(spec_.boundary, contract_, step, 0), &packet_));
   proposal_ = proposal;
